@@ -1,0 +1,169 @@
+//! The one error type of the crate.
+//!
+//! Messages are lowercase, carry the offending value in backticks, and fit on one line so
+//! the CLI can print them as they are.
+
+use std::path::PathBuf;
+
+use crate::ids::{CallId, OperationId, ParticipantId};
+
+/// Everything that can go wrong in the ledger, the process layer or the CLI.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An id from outside (CLI, HTTP, environment, a ledger file) failed validation.
+    #[error("invalid {kind} id `{value}`: {reason}")]
+    InvalidId {
+        kind: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+
+    #[error("operation `{0}` not found")]
+    OperationNotFound(OperationId),
+
+    #[error("operation `{0}` already exists")]
+    OperationExists(OperationId),
+
+    /// The operation has ended (completed or failed) and takes no more changes.
+    #[error("operation `{operation}` is {state}")]
+    OperationEnded { operation: OperationId, state: String },
+
+    /// A ledger file that is not valid: the path and what the parser said.
+    #[error("corrupt ledger file `{path}`: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+
+    #[error("{action} `{path}`: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The participant was declared crashed; its writes are refused from now on.
+    #[error("participant `{participant}` is fenced out of operation `{operation}` (epoch {epoch})")]
+    Fenced {
+        operation: OperationId,
+        participant: ParticipantId,
+        epoch: u64,
+    },
+
+    /// A join under an id that a different live process holds.
+    #[error("participant id `{participant}` is already held by live process {pid} in operation `{operation}`")]
+    ParticipantInUse {
+        operation: OperationId,
+        participant: ParticipantId,
+        pid: i32,
+    },
+
+    #[error("only the initiator can {action} operation `{operation}`")]
+    NotInitiator {
+        operation: OperationId,
+        action: &'static str,
+    },
+
+    /// `complete` while other participants still hold frames.
+    #[error("operation `{operation}` still has open calls of other participants: {calls}")]
+    OpenCalls { operation: OperationId, calls: String },
+
+    #[error("session {session} of operation `{operation}` has pending calls: {calls}")]
+    PendingCalls {
+        operation: OperationId,
+        session: u64,
+        calls: String,
+    },
+
+    #[error("session {session} of operation `{operation}` is not active")]
+    SessionClosed { operation: OperationId, session: u64 },
+
+    #[error("call `{0}` has already completed")]
+    CallCompleted(CallId),
+
+    #[error("call `{0}` is not finished yet")]
+    CallPending(CallId),
+
+    /// The work of a call failed; the message is the work's own error.
+    #[error("call `{call}` failed: {message}")]
+    CallFailed { call: CallId, message: String },
+
+    #[error("call `{0}` was cancelled")]
+    Cancelled(CallId),
+
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        what: String,
+        after: std::time::Duration,
+    },
+
+    #[error("operation `{operation}` failed: {reason}")]
+    OperationFailed { operation: OperationId, reason: String },
+
+    #[error("operation `{0}` was aborted")]
+    Aborted(OperationId),
+
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A worker ended unsuccessfully; `stderr` holds the last lines it wrote there.
+    #[error("worker `{program}` {status}{}", stderr_suffix(.stderr))]
+    WorkerFailed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("worker `{program}` wrote more than {limit} bytes to stdout")]
+    OutputTooLarge { program: String, limit: usize },
+
+    #[error("cannot decode result of call `{call}`: {reason}")]
+    Decode { call: CallId, reason: String },
+
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
+
+    #[error("system call {call} failed: {source}")]
+    Sys {
+        call: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {}", stderr.trim_end().replace('\n', " | "))
+    }
+}
+
+impl Error {
+    /// An I/O error with the action and path it happened on.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Bad input that is not an id: a value and why it was refused.
+    pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A failed system call.
+    pub fn sys(call: &'static str, source: nix::Error) -> Self {
+        Error::Sys { call, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,21 @@
+//! Launch, track and clean up worker processes under one supervised operation.
+//!
+//! Several processes (a CLI, an editor extension, scripts, workers on other machines)
+//! share an *operation* through a *ledger*: they see each other's calls, detect each
+//! other's crashes, propagate an abort, and every registered temporary resource is
+//! removed even after Ctrl+C, `kill -9` or a crash.
+//!
+//! The layers, from the bottom:
+//! - [`model`], [`ids`], [`clock`]: the data on disk, validated ids, injectable time.
+//! - [`store`]: where operations live (`FileStore` embedded; more backends behind the
+//!   same trait). Knows nothing about processes.
+//! - [`process`]: process groups, identity, the stop ladder. Knows nothing about files.
+//! - `ledger`: operations, calls, heartbeats, abort, crash handling, exec workers.
+
+pub mod clock;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod store;
+
+pub use error::{Error, Result};
