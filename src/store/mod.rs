@@ -14,7 +14,7 @@
 //! - `read` is a consistent snapshot and may be served without any lock.
 //! - `watch` pushes change notifications so abort and state changes need no polling.
 
-
+pub mod file;
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ use crate::error::Result;
 use crate::ids::OperationId;
 use crate::model::LedgerData;
 
-
+pub use file::{FileStore, FileStoreOptions};
 
 /// The two logs of an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
