@@ -87,6 +87,10 @@ pub enum Error {
     #[error("call `{call}` failed: {message}")]
     CallFailed { call: CallId, message: String },
 
+    /// Work run through `wait_for_completion` failed; the message is the work's own.
+    #[error("work failed: {0}")]
+    Work(String),
+
     #[error("call `{0}` was cancelled")]
     Cancelled(CallId),
 

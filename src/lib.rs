@@ -15,7 +15,17 @@
 pub mod clock;
 pub mod error;
 pub mod ids;
+pub mod ledger;
 pub mod model;
+pub mod poll;
+pub mod process;
 pub mod store;
 
 pub use error::{Error, Result};
+pub use ledger::{
+    Call, CallCallback, CallContext, CallOptions, Connect, HeartbeatError, HeartbeatErrorType,
+    HeartbeatOptions, HeartbeatResult, Ledger, LedgerCallback, Operation, OperationCallback,
+    OperationFailedInfo, OperationOptions, SpawnedCall, SyncOptions, SyncResult, WaitOptions,
+};
+pub use ids::{CallId, OperationId, ParticipantId};
+pub use model::{LogLevel, OperationState};

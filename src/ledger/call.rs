@@ -1,0 +1,299 @@
+//! [`Call`]: a tracked unit of work that the caller ends or fails itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::ids::CallId;
+use crate::model::{CallFrame, FrameState, LogLevel};
+
+use super::callbacks::CallCallback;
+use super::operation::Operation;
+use super::shared::{ActiveCall, OpShared};
+
+/// Options of a call (regular or spawned).
+#[derive(Clone)]
+pub struct CallOptions<T> {
+    pub description: Option<String>,
+    /// Whether the call failing (or its owner crashing) fails the whole operation.
+    pub fail_on_crash: bool,
+    pub callback: CallCallback<T>,
+    /// The call this one was made on behalf of, if any.
+    pub parent_call_id: Option<CallId>,
+}
+
+impl<T> Default for CallOptions<T> {
+    fn default() -> Self {
+        Self {
+            description: None,
+            fail_on_crash: true,
+            callback: CallCallback::default(),
+            parent_call_id: None,
+        }
+    }
+}
+
+impl<T: Send + 'static> CallOptions<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn description(mut self, d: impl Into<String>) -> Self {
+        self.description = Some(d.into());
+        self
+    }
+
+    pub fn fail_on_crash(mut self, v: bool) -> Self {
+        self.fail_on_crash = v;
+        self
+    }
+
+    pub fn callback(mut self, c: CallCallback<T>) -> Self {
+        self.callback = c;
+        self
+    }
+
+    pub fn parent(mut self, call: CallId) -> Self {
+        self.parent_call_id = Some(call);
+        self
+    }
+}
+
+/// A call in progress. End it with [`Call::end`] or [`Call::fail`]; dropping it unfinished
+/// is logged and fails it.
+pub struct Call<T: Clone + Send + 'static> {
+    shared: Arc<OpShared>,
+    id: CallId,
+    description: Option<String>,
+    started_at: Timestamp,
+    fail_on_crash: bool,
+    callback: CallCallback<T>,
+    completed: AtomicBool,
+}
+
+impl<T: Clone + Send + 'static> Call<T> {
+    pub fn call_id(&self) -> &CallId {
+        &self.id
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    pub fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+
+    pub fn is_completed(&self) -> bool {
+        self.completed.load(Ordering::SeqCst)
+    }
+
+    fn finish(&self) -> Result<()> {
+        if self.completed.swap(true, Ordering::SeqCst) {
+            return Err(Error::CallCompleted(self.id.clone()));
+        }
+        Ok(())
+    }
+
+    fn duration_ms(&self) -> i64 {
+        (self.shared.now() - self.started_at).num_milliseconds()
+    }
+
+    /// End the call successfully; `on_completion` gets the result.
+    pub async fn end(&self, result: T) -> Result<()> {
+        self.finish()?;
+        remove_frame(&self.shared, &self.id).await?;
+        self.shared
+            .log_quietly(
+                LogLevel::Info,
+                &format!("CALL_ENDED callId={} duration={}ms", self.id, self.duration_ms()),
+            )
+            .await;
+        if let Some(f) = &self.callback.on_completion {
+            f(result).await;
+        }
+        Ok(())
+    }
+
+    /// Fail the call: its frame goes, `on_cleanup` runs, and with `fail_on_crash` the
+    /// operation fails.
+    pub async fn fail(&self, error: impl std::fmt::Display) -> Result<()> {
+        self.finish()?;
+        let message = error.to_string();
+        let removed = remove_frame(&self.shared, &self.id).await;
+        self.shared
+            .log_quietly(
+                LogLevel::Error,
+                &format!(
+                    "CALL_FAILED callId={} duration={}ms error={message}",
+                    self.id,
+                    self.duration_ms()
+                ),
+            )
+            .await;
+        if let Some(f) = &self.callback.on_cleanup {
+            f().await;
+        }
+        if self.fail_on_crash {
+            super::failure::fail_operation(
+                &self.shared,
+                format!("call `{}` failed: {message}", self.id),
+                vec![self.id.clone()],
+            )
+            .await?;
+        }
+        removed
+    }
+}
+
+impl<T: Clone + Send + 'static> Drop for Call<T> {
+    fn drop(&mut self) {
+        if self.is_completed() {
+            return;
+        }
+        self.completed.store(true, Ordering::SeqCst);
+        let shared = self.shared.clone();
+        let id = self.id.clone();
+        let fail_on_crash = self.fail_on_crash;
+        let on_cleanup = self.callback.on_cleanup.clone();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(call = %id, "call dropped without end or fail outside a runtime");
+            return;
+        };
+        handle.spawn(async move {
+            let message = "dropped without end or fail";
+            let _ = remove_frame(&shared, &id).await;
+            shared
+                .log_quietly(LogLevel::Error, &format!("CALL_FAILED callId={id} error={message}"))
+                .await;
+            if let Some(f) = on_cleanup {
+                f().await;
+            }
+            if fail_on_crash {
+                let reason = format!("call `{id}` failed: {message}");
+                let _ = super::failure::fail_operation(&shared, reason, vec![id]).await;
+            }
+        });
+    }
+}
+
+impl Operation {
+    /// Start a call tracked to this session.
+    pub async fn start_call<T: Clone + Send + 'static>(
+        &self,
+        options: CallOptions<T>,
+    ) -> Result<Call<T>> {
+        let shared = &self.shared;
+        let id = CallId::generate(self.participant_id());
+        let frame = new_frame(shared, &id, self.session, &options);
+        let started_at = frame.start_time;
+        add_frame(shared, frame).await?;
+        shared.local().calls.insert(
+            id.clone(),
+            ActiveCall {
+                session: self.session,
+                cancel: None,
+                done: None,
+                on_cleanup: options.callback.on_cleanup.clone(),
+                on_operation_failed: options.callback.on_operation_failed.clone(),
+            },
+        );
+        shared
+            .log_quietly(
+                LogLevel::Info,
+                &format!("CALL_STARTED callId={id} participant={}", self.participant_id()),
+            )
+            .await;
+        Ok(Call {
+            shared: shared.clone(),
+            id,
+            description: options.description,
+            started_at,
+            fail_on_crash: options.fail_on_crash,
+            callback: options.callback,
+            completed: AtomicBool::new(false),
+        })
+    }
+}
+
+pub(crate) fn new_frame<T>(
+    shared: &OpShared,
+    id: &CallId,
+    session: u64,
+    options: &CallOptions<T>,
+) -> CallFrame {
+    let now = shared.now();
+    CallFrame {
+        participant_id: shared.ledger.config.participant.clone(),
+        call_id: id.clone(),
+        pid: i64::from(shared.ledger.config.pid),
+        start_time: now,
+        last_heartbeat: now,
+        state: FrameState::Active,
+        description: options.description.clone(),
+        resources: Vec::new(),
+        fail_on_crash: options.fail_on_crash,
+        session_id: Some(session),
+        parent_call_id: options.parent_call_id.clone(),
+        process: None,
+    }
+}
+
+pub(crate) async fn add_frame(shared: &Arc<OpShared>, frame: CallFrame) -> Result<()> {
+    shared
+        .modify(|data, _| {
+            if data.operation_state != crate::model::OperationState::Running {
+                return Err(Error::OperationFailed {
+                    operation: data.operation_id.clone(),
+                    reason: format!("operation is in {} state", data.operation_state),
+                });
+            }
+            data.call_frames.push(frame.clone());
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
+
+/// Remove the call's frame and forget the call locally.
+pub(crate) async fn remove_frame(shared: &Arc<OpShared>, id: &CallId) -> Result<()> {
+    shared.local().calls.remove(id);
+    let result = shared
+        .modify(|data, _| {
+            data.remove_frame(id);
+            Ok(())
+        })
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        // Once the operation is over, its frames are gone with it.
+        Err(e) if super::failure::is_gone(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Cancel spawned calls (and wait for them) and fail regular ones.
+pub(crate) async fn cancel_calls(shared: &Arc<OpShared>, ids: &[CallId], why: &str) {
+    for id in ids {
+        let (token, done) = {
+            let local = shared.local();
+            match local.calls.get(id) {
+                Some(c) => (c.cancel.clone(), c.done.clone()),
+                None => continue,
+            }
+        };
+        match (token, done) {
+            (Some(token), Some(mut done)) => {
+                token.cancel();
+                let _ = done.wait_for(|d| *d).await;
+            }
+            _ => {
+                let _ = remove_frame(shared, id).await;
+                shared
+                    .log_quietly(LogLevel::Warning, &format!("CALL_CANCELLED callId={id} reason={why}"))
+                    .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! What happens when an operation fails: the failure is recorded in the ledger, every
+//! live participant cleans up after itself, and the coordinator finishes the job.
+//!
+//! 1. Detection: whoever sees the failure first (a call failing with `fail_on_crash`, a
+//!    crashed participant) moves the operation from `running` to `cleanup`, records the
+//!    reason and `detectionTimestamp`, and becomes the coordinator.
+//! 2. Self-cleanup: every participant that sees `cleanup` (through the change watch or its
+//!    heartbeat) fires `failed()`, runs its calls' `on_operation_failed` / `on_cleanup`,
+//!    cancels its spawned calls (which stops their workers), deletes its temp resources and
+//!    marks its frames `cleanedUp`.
+//! 3. Removal: the coordinator waits until every other live participant is done (bounded),
+//!    deletes temp resources left by dead owners, removes all frames, sets `failed` and
+//!    `removalTimestamp`, and archives the operation.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::ids::CallId;
+use crate::model::{FailureRecord, FrameState, LedgerData, LogLevel, OperationState};
+
+use super::callbacks::OperationFailedInfo;
+use super::shared::OpShared;
+
+/// The failure as participants see it, from the recorded data.
+pub(crate) fn info_from(data: &LedgerData, now: Timestamp) -> OperationFailedInfo {
+    let (reason, crashed) = match &data.failure {
+        Some(f) => (f.reason.clone(), f.crashed_call_ids.clone()),
+        None => (
+            format!("operation entered {} state", data.operation_state),
+            Vec::new(),
+        ),
+    };
+    OperationFailedInfo {
+        operation_id: data.operation_id.clone(),
+        failed_at: data.detection_timestamp.unwrap_or(now),
+        reason: Some(reason),
+        crashed_call_ids: crashed,
+    }
+}
+
+/// Record the failure and, if this participant is the first to do so, coordinate the
+/// cleanup. Returns once the failure is recorded (the cleanup goes on in the background).
+pub(crate) async fn fail_operation(
+    shared: &Arc<OpShared>,
+    reason: String,
+    crashed_calls: Vec<CallId>,
+) -> Result<()> {
+    let me = shared.ledger.config.participant.clone();
+    let mut became_coordinator = false;
+    let result = shared
+        .modify(|data, now| {
+            became_coordinator = false;
+            if data.operation_state == OperationState::Running {
+                data.operation_state = OperationState::Cleanup;
+                data.detection_timestamp = Some(now);
+                data.failure = Some(FailureRecord {
+                    reason: reason.clone(),
+                    crashed_call_ids: crashed_calls.clone(),
+                    crashed_participants: Vec::new(),
+                    coordinator: Some(me.clone()),
+                });
+                became_coordinator = true;
+            }
+            Ok(())
+        })
+        .await;
+    match result {
+        Ok(_) if became_coordinator => {
+            shared
+                .log_quietly(LogLevel::Error, &format!("OPERATION_FAILED reason={reason}"))
+                .await;
+            shared
+                .log_quietly(LogLevel::Info, &format!("CLEANUP_STARTED coordinator={me}"))
+                .await;
+            let coordinator = shared.clone();
+            super::shared::spawn(async move { coordinate(coordinator).await });
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // The ledger refused (fenced, ended, gone): still fail locally.
+            shared.fail_locally(OperationFailedInfo {
+                operation_id: shared.id.clone(),
+                failed_at: shared.now(),
+                reason: Some(reason),
+                crashed_call_ids: crashed_calls,
+            });
+            Err(e)
+        }
+    }
+}
+
+/// Phase 2 for this participant: stop its calls, delete its temp resources, mark its
+/// frames cleaned up.
+pub(crate) async fn self_cleanup(shared: Arc<OpShared>, info: OperationFailedInfo) {
+    let calls: Vec<_> = {
+        let local = shared.local();
+        local
+            .calls
+            .iter()
+            .map(|(id, c)| {
+                (
+                    id.clone(),
+                    c.cancel.clone(),
+                    c.done.clone(),
+                    c.on_cleanup.clone(),
+                    c.on_operation_failed.clone(),
+                )
+            })
+            .collect()
+    };
+    for (_, cancel, _, _, on_failed) in &calls {
+        if let Some(token) = cancel {
+            token.cancel();
+        }
+        if let Some(f) = on_failed {
+            f(info.clone()).await;
+        }
+    }
+    // Regular calls have nobody else to run their cleanup; spawned calls run it as they fail.
+    for (_, cancel, _, on_cleanup, _) in &calls {
+        if cancel.is_none()
+            && let Some(f) = on_cleanup
+        {
+            f().await;
+        }
+    }
+    let wait = shared.ledger.config.cleanup_wait;
+    for (_, _, done, _, _) in calls {
+        if let Some(mut done) = done {
+            let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+        }
+    }
+    let temps: Vec<_> = std::mem::take(&mut shared.local().temps).into_iter().collect();
+    for path in &temps {
+        remove_path(path);
+    }
+    let me = shared.ledger.config.participant.clone();
+    let _ = shared
+        .modify(|data, _| {
+            data.temp_resources
+                .retain(|t| !temps.iter().any(|p| Path::new(&t.path) == p));
+            for frame in data.call_frames.iter_mut().filter(|f| f.participant_id == me) {
+                frame.state = FrameState::CleanedUp;
+            }
+            Ok(())
+        })
+        .await;
+    shared
+        .log_quietly(LogLevel::Info, &format!("CLEANUP_DONE participant={me}"))
+        .await;
+}
+
+/// Phase 3, by the coordinator: wait for the others, remove what is left, archive.
+pub(crate) async fn coordinate(shared: Arc<OpShared>) {
+    let me = shared.ledger.config.participant.clone();
+    let deadline = tokio::time::Instant::now() + shared.ledger.config.cleanup_wait;
+    let mut changes = shared.ledger.store.watch(&shared.id).ok();
+    loop {
+        let Ok(data) = shared.ledger.store.read(&shared.id).await else {
+            return;
+        };
+        let waiting = data.call_frames.iter().any(|f| {
+            f.state != FrameState::CleanedUp
+                && f.state != FrameState::Crashed
+                && (f.participant_id == me
+                    || super::liveness::is_live(&data, &f.participant_id, &shared.ledger))
+        });
+        if !waiting || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        let tick = Duration::from_millis(200);
+        match changes.as_mut() {
+            Some(rx) => {
+                let _ = tokio::time::timeout(tick, rx.changed()).await;
+            }
+            None => tokio::time::sleep(tick).await,
+        }
+    }
+    let host = shared.ledger.identity.host.clone();
+    let mut leftovers = Vec::new();
+    let result = shared
+        .modify(|data, now| {
+            leftovers.clear();
+            for t in data.temp_resources.drain(..) {
+                let owner_host = t
+                    .owner_id
+                    .as_ref()
+                    .and_then(|p| data.participants.get(p))
+                    .map(|p| p.host.clone());
+                // Paths of participants on other hosts are theirs to delete.
+                if owner_host.is_none_or(|h| h.is_empty() || h == host) {
+                    leftovers.push(t.path);
+                }
+            }
+            data.call_frames.clear();
+            data.operation_state = OperationState::Failed;
+            data.removal_timestamp = Some(now);
+            Ok(())
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(operation = %shared.id, error = %e, "cleanup not finished here");
+        return;
+    }
+    for path in &leftovers {
+        remove_path(Path::new(path));
+    }
+    shared
+        .log_quietly(LogLevel::Info, &format!("CLEANUP_COMPLETED coordinator={me}"))
+        .await;
+    archive(&shared).await;
+}
+
+/// Archive the operation and report the location.
+pub(crate) async fn archive(shared: &Arc<OpShared>) {
+    match shared.ledger.store.archive(&shared.id).await {
+        Ok(location) => {
+            if let Some(f) = &shared.ledger.callback.on_backup_created {
+                f(&location);
+            }
+        }
+        Err(e) => tracing::warn!(operation = %shared.id, error = %e, "archive failed"),
+    }
+    shared.stop_tasks();
+    shared.ledger.forget(&shared.id);
+}
+
+/// The operation file vanished: archived by someone. Learn how it ended.
+pub(crate) async fn on_disappeared(shared: &Arc<OpShared>) {
+    if let Ok(data) = shared.ledger.store.read_archived(&shared.id).await
+        && data.operation_state != OperationState::Completed
+    {
+        shared.fail_locally(info_from(&data, shared.now()));
+    }
+    shared.stop_tasks();
+}
+
+/// Delete a temp resource: a file, or a directory with its content. Missing is fine.
+pub(crate) fn remove_path(path: &Path) {
+    let result = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "temp resource not deleted");
+    }
+}
+
+/// `Error::OperationEnded` and `OperationNotFound` mean the operation is over.
+pub(crate) fn is_gone(e: &Error) -> bool {
+    matches!(e, Error::OperationEnded { .. } | Error::OperationNotFound(_))
+}

@@ -1,0 +1,63 @@
+//! Is a participant alive? On the same host and boot: its pid runs and has the same start
+//! time (a reused pid is never mistaken for the old process). Elsewhere: its heartbeat is
+//! younger than the stale threshold.
+
+use crate::clock::age_ms;
+use crate::ids::ParticipantId;
+use crate::model::{LedgerData, Participant, ParticipantState};
+
+use super::LedgerInner;
+
+/// Facts about this process that other participants use to judge it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SelfIdentity {
+    pub host: String,
+    pub boot_id: Option<String>,
+    pub start_ticks: Option<u64>,
+}
+
+impl SelfIdentity {
+    pub fn current() -> Self {
+        Self {
+            host: crate::process::identity::hostname(),
+            boot_id: crate::process::identity::boot_id(),
+            start_ticks: crate::process::identity::start_ticks(std::process::id() as i32),
+        }
+    }
+}
+
+/// Whether the participant can be checked by pid (same host, same boot).
+pub(crate) fn is_local(p: &Participant, ledger: &LedgerInner) -> bool {
+    p.host == ledger.identity.host
+        && p.boot_id.is_some()
+        && p.boot_id == ledger.identity.boot_id
+}
+
+/// Liveness of a registered participant.
+pub(crate) fn participant_alive(p: &Participant, ledger: &LedgerInner) -> bool {
+    if p.state != ParticipantState::Active {
+        return false;
+    }
+    if is_local(p, ledger) {
+        return match (p.start_ticks, crate::process::identity::start_ticks(p.pid)) {
+            (Some(recorded), Some(now)) => recorded == now,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+    }
+    age_ms(ledger.clock.now(), p.last_heartbeat) <= ledger.config.stale_threshold.as_millis() as u64
+}
+
+/// Liveness of whoever owns frames under this participant id; frames of participants
+/// missing from the registry (written by the original) are judged by frame heartbeat.
+pub(crate) fn is_live(data: &LedgerData, id: &ParticipantId, ledger: &LedgerInner) -> bool {
+    if let Some(p) = data.participants.get(id) {
+        return participant_alive(p, ledger);
+    }
+    let threshold = ledger.config.stale_threshold.as_millis() as u64;
+    let now = ledger.clock.now();
+    data.call_frames
+        .iter()
+        .filter(|f| &f.participant_id == id)
+        .any(|f| age_ms(now, f.last_heartbeat) <= threshold)
+}

@@ -1,0 +1,471 @@
+//! The ledger API: [`Ledger`] connects to a store; operations are created or joined as
+//! [`Operation`] sessions; work is tracked as [`Call`]s and [`SpawnedCall`]s.
+//!
+//! Everything here is written against the [`Store`] trait, so it behaves the same on
+//! every backend.
+
+mod call;
+mod callbacks;
+mod failure;
+mod heartbeat;
+mod liveness;
+mod operation;
+mod shared;
+mod spawned;
+mod sync;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::clock::{SharedClock, SystemClock, Timestamp};
+use crate::error::{Error, Result};
+use crate::ids::{CallId, OperationId, ParticipantId};
+use crate::model::{LedgerData, LogLevel, OperationState, Participant, ParticipantState};
+use crate::store::{FileStore, FileStoreOptions, Store};
+
+pub use call::{Call, CallOptions};
+pub use callbacks::{BoxFuture, CallCallback, LedgerCallback, OperationCallback, OperationFailedInfo};
+pub use heartbeat::{HeartbeatError, HeartbeatErrorType, HeartbeatOptions, HeartbeatResult};
+pub use operation::Operation;
+pub use spawned::{CallContext, CallStatus, SpawnedCall, TrackedCall};
+pub use sync::{SyncOptions, SyncResult, WaitOptions};
+
+use liveness::SelfIdentity;
+use shared::OpShared;
+
+/// Default interval between heartbeats.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Default age after which a participant counts as stale.
+pub const DEFAULT_STALE_THRESHOLD: Duration = Duration::from_secs(15);
+
+enum Target {
+    Local(PathBuf),
+    Store(Arc<dyn Store>),
+}
+
+/// How to connect to a ledger, and with which settings.
+pub struct Connect {
+    target: Target,
+    participant: Option<ParticipantId>,
+    pid: Option<i32>,
+    heartbeat_interval: Duration,
+    heartbeat_jitter: Duration,
+    stale_threshold: Duration,
+    cleanup_wait: Option<Duration>,
+    file_options: FileStoreOptions,
+    callback: LedgerCallback,
+    clock: SharedClock,
+}
+
+impl Connect {
+    /// The embedded ledger in a directory (created if missing).
+    pub fn local(dir: impl Into<PathBuf>) -> Self {
+        Self::with_target(Target::Local(dir.into()))
+    }
+
+    /// Any store (a backend built by hand).
+    pub fn store(store: Arc<dyn Store>) -> Self {
+        Self::with_target(Target::Store(store))
+    }
+
+    fn with_target(target: Target) -> Self {
+        Self {
+            target,
+            participant: None,
+            pid: None,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_jitter: Duration::from_millis(500),
+            stale_threshold: DEFAULT_STALE_THRESHOLD,
+            cleanup_wait: None,
+            file_options: FileStoreOptions::default(),
+            callback: LedgerCallback::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// This process's participant id (default `participant-{pid}`).
+    pub fn participant(mut self, id: ParticipantId) -> Self {
+        self.participant = Some(id);
+        self
+    }
+
+    /// The pid recorded for this participant (default: this process).
+    pub fn pid(mut self, pid: i32) -> Self {
+        self.pid = Some(pid);
+        self
+    }
+
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.heartbeat_interval = d;
+        self
+    }
+
+    pub fn heartbeat_jitter(mut self, d: Duration) -> Self {
+        self.heartbeat_jitter = d;
+        self
+    }
+
+    pub fn stale_threshold(mut self, d: Duration) -> Self {
+        self.stale_threshold = d;
+        self
+    }
+
+    /// How long a failing operation waits for live participants to clean up
+    /// (default: two heartbeat intervals).
+    pub fn cleanup_wait(mut self, d: Duration) -> Self {
+        self.cleanup_wait = Some(d);
+        self
+    }
+
+    /// Archived operations kept (file store).
+    pub fn max_backups(mut self, n: usize) -> Self {
+        self.file_options.max_backups = n;
+        self
+    }
+
+    /// Trail snapshots kept per operation, 0 to disable (file store).
+    pub fn trail_keep(mut self, n: u64) -> Self {
+        self.file_options.trail_keep = n;
+        self
+    }
+
+    /// fsync every write (file store).
+    pub fn durable(mut self, on: bool) -> Self {
+        self.file_options.durable = on;
+        self
+    }
+
+    pub fn callback(mut self, callback: LedgerCallback) -> Self {
+        self.callback = callback;
+        self
+    }
+
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+/// Settings every operation of a ledger shares.
+pub(crate) struct LedgerConfig {
+    pub participant: ParticipantId,
+    pub pid: i32,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_jitter: Duration,
+    pub stale_threshold: Duration,
+    pub cleanup_wait: Duration,
+}
+
+pub(crate) struct LedgerInner {
+    pub store: Arc<dyn Store>,
+    pub config: LedgerConfig,
+    pub callback: LedgerCallback,
+    pub clock: SharedClock,
+    pub identity: SelfIdentity,
+    operations: Mutex<HashMap<OperationId, Arc<OpShared>>>,
+}
+
+impl LedgerInner {
+    /// Drop an operation from this ledger's registry (after leave, complete, archive).
+    pub fn forget(&self, op: &OperationId) {
+        self.operations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(op);
+    }
+
+    fn registered(&self, op: &OperationId) -> Option<Arc<OpShared>> {
+        self.operations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(op)
+            .cloned()
+    }
+}
+
+/// Options of `create_operation` and `join_operation`.
+#[derive(Clone, Default)]
+pub struct OperationOptions {
+    pub description: Option<String>,
+    pub callback: OperationCallback,
+    /// Create with this id instead of a generated one.
+    pub operation_id: Option<OperationId>,
+    /// The call (of another participant) whose exec worker started this process.
+    pub spawned_by: Option<CallId>,
+}
+
+impl OperationOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn description(mut self, d: impl Into<String>) -> Self {
+        self.description = Some(d.into());
+        self
+    }
+
+    pub fn callback(mut self, c: OperationCallback) -> Self {
+        self.callback = c;
+        self
+    }
+
+    pub fn operation_id(mut self, id: OperationId) -> Self {
+        self.operation_id = Some(id);
+        self
+    }
+
+    pub fn spawned_by(mut self, call: CallId) -> Self {
+        self.spawned_by = Some(call);
+        self
+    }
+}
+
+/// One line of `list_operations`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperationSummary {
+    pub operation_id: OperationId,
+    pub state: OperationState,
+    pub aborted: bool,
+    pub initiator_id: ParticipantId,
+    pub description: Option<String>,
+    pub start_time: Timestamp,
+    pub participants: usize,
+    pub call_frames: usize,
+    pub temp_resources: usize,
+    /// Archived (completed or failed and moved to the backup).
+    pub archived: bool,
+}
+
+impl OperationSummary {
+    fn of(data: &LedgerData, archived: bool) -> Self {
+        Self {
+            operation_id: data.operation_id.clone(),
+            state: data.operation_state,
+            aborted: data.aborted,
+            initiator_id: data.initiator_id.clone(),
+            description: data.description.clone(),
+            start_time: data.start_time,
+            participants: data.participants.len(),
+            call_frames: data.call_frames.len(),
+            temp_resources: data.temp_resources.len(),
+            archived,
+        }
+    }
+}
+
+/// A connection to a ledger for one participant.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<LedgerInner>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("participant", &self.inner.config.participant)
+            .field("store", &self.inner.store)
+            .finish()
+    }
+}
+
+impl Ledger {
+    /// Connect to a ledger.
+    pub async fn connect(connect: Connect) -> Result<Ledger> {
+        let store: Arc<dyn Store> = match connect.target {
+            Target::Local(dir) => Arc::new(FileStore::open(dir, connect.file_options)?),
+            Target::Store(store) => store,
+        };
+        let pid = connect.pid.unwrap_or(std::process::id() as i32);
+        let participant = match connect.participant {
+            Some(p) => p,
+            None => ParticipantId::parse(format!("participant-{pid}"))?,
+        };
+        let config = LedgerConfig {
+            participant,
+            pid,
+            heartbeat_interval: connect.heartbeat_interval,
+            heartbeat_jitter: connect.heartbeat_jitter,
+            stale_threshold: connect.stale_threshold,
+            cleanup_wait: connect
+                .cleanup_wait
+                .unwrap_or(connect.heartbeat_interval * 2),
+        };
+        Ok(Ledger {
+            inner: Arc::new(LedgerInner {
+                store,
+                config,
+                callback: connect.callback,
+                clock: connect.clock,
+                identity: SelfIdentity::current(),
+                operations: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn participant_id(&self) -> &ParticipantId {
+        &self.inner.config.participant
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    fn registration(&self, now: Timestamp, epoch: u64, spawned_by: Option<CallId>) -> Participant {
+        let id = &self.inner.identity;
+        Participant {
+            pid: self.inner.config.pid,
+            start_ticks: if self.inner.config.pid == std::process::id() as i32 {
+                id.start_ticks
+            } else {
+                None
+            },
+            host: id.host.clone(),
+            boot_id: id.boot_id.clone(),
+            epoch,
+            last_heartbeat: now,
+            joined_at: now,
+            state: ParticipantState::Active,
+            spawned_by,
+        }
+    }
+
+    /// Create an operation with this participant as initiator; its heartbeat starts.
+    pub async fn create_operation(&self, options: OperationOptions) -> Result<Operation> {
+        let now = self.inner.clock.now();
+        let me = self.inner.config.participant.clone();
+        let id = match options.operation_id.clone() {
+            Some(id) => id,
+            None => OperationId::generate(&me, now),
+        };
+        let mut data = LedgerData::new(id.clone(), me.clone(), now);
+        data.description = options.description.clone();
+        data.participants
+            .insert(me.clone(), self.registration(now, 1, options.spawned_by.clone()));
+        data.next_epoch = 2;
+        self.inner.store.create(&data).await?;
+        let shared = OpShared::new(self.inner.clone(), id.clone(), true, now, 1, data);
+        let op = self.activate(shared, options.callback)?;
+        let description = options.description.as_deref().unwrap_or("");
+        op.shared
+            .log_quietly(
+                LogLevel::Info,
+                &format!("OPERATION_CREATED initiator={me} description={description}"),
+            )
+            .await;
+        Ok(op)
+    }
+
+    /// Join an existing operation. Each join is a new session; the first join of this
+    /// ledger registers the participant and starts its heartbeat.
+    pub async fn join_operation(&self, id: &OperationId, options: OperationOptions) -> Result<Operation> {
+        if let Some(shared) = self.inner.registered(id) {
+            let session = shared.open_session(options.callback);
+            return Ok(Operation::from_shared(shared, session));
+        }
+        let now = self.inner.clock.now();
+        let me = self.inner.config.participant.clone();
+        let my_pid = self.inner.config.pid;
+        let mut epoch = 0;
+        let mut initiator = false;
+        let registration = self.registration(now, 0, options.spawned_by.clone());
+        let inner = self.inner.clone();
+        let data = self
+            .inner
+            .store
+            .modify(id, &mut |data: &mut LedgerData| {
+                if data.operation_state.is_final() {
+                    return Err(Error::OperationEnded {
+                        operation: id.clone(),
+                        state: data.operation_state.to_string(),
+                    });
+                }
+                if let Some(existing) = data.participants.get(&me)
+                    && existing.state == ParticipantState::Active
+                    && existing.pid != my_pid
+                    && liveness::participant_alive(existing, &inner)
+                {
+                    return Err(Error::ParticipantInUse {
+                        operation: id.clone(),
+                        participant: me.clone(),
+                        pid: existing.pid,
+                    });
+                }
+                epoch = data.next_epoch.max(1);
+                data.next_epoch = epoch + 1;
+                let mut record = registration.clone();
+                record.epoch = epoch;
+                data.participants.insert(me.clone(), record);
+                data.last_heartbeat = now;
+                initiator = data.initiator_id == me;
+                Ok(())
+            })
+            .await?;
+        let shared = OpShared::new(self.inner.clone(), id.clone(), initiator, now, epoch, data.clone());
+        let op = self.activate(shared, options.callback)?;
+        op.shared
+            .log_quietly(
+                LogLevel::Info,
+                &format!("PARTICIPANT_JOINED participant={me} pid={my_pid} epoch={epoch}"),
+            )
+            .await;
+        op.shared.observe(&data);
+        Ok(op)
+    }
+
+    /// Register, watch and heartbeat a freshly created or joined operation.
+    fn activate(&self, shared: Arc<OpShared>, callback: OperationCallback) -> Result<Operation> {
+        shared.local().heartbeat_callback = callback.clone();
+        let session = shared.open_session(callback.clone());
+        shared.start_watching()?;
+        heartbeat::start(
+            &shared,
+            HeartbeatOptions {
+                interval: self.inner.config.heartbeat_interval,
+                jitter: self.inner.config.heartbeat_jitter,
+                callback,
+            },
+        );
+        self.inner
+            .operations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(shared.id.clone(), shared.clone());
+        Ok(Operation::from_shared(shared, session))
+    }
+
+    /// Live and archived operations of the ledger.
+    pub async fn list_operations(&self) -> Result<Vec<OperationSummary>> {
+        let store = &self.inner.store;
+        let mut out = Vec::new();
+        for id in store.list().await? {
+            match store.read(&id).await {
+                Ok(data) => out.push(OperationSummary::of(&data, false)),
+                Err(Error::OperationNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for id in store.list_archived().await? {
+            if let Ok(data) = store.read_archived(&id).await {
+                out.push(OperationSummary::of(&data, true));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stop every heartbeat and watch of this ledger. Operations stay as they are.
+    pub async fn dispose(&self) {
+        let all: Vec<Arc<OpShared>> = self
+            .inner
+            .operations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for shared in all {
+            shared.stop_tasks();
+        }
+    }
+}

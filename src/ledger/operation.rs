@@ -1,0 +1,431 @@
+//! [`Operation`]: one session's handle on an operation.
+//!
+//! Each `create_operation` / `join_operation` returns a new session; calls are tracked
+//! per session so `leave` only waits for (or cancels) the calls made through it. All
+//! sessions of one operation in one `Ledger` share the participant's registration,
+//! heartbeat, abort and failure signals.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::ids::{CallId, OperationId, ParticipantId};
+use crate::model::{LedgerData, LogLevel, OperationState, ParticipantState, TempResource};
+use crate::store::LogKind;
+
+use super::callbacks::OperationFailedInfo;
+use super::shared::OpShared;
+
+/// A session's handle on an operation. Cheap to clone; clones share the session.
+#[derive(Clone)]
+pub struct Operation {
+    pub(crate) shared: Arc<OpShared>,
+    pub(crate) session: u64,
+}
+
+impl std::fmt::Debug for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operation")
+            .field("operation_id", &self.shared.id)
+            .field("participant_id", &self.shared.ledger.config.participant)
+            .field("session_id", &self.session)
+            .finish()
+    }
+}
+
+impl Operation {
+    pub(crate) fn from_shared(shared: Arc<OpShared>, session: u64) -> Self {
+        Self { shared, session }
+    }
+
+    /// Session id (0 for internal handles passed to callbacks of no session).
+    pub fn session_id(&self) -> u64 {
+        self.session
+    }
+
+    pub fn operation_id(&self) -> &OperationId {
+        &self.shared.id
+    }
+
+    pub fn participant_id(&self) -> &ParticipantId {
+        &self.shared.ledger.config.participant
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.shared.ledger.config.pid
+    }
+
+    pub fn is_initiator(&self) -> bool {
+        self.shared.is_initiator
+    }
+
+    /// Creation time for the initiator, local join time for a joiner.
+    pub fn start_time(&self) -> Timestamp {
+        self.shared.start_time
+    }
+
+    pub fn start_time_iso(&self) -> String {
+        crate::model::time::format(&self.shared.start_time)
+    }
+
+    pub fn start_time_ms(&self) -> i64 {
+        self.shared.start_time.timestamp_millis()
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+
+    /// Elapsed time as `SSS.mmm`.
+    pub fn elapsed_formatted(&self) -> String {
+        let e = self.elapsed();
+        format!("{:03}.{:03}", e.as_secs(), e.subsec_millis())
+    }
+
+    /// The operation as last seen by this participant.
+    pub fn cached_data(&self) -> Option<LedgerData> {
+        self.shared.local().cached.clone()
+    }
+
+    /// Registration epoch of this participant in the operation.
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch
+    }
+
+    pub fn staleness_threshold(&self) -> Duration {
+        self.shared.local().stale_threshold
+    }
+
+    pub fn set_staleness_threshold(&self, threshold: Duration) {
+        self.shared.local().stale_threshold = threshold;
+    }
+
+    // ----- pending calls of this session -----
+
+    /// Ids of this session's open regular calls.
+    pub fn pending_calls(&self) -> Vec<CallId> {
+        self.pending(false)
+    }
+
+    /// Ids of this session's unfinished spawned calls.
+    pub fn pending_spawned_calls(&self) -> Vec<CallId> {
+        self.pending(true)
+    }
+
+    fn pending(&self, spawned: bool) -> Vec<CallId> {
+        let mut ids: Vec<CallId> = self
+            .shared
+            .local()
+            .calls
+            .iter()
+            .filter(|(_, c)| c.session == self.session && c.cancel.is_some() == spawned)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn pending_call_count(&self) -> usize {
+        let local = self.shared.local();
+        local
+            .calls
+            .values()
+            .filter(|c| c.session == self.session)
+            .count()
+    }
+
+    pub fn has_pending_calls(&self) -> bool {
+        self.pending_call_count() > 0
+    }
+
+    // ----- logs -----
+
+    /// Write `{RFC3339 UTC} [LEVEL] message` to the operation log.
+    pub async fn log(&self, message: &str, level: LogLevel) -> Result<()> {
+        self.shared.log(level, message).await
+    }
+
+    /// `{elapsed} | {indent}[{participant}] {message}` at INFO, also sent to `tracing`.
+    pub async fn log_message(&self, depth: usize, message: &str) -> Result<()> {
+        let line = format!(
+            "{} | {}[{}] {}",
+            self.elapsed_formatted(),
+            "    ".repeat(depth),
+            self.participant_id(),
+            message
+        );
+        tracing::info!("{line}");
+        self.shared.log(LogLevel::Info, &line).await
+    }
+
+    /// Write `{RFC3339 UTC} message` to the debug log.
+    pub async fn debug_log(&self, message: &str) -> Result<()> {
+        let line = format!(
+            "{} {}",
+            crate::model::time::format(&self.shared.now()),
+            message
+        );
+        self.shared
+            .ledger
+            .store
+            .append_log(&self.shared.id, LogKind::Debug, &line)
+            .await
+    }
+
+    // ----- state -----
+
+    pub async fn operation_state(&self) -> Result<OperationState> {
+        let data = self.shared.ledger.store.read(&self.shared.id).await?;
+        self.shared.observe(&data);
+        Ok(data.operation_state)
+    }
+
+    /// Set the operation state by hand (logged as `OPERATION_STATE_CHANGED`).
+    pub async fn set_operation_state(&self, state: OperationState) -> Result<()> {
+        self.shared
+            .modify(|data, _| {
+                data.operation_state = state;
+                Ok(())
+            })
+            .await?;
+        self.shared
+            .log_quietly(LogLevel::Info, &format!("OPERATION_STATE_CHANGED state={state}"))
+            .await;
+        Ok(())
+    }
+
+    /// Re-read the operation from the store.
+    pub async fn refresh(&self) -> Result<LedgerData> {
+        let data = self.shared.ledger.store.read(&self.shared.id).await?;
+        self.shared.observe(&data);
+        Ok(data)
+    }
+
+    // ----- abort -----
+
+    /// Whether this participant has seen the abort.
+    pub fn is_aborted(&self) -> bool {
+        self.shared.is_aborted()
+    }
+
+    /// Read the abort flag from the ledger; a set flag also aborts this participant.
+    pub async fn check_abort(&self) -> Result<bool> {
+        Ok(self.refresh().await?.aborted)
+    }
+
+    /// Set or clear the abort flag in the ledger. Participants on this machine learn of it
+    /// at once through change notification; others at their next heartbeat.
+    pub async fn set_abort_flag(&self, aborted: bool) -> Result<()> {
+        self.shared
+            .modify(|data, _| {
+                data.aborted = aborted;
+                Ok(())
+            })
+            .await?;
+        self.shared
+            .log_quietly(LogLevel::Warning, &format!("ABORT_FLAG_SET value={aborted}"))
+            .await;
+        Ok(())
+    }
+
+    /// Abort this participant now, and write the abort flag so the others follow.
+    pub fn trigger_abort(&self) {
+        self.shared.abort_locally();
+        let op = self.clone();
+        super::shared::spawn(async move {
+            if let Err(e) = op.set_abort_flag(true).await {
+                tracing::debug!(operation = %op.shared.id, error = %e, "abort flag not written");
+            }
+        });
+    }
+
+    /// Resolves when this participant sees the abort (at once if it already has).
+    pub async fn aborted(&self) {
+        let mut rx = self.shared.subscribe_aborted();
+        let _ = rx.wait_for(|a| *a).await;
+    }
+
+    /// Resolves with the failure when the operation fails.
+    pub async fn failed(&self) -> OperationFailedInfo {
+        let mut rx = self.shared.subscribe_failed();
+        match rx.wait_for(|f| f.is_some()).await {
+            Ok(info) => info.clone().expect("checked by wait_for"),
+            // The sender lives as long as `shared`, which we hold.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// The failure, if the operation has failed.
+    pub fn failure(&self) -> Option<OperationFailedInfo> {
+        self.shared.failure()
+    }
+
+    /// Record the operation as failed and start the cleanup (this participant coordinates
+    /// unless another one was first).
+    pub async fn fail(&self, reason: &str) -> Result<()> {
+        super::failure::fail_operation(&self.shared, reason.to_string(), Vec::new()).await
+    }
+
+    // ----- temp resources -----
+
+    /// Register a path to delete if the operation fails, is aborted, or this participant
+    /// crashes. Recorded in the ledger and locally (for signal cleanup).
+    pub async fn register_temp_resource(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = absolute(path.as_ref());
+        self.shared.local().temps.insert(path.clone());
+        let text = path.to_string_lossy().into_owned();
+        let pid = i64::from(self.pid());
+        let me = self.participant_id().clone();
+        self.shared
+            .modify(|data, now| {
+                if !data.temp_resources.iter().any(|t| t.path == text) {
+                    data.temp_resources.push(TempResource {
+                        path: text.clone(),
+                        owner: pid,
+                        registered_at: now,
+                        owner_id: Some(me.clone()),
+                    });
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Forget a temp resource (locally and in the ledger) without deleting it.
+    pub async fn unregister_temp_resource(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = absolute(path.as_ref());
+        self.shared.local().temps.remove(&path);
+        let text = path.to_string_lossy().into_owned();
+        self.shared
+            .modify(|data, _| {
+                data.temp_resources.retain(|t| t.path != text);
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The temp resources this participant registered and still holds.
+    pub fn local_temp_resources(&self) -> Vec<PathBuf> {
+        self.shared.local().temps.iter().cloned().collect()
+    }
+
+    // ----- end of participation -----
+
+    /// Leave the operation for this session. With pending calls it fails unless
+    /// `cancel_pending_calls`, which cancels spawned calls and fails open regular calls.
+    /// When the last session leaves, the heartbeat stops and the participant is recorded
+    /// as having left.
+    pub async fn leave(&self, cancel_pending_calls: bool) -> Result<()> {
+        let shared = &self.shared;
+        if !shared.local().sessions.contains_key(&self.session) {
+            return Err(Error::SessionClosed {
+                operation: shared.id.clone(),
+                session: self.session,
+            });
+        }
+        let pending: Vec<CallId> = {
+            let mut p = self.pending_calls();
+            p.extend(self.pending_spawned_calls());
+            p
+        };
+        if !pending.is_empty() {
+            if !cancel_pending_calls {
+                return Err(Error::PendingCalls {
+                    operation: shared.id.clone(),
+                    session: self.session,
+                    calls: join_ids(&pending),
+                });
+            }
+            super::call::cancel_calls(shared, &pending, "session left").await;
+        }
+        let last = {
+            let mut local = shared.local();
+            local.sessions.remove(&self.session);
+            local.sessions.is_empty()
+        };
+        if last {
+            shared.stop_tasks();
+            let me = self.participant_id().clone();
+            let result = shared
+                .modify(|data, _| {
+                    if let Some(p) = data.participants.get_mut(&me) {
+                        p.state = ParticipantState::Left;
+                    }
+                    Ok(())
+                })
+                .await;
+            if result.is_ok() {
+                shared
+                    .log_quietly(LogLevel::Info, &format!("PARTICIPANT_LEFT participant={me}"))
+                    .await;
+            }
+            shared.ledger.forget(&shared.id);
+        }
+        Ok(())
+    }
+
+    /// Complete the operation (initiator only): refused while other participants still
+    /// hold call frames; archives the operation.
+    pub async fn complete(&self) -> Result<()> {
+        self.complete_inner(false).await
+    }
+
+    /// Complete even while other participants hold frames.
+    pub async fn force_complete(&self) -> Result<()> {
+        self.complete_inner(true).await
+    }
+
+    async fn complete_inner(&self, force: bool) -> Result<()> {
+        let shared = &self.shared;
+        if !shared.is_initiator {
+            return Err(Error::NotInitiator {
+                operation: shared.id.clone(),
+                action: "complete",
+            });
+        }
+        let me = self.participant_id().clone();
+        let op = shared.id.clone();
+        shared
+            .modify(|data, _| {
+                let others: Vec<CallId> = data
+                    .call_frames
+                    .iter()
+                    .filter(|f| f.participant_id != me)
+                    .map(|f| f.call_id.clone())
+                    .collect();
+                if !others.is_empty() && !force {
+                    return Err(Error::OpenCalls {
+                        operation: op.clone(),
+                        calls: join_ids(&others),
+                    });
+                }
+                data.operation_state = OperationState::Completed;
+                if let Some(p) = data.participants.get_mut(&me) {
+                    p.state = ParticipantState::Left;
+                }
+                Ok(())
+            })
+            .await?;
+        shared.stop_tasks();
+        shared.local().temps.clear();
+        shared.log_quietly(LogLevel::Info, "OPERATION_COMPLETED").await;
+        let location = shared.ledger.store.archive(&shared.id).await?;
+        if let Some(f) = &shared.ledger.callback.on_backup_created {
+            f(&location);
+        }
+        shared.ledger.forget(&shared.id);
+        Ok(())
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+pub(crate) fn join_ids(ids: &[CallId]) -> String {
+    ids.iter().map(CallId::as_str).collect::<Vec<_>>().join(", ")
+}

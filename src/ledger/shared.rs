@@ -1,0 +1,345 @@
+//! What all sessions of one operation share inside one process: the participant's
+//! registration (epoch), open calls, local temp resources, the abort and failure signals,
+//! and the background tasks (heartbeat, change watch).
+//!
+//! Every write of this participant goes through [`OpShared::modify`], which refuses the
+//! write with `Fenced` once the participant was declared crashed or re-registered
+//! elsewhere (the epoch pattern), and counts as a heartbeat.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::ids::{CallId, OperationId};
+use crate::model::{LedgerData, LogLevel, ParticipantState};
+use crate::store::LogKind;
+
+use super::LedgerInner;
+use super::callbacks::{BoxFuture, OperationCallback, OperationFailedInfo};
+use super::operation::Operation;
+
+/// A call of this process that has a frame in the ledger.
+pub(crate) struct ActiveCall {
+    pub session: u64,
+    /// Set for spawned calls: cancels their work.
+    pub cancel: Option<CancellationToken>,
+    /// Resolves when a spawned call has finished.
+    pub done: Option<watch::Receiver<bool>>,
+    pub on_cleanup: Option<Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>>,
+    pub on_operation_failed:
+        Option<Arc<dyn Fn(OperationFailedInfo) -> BoxFuture<'static, ()> + Send + Sync>>,
+}
+
+/// Mutable local state, behind one mutex that is never held across an await.
+pub(crate) struct Local {
+    pub sessions: BTreeMap<u64, OperationCallback>,
+    pub calls: HashMap<CallId, ActiveCall>,
+    pub temps: BTreeSet<PathBuf>,
+    pub cached: Option<LedgerData>,
+    pub stale_threshold: Duration,
+    pub heartbeat: Option<JoinHandle<()>>,
+    pub heartbeat_callback: OperationCallback,
+    pub watcher: Option<JoinHandle<()>>,
+    /// Completed, left or archived: no more background work.
+    pub ended: bool,
+}
+
+pub(crate) struct OpShared {
+    pub ledger: Arc<LedgerInner>,
+    pub id: OperationId,
+    pub is_initiator: bool,
+    /// Creation time for the initiator, local join time for a joiner.
+    pub start_time: Timestamp,
+    pub started: Instant,
+    /// Registration epoch of this participant in the operation.
+    pub epoch: u64,
+    local: Mutex<Local>,
+    next_session: AtomicU64,
+    aborted: watch::Sender<bool>,
+    failed: watch::Sender<Option<OperationFailedInfo>>,
+}
+
+impl OpShared {
+    pub fn new(
+        ledger: Arc<LedgerInner>,
+        id: OperationId,
+        is_initiator: bool,
+        start_time: Timestamp,
+        epoch: u64,
+        data: LedgerData,
+    ) -> Arc<Self> {
+        let stale_threshold = ledger.config.stale_threshold;
+        Arc::new(Self {
+            ledger,
+            id,
+            is_initiator,
+            start_time,
+            started: Instant::now(),
+            epoch,
+            local: Mutex::new(Local {
+                sessions: BTreeMap::new(),
+                calls: HashMap::new(),
+                temps: BTreeSet::new(),
+                cached: Some(data),
+                stale_threshold,
+                heartbeat: None,
+                heartbeat_callback: OperationCallback::default(),
+                watcher: None,
+                ended: false,
+            }),
+            next_session: AtomicU64::new(1),
+            aborted: watch::channel(false).0,
+            failed: watch::channel(None).0,
+        })
+    }
+
+    pub fn local(&self) -> MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.ledger.clock.now()
+    }
+
+    /// Open a new session with its callbacks.
+    pub fn open_session(&self, callback: OperationCallback) -> u64 {
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        self.local().sessions.insert(session, callback);
+        session
+    }
+
+    /// A handle for callbacks and tasks that belong to no user session.
+    pub fn internal_handle(self: &Arc<Self>) -> Operation {
+        Operation::from_shared(self.clone(), 0)
+    }
+
+    /// Change the operation as this participant: fenced, refused once ended, and counted
+    /// as a heartbeat of this participant.
+    pub async fn modify(
+        self: &Arc<Self>,
+        mut change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+    ) -> Result<LedgerData> {
+        let now = self.now();
+        let me = self.ledger.config.participant.clone();
+        let epoch = self.epoch;
+        let op = self.id.clone();
+        let mut apply = |data: &mut LedgerData| {
+            if data.operation_state.is_final() {
+                return Err(Error::OperationEnded {
+                    operation: op.clone(),
+                    state: data.operation_state.to_string(),
+                });
+            }
+            let fenced = || Error::Fenced {
+                operation: op.clone(),
+                participant: me.clone(),
+                epoch,
+            };
+            let record = data.participants.get_mut(&me).ok_or_else(fenced)?;
+            if record.epoch != epoch || record.state == ParticipantState::Crashed {
+                return Err(fenced());
+            }
+            record.last_heartbeat = now;
+            data.last_heartbeat = now;
+            change(data, now)
+        };
+        let result = self.ledger.store.modify(&self.id, &mut apply).await;
+        match &result {
+            Ok(data) => self.observe(data),
+            Err(Error::Fenced { .. }) => self.on_fenced(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Take in a fresh view of the operation: cache it and react to abort and failure.
+    pub fn observe(self: &Arc<Self>, data: &LedgerData) {
+        {
+            let mut local = self.local();
+            let newer = local.cached.as_ref().is_none_or(|c| c.seq <= data.seq);
+            if newer {
+                local.cached = Some(data.clone());
+            }
+        }
+        if data.aborted {
+            self.abort_locally();
+        }
+        let mine = data.participants.get(&self.ledger.config.participant);
+        if mine.is_some_and(|p| p.epoch != self.epoch || p.state == ParticipantState::Crashed) {
+            self.on_fenced();
+        }
+        if matches!(
+            data.operation_state,
+            crate::model::OperationState::Cleanup | crate::model::OperationState::Failed
+        ) {
+            let info = super::failure::info_from(data, self.now());
+            self.fail_locally(info);
+        }
+    }
+
+    /// This participant was declared crashed by others: stop everything it runs.
+    fn on_fenced(self: &Arc<Self>) {
+        let info = OperationFailedInfo {
+            operation_id: self.id.clone(),
+            failed_at: self.now(),
+            reason: Some(format!(
+                "participant `{}` was declared crashed and is fenced",
+                self.ledger.config.participant
+            )),
+            crashed_call_ids: Vec::new(),
+        };
+        self.fail_locally(info);
+    }
+
+    pub fn is_aborted(&self) -> bool {
+        *self.aborted.borrow()
+    }
+
+    pub fn subscribe_aborted(&self) -> watch::Receiver<bool> {
+        self.aborted.subscribe()
+    }
+
+    pub fn failure(&self) -> Option<OperationFailedInfo> {
+        self.failed.borrow().clone()
+    }
+
+    pub fn subscribe_failed(&self) -> watch::Receiver<Option<OperationFailedInfo>> {
+        self.failed.subscribe()
+    }
+
+    /// Mark this participant aborted (once) and tell every session.
+    pub fn abort_locally(self: &Arc<Self>) {
+        let newly = self.aborted.send_if_modified(|a| !std::mem::replace(a, true));
+        if !newly {
+            return;
+        }
+        let callbacks: Vec<(u64, OperationCallback)> = self
+            .local()
+            .sessions
+            .iter()
+            .map(|(s, c)| (*s, c.clone()))
+            .collect();
+        for (session, cb) in callbacks {
+            if let Some(f) = &cb.on_abort {
+                f(&Operation::from_shared(self.clone(), session));
+            }
+        }
+    }
+
+    /// Signal the operation's failure to this participant (the first failure wins) and
+    /// start its self-cleanup.
+    pub fn fail_locally(self: &Arc<Self>, info: OperationFailedInfo) {
+        let newly = self.failed.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(info.clone());
+                true
+            } else {
+                false
+            }
+        });
+        if !newly {
+            return;
+        }
+        let callbacks: Vec<(u64, OperationCallback)> = self
+            .local()
+            .sessions
+            .iter()
+            .map(|(s, c)| (*s, c.clone()))
+            .collect();
+        for (session, cb) in callbacks {
+            if let Some(f) = &cb.on_failure {
+                f(&Operation::from_shared(self.clone(), session), &info);
+            }
+        }
+        let shared = self.clone();
+        spawn(async move { super::failure::self_cleanup(shared, info).await });
+    }
+
+    /// Write a line to the operation log (and to the ledger's log-line callback).
+    pub async fn log(&self, level: LogLevel, message: &str) -> Result<()> {
+        let line = format!(
+            "{} [{}] {}",
+            crate::model::time::format(&self.now()),
+            level,
+            message
+        );
+        let result = self
+            .ledger
+            .store
+            .append_log(&self.id, LogKind::Main, &line)
+            .await;
+        if let Some(f) = &self.ledger.callback.on_log_line {
+            f(&line);
+        }
+        result
+    }
+
+    /// Log without failing the caller: log lines are best effort once the state is written.
+    pub async fn log_quietly(&self, level: LogLevel, message: &str) {
+        if let Err(e) = self.log(level, message).await {
+            tracing::debug!(operation = %self.id, error = %e, "log line not written");
+        }
+    }
+
+    /// Stop the background tasks of this participant in this operation.
+    pub fn stop_tasks(&self) {
+        let mut local = self.local();
+        local.ended = true;
+        if let Some(h) = local.heartbeat.take() {
+            h.abort();
+        }
+        if let Some(h) = local.watcher.take() {
+            h.abort();
+        }
+    }
+
+    /// Start following changes of the operation pushed by the store.
+    pub fn start_watching(self: &Arc<Self>) -> Result<()> {
+        let mut rx = self.ledger.store.watch(&self.id)?;
+        let weak: Weak<OpShared> = Arc::downgrade(self);
+        let task = spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some(shared) = weak.upgrade() else { break };
+                match shared.ledger.store.read(&shared.id).await {
+                    Ok(data) => shared.observe(&data),
+                    Err(Error::OperationNotFound(_)) => {
+                        super::failure::on_disappeared(&shared).await;
+                        break;
+                    }
+                    Err(e) => tracing::debug!(operation = %shared.id, error = %e, "watch read failed"),
+                }
+            }
+        });
+        self.local().watcher = Some(task);
+        Ok(())
+    }
+}
+
+impl Drop for OpShared {
+    fn drop(&mut self) {
+        let local = self.local.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = local.heartbeat.take() {
+            h.abort();
+        }
+        if let Some(h) = local.watcher.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Spawn on the current runtime; the ledger is always used from within one.
+pub(crate) fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(future)
+}

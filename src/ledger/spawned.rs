@@ -1,0 +1,380 @@
+//! [`SpawnedCall`]: a call whose work runs in the background and is awaited later.
+//!
+//! `cancel()` really stops the work: plain work is dropped at its next await point; work
+//! that manages a process (exec workers) gets the cancellation token and runs the stop
+//! ladder before it returns. Either way the call ends as cancelled, and a cancelled call
+//! does not fail the operation.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::ids::CallId;
+use crate::model::LogLevel;
+
+use super::call::{CallOptions, add_frame, new_frame, remove_frame};
+use super::callbacks::BoxFuture;
+use super::operation::Operation;
+use super::shared::{ActiveCall, OpShared, spawn};
+
+type Killer = Arc<dyn Fn(Signal) -> bool + Send + Sync>;
+
+/// How a spawned call ended.
+#[derive(Clone, Debug)]
+enum Outcome<T> {
+    Success(T),
+    Failed(String),
+    Cancelled,
+}
+
+struct Inner<T> {
+    id: CallId,
+    description: Option<String>,
+    outcome: Mutex<Option<Outcome<T>>>,
+    done: watch::Sender<bool>,
+    token: CancellationToken,
+    cancel_requested: AtomicBool,
+    /// Shared with the work's `CallContext`, which installs the handler.
+    killer: Arc<Mutex<Option<Killer>>>,
+}
+
+/// Handle on a spawned call. Cheap to clone.
+pub struct SpawnedCall<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T> Clone for SpawnedCall<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// What the work of a spawned call gets: its id, its cancellation token and its
+/// operation.
+pub struct CallContext {
+    pub call_id: CallId,
+    /// Cancelled by `SpawnedCall::cancel`, `leave(true)` and the operation's failure.
+    pub token: CancellationToken,
+    pub operation: Operation,
+    killer: Arc<Mutex<Option<Killer>>>,
+}
+
+impl CallContext {
+    /// Let `SpawnedCall::kill` reach what this work runs (a process group, say).
+    pub fn set_kill_handler(&self, f: impl Fn(Signal) -> bool + Send + Sync + 'static) {
+        *lock(&self.killer) = Some(Arc::new(f));
+    }
+}
+
+/// Status of a tracked call, for `sync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// Anything `sync` can wait for, whatever its result type.
+pub trait TrackedCall: Send + Sync {
+    fn call_id(&self) -> &CallId;
+    fn status(&self) -> CallStatus;
+    /// Resolves when the call has finished; never fails.
+    fn wait(&self) -> BoxFuture<'_, ()>;
+}
+
+impl<T: Clone + Send + Sync + 'static> TrackedCall for SpawnedCall<T> {
+    fn call_id(&self) -> &CallId {
+        &self.inner.id
+    }
+
+    fn status(&self) -> CallStatus {
+        match &*lock_outcome(&self.inner) {
+            None => CallStatus::Pending,
+            Some(Outcome::Success(_)) => CallStatus::Succeeded,
+            Some(_) => CallStatus::Failed,
+        }
+    }
+
+    fn wait(&self) -> BoxFuture<'_, ()> {
+        Box::pin(SpawnedCall::wait(self))
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> SpawnedCall<T> {
+    pub fn call_id(&self) -> &CallId {
+        &self.inner.id
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        self.inner.description.as_deref()
+    }
+
+    pub fn is_completed(&self) -> bool {
+        lock_outcome(&self.inner).is_some()
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(&*lock_outcome(&self.inner), Some(Outcome::Success(_)))
+    }
+
+    /// Completed without success (failed or cancelled).
+    pub fn is_failed(&self) -> bool {
+        matches!(
+            &*lock_outcome(&self.inner),
+            Some(Outcome::Failed(_) | Outcome::Cancelled)
+        )
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel_requested.load(Ordering::SeqCst)
+    }
+
+    /// The result: an error if the call failed, was cancelled, or is not finished.
+    pub fn result(&self) -> Result<T> {
+        match &*lock_outcome(&self.inner) {
+            None => Err(Error::CallPending(self.inner.id.clone())),
+            Some(Outcome::Success(v)) => Ok(v.clone()),
+            Some(Outcome::Failed(m)) => Err(Error::CallFailed {
+                call: self.inner.id.clone(),
+                message: m.clone(),
+            }),
+            Some(Outcome::Cancelled) => Err(Error::Cancelled(self.inner.id.clone())),
+        }
+    }
+
+    pub fn result_or_none(&self) -> Option<T> {
+        self.result().ok()
+    }
+
+    pub fn result_or(&self, default: T) -> T {
+        self.result().unwrap_or(default)
+    }
+
+    /// The error message if the call failed.
+    pub fn error(&self) -> Option<String> {
+        match &*lock_outcome(&self.inner) {
+            Some(Outcome::Failed(m)) => Some(m.clone()),
+            Some(Outcome::Cancelled) => Some(format!("call `{}` was cancelled", self.inner.id)),
+            _ => None,
+        }
+    }
+
+    /// Wait until the call has finished (never fails).
+    pub async fn wait(&self) {
+        let mut rx = self.inner.done.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Wait for the call and return its result.
+    pub async fn join(&self) -> Result<T> {
+        self.wait().await;
+        self.result()
+    }
+
+    /// Stop the call and wait until it has ended as cancelled (no-op once finished).
+    pub async fn cancel(&self) {
+        self.inner.cancel_requested.store(true, Ordering::SeqCst);
+        self.inner.token.cancel();
+        self.wait().await;
+    }
+
+    /// Send a signal to what the call runs (its worker's process group). False when the
+    /// call has nothing to signal or has finished.
+    pub fn kill(&self, signal: Signal) -> bool {
+        if self.is_completed() {
+            return false;
+        }
+        let killer = lock(&self.inner.killer).clone();
+        killer.is_some_and(|k| k(signal))
+    }
+}
+
+impl<T> fmt::Display for SpawnedCall<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &*self.inner.outcome.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => "pending",
+            Some(Outcome::Success(_)) => "success",
+            Some(Outcome::Failed(_)) => "failed",
+            Some(Outcome::Cancelled) => "cancelled",
+        };
+        write!(f, "SpawnedCall({}, {state})", self.inner.id)
+    }
+}
+
+impl Operation {
+    /// Run `work` in the background as a call tracked to this session. Returns at once;
+    /// the call id is available immediately.
+    pub fn spawn_call<T, E, F, Fut>(&self, options: CallOptions<T>, work: F) -> SpawnedCall<T>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: fmt::Display + Send + 'static,
+        F: FnOnce(CallContext) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    {
+        self.spawn_tracked(options, false, work)
+    }
+
+    /// Like `spawn_call`; with `cooperative` the work handles cancellation itself through
+    /// the token (used by exec workers, which must stop their process tree first).
+    pub(crate) fn spawn_tracked<T, E, F, Fut>(
+        &self,
+        options: CallOptions<T>,
+        cooperative: bool,
+        work: F,
+    ) -> SpawnedCall<T>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: fmt::Display + Send + 'static,
+        F: FnOnce(CallContext) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let id = CallId::generate(self.participant_id());
+        let token = CancellationToken::new();
+        let inner = Arc::new(Inner {
+            id: id.clone(),
+            description: options.description.clone(),
+            outcome: Mutex::new(None),
+            done: watch::channel(false).0,
+            token: token.clone(),
+            cancel_requested: AtomicBool::new(false),
+            killer: Arc::new(Mutex::new(None)),
+        });
+        shared.local().calls.insert(
+            id.clone(),
+            ActiveCall {
+                session: self.session,
+                cancel: Some(token.clone()),
+                done: Some(inner.done.subscribe()),
+                on_cleanup: options.callback.on_cleanup.clone(),
+                on_operation_failed: options.callback.on_operation_failed.clone(),
+            },
+        );
+        let frame = new_frame(&shared, &id, self.session, &options);
+        let ctx = CallContext {
+            call_id: id.clone(),
+            token: token.clone(),
+            operation: self.clone(),
+            killer: inner.killer.clone(),
+        };
+        let call = SpawnedCall {
+            inner: inner.clone(),
+        };
+        spawn(async move {
+            let outcome = match add_frame(&shared, frame).await {
+                Err(e) => Outcome::Failed(e.to_string()),
+                Ok(()) => {
+                    shared
+                        .log_quietly(
+                            LogLevel::Info,
+                            &format!(
+                                "CALL_SPAWNED callId={id} participant={}",
+                                shared.ledger.config.participant
+                            ),
+                        )
+                        .await;
+                    let fut = work(ctx);
+                    let result = if cooperative {
+                        Some(fut.await)
+                    } else {
+                        tokio::select! {
+                            biased;
+                            _ = token.cancelled() => None,
+                            r = fut => Some(r),
+                        }
+                    };
+                    match result {
+                        _ if token.is_cancelled() => Outcome::Cancelled,
+                        Some(Ok(v)) => Outcome::Success(v),
+                        Some(Err(e)) => Outcome::Failed(e.to_string()),
+                        None => Outcome::Cancelled,
+                    }
+                }
+            };
+            finish(&shared, &inner, &options, outcome).await;
+        });
+        call
+    }
+}
+
+/// Record how the call ended: frame removed, log line, callbacks, operation failure.
+async fn finish<T: Clone + Send + Sync + 'static>(
+    shared: &Arc<OpShared>,
+    inner: &Arc<Inner<T>>,
+    options: &CallOptions<T>,
+    mut outcome: Outcome<T>,
+) {
+    let id = &inner.id;
+    let callback = &options.callback;
+    let mut failure = None;
+    if let Outcome::Failed(message) = &outcome {
+        let fallback = match &callback.on_call_crashed {
+            Some(f) => f().await,
+            None => None,
+        };
+        shared
+            .log_quietly(LogLevel::Error, &format!("CALL_FAILED callId={id} error={message}"))
+            .await;
+        match fallback {
+            Some(v) => {
+                shared
+                    .log_quietly(LogLevel::Info, &format!("CALL_FALLBACK callId={id}"))
+                    .await;
+                outcome = Outcome::Success(v);
+            }
+            None => failure = Some(message.clone()),
+        }
+    }
+    let _ = remove_frame(shared, id).await;
+    match &outcome {
+        Outcome::Success(_) => {
+            if failure.is_none() {
+                shared
+                    .log_quietly(LogLevel::Info, &format!("CALL_COMPLETED callId={id}"))
+                    .await;
+            }
+        }
+        Outcome::Cancelled => {
+            shared
+                .log_quietly(LogLevel::Warning, &format!("CALL_CANCELLED callId={id}"))
+                .await;
+        }
+        Outcome::Failed(_) => {}
+    }
+    let failed_or_cancelled = !matches!(outcome, Outcome::Success(_)) || failure.is_some();
+    let result = match &outcome {
+        Outcome::Success(v) => Some(v.clone()),
+        _ => None,
+    };
+    *lock_outcome(inner) = Some(outcome);
+    if let (Some(v), Some(f)) = (result, &callback.on_completion) {
+        f(v).await;
+    }
+    if failed_or_cancelled && let Some(f) = &callback.on_cleanup {
+        f().await;
+    }
+    if let Some(message) = failure
+        && options.fail_on_crash
+    {
+        let reason = format!("call `{id}` failed: {message}");
+        let _ = super::failure::fail_operation(shared, reason, vec![id.clone()]).await;
+    }
+    inner.done.send_replace(true);
+}
+
+fn lock_outcome<T>(inner: &Inner<T>) -> std::sync::MutexGuard<'_, Option<Outcome<T>>> {
+    inner.outcome.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,2 @@
+//! Processes: identity, groups, the stop ladder.
+pub mod identity;
