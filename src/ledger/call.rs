@@ -147,12 +147,25 @@ impl<T: Clone + Send + 'static> Call<T> {
     }
 }
 
+impl<T: Clone + Send + 'static> std::fmt::Debug for Call<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("call_id", &self.id)
+            .field("completed", &self.is_completed())
+            .finish()
+    }
+}
+
 impl<T: Clone + Send + 'static> Drop for Call<T> {
     fn drop(&mut self) {
         if self.is_completed() {
             return;
         }
         self.completed.store(true, Ordering::SeqCst);
+        // Already settled by leave(true) or the operation's cleanup.
+        if !self.shared.local().calls.contains_key(&self.id) {
+            return;
+        }
         let shared = self.shared.clone();
         let id = self.id.clone();
         let fail_on_crash = self.fail_on_crash;

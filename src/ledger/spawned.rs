@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::signal::Signal;
@@ -38,8 +37,8 @@ struct Inner<T> {
     description: Option<String>,
     outcome: Mutex<Option<Outcome<T>>>,
     done: watch::Sender<bool>,
+    /// Cancelled by `cancel()`, `leave(true)` or the operation's failure.
     token: CancellationToken,
-    cancel_requested: AtomicBool,
     /// Shared with the work's `CallContext`, which installs the handler.
     killer: Arc<Mutex<Option<Killer>>>,
 }
@@ -135,7 +134,7 @@ impl<T: Clone + Send + Sync + 'static> SpawnedCall<T> {
 
     /// Whether cancellation was requested.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.cancel_requested.load(Ordering::SeqCst)
+        self.inner.token.is_cancelled()
     }
 
     /// The result: an error if the call failed, was cancelled, or is not finished.
@@ -182,7 +181,6 @@ impl<T: Clone + Send + Sync + 'static> SpawnedCall<T> {
 
     /// Stop the call and wait until it has ended as cancelled (no-op once finished).
     pub async fn cancel(&self) {
-        self.inner.cancel_requested.store(true, Ordering::SeqCst);
         self.inner.token.cancel();
         self.wait().await;
     }
@@ -246,7 +244,6 @@ impl Operation {
             outcome: Mutex::new(None),
             done: watch::channel(false).0,
             token: token.clone(),
-            cancel_requested: AtomicBool::new(false),
             killer: Arc::new(Mutex::new(None)),
         });
         shared.local().calls.insert(

@@ -1,0 +1,142 @@
+//! The behaviour of the ledger API, written once and run against every backend.
+//!
+//! A backend file (`tests/ledger_file.rs`, ...) calls `ledger_suite!(make_backend)`, which
+//! instantiates every behaviour below as a test with a watchdog.
+
+#![allow(dead_code)]
+
+pub mod calls;
+pub mod lifecycle;
+pub mod signals;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tom_dist_ledger::clock::SharedClock;
+use tom_dist_ledger::ids::ParticipantId;
+use tom_dist_ledger::ledger::{Connect, Ledger};
+use tom_dist_ledger::store::Store;
+
+/// A fresh ledger that several participants can connect to.
+pub trait Backend: Send + Sync {
+    /// Connection settings for one participant.
+    fn connect(&self, participant: &str) -> Connect;
+    /// The ledger directory, where the backend has one.
+    fn dir(&self) -> Option<PathBuf>;
+}
+
+/// Connect a participant with fast heartbeats (tests never wait for them).
+pub async fn connect(backend: &dyn Backend, participant: &str) -> Ledger {
+    connect_with(backend, participant, |c| c).await
+}
+
+pub async fn connect_with(
+    backend: &dyn Backend,
+    participant: &str,
+    tweak: impl FnOnce(Connect) -> Connect,
+) -> Ledger {
+    let connect = backend
+        .connect(participant)
+        .participant(ParticipantId::parse(participant).expect("valid test id"))
+        .cleanup_wait(Duration::from_secs(5));
+    Ledger::connect(tweak(connect)).await.expect("connect")
+}
+
+pub fn with_clock(clock: SharedClock) -> impl FnOnce(Connect) -> Connect {
+    move |c| c.clock(clock)
+}
+
+pub fn store_of(ledger: &Ledger) -> Arc<dyn Store> {
+    ledger.store().clone()
+}
+
+/// Wait until `check` holds, polling; panics with `what` after a generous bound.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Run a behaviour with a watchdog so a hang fails the test instead of the run.
+pub async fn guarded(fut: impl Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(60), fut)
+        .await
+        .expect("test hung for 60 s");
+}
+
+/// Log lines of an operation (live or archived).
+pub async fn log_of(ledger: &Ledger, op: &tom_dist_ledger::OperationId) -> String {
+    ledger
+        .store()
+        .read_log(op, tom_dist_ledger::store::LogKind::Main, 0)
+        .await
+        .expect("log")
+        .0
+}
+
+#[macro_export]
+macro_rules! ledger_suite {
+    ($make:expr) => {
+        $crate::ledger_suite!(@tests $make;
+            lifecycle::create_registers_initiator,
+            lifecycle::join_registers_a_second_participant,
+            lifecycle::join_unknown_operation_fails,
+            lifecycle::join_refuses_an_id_held_by_another_live_process,
+            lifecycle::sessions_are_separate,
+            lifecycle::complete_archives_with_state_completed,
+            lifecycle::complete_refuses_non_initiator_and_open_calls,
+            lifecycle::leave_checks_pending_calls,
+            lifecycle::leave_twice_fails,
+            lifecycle::logs_levels_and_debug_log,
+            lifecycle::operation_state_get_and_set,
+            lifecycle::temp_resources_register_and_unregister,
+            lifecycle::list_operations_shows_live_and_archived,
+            lifecycle::start_time_and_elapsed,
+            lifecycle::dispose_stops_heartbeats,
+            calls::start_and_end_a_call,
+            calls::call_end_twice_fails,
+            calls::failed_call_with_fail_on_crash_fails_the_operation,
+            calls::failed_call_without_fail_on_crash_is_contained,
+            calls::dropped_call_is_failed_and_logged,
+            calls::spawned_call_runs_and_returns,
+            calls::spawned_call_failure_uses_fallback,
+            calls::spawned_call_null_fallback_fails,
+            calls::spawned_call_failure_fails_operation,
+            calls::cancel_really_stops_the_work,
+            calls::kill_without_process_returns_false,
+            calls::sync_waits_for_all_and_reports,
+            calls::sync_empty_returns_at_once,
+            calls::sync_reports_operation_failure,
+            calls::await_call_single,
+            calls::wait_for_completion_paths,
+            calls::leave_cancels_pending_when_asked,
+            signals::abort_flag_set_clear_and_check,
+            signals::trigger_abort_is_local_and_written,
+            signals::abort_reaches_another_participant,
+            signals::heartbeat_first_beat_is_immediate,
+            signals::heartbeat_result_and_participants_without_calls,
+            signals::stale_participant_detected_with_manual_clock,
+            signals::heartbeat_reports_abort_flag,
+            signals::fenced_participant_writes_are_refused,
+            signals::corrupt_operation_file_is_a_clear_error,
+            signals::failure_deletes_temp_resources_and_archives
+        );
+    };
+    (@tests $make:expr; $($group:ident :: $name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let backend = $make;
+                ledger_suite::guarded(ledger_suite::$group::$name(&backend)).await;
+            }
+        )*
+    };
+}
