@@ -139,11 +139,13 @@ impl Operation {
         };
         tokio::select! {
             _ = all_done => {}
-            info = self.failed() => {
-                result.operation_failed = true;
-                if let Some(f) = &options.on_operation_failed {
-                    f(info).await;
-                }
+            _ = self.failed() => {}
+        }
+        // The failure also counts when it cancelled the calls and so finished them.
+        if let Some(info) = self.failure() {
+            result.operation_failed = true;
+            if let Some(f) = &options.on_operation_failed {
+                f(info).await;
             }
         }
         for call in calls {

@@ -38,7 +38,7 @@ pub async fn start_and_end_a_call(b: &dyn Backend) {
     assert!(call.call_id().as_str().starts_with("call_cli_"));
     assert_eq!(call.description(), Some("Process document"));
     let data = ledger.store().read(op.operation_id()).await.unwrap();
-    assert_eq!(data.seq, before.seq + 1);
+    assert!(data.seq > before.seq);
     let frame = data.frame(call.call_id()).expect("frame recorded");
     assert_eq!(frame.participant_id.as_str(), "cli");
     assert_eq!(frame.pid, std::process::id() as i64);
@@ -46,15 +46,14 @@ pub async fn start_and_end_a_call(b: &dyn Backend) {
     assert!(!frame.fail_on_crash);
     assert_eq!(frame.session_id, Some(op.session_id()));
     assert!(data.last_heartbeat >= before.last_heartbeat);
-    assert_eq!(op.cached_data().unwrap().seq, data.seq, "cache follows writes");
+    assert!(op.cached_data().unwrap().seq >= data.seq, "cache follows writes");
     if let Some(dir) = b.dir() {
-        // The trail holds the state before the modification, numbered by seq.
+        // The trail holds the state before each modification, numbered by seq.
         let trail = dir
             .join(format!("{}_trail", op.operation_id()))
             .join(format!("{:08}_{}.json", data.seq, op.operation_id()));
         let snapshot = tom_dist_ledger::model::LedgerData::from_json(&std::fs::read(trail).unwrap()).unwrap();
-        assert_eq!(snapshot.seq, before.seq);
-        assert!(snapshot.frame(call.call_id()).is_none());
+        assert_eq!(snapshot.seq, data.seq - 1);
     }
     call.end(7).await.unwrap();
     assert!(call.is_completed());

@@ -381,11 +381,26 @@ impl Store for FileStore {
     }
 
     async fn append_log(&self, op: &OperationId, kind: LogKind, line: &str) -> Result<()> {
-        let path = self.paths.log(op, kind);
         let mut buf = String::with_capacity(line.len() + 1);
         buf.push_str(line);
         buf.push('\n');
-        let mut file = open_append(&path)?;
+        // Logs exist from `create` on; a line that comes after archiving goes to the archive
+        // instead of leaving a stray log file behind.
+        let live = self.paths.log(op, kind);
+        let (path, mut file) = match open_existing_append(&live) {
+            Ok(f) => (live, f),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let archived = self.paths.archived_log(op, kind);
+                match open_existing_append(&archived) {
+                    Ok(f) => (archived, f),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        return Err(Error::OperationNotFound(op.clone()));
+                    }
+                    Err(e) => return Err(Error::io("open", archived, e)),
+                }
+            }
+            Err(e) => return Err(Error::io("open", live, e)),
+        };
         file.write_all(buf.as_bytes())
             .map_err(|e| Error::io("append to", &path, e))
     }
@@ -419,6 +434,10 @@ fn open_append(path: &Path) -> Result<File> {
         .mode(0o600)
         .open(path)
         .map_err(|e| Error::io("open", path, e))
+}
+
+fn open_existing_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().append(true).open(path)
 }
 
 fn sync_dir(path: &Path) -> Result<()> {
