@@ -125,13 +125,16 @@ impl<T: Send + 'static> CallCallback<T> {
 }
 
 type OpFn<A> = Arc<dyn Fn(&Operation, &A) + Send + Sync>;
+type OpFn0 = Arc<dyn Fn(&Operation) + Send + Sync>;
+type StrFn = Arc<dyn Fn(&str) + Send + Sync>;
+type GlobalHeartbeatFn = Arc<dyn Fn(&OperationId, &HeartbeatError) + Send + Sync>;
 
 /// Callbacks of an operation (heartbeat outcome, abort, failure).
 #[derive(Clone, Default)]
 pub struct OperationCallback {
     pub(crate) on_heartbeat_success: Option<OpFn<HeartbeatResult>>,
     pub(crate) on_heartbeat_error: Option<OpFn<HeartbeatError>>,
-    pub(crate) on_abort: Option<Arc<dyn Fn(&Operation) + Send + Sync>>,
+    pub(crate) on_abort: Option<OpFn0>,
     pub(crate) on_failure: Option<OpFn<OperationFailedInfo>>,
 }
 
@@ -173,9 +176,9 @@ impl OperationCallback {
 /// Callbacks of the whole ledger.
 #[derive(Clone, Default)]
 pub struct LedgerCallback {
-    pub(crate) on_backup_created: Option<Arc<dyn Fn(&str) + Send + Sync>>,
-    pub(crate) on_log_line: Option<Arc<dyn Fn(&str) + Send + Sync>>,
-    pub(crate) on_global_heartbeat_error: Option<Arc<dyn Fn(&OperationId, &HeartbeatError) + Send + Sync>>,
+    pub(crate) on_backup_created: Option<StrFn>,
+    pub(crate) on_log_line: Option<StrFn>,
+    pub(crate) on_global_heartbeat_error: Option<GlobalHeartbeatFn>,
 }
 
 impl LedgerCallback {

@@ -454,6 +454,53 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Set the abort flag of an operation without joining it (as `tom-ledger abort` does).
+    /// Participants on this machine learn of it at once through change notification.
+    pub async fn abort_operation(&self, op: &OperationId) -> Result<()> {
+        let now = self.inner.clock.now();
+        self.inner
+            .store
+            .modify(op, &mut |data: &mut LedgerData| {
+                if data.operation_state.is_final() {
+                    return Err(Error::OperationEnded {
+                        operation: op.clone(),
+                        state: data.operation_state.to_string(),
+                    });
+                }
+                data.aborted = true;
+                data.last_heartbeat = now;
+                Ok(())
+            })
+            .await?;
+        let line = format!(
+            "{} [WARNING] ABORT_REQUESTED by={}",
+            crate::model::time::format(&now),
+            self.inner.config.participant
+        );
+        self.inner
+            .store
+            .append_log(op, crate::store::LogKind::Main, &line)
+            .await
+    }
+
+    /// The operation's data, live or archived; the flag is true when it came from the
+    /// archive.
+    pub async fn read_operation(&self, op: &OperationId) -> Result<(LedgerData, bool)> {
+        match self.inner.store.read(op).await {
+            Ok(data) => Ok((data, false)),
+            Err(Error::OperationNotFound(_)) => {
+                Ok((self.inner.store.read_archived(op).await?, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a registered participant of `data` is alive, judged as crash detection
+    /// judges it (pid and start time on this machine, heartbeat age elsewhere).
+    pub fn is_participant_alive(&self, data: &LedgerData, participant: &ParticipantId) -> bool {
+        liveness::is_live(data, participant, &self.inner)
+    }
+
     /// Stop every heartbeat and watch of this ledger. Operations stay as they are.
     pub async fn dispose(&self) {
         let all: Vec<Arc<OpShared>> = self

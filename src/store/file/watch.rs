@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -49,7 +49,7 @@ impl DirWatcher {
         Ok(rx)
     }
 
-    fn ensure_started(&self, path: &PathBuf) -> Result<()> {
+    fn ensure_started(&self, path: &Path) -> Result<()> {
         let mut started = lock(&self.started);
         if started.is_some() {
             return Ok(());
@@ -62,7 +62,7 @@ impl DirWatcher {
             | AddWatchFlags::IN_DELETE;
         inotify
             .add_watch(&self.dir, mask)
-            .map_err(|e| Error::io("watch", path.clone(), std::io::Error::from(e)))?;
+            .map_err(|e| Error::io("watch", path, std::io::Error::from(e)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let subscribers = Arc::downgrade(&self.subscribers);
         let thread_stop = stop.clone();
