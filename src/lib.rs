@@ -16,6 +16,7 @@ pub mod clock;
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod process;
 pub mod store;
 
 pub use error::{Error, Result};
