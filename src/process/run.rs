@@ -361,12 +361,12 @@ async fn wait_for_end(
                     None => std::future::pending().await,
                 }
             }, if collecting => {
-                match joined {
-                    Ok(Err(())) => return End::TooMuchOutput,
-                    Ok(Ok(data)) => *collected = Some(Ok(data)),
-                    Err(_) => *collected = Some(Ok(Vec::new())),
-                }
                 *stdout_task = None;
+                let too_much = matches!(joined, Ok(Err(())));
+                *collected = Some(joined.unwrap_or(Ok(Vec::new())));
+                if too_much {
+                    return End::TooMuchOutput;
+                }
             }
         }
     }
