@@ -124,6 +124,14 @@ pub enum Error {
     #[error("worker `{program}` wrote more than {limit} bytes to stdout")]
     OutputTooLarge { program: String, limit: usize },
 
+    /// A worker was stopped before it finished (cancelled, aborted, supervisor shutdown);
+    /// the ledger maps this to the call the worker ran for.
+    #[error("worker `{program}` was stopped: {reason}")]
+    WorkerStopped {
+        program: String,
+        reason: crate::process::StopReason,
+    },
+
     #[error("cannot decode result of call `{call}`: {reason}")]
     Decode { call: CallId, reason: String },
 

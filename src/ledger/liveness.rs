@@ -5,6 +5,7 @@
 use crate::clock::age_ms;
 use crate::ids::ParticipantId;
 use crate::model::{LedgerData, Participant, ParticipantState};
+use crate::process::{self as identity, ProcessIdentity};
 
 use super::LedgerInner;
 
@@ -19,9 +20,9 @@ pub(crate) struct SelfIdentity {
 impl SelfIdentity {
     pub fn current() -> Self {
         Self {
-            host: crate::process::identity::hostname(),
-            boot_id: crate::process::identity::boot_id(),
-            start_ticks: crate::process::identity::start_ticks(std::process::id() as i32),
+            host: identity::hostname(),
+            boot_id: identity::boot_id().map(str::to_owned),
+            start_ticks: ProcessIdentity::current().map(|i| i.start_ticks),
         }
     }
 }
@@ -39,11 +40,16 @@ pub(crate) fn participant_alive(p: &Participant, ledger: &LedgerInner) -> bool {
         return false;
     }
     if is_local(p, ledger) {
-        return match (p.start_ticks, crate::process::identity::start_ticks(p.pid)) {
-            (Some(recorded), Some(now)) => recorded == now,
-            (None, Some(_)) => true,
-            _ => false,
+        let running = match p.start_ticks {
+            Some(start_ticks) => ProcessIdentity {
+                pid: p.pid,
+                start_ticks,
+                boot_id: p.boot_id.clone(),
+            }
+            .is_same_process_alive(),
+            None => ProcessIdentity::of(p.pid).is_some(),
         };
+        return running;
     }
     age_ms(ledger.clock.now(), p.last_heartbeat) <= ledger.config.stale_threshold.as_millis() as u64
 }

@@ -1,2 +1,61 @@
-//! Processes: identity, groups, the stop ladder.
-pub mod identity;
+//! Process supervision: starting workers, knowing them again, stopping their whole tree.
+//!
+//! This layer knows nothing of ledgers, calls or operations; the ledger records what it
+//! reports ([`WorkerInfo`], [`RecordedGroup`]) and maps its errors to calls.
+//!
+//! # Design
+//!
+//! - **One process group per worker.** Every worker is started with `process_group(0)`,
+//!   so a signal to `-pgid` reaches everything it started, unless a descendant leaves
+//!   the group with `setsid`. The optional escape-proof mode ([`EscapeProof`]) adds a
+//!   cgroup v2 per worker (`cgroup.kill` catches everything), or where none can be made,
+//!   a child-subreaper fallback that finds descendants through the parent-pid tree and an
+//!   inherited environment tag.
+//! - **Stop ladder.** SIGTERM + SIGCONT to the group, up to a grace (5 s by default) for
+//!   it to go, then SIGKILL. The ladder polls for the group's disappearance (a few
+//!   milliseconds apart) and returns as soon as it is gone; zombies do not count, and our
+//!   own child is reaped on the way. See [`stop`](Worker::stop) and [`StopOutcome`].
+//! - **Identity, not pids.** A pid is reused; a [`ProcessIdentity`] (pid, start ticks,
+//!   boot id) is not. [`stop_recorded`] stops a group recorded by another, possibly dead,
+//!   process only after checking that identity, and never signals a pid whose start time
+//!   differs.
+//! - **Parent death.** Workers get a parent-death signal (SIGKILL by default) so they do
+//!   not outlive a supervisor killed with SIGKILL. Linux ties that signal to the thread
+//!   that forked, so such workers are forked on one thread that lives as long as the
+//!   process (see [`WorkerCommand::spawn`]).
+//! - **Registry.** Every live worker group is in a process-wide [`Registry`], so the
+//!   signal handler can stop all of them at once ([`Registry::stop_all`]) or kill them
+//!   on a second Ctrl+C ([`Registry::kill_all`]).
+//! - **Runners.** [`run_stdio`] and [`run_file_result`] take a worker from start to
+//!   result: bounded stdout, stderr streamed through a line decoder that handles lines
+//!   across chunk boundaries ([`LineDecoder`]), timeouts and cancellation through the
+//!   ladder, and the stderr tail in the error of a failed worker.
+//!
+//! Linux only: it reads `/proc`, uses `prctl`, pidfds and cgroups.
+
+mod cgroup;
+mod group;
+mod identity;
+mod lines;
+mod procfs;
+mod registry;
+mod run;
+mod signal;
+mod spawn;
+mod stop;
+mod worker;
+
+pub use identity::{ProcessIdentity, boot_id, hostname};
+pub use lines::{DEFAULT_MAX_LINE, LineDecoder, LineTail, TRUNCATED_MARK};
+pub use registry::{Registry, registry};
+pub use run::{
+    DEFAULT_MAX_STDOUT, DEFAULT_STDERR_TAIL, LineCallback, RunOptions, RunOutput,
+    run_file_result, run_stdio,
+};
+pub use signal::{Signal, StopReason, signal_group, signal_pid};
+pub use spawn::{EscapeProof, StdioMode, WORKER_TAG_VAR, WorkerCommand};
+pub use stop::{
+    DEFAULT_GRACE, KILL_WAIT, RecordedGroup, RecordedStop, StopEnd, StopOutcome, Verdict,
+    stop_recorded,
+};
+pub use worker::{Worker, WorkerInfo};

@@ -1,0 +1,367 @@
+//! Building and starting workers.
+//!
+//! Every worker leads its own process group (`process_group(0)`), so one signal reaches
+//! its whole tree. Two options need code between `fork` and `exec` (a `pre_exec` hook),
+//! which makes the standard library fork instead of taking its faster `posix_spawn`
+//! path; without them the fast path is kept:
+//!
+//! - **Parent-death signal** (on by default, SIGKILL): `prctl(PR_SET_PDEATHSIG)`, so a
+//!   worker does not outlive a supervisor that was SIGKILLed. Caveat: Linux sends it when
+//!   the *thread* that forked the worker exits, not the process. Tokio's blocking-pool
+//!   threads exit after idling, and a runtime's threads exit with the runtime; a worker
+//!   forked there would be killed by surprise. So workers with a parent-death signal are
+//!   always forked on one dedicated thread that lives as long as the process. The signal
+//!   reaches the worker only, not its descendants: those are stopped through the recorded
+//!   group (see [`stop_recorded`](super::stop_recorded)) or the cgroup.
+//! - **Escape-proof** (off by default): the worker runs in a cgroup of its own, see
+//!   `cgroup.rs`.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::runtime::Handle;
+
+use super::cgroup::{Cgroup, enable_subreaper};
+use super::group::{Containment, Group};
+use super::identity::ProcessIdentity;
+use super::registry::registry;
+use super::signal::Signal;
+use super::worker::{Worker, WorkerInfo};
+use crate::error::{Error, Result};
+
+/// Environment variable that tags every descendant of an escape-proof worker in the
+/// fallback mode without cgroups.
+pub const WORKER_TAG_VAR: &str = "TOM_LEDGER_WORKER_TAG";
+
+/// Where a worker's standard stream goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StdioMode {
+    /// `/dev/null`.
+    #[default]
+    Null,
+    /// A pipe the caller reads from (or writes to, for stdin).
+    Piped,
+    /// The supervisor's own stream.
+    Inherit,
+}
+
+impl StdioMode {
+    fn to_std(self) -> std::process::Stdio {
+        match self {
+            StdioMode::Null => std::process::Stdio::null(),
+            StdioMode::Piped => std::process::Stdio::piped(),
+            StdioMode::Inherit => std::process::Stdio::inherit(),
+        }
+    }
+}
+
+/// How hard descendants are kept from escaping the stop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EscapeProof {
+    /// The process group only: a descendant that calls `setsid` escapes.
+    #[default]
+    Off,
+    /// A cgroup v2 of its own when one can be created, else the subreaper fallback.
+    Auto,
+    /// A cgroup v2 of its own, or spawning fails.
+    Cgroup,
+    /// The fallback without cgroups: child subreaper, parent-pid tree, environment tag.
+    Subreaper,
+}
+
+/// A worker to start: program, arguments, environment and supervision options.
+#[derive(Clone, Debug)]
+pub struct WorkerCommand {
+    program: OsString,
+    args: Vec<OsString>,
+    cwd: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
+    stdin: StdioMode,
+    stdout: StdioMode,
+    stderr: StdioMode,
+    parent_death: Option<Signal>,
+    escape: EscapeProof,
+}
+
+impl WorkerCommand {
+    /// A worker running `program` (looked up in `PATH` if it has no slash). Defaults:
+    /// stdin null, stdout and stderr inherited, parent-death signal SIGKILL, not
+    /// escape-proof.
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        WorkerCommand {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+            stdin: StdioMode::Null,
+            stdout: StdioMode::Inherit,
+            stderr: StdioMode::Inherit,
+            parent_death: Some(Signal::SIGKILL),
+            escape: EscapeProof::Off,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Adds (or overrides) one environment variable; the rest is inherited.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    pub fn stdin(mut self, mode: StdioMode) -> Self {
+        self.stdin = mode;
+        self
+    }
+
+    pub fn stdout(mut self, mode: StdioMode) -> Self {
+        self.stdout = mode;
+        self
+    }
+
+    pub fn stderr(mut self, mode: StdioMode) -> Self {
+        self.stderr = mode;
+        self
+    }
+
+    /// The signal the worker gets when the supervisor dies, or `None` for no such signal
+    /// (which keeps the fast spawn path unless escape-proof).
+    pub fn parent_death_signal(mut self, signal: Option<Signal>) -> Self {
+        self.parent_death = signal;
+        self
+    }
+
+    /// Escape-proof containment: `true` is [`EscapeProof::Auto`].
+    pub fn escape_proof(self, on: bool) -> Self {
+        self.escape_mode(if on { EscapeProof::Auto } else { EscapeProof::Off })
+    }
+
+    pub fn escape_mode(mut self, mode: EscapeProof) -> Self {
+        self.escape = mode;
+        self
+    }
+
+    /// The program as given.
+    pub fn program(&self) -> String {
+        self.program.to_string_lossy().into_owned()
+    }
+
+    /// Program and arguments, for records and messages.
+    pub fn command_line(&self) -> Vec<String> {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Starts the worker in a process group of its own and registers it in the
+    /// process-wide [`registry`](super::registry()).
+    ///
+    /// Must be called within a Tokio runtime (with I/O and time enabled). With a
+    /// parent-death signal, the fork happens on the dedicated spawner thread and this call
+    /// blocks for the duration of the fork (well under a millisecond normally).
+    ///
+    /// A missing or non-executable program is [`Error::Spawn`] naming it.
+    pub fn spawn(&self) -> Result<Worker> {
+        let fail = |source: io::Error| Error::Spawn {
+            program: self.program(),
+            source,
+        };
+        let handle = Handle::try_current().map_err(|_| {
+            fail(io::Error::other("workers must be spawned within a tokio runtime"))
+        })?;
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(self.stdin.to_std())
+            .stdout(self.stdout.to_std())
+            .stderr(self.stderr.to_std())
+            .process_group(0)
+            .kill_on_drop(false);
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        let mut containment = self.containment().map_err(fail)?;
+        if let Containment::Tree { tag, .. } = &containment {
+            if let Some((k, v)) = tag.split_once('=') {
+                cmd.env(k, v);
+            }
+        }
+        let cgroup_fd = match &containment {
+            Containment::Cgroup(cg) => cg.procs_fd(),
+            _ => None,
+        };
+        if cgroup_fd.is_some() || self.parent_death.is_some() {
+            install_pre_exec(&mut cmd, cgroup_fd, self.parent_death);
+        }
+        let spawned = if self.parent_death.is_some() {
+            spawn_on_spawner_thread(cmd, handle)
+        } else {
+            cmd.spawn()
+        };
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                if let Containment::Cgroup(cg) = &containment {
+                    let _ = cg.remove();
+                }
+                return Err(fail(e));
+            }
+        };
+        if let Containment::Cgroup(cg) = &mut containment {
+            cg.spawned();
+        }
+        let pid = child
+            .id()
+            .ok_or_else(|| fail(io::Error::other("the worker has no pid")))? as i32;
+        let identity = ProcessIdentity::of(pid).unwrap_or_else(|| ProcessIdentity {
+            pid,
+            start_ticks: 0,
+            boot_id: super::identity::boot_id().map(str::to_owned),
+        });
+        let info = WorkerInfo {
+            pid,
+            pgid: pid,
+            cgroup: match &containment {
+                Containment::Cgroup(cg) => Some(cg.path().to_path_buf()),
+                _ => None,
+            },
+            identity: identity.clone(),
+            command: self.command_line(),
+        };
+        let group = Arc::new(Group::new(pid, identity.start_ticks, containment));
+        let registration = registry().insert(group.clone());
+        Ok(Worker::new(child, info, group, registration, self.program()))
+    }
+
+    fn containment(&self) -> io::Result<Containment> {
+        let tree = || {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            enable_subreaper();
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let me = ProcessIdentity::current().map_or(0, |m| m.start_ticks);
+            Containment::Tree {
+                tag: format!("{WORKER_TAG_VAR}={}-{me}-{n}", std::process::id()),
+                seen: Mutex::default(),
+            }
+        };
+        Ok(match self.escape {
+            EscapeProof::Off => Containment::Group,
+            EscapeProof::Subreaper => tree(),
+            EscapeProof::Auto => match Cgroup::create() {
+                Ok(Some(cg)) => Containment::Cgroup(cg),
+                Ok(None) => tree(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create a cgroup; using the process tree");
+                    tree()
+                }
+            },
+            EscapeProof::Cgroup => match Cgroup::create()? {
+                Some(cg) => Containment::Cgroup(cg),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "no writable cgroup v2 hierarchy for escape-proof mode",
+                    ));
+                }
+            },
+        })
+    }
+}
+
+/// Installs the hook that runs in the child between `fork` and `exec`.
+///
+/// It only makes system calls on values prepared before the fork: async-signal-safe, no
+/// allocation, no lock (the child of a multi-threaded process may not take either).
+fn install_pre_exec(
+    cmd: &mut tokio::process::Command,
+    cgroup_procs: Option<std::os::fd::RawFd>,
+    parent_death: Option<Signal>,
+) {
+    let parent = std::process::id() as libc::pid_t;
+    let hook = move || -> io::Result<()> {
+        if let Some(fd) = cgroup_procs {
+            // SAFETY: write(2) of a static buffer to a descriptor opened before the fork.
+            if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        if let Some(sig) = parent_death {
+            let sig = sig as libc::c_int;
+            // SAFETY: prctl and getppid with integer arguments are async-signal-safe.
+            unsafe {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The supervisor died before the prctl took effect: act as if it came.
+                if libc::getppid() != parent {
+                    libc::raise(sig);
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook is async-signal-safe, see above.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+/// Forks on the long-lived spawner thread so the parent-death signal fires only when the
+/// whole process ends.
+fn spawn_on_spawner_thread(
+    mut cmd: tokio::process::Command,
+    handle: Handle,
+) -> io::Result<tokio::process::Child> {
+    static SPAWNER: OnceLock<Option<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let sender = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("worker-spawner".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let Some(sender) = sender else {
+        return Err(io::Error::other("cannot start the worker spawner thread"));
+    };
+    let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+    let job: SpawnJob = Box::new(move || {
+        let _runtime = handle.enter();
+        let _ = reply_tx.send(cmd.spawn());
+    });
+    sender
+        .send(job)
+        .map_err(|_| io::Error::other("the worker spawner thread has stopped"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("the worker spawner thread has stopped"))?
+}
