@@ -1,5 +1,6 @@
 //! The ledger behaviour suite on the embedded file store.
 
+mod common;
 mod ledger_suite;
 
 use std::path::PathBuf;

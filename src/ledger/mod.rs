@@ -6,6 +6,7 @@
 
 mod call;
 mod callbacks;
+mod exec;
 mod failure;
 mod heartbeat;
 mod liveness;
@@ -27,6 +28,10 @@ use crate::store::{FileStore, FileStoreOptions, Store};
 
 pub use call::{Call, CallOptions};
 pub use callbacks::{BoxFuture, CallCallback, LedgerCallback, OperationCallback, OperationFailedInfo};
+pub use exec::{
+    Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_URL, ENV_OPERATION, ENV_PARTICIPANT, ExecWorker,
+    exit_code,
+};
 pub use heartbeat::{HeartbeatError, HeartbeatErrorType, HeartbeatOptions, HeartbeatResult};
 pub use operation::Operation;
 pub use spawned::{CallContext, CallStatus, SpawnedCall, TrackedCall};

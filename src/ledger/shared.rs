@@ -45,6 +45,8 @@ pub(crate) struct Local {
     pub temps: BTreeSet<PathBuf>,
     pub cached: Option<LedgerData>,
     pub stale_threshold: Duration,
+    /// Grace between SIGTERM and SIGKILL for this operation's workers.
+    pub worker_grace: Option<Duration>,
     pub heartbeat: Option<JoinHandle<()>>,
     pub heartbeat_callback: OperationCallback,
     pub watcher: Option<JoinHandle<()>>,
@@ -90,6 +92,7 @@ impl OpShared {
                 temps: BTreeSet::new(),
                 cached: Some(data),
                 stale_threshold,
+                worker_grace: None,
                 heartbeat: None,
                 heartbeat_callback: OperationCallback::default(),
                 watcher: None,

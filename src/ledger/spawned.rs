@@ -22,7 +22,7 @@ use super::callbacks::BoxFuture;
 use super::operation::Operation;
 use super::shared::{ActiveCall, OpShared, spawn};
 
-type Killer = Arc<dyn Fn(Signal) -> bool + Send + Sync>;
+pub(crate) type Killer = Arc<dyn Fn(Signal) -> bool + Send + Sync>;
 
 /// How a spawned call ended.
 #[derive(Clone, Debug)]
@@ -70,6 +70,12 @@ impl CallContext {
     /// Let `SpawnedCall::kill` reach what this work runs (a process group, say).
     pub fn set_kill_handler(&self, f: impl Fn(Signal) -> bool + Send + Sync + 'static) {
         *lock(&self.killer) = Some(Arc::new(f));
+    }
+
+    /// A setter for the kill handler that can move into a `'static` callback.
+    pub(crate) fn killer_handle(&self) -> impl Fn(Killer) + Send + 'static {
+        let slot = self.killer.clone();
+        move |k| *lock(&slot) = Some(k)
     }
 }
 

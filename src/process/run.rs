@@ -268,7 +268,14 @@ async fn supervise(cmd: WorkerCommand, mut opts: RunOptions, collect: Option<usi
         }
     }
 
-    let end = wait_for_end(&mut worker, &opts, &mut stdout_task, &mut collected).await;
+    let end = wait_for_end(
+        &mut worker,
+        opts.timeout,
+        opts.cancel.clone(),
+        &mut stdout_task,
+        &mut collected,
+    )
+    .await;
     // A stop from elsewhere (registry, signal handler) shows as death by signal: keep why.
     let outside_stop = worker.stop_reason();
     let status = match &end {
@@ -331,17 +338,21 @@ async fn supervise(cmd: WorkerCommand, mut opts: RunOptions, collect: Option<usi
     })
 }
 
+/// Takes only what it needs of the options: the callbacks in them are not `Sync`, and
+/// holding a reference to them across an await would make the runner's future not `Send`.
 async fn wait_for_end(
     worker: &mut Worker,
-    opts: &RunOptions,
+    timeout: Option<Duration>,
+    cancel_token: Option<CancellationToken>,
     stdout_task: &mut Option<JoinHandle<std::result::Result<Vec<u8>, ()>>>,
     collected: &mut Option<std::result::Result<Vec<u8>, ()>>,
 ) -> End {
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-    let deadline = opts.timeout.map_or(far, |t| Instant::now() + t);
+    let deadline = timeout.map_or(far, |t| Instant::now() + t);
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
-    let cancel = opts.cancel.clone().unwrap_or_default();
+    let has_cancel = cancel_token.is_some();
+    let cancel = cancel_token.unwrap_or_default();
     loop {
         let collecting = stdout_task.is_some() && collected.is_none();
         tokio::select! {
@@ -353,8 +364,8 @@ async fn wait_for_end(
                     return End::Exited(ExitStatus::from_raw(Signal::SIGKILL as i32));
                 }
             },
-            _ = &mut timer, if opts.timeout.is_some() => return End::TimedOut,
-            _ = cancel.cancelled(), if opts.cancel.is_some() => return End::Cancelled,
+            _ = &mut timer, if timeout.is_some() => return End::TimedOut,
+            _ = cancel.cancelled(), if has_cancel => return End::Cancelled,
             joined = async {
                 match stdout_task.as_mut() {
                     Some(task) => task.await,

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod calls;
+pub mod exec;
 pub mod lifecycle;
 pub mod signals;
 
@@ -127,7 +128,19 @@ macro_rules! ledger_suite {
             signals::heartbeat_reports_abort_flag,
             signals::fenced_participant_writes_are_refused,
             signals::corrupt_operation_file_is_a_clear_error,
-            signals::failure_deletes_temp_resources_and_archives
+            signals::failure_deletes_temp_resources_and_archives,
+            exec::stdio_worker_returns_json,
+            exec::worker_gets_the_nested_environment,
+            exec::non_zero_exit_fails_with_code_and_stderr,
+            exec::file_worker_reads_the_finished_file,
+            exec::file_worker_without_file_fails_at_once,
+            exec::timeout_stops_the_whole_tree,
+            exec::cancel_runs_the_stop_ladder,
+            exec::kill_signals_the_group,
+            exec::missing_executable_is_a_spawn_error,
+            exec::stderr_is_streamed_in_whole_lines,
+            exec::server_request_times_out,
+            exec::worker_failure_fails_the_operation
         );
     };
     (@tests $make:expr; $($group:ident :: $name:ident),* $(,)?) => {

@@ -136,7 +136,23 @@ pub async fn stale_participant_detected_with_manual_clock(b: &dyn Backend) {
         )))
         .await
         .unwrap();
-    let joined = remote.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
+    let joiner_beats = Arc::new(Mutex::new(0));
+    let jb = joiner_beats.clone();
+    let joined = remote
+        .join_operation(
+            op.operation_id(),
+            OperationOptions::new().callback(OperationCallback::new().on_heartbeat_success(move |_, _| {
+                *jb.lock().unwrap() += 1;
+            })),
+        )
+        .await
+        .unwrap();
+    // The joiner's first (immediate) beat must land before the clock moves.
+    wait_until("joiner's first heartbeat", || {
+        let beats = joiner_beats.clone();
+        async move { *beats.lock().unwrap() >= 1 }
+    })
+    .await;
     // Make the joiner look like a participant on another machine.
     let me = joined.participant_id().clone();
     cli.store()
