@@ -12,6 +12,7 @@
 //! - [`process`]: process groups, identity, the stop ladder. Knows nothing about files.
 //! - `ledger`: operations, calls, heartbeats, abort, crash handling, exec workers.
 
+pub mod cleanup;
 pub mod clock;
 pub mod error;
 pub mod ids;
@@ -21,6 +22,7 @@ pub mod poll;
 pub mod process;
 pub mod store;
 
+pub use cleanup::CleanupHandler;
 pub use error::{Error, Result};
 pub use ledger::{
     Call, CallCallback, CallContext, CallOptions, Connect, HeartbeatError, HeartbeatErrorType,

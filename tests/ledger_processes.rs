@@ -42,7 +42,8 @@ async fn initiator(dir: &std::path::Path) -> Ledger {
     Ledger::connect(
         Connect::local(dir)
             .participant(ParticipantId::parse("cli").unwrap())
-            .heartbeat_interval(Duration::from_secs(3600)),
+            .heartbeat_interval(Duration::from_secs(3600))
+            .handle_signals(false),
     )
     .await
     .unwrap()

@@ -48,6 +48,20 @@ pub(crate) async fn fail_operation(
     reason: String,
     crashed_calls: Vec<CallId>,
 ) -> Result<()> {
+    if record_failure(shared, reason, crashed_calls).await? {
+        let coordinator = shared.clone();
+        super::shared::spawn(async move { coordinate(coordinator).await });
+    }
+    Ok(())
+}
+
+/// Move a running operation to `cleanup` with this participant as coordinator. Returns
+/// whether this call did it (false: the operation was already failing).
+pub(crate) async fn record_failure(
+    shared: &Arc<OpShared>,
+    reason: String,
+    crashed_calls: Vec<CallId>,
+) -> Result<bool> {
     let me = shared.ledger.config.participant.clone();
     let mut became_coordinator = false;
     let result = shared
@@ -75,11 +89,9 @@ pub(crate) async fn fail_operation(
             shared
                 .log_quietly(LogLevel::Info, &format!("CLEANUP_STARTED coordinator={me}"))
                 .await;
-            let coordinator = shared.clone();
-            super::shared::spawn(async move { coordinate(coordinator).await });
-            Ok(())
+            Ok(true)
         }
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(false),
         Err(e) => {
             // The ledger refused (fenced, ended, gone): still fail locally.
             shared.fail_locally(OperationFailedInfo {
@@ -90,6 +102,59 @@ pub(crate) async fn fail_operation(
             });
             Err(e)
         }
+    }
+}
+
+/// The signal path, before the workers are stopped: the initiator sets the abort flag
+/// (the other participants start stopping at once) and the interruption is recorded.
+pub(crate) async fn record_interruption(shared: &Arc<OpShared>, sig: crate::process::Signal) {
+    let initiator = shared.is_initiator;
+    let reason = format!("interrupted by {sig}");
+    let me = shared.ledger.config.participant.clone();
+    let result = shared
+        .modify(|data, now| {
+            if initiator {
+                data.aborted = true;
+            }
+            if data.operation_state == OperationState::Running {
+                data.operation_state = OperationState::Cleanup;
+                data.detection_timestamp = Some(now);
+                data.failure = Some(FailureRecord {
+                    reason: reason.clone(),
+                    crashed_call_ids: Vec::new(),
+                    crashed_participants: Vec::new(),
+                    coordinator: Some(me.clone()),
+                });
+            }
+            Ok(())
+        })
+        .await;
+    if result.is_ok() {
+        shared
+            .log_quietly(LogLevel::Error, &format!("OPERATION_FAILED reason={reason}"))
+            .await;
+    }
+}
+
+/// The signal path, after the workers are stopped: finish this participant's cleanup and,
+/// as coordinator (or when the coordinator is gone), remove and archive — all before the
+/// process exits.
+pub(crate) async fn finish_interruption(shared: Arc<OpShared>) {
+    let task = shared.local().self_cleanup.take();
+    if let Some(task) = task {
+        let _ = task.await;
+    }
+    let me = shared.ledger.config.participant.clone();
+    let takes_over = match shared.ledger.store.read(&shared.id).await {
+        Ok(data) => data
+            .failure
+            .as_ref()
+            .and_then(|f| f.coordinator.clone())
+            .is_none_or(|c| c == me || !super::liveness::is_live(&data, &c, &shared.ledger)),
+        Err(_) => false,
+    };
+    if takes_over {
+        coordinate(shared).await;
     }
 }
 
@@ -137,6 +202,7 @@ pub(crate) async fn self_cleanup(shared: Arc<OpShared>, info: OperationFailedInf
     let temps: Vec<_> = std::mem::take(&mut shared.local().temps).into_iter().collect();
     for path in &temps {
         remove_path(path);
+        crate::cleanup::CleanupHandler::global().remove_temp_path(path);
     }
     let me = shared.ledger.config.participant.clone();
     let _ = shared

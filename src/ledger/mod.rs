@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::cleanup::{CleanupHandler, CleanupPhase};
 use crate::clock::{SharedClock, SystemClock, Timestamp};
 use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId, ParticipantId};
@@ -37,6 +38,7 @@ pub use operation::Operation;
 pub use spawned::{CallContext, CallStatus, SpawnedCall, TrackedCall};
 pub use sync::{SyncOptions, SyncResult, WaitOptions};
 
+pub(crate) use failure::remove_path;
 use liveness::SelfIdentity;
 use shared::OpShared;
 
@@ -59,6 +61,7 @@ pub struct Connect {
     heartbeat_jitter: Duration,
     stale_threshold: Duration,
     cleanup_wait: Option<Duration>,
+    handle_signals: bool,
     file_options: FileStoreOptions,
     callback: LedgerCallback,
     clock: SharedClock,
@@ -84,6 +87,7 @@ impl Connect {
             heartbeat_jitter: Duration::from_millis(500),
             stale_threshold: DEFAULT_STALE_THRESHOLD,
             cleanup_wait: None,
+            handle_signals: true,
             file_options: FileStoreOptions::default(),
             callback: LedgerCallback::default(),
             clock: Arc::new(SystemClock),
@@ -124,6 +128,14 @@ impl Connect {
         self
     }
 
+    /// Install the signal cleanup (SIGINT, SIGTERM, SIGHUP) when an operation is created or
+    /// joined (default on): the operation's workers are stopped, its temp resources
+    /// deleted, the outcome recorded, and the process exits with 128 + the signal.
+    pub fn handle_signals(mut self, on: bool) -> Self {
+        self.handle_signals = on;
+        self
+    }
+
     /// Archived operations kept (file store).
     pub fn max_backups(mut self, n: usize) -> Self {
         self.file_options.max_backups = n;
@@ -161,6 +173,7 @@ pub(crate) struct LedgerConfig {
     pub heartbeat_jitter: Duration,
     pub stale_threshold: Duration,
     pub cleanup_wait: Duration,
+    pub handle_signals: bool,
 }
 
 pub(crate) struct LedgerInner {
@@ -188,6 +201,36 @@ impl LedgerInner {
             .get(op)
             .cloned()
     }
+}
+
+/// On a signal, before the workers are stopped: the initiator sets the abort flag and the
+/// interruption is recorded as the operation's failure (so it, and not a worker stopped
+/// by it, is the reason). After they are stopped: cleanup finished and archived.
+fn register_signal_cleanup(shared: &Arc<OpShared>) {
+    let handler = CleanupHandler::global();
+    if let Err(e) = handler.install() {
+        tracing::warn!(error = %e, "signal cleanup not installed");
+        return;
+    }
+    let weak = Arc::downgrade(shared);
+    let early = handler.register_phase(CleanupPhase::Early, move |sig| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            if let Some(shared) = weak.upgrade() {
+                failure::record_interruption(&shared, sig).await;
+            }
+        })
+    });
+    let weak = Arc::downgrade(shared);
+    let late = handler.register_phase(CleanupPhase::Late, move |_| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            if let Some(shared) = weak.upgrade() {
+                failure::finish_interruption(shared).await;
+            }
+        })
+    });
+    shared.local().cleanup_ids = vec![early, late];
 }
 
 /// Options of `create_operation` and `join_operation`.
@@ -296,6 +339,7 @@ impl Ledger {
             cleanup_wait: connect
                 .cleanup_wait
                 .unwrap_or(connect.heartbeat_interval * 2),
+            handle_signals: connect.handle_signals,
         };
         Ok(Ledger {
             inner: Arc::new(LedgerInner {
@@ -432,6 +476,9 @@ impl Ledger {
                 callback,
             },
         );
+        if self.inner.config.handle_signals {
+            register_signal_cleanup(&shared);
+        }
         self.inner
             .operations
             .lock()

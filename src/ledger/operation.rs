@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cleanup::CleanupHandler;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId, ParticipantId};
@@ -275,6 +276,10 @@ impl Operation {
     pub async fn register_temp_resource(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = absolute(path.as_ref());
         self.shared.local().temps.insert(path.clone());
+        if self.shared.ledger.config.handle_signals {
+            // A second Ctrl+C skips the ledger work but still deletes these.
+            CleanupHandler::global().add_temp_path(path.clone());
+        }
         let text = path.to_string_lossy().into_owned();
         let pid = i64::from(self.pid());
         let me = self.participant_id().clone();
@@ -298,6 +303,7 @@ impl Operation {
     pub async fn unregister_temp_resource(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = absolute(path.as_ref());
         self.shared.local().temps.remove(&path);
+        CleanupHandler::global().remove_temp_path(&path);
         let text = path.to_string_lossy().into_owned();
         self.shared
             .modify(|data, _| {
@@ -411,7 +417,9 @@ impl Operation {
             })
             .await?;
         shared.stop_tasks();
-        shared.local().temps.clear();
+        for path in std::mem::take(&mut shared.local().temps) {
+            CleanupHandler::global().remove_temp_path(&path);
+        }
         shared.log_quietly(LogLevel::Info, "OPERATION_COMPLETED").await;
         let location = shared.ledger.store.archive(&shared.id).await?;
         if let Some(f) = &shared.ledger.callback.on_backup_created {

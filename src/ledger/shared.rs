@@ -50,6 +50,10 @@ pub(crate) struct Local {
     pub heartbeat: Option<JoinHandle<()>>,
     pub heartbeat_callback: OperationCallback,
     pub watcher: Option<JoinHandle<()>>,
+    /// This participant's cleanup after a failure, once started.
+    pub self_cleanup: Option<JoinHandle<()>>,
+    /// Registrations with the signal cleanup handler.
+    pub cleanup_ids: Vec<crate::cleanup::CleanupId>,
     /// Completed, left or archived: no more background work.
     pub ended: bool,
 }
@@ -96,6 +100,8 @@ impl OpShared {
                 heartbeat: None,
                 heartbeat_callback: OperationCallback::default(),
                 watcher: None,
+                self_cleanup: None,
+                cleanup_ids: Vec::new(),
                 ended: false,
             }),
             next_session: AtomicU64::new(1),
@@ -263,7 +269,8 @@ impl OpShared {
             }
         }
         let shared = self.clone();
-        spawn(async move { super::failure::self_cleanup(shared, info).await });
+        let task = spawn(async move { super::failure::self_cleanup(shared, info).await });
+        self.local().self_cleanup = Some(task);
     }
 
     /// Write a line to the operation log (and to the ledger's log-line callback).
@@ -296,6 +303,9 @@ impl OpShared {
     pub fn stop_tasks(&self) {
         let mut local = self.local();
         local.ended = true;
+        for id in local.cleanup_ids.drain(..) {
+            crate::cleanup::CleanupHandler::global().unregister(id);
+        }
         if let Some(h) = local.heartbeat.take() {
             h.abort();
         }

@@ -41,7 +41,9 @@ pub async fn connect_with(
     let connect = backend
         .connect(participant)
         .participant(ParticipantId::parse(participant).expect("valid test id"))
-        .cleanup_wait(Duration::from_secs(5));
+        .cleanup_wait(Duration::from_secs(5))
+        // The test harness keeps its own signal handling.
+        .handle_signals(false);
     Ledger::connect(tweak(connect)).await.expect("connect")
 }
 

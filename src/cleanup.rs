@@ -1,0 +1,254 @@
+//! [`CleanupHandler`]: what happens on Ctrl+C, `kill`, or a closed terminal.
+//!
+//! On the first SIGINT, SIGTERM or SIGHUP the handler, in this order:
+//! 1. runs the *early* callbacks (the ledger sets the abort flag of the operations this
+//!    process initiated, so the other participants start stopping at once);
+//! 2. runs the stop ladder on every worker group of this process (SIGTERM + SIGCONT, the
+//!    grace, SIGKILL; it returns as soon as the groups are gone);
+//! 3. runs the *late* callbacks, each bounded by a timeout (the ledger records the outcome
+//!    and archives; user callbacks registered with [`CleanupHandler::register`] run here);
+//! 4. deletes the registered temp paths;
+//! 5. exits with 128 + the signal number (130, 143, 129).
+//!
+//! A second signal while this runs skips the grace: every worker group is SIGKILLed, the
+//! temp paths are deleted, and the process exits at once.
+//!
+//! Caveats: signals are received through tokio's signal driver, so nothing runs inside an
+//! async-signal context and nothing is printed; the listener lives on the runtime that was
+//! current at [`CleanupHandler::install`] (one runtime per program is the expected use).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::error::{Error, Result};
+use crate::ledger::BoxFuture;
+use crate::process::{DEFAULT_GRACE, Signal, StopReason, registry};
+
+/// Id of a registered cleanup callback.
+pub type CleanupId = u64;
+
+/// When a callback runs relative to stopping the workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CleanupPhase {
+    /// Before the workers are stopped (keep it short: set flags, notify).
+    Early,
+    /// After the workers are stopped (release resources, record outcomes).
+    Late,
+}
+
+type Callback = Arc<dyn Fn(Signal) -> BoxFuture<'static, ()> + Send + Sync>;
+
+struct State {
+    callbacks: BTreeMap<CleanupId, (CleanupPhase, Callback)>,
+    temps: BTreeSet<PathBuf>,
+    grace: Duration,
+    callback_timeout: Duration,
+}
+
+/// The process-wide signal cleanup.
+pub struct CleanupHandler {
+    state: Mutex<State>,
+    next: AtomicU64,
+    installed: AtomicBool,
+    running: AtomicBool,
+}
+
+/// Default bound on each cleanup callback.
+pub const DEFAULT_CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl CleanupHandler {
+    /// The handler of this process.
+    pub fn global() -> &'static CleanupHandler {
+        static HANDLER: OnceLock<CleanupHandler> = OnceLock::new();
+        HANDLER.get_or_init(|| CleanupHandler {
+            state: Mutex::new(State {
+                callbacks: BTreeMap::new(),
+                temps: BTreeSet::new(),
+                grace: DEFAULT_GRACE,
+                callback_timeout: DEFAULT_CALLBACK_TIMEOUT,
+            }),
+            next: AtomicU64::new(0),
+            installed: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `f` on the first signal, after the workers are stopped. Returns its id.
+    pub fn register<F, Fut>(&self, f: F) -> CleanupId
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.register_phase(CleanupPhase::Late, move |_| Box::pin(f()))
+    }
+
+    /// Run `f` with the signal in the given phase.
+    pub fn register_phase(
+        &self,
+        phase: CleanupPhase,
+        f: impl Fn(Signal) -> BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) -> CleanupId {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().callbacks.insert(id, (phase, Arc::new(f)));
+        id
+    }
+
+    pub fn unregister(&self, id: CleanupId) {
+        self.lock().callbacks.remove(&id);
+    }
+
+    /// Delete `path` (a file, or a directory with its content) on a signal.
+    pub fn add_temp_path(&self, path: impl Into<PathBuf>) {
+        self.lock().temps.insert(path.into());
+    }
+
+    pub fn remove_temp_path(&self, path: &Path) {
+        self.lock().temps.remove(path);
+    }
+
+    /// Grace between SIGTERM and SIGKILL for the workers on the first signal.
+    pub fn set_grace(&self, grace: Duration) {
+        self.lock().grace = grace;
+    }
+
+    /// Bound on each callback.
+    pub fn set_callback_timeout(&self, timeout: Duration) {
+        self.lock().callback_timeout = timeout;
+    }
+
+    /// Listen for SIGINT, SIGTERM and SIGHUP on the current tokio runtime (once per
+    /// process; later calls do nothing).
+    pub fn install(&'static self) -> Result<()> {
+        if self.installed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut streams = Vec::new();
+        for (kind, sig) in [
+            (SignalKind::interrupt(), Signal::SIGINT),
+            (SignalKind::terminate(), Signal::SIGTERM),
+            (SignalKind::hangup(), Signal::SIGHUP),
+        ] {
+            match signal(kind) {
+                Ok(s) => streams.push((s, sig)),
+                Err(e) => {
+                    self.installed.store(false, Ordering::SeqCst);
+                    return Err(Error::io("listen for", format!("{sig}"), e));
+                }
+            }
+        }
+        tokio::spawn(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            for (mut stream, sig) in streams {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    while stream.recv().await.is_some() {
+                        if tx.send(sig).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            let Some(first) = rx.recv().await else { return };
+            let code = 128 + first as i32;
+            let cleanup = tokio::spawn(async move { self.cleanup(first).await });
+            tokio::select! {
+                _ = cleanup => {}
+                Some(_) = rx.recv() => self.force(),
+            }
+            self.exit(code);
+        });
+        Ok(())
+    }
+
+    /// The whole first-signal cleanup (without exiting). Runs once; a second call
+    /// returns at once. Returns the exit code, 128 + the signal number.
+    pub async fn cleanup(&self, sig: Signal) -> i32 {
+        let code = 128 + sig as i32;
+        if self.running.swap(true, Ordering::SeqCst) {
+            return code;
+        }
+        let (early, late, grace, timeout) = {
+            let state = self.lock();
+            let pick = |phase| {
+                state
+                    .callbacks
+                    .values()
+                    .filter(|(p, _)| *p == phase)
+                    .map(|(_, f)| f.clone())
+                    .collect::<Vec<_>>()
+            };
+            (
+                pick(CleanupPhase::Early),
+                pick(CleanupPhase::Late),
+                state.grace,
+                state.callback_timeout,
+            )
+        };
+        run_all(&early, sig, timeout).await;
+        registry()
+            .stop_all(Some(grace), StopReason::Shutdown(sig))
+            .await;
+        run_all(&late, sig, timeout).await;
+        self.delete_temps();
+        code
+    }
+
+    /// Whether a signal cleanup is under way.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Call before returning from `main`: if a signal cleanup is under way, wait for it
+    /// (it ends the process with 128 + the signal); otherwise return at once. Without it,
+    /// `main` returning as the operation fails under a signal would cut the cleanup short.
+    pub async fn settle(&self) {
+        if self.is_running() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The second signal: kill every worker group now and delete the temp paths.
+    pub fn force(&self) {
+        registry().kill_all(StopReason::Shutdown(Signal::SIGKILL));
+        self.delete_temps();
+    }
+
+    fn delete_temps(&self) {
+        let temps: Vec<PathBuf> = std::mem::take(&mut self.lock().temps).into_iter().collect();
+        for path in temps {
+            crate::ledger::remove_path(&path);
+        }
+    }
+
+    fn exit(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
+
+/// Run callbacks concurrently (one slow callback does not hold up the others), each
+/// bounded by `timeout`.
+async fn run_all(callbacks: &[Callback], sig: Signal, timeout: Duration) {
+    let tasks: Vec<_> = callbacks
+        .iter()
+        .map(|f| {
+            let fut = f(sig);
+            tokio::spawn(async move {
+                if tokio::time::timeout(timeout, fut).await.is_err() {
+                    tracing::warn!(?timeout, "cleanup callback timed out");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}

@@ -1,0 +1,136 @@
+//! Ctrl+C-safe supervision: a supervisor process with three workers that fork
+//! grandchildren and hold temp files, interrupted by real signals.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::process::{TestScope, marked_pids};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tom_dist_ledger::model::OperationState;
+use tom_dist_ledger::store::{FileStore, FileStoreOptions, Store};
+use tom_dist_ledger::OperationId;
+
+const SUPERVISOR: &str = env!("CARGO_BIN_EXE_worker-supervisor");
+const FORK_TREE: &str = env!("CARGO_BIN_EXE_worker-fork-tree");
+
+struct Run {
+    child: Child,
+    op: OperationId,
+    ledger: tempfile::TempDir,
+    temps: tempfile::TempDir,
+}
+
+async fn start(scope: &TestScope, ignore_term: bool, grace_ms: u64) -> Run {
+    let ledger = tempfile::tempdir().unwrap();
+    let temps = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(SUPERVISOR);
+    cmd.args(["--ledger", ledger.path().to_str().unwrap()])
+        .args(["--fork-tree", FORK_TREE])
+        .args(["--temp-dir", temps.path().to_str().unwrap()])
+        .args(["--workers", "3", "--tree", "2"])
+        .args(["--grace-ms", &grace_ms.to_string()])
+        .args(["--marker", &scope.marker])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    if ignore_term {
+        cmd.arg("--ignore-term");
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("supervisor ready in time")
+        .unwrap()
+        .expect("supervisor printed ready");
+    let op = OperationId::parse(line.strip_prefix("ready ").expect("ready line")).unwrap();
+    // The supervisor, 3 workers and 2 grandchildren each, all alive.
+    assert_eq!(marked_pids(&scope.marker).len(), 10);
+    assert_eq!(std::fs::read_dir(temps.path()).unwrap().count(), 3);
+    Run { child, op, ledger, temps }
+}
+
+async fn wait_exit(run: &mut Run) -> i32 {
+    let status = tokio::time::timeout(Duration::from_secs(60), run.child.wait())
+        .await
+        .expect("supervisor exits")
+        .unwrap();
+    status.code().expect("exit code, not a signal death")
+}
+
+async fn assert_archived_failed(run: &Run, signal: &str) {
+    let store = FileStore::open(run.ledger.path(), FileStoreOptions::default()).unwrap();
+    let data = store.read_archived(&run.op).await.expect("archived");
+    assert_eq!(data.operation_state, OperationState::Failed);
+    assert!(data.aborted, "abort flag set for the others");
+    let reason = data.failure.expect("failure recorded").reason;
+    assert_eq!(reason, format!("interrupted by {signal}"));
+    assert!(data.call_frames.is_empty());
+    assert!(data.temp_resources.is_empty());
+    let (log, _) = store.read_log(&run.op, tom_dist_ledger::store::LogKind::Main, 0).await.unwrap();
+    assert!(log.contains("CLEANUP_COMPLETED"), "{log}");
+}
+
+fn signal(run: &Run, sig: Signal) {
+    kill(Pid::from_raw(run.child.id().unwrap() as i32), sig).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_everything_and_exits_130() {
+    let scope = TestScope::new();
+    let mut run = start(&scope, false, 5000).await;
+    signal(&run, Signal::SIGINT);
+    assert_eq!(wait_exit(&mut run).await, 130);
+    scope.assert_clean();
+    assert_eq!(std::fs::read_dir(run.temps.path()).unwrap().count(), 0, "temp files deleted");
+    assert_archived_failed(&run, "SIGINT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_143() {
+    let scope = TestScope::new();
+    let mut run = start(&scope, false, 5000).await;
+    signal(&run, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut run).await, 143);
+    scope.assert_clean();
+    assert_eq!(std::fs::read_dir(run.temps.path()).unwrap().count(), 0);
+    assert_archived_failed(&run, "SIGTERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_ignoring_sigterm_are_killed_after_the_grace() {
+    let scope = TestScope::new();
+    let mut run = start(&scope, true, 1000).await;
+    let sent = Instant::now();
+    signal(&run, Signal::SIGINT);
+    assert_eq!(wait_exit(&mut run).await, 130);
+    assert!(sent.elapsed() >= Duration::from_millis(1000), "the grace was given");
+    scope.assert_clean();
+    assert_eq!(std::fs::read_dir(run.temps.path()).unwrap().count(), 0);
+    assert_archived_failed(&run, "SIGINT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_sigint_ends_everything_at_once() {
+    let scope = TestScope::new();
+    // A grace far longer than the test's bound: only the second signal can end it.
+    let mut run = start(&scope, true, 600_000).await;
+    signal(&run, Signal::SIGINT);
+    // Wait until the ladder has sent SIGTERM (the abort flag is set first).
+    let store = FileStore::open(run.ledger.path(), FileStoreOptions::default()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !store.read(&run.op).await.is_ok_and(|d| d.aborted) {
+        assert!(Instant::now() < deadline, "abort flag never set");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent = Instant::now();
+    signal(&run, Signal::SIGINT);
+    assert_eq!(wait_exit(&mut run).await, 130);
+    assert!(sent.elapsed() < Duration::from_secs(30));
+    scope.assert_clean();
+    assert_eq!(std::fs::read_dir(run.temps.path()).unwrap().count(), 0, "temp files deleted");
+}

@@ -1,0 +1,129 @@
+//! A supervisor process for signal tests and benchmarks: creates an operation, starts N
+//! `worker-fork-tree` workers (each forking K grandchildren) as exec workers, registers a
+//! temp file per worker, prints `ready {operation}` and waits. The library's signal
+//! cleanup does the rest on SIGINT/SIGTERM/SIGHUP.
+//!
+//! ```text
+//! worker-supervisor --ledger DIR --fork-tree PATH --temp-dir DIR [--workers N] [--tree K]
+//!                   [--ignore-term] [--grace-ms MS] [--marker X]
+//! ```
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::Value;
+use tom_dist_ledger::ledger::{Connect, ExecWorker, Ledger, OperationOptions, TrackedCall};
+use tom_dist_ledger::{CleanupHandler, ParticipantId, SyncOptions};
+
+struct Args {
+    ledger: String,
+    fork_tree: String,
+    temp_dir: String,
+    workers: usize,
+    tree: usize,
+    ignore_term: bool,
+    grace_ms: u64,
+    marker: Option<String>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        ledger: String::new(),
+        fork_tree: String::new(),
+        temp_dir: String::new(),
+        workers: 3,
+        tree: 2,
+        ignore_term: false,
+        grace_ms: 5000,
+        marker: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--ignore-term" {
+            a.ignore_term = true;
+            continue;
+        }
+        let v = it.next().ok_or_else(|| format!("missing value for {flag}"))?;
+        let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--ledger" => a.ledger = v,
+            "--fork-tree" => a.fork_tree = v,
+            "--temp-dir" => a.temp_dir = v,
+            "--workers" => a.workers = num(&v)? as usize,
+            "--tree" => a.tree = num(&v)? as usize,
+            "--grace-ms" => a.grace_ms = num(&v)?,
+            "--marker" => a.marker = Some(v),
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(a)
+}
+
+async fn run(a: Args) -> Result<(), String> {
+    let grace = Duration::from_millis(a.grace_ms);
+    CleanupHandler::global().set_grace(grace);
+    let ledger = Ledger::connect(
+        Connect::local(&a.ledger)
+            .participant(ParticipantId::parse("supervisor").map_err(|e| e.to_string())?),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let op = ledger
+        .create_operation(OperationOptions::new().description("signal test"))
+        .await
+        .map_err(|e| e.to_string())?;
+    op.set_worker_grace(grace);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut calls = Vec::new();
+    for i in 0..a.workers {
+        let temp = std::path::Path::new(&a.temp_dir).join(format!("worker-{i}.tmp"));
+        std::fs::write(&temp, "scratch").map_err(|e| format!("{}: {e}", temp.display()))?;
+        op.register_temp_resource(&temp).await.map_err(|e| e.to_string())?;
+        let mut args = vec![a.tree.to_string()];
+        if a.ignore_term {
+            args.push("--ignore-term".into());
+        }
+        if let Some(m) = &a.marker {
+            args.extend(["--marker".into(), m.clone()]);
+        }
+        let tx = tx.clone();
+        let result = std::path::Path::new(&a.temp_dir).join(format!("result-{i}.json"));
+        calls.push(op.exec_file_result_worker::<Value>(
+            ExecWorker::new(&a.fork_tree).args(args).on_stdout(move |line| {
+                if line == "ready" {
+                    let _ = tx.send(());
+                }
+            }),
+            result,
+        ));
+    }
+    for _ in 0..a.workers {
+        rx.recv().await.ok_or("worker ended before ready")?;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ready {}", op.operation_id());
+    let _ = out.flush();
+    drop(out);
+    let tracked: Vec<&dyn TrackedCall> = calls.iter().map(|c| c as &dyn TrackedCall).collect();
+    op.sync(&tracked, SyncOptions::new()).await;
+    CleanupHandler::global().settle().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let code = match parse() {
+        Ok(a) => match run(a).await {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "worker-supervisor: {e}");
+                1
+            }
+        },
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "worker-supervisor: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
