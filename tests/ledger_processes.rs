@@ -1,42 +1,12 @@
 //! The ledger across real processes: abort pushed to a peer process.
 
-use std::process::Stdio;
+mod common;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use common::peer::Peer;
 use tom_dist_ledger::ledger::{Connect, Ledger, OperationOptions};
 use tom_dist_ledger::{OperationId, ParticipantId};
-
-const PEER: &str = env!("CARGO_BIN_EXE_worker-ledger-peer");
-
-struct Peer {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Peer {
-    fn start(mode: &str, dir: &std::path::Path, op: &OperationId, participant: &str) -> Peer {
-        let mut child = Command::new(PEER)
-            .arg(mode)
-            .args(["--ledger", &dir.to_string_lossy(), "--op", op.as_str()])
-            .args(["--participant", participant])
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start peer");
-        let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        Peer { child, lines }
-    }
-
-    async fn line(&mut self) -> String {
-        tokio::time::timeout(Duration::from_secs(30), self.lines.next_line())
-            .await
-            .expect("peer answered in time")
-            .expect("read peer")
-            .expect("peer line")
-    }
-}
 
 async fn initiator(dir: &std::path::Path) -> Ledger {
     Ledger::connect(
@@ -54,7 +24,7 @@ async fn abort_set_by_one_process_reaches_another_quickly() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = initiator(dir.path()).await;
     let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
-    let mut peer = Peer::start("wait-abort", dir.path(), op.operation_id(), "peer");
+    let mut peer = Peer::start("wait-abort", dir.path(), op.operation_id(), "peer", &[]);
     assert_eq!(peer.line().await, "ready");
     let sent = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     op.set_abort_flag(true).await.unwrap();

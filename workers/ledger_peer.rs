@@ -9,14 +9,22 @@
 //! worker-ledger-peer calls --ledger DIR --op OP --participant ID --n N
 //!     join, start and end N calls, leave
 //! worker-ledger-peer hang --ledger DIR --op OP --participant ID [--temp PATH]
-//!     join, register temp resources, open a call, print `ready`, wait to be killed
+//!                   [--worker PATH [--worker-arg A]...] [--contained]
+//!     join, register temp resources, open a call (with `--contained`: fail_on_crash
+//!     off), start the worker as an exec worker and wait until it prints `ready`, print
+//!     `ready`, then wait; prints `fenced` and exits 3 if fenced out of the operation
+//! worker-ledger-peer fail-and-hang ...
+//!     like hang, then fail its call (it becomes the cleanup coordinator) and wait
+//!
+//! Timing: --hb-ms (heartbeat interval, default 3600000), --stale-ms (stale threshold),
+//! --cleanup-wait-ms (how long a coordinator waits for the others).
 //! ```
 //! Any `--marker X` argument is ignored (tests find their processes by it).
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tom_dist_ledger::ledger::{CallOptions, Connect, Ledger, OperationOptions};
+use tom_dist_ledger::ledger::{CallOptions, Connect, ExecWorker, Ledger, OperationOptions};
 use tom_dist_ledger::{OperationId, ParticipantId};
 
 struct Args {
@@ -26,6 +34,12 @@ struct Args {
     participant: String,
     n: usize,
     temps: Vec<String>,
+    worker: Option<String>,
+    worker_args: Vec<String>,
+    contained: bool,
+    hb_ms: u64,
+    stale_ms: Option<u64>,
+    cleanup_wait_ms: Option<u64>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -38,8 +52,18 @@ fn parse() -> Result<Args, String> {
         participant: "peer".into(),
         n: 0,
         temps: Vec::new(),
+        worker: None,
+        worker_args: Vec::new(),
+        contained: false,
+        hb_ms: 3_600_000,
+        stale_ms: None,
+        cleanup_wait_ms: None,
     };
     while let Some(flag) = args.next() {
+        if flag == "--contained" {
+            out.contained = true;
+            continue;
+        }
         let value = args.next().ok_or_else(|| format!("missing value for {flag}"))?;
         match flag.as_str() {
             "--ledger" => out.ledger = value,
@@ -47,6 +71,13 @@ fn parse() -> Result<Args, String> {
             "--participant" => out.participant = value,
             "--n" => out.n = value.parse().map_err(|e| format!("--n: {e}"))?,
             "--temp" => out.temps.push(value),
+            "--worker" => out.worker = Some(value),
+            "--worker-arg" => out.worker_args.push(value),
+            "--hb-ms" => out.hb_ms = value.parse().map_err(|e| format!("--hb-ms: {e}"))?,
+            "--stale-ms" => out.stale_ms = Some(value.parse().map_err(|e| format!("--stale-ms: {e}"))?),
+            "--cleanup-wait-ms" => {
+                out.cleanup_wait_ms = Some(value.parse().map_err(|e| format!("--cleanup-wait-ms: {e}"))?)
+            }
             "--marker" => {}
             other => return Err(format!("unknown flag {other}")),
         }
@@ -70,13 +101,17 @@ fn nanos() -> u128 {
 async fn run(args: Args) -> Result<(), String> {
     let participant = ParticipantId::parse(&args.participant).map_err(|e| e.to_string())?;
     let op_id = OperationId::parse(&args.op).map_err(|e| e.to_string())?;
-    let ledger = Ledger::connect(
-        Connect::local(&args.ledger)
-            .participant(participant)
-            .heartbeat_interval(Duration::from_secs(3600)),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let mut connect = Connect::local(&args.ledger)
+        .participant(participant)
+        .heartbeat_interval(Duration::from_millis(args.hb_ms))
+        .heartbeat_jitter(Duration::ZERO);
+    if let Some(ms) = args.stale_ms {
+        connect = connect.stale_threshold(Duration::from_millis(ms));
+    }
+    if let Some(ms) = args.cleanup_wait_ms {
+        connect = connect.cleanup_wait(Duration::from_millis(ms));
+    }
+    let ledger = Ledger::connect(connect).await.map_err(|e| e.to_string())?;
     let op = ledger
         .join_operation(&op_id, OperationOptions::new())
         .await
@@ -103,17 +138,55 @@ async fn run(args: Args) -> Result<(), String> {
             }
             op.leave(false).await.map_err(|e| e.to_string())?;
         }
-        "hang" => {
+        "hang" | "fail-and-hang" => {
             for t in &args.temps {
                 op.register_temp_resource(t).await.map_err(|e| e.to_string())?;
             }
             let call = op
-                .start_call::<()>(CallOptions::new().description("hanging"))
+                .start_call::<()>(
+                    CallOptions::new()
+                        .description("hanging")
+                        .fail_on_crash(!args.contained),
+                )
                 .await
                 .map_err(|e| e.to_string())?;
+            let _worker = match &args.worker {
+                Some(path) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let mut tx = Some(tx);
+                    let worker = op.exec_file_result_worker::<serde_json::Value>(
+                        ExecWorker::new(path)
+                            .args(args.worker_args.clone())
+                            .fail_on_crash(!args.contained)
+                            .on_stdout(move |line| {
+                                if line == "ready"
+                                    && let Some(tx) = tx.take()
+                                {
+                                    let _ = tx.send(());
+                                }
+                            }),
+                        std::env::temp_dir().join(format!("peer-{}.json", std::process::id())),
+                    );
+                    rx.await.map_err(|_| "worker ended before ready".to_string())?;
+                    Some(worker)
+                }
+                None => None,
+            };
             say("ready");
+            if args.mode == "fail-and-hang" {
+                call.fail("failing on purpose").await.map_err(|e| e.to_string())?;
+            }
+            let info = op.failed().await;
+            if info.reason.as_deref().is_some_and(|r| r.contains("fenced")) {
+                say("fenced");
+                // Stopping its own workers is part of the failure handling; wait for it.
+                if let Some(w) = &_worker {
+                    w.wait().await;
+                }
+                std::process::exit(3);
+            }
+            say("failed");
             tokio::time::sleep(Duration::from_secs(120)).await;
-            call.end(()).await.map_err(|e| e.to_string())?;
         }
         other => return Err(format!("unknown mode {other}")),
     }

@@ -246,6 +246,27 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
             None => tokio::time::sleep(tick).await,
         }
     }
+    // Workers recorded by participants that are dead (or declared crashed) have nobody
+    // else to stop them.
+    if let Ok(data) = shared.ledger.store.read(&shared.id).await {
+        let dead_workers: Vec<_> = data
+            .call_frames
+            .iter()
+            .filter(|f| f.participant_id != me)
+            .filter(|f| {
+                f.state == FrameState::Crashed
+                    || !super::liveness::is_live(&data, &f.participant_id, &shared.ledger)
+            })
+            .filter_map(|f| f.process.clone())
+            .collect();
+        if !dead_workers.is_empty() {
+            let grace = shared.local().worker_grace.unwrap_or(crate::process::DEFAULT_GRACE);
+            let stopped = super::crash::stop_workers(&dead_workers, grace).await;
+            shared
+                .log_quietly(LogLevel::Info, &format!("WORKERS_STOPPED count={stopped}"))
+                .await;
+        }
+    }
     let host = shared.ledger.identity.host.clone();
     let mut leftovers = Vec::new();
     let result = shared

@@ -144,6 +144,9 @@ pub(crate) async fn beat_and_report(shared: &Arc<OpShared>) -> bool {
                 let names: Vec<&str> = result.stale_participants.iter().map(|p| p.as_str()).collect();
                 let message = format!("stale heartbeat detected from: {}", names.join(", "));
                 report_error(shared, &op, &callback, HeartbeatErrorType::HeartbeatStale, message, None);
+                if let Some(data) = &result.data_after {
+                    super::crash::check_stale(shared, data, &result.stale_participants).await;
+                }
             } else if let Some(f) = &callback.on_heartbeat_success {
                 f(&op, &result);
             }

@@ -6,11 +6,13 @@
 
 mod call;
 mod callbacks;
+mod crash;
 mod exec;
 mod failure;
 mod heartbeat;
 mod liveness;
 mod operation;
+mod recovery;
 mod shared;
 mod spawned;
 mod sync;
@@ -35,6 +37,7 @@ pub use exec::{
 };
 pub use heartbeat::{HeartbeatError, HeartbeatErrorType, HeartbeatOptions, HeartbeatResult};
 pub use operation::Operation;
+pub use recovery::{Recovered, RecoveryReport};
 pub use spawned::{CallContext, CallStatus, SpawnedCall, TrackedCall};
 pub use sync::{SyncOptions, SyncResult, WaitOptions};
 

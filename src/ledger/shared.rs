@@ -52,6 +52,8 @@ pub(crate) struct Local {
     pub watcher: Option<JoinHandle<()>>,
     /// This participant's cleanup after a failure, once started.
     pub self_cleanup: Option<JoinHandle<()>>,
+    /// Local peers whose exit is being watched, by id and epoch.
+    pub watched_peers: std::collections::HashSet<(crate::ids::ParticipantId, u64)>,
     /// Registrations with the signal cleanup handler.
     pub cleanup_ids: Vec<crate::cleanup::CleanupId>,
     /// Completed, left or archived: no more background work.
@@ -101,6 +103,7 @@ impl OpShared {
                 heartbeat_callback: OperationCallback::default(),
                 watcher: None,
                 self_cleanup: None,
+                watched_peers: Default::default(),
                 cleanup_ids: Vec::new(),
                 ended: false,
             }),
@@ -180,6 +183,9 @@ impl OpShared {
         }
         if data.aborted {
             self.abort_locally();
+        }
+        if !self.local().ended {
+            super::crash::watch_peers(self, data);
         }
         let mine = data.participants.get(&self.ledger.config.participant);
         if mine.is_some_and(|p| p.epoch != self.epoch || p.state == ParticipantState::Crashed) {

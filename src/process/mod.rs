@@ -34,6 +34,7 @@
 //! Linux only: it reads `/proc`, uses `prctl`, pidfds and cgroups.
 
 mod cgroup;
+mod exit;
 mod group;
 mod identity;
 mod lines;
@@ -45,6 +46,7 @@ mod spawn;
 mod stop;
 mod worker;
 
+pub use exit::exited;
 pub use identity::{ProcessIdentity, boot_id, hostname};
 pub use lines::{DEFAULT_MAX_LINE, LineDecoder, LineTail, TRUNCATED_MARK};
 pub use registry::{Registry, registry};
