@@ -268,7 +268,14 @@ async fn supervise(cmd: WorkerCommand, mut opts: RunOptions, collect: Option<usi
         }
     }
 
-    let end = wait_for_end(&mut worker, &opts, &mut stdout_task, &mut collected).await;
+    let end = wait_for_end(
+        &mut worker,
+        opts.timeout,
+        opts.cancel.clone(),
+        &mut stdout_task,
+        &mut collected,
+    )
+    .await;
     // A stop from elsewhere (registry, signal handler) shows as death by signal: keep why.
     let outside_stop = worker.stop_reason();
     let status = match &end {
@@ -333,15 +340,17 @@ async fn supervise(cmd: WorkerCommand, mut opts: RunOptions, collect: Option<usi
 
 async fn wait_for_end(
     worker: &mut Worker,
-    opts: &RunOptions,
+    timeout: Option<Duration>,
+    cancel: Option<CancellationToken>,
     stdout_task: &mut Option<JoinHandle<std::result::Result<Vec<u8>, ()>>>,
     collected: &mut Option<std::result::Result<Vec<u8>, ()>>,
 ) -> End {
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-    let deadline = opts.timeout.map_or(far, |t| Instant::now() + t);
+    let deadline = timeout.map_or(far, |t| Instant::now() + t);
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
-    let cancel = opts.cancel.clone().unwrap_or_default();
+    let cancellable = cancel.is_some();
+    let cancel = cancel.unwrap_or_default();
     loop {
         let collecting = stdout_task.is_some() && collected.is_none();
         tokio::select! {
@@ -353,8 +362,8 @@ async fn wait_for_end(
                     return End::Exited(ExitStatus::from_raw(Signal::SIGKILL as i32));
                 }
             },
-            _ = &mut timer, if opts.timeout.is_some() => return End::TimedOut,
-            _ = cancel.cancelled(), if opts.cancel.is_some() => return End::Cancelled,
+            _ = &mut timer, if timeout.is_some() => return End::TimedOut,
+            _ = cancel.cancelled(), if cancellable => return End::Cancelled,
             joined = async {
                 match stdout_task.as_mut() {
                     Some(task) => task.await,
