@@ -27,7 +27,11 @@ async fn ignoring_worker_is_killed_after_grace() {
     let grace = Duration::from_millis(300);
     let outcome = worker.stop(grace).await;
     assert_eq!(outcome.end, StopEnd::Killed);
-    assert!(outcome.elapsed >= grace, "killed before the grace: {:?}", outcome.elapsed);
+    assert!(
+        outcome.elapsed >= grace,
+        "killed before the grace: {:?}",
+        outcome.elapsed
+    );
     assert_eq!(outcome.status.and_then(|s| s.signal()), Some(libc::SIGKILL));
     scope.assert_clean();
 }

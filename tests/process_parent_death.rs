@@ -38,7 +38,13 @@ fn worker_dies_with_its_killed_supervisor() {
     let scope = TestScope::new();
     let exe = std::env::current_exe().expect("test binary");
     let mut supervisor = Command::new(exe)
-        .args(["--exact", "supervisor_role", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "supervisor_role",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(ROLE, &scope.marker)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -60,7 +66,9 @@ fn worker_dies_with_its_killed_supervisor() {
     assert!(alive(worker));
     supervisor.kill().expect("SIGKILL supervisor");
     supervisor.wait().expect("reap supervisor");
-    wait_until("worker ended by the parent-death signal", BOUND, || !alive(worker));
+    wait_until("worker ended by the parent-death signal", BOUND, || {
+        !alive(worker)
+    });
     scope.assert_clean();
 }
 

@@ -36,7 +36,10 @@ async fn other_start_time_is_never_signalled() {
     let stop = stop_recorded(&record, None).await;
     assert_eq!(stop.verdict, Verdict::PidReused);
     assert_eq!(stop.outcome.groups, 0);
-    assert!(stays_alive(worker.pid()).await, "a process with another start time was signalled");
+    assert!(
+        stays_alive(worker.pid()).await,
+        "a process with another start time was signalled"
+    );
     worker.kill().await;
     scope.assert_clean();
 }

@@ -29,7 +29,9 @@ async fn stop_all_and_kill_all_reach_every_group() {
     let scope = TestScope::new();
     let mut workers = Vec::new();
     for (program, args) in [(HANG, &[][..]), (IGNORE, &[][..]), (TREE, &["2"][..])] {
-        let mut w = ready_worker(program, args, &scope.marker).spawn().expect("spawn");
+        let mut w = ready_worker(program, args, &scope.marker)
+            .spawn()
+            .expect("spawn");
         let mut out = BufReader::new(w.take_stdout().expect("stdout")).lines();
         read_until_ready(&mut out).await;
         workers.push(w);
@@ -46,7 +48,9 @@ async fn stop_all_and_kill_all_reach_every_group() {
     assert_eq!(registry().len(), 4);
 
     let grace = Duration::from_millis(400);
-    let outcome = registry().stop_all(Some(grace), StopReason::Shutdown(Signal::SIGINT)).await;
+    let outcome = registry()
+        .stop_all(Some(grace), StopReason::Shutdown(Signal::SIGINT))
+        .await;
     assert_eq!(outcome.groups, 4);
     assert_eq!(outcome.end, StopEnd::Killed, "one worker ignores SIGTERM");
     assert!(outcome.elapsed >= grace);
@@ -67,7 +71,9 @@ async fn stop_all_and_kill_all_reach_every_group() {
     // Second signal: kill everything at once.
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let mut w = ready_worker(IGNORE, &[], &scope.marker).spawn().expect("spawn");
+        let mut w = ready_worker(IGNORE, &[], &scope.marker)
+            .spawn()
+            .expect("spawn");
         let mut out = BufReader::new(w.take_stdout().expect("stdout")).lines();
         read_until_ready(&mut out).await;
         workers.push(w);

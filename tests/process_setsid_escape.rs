@@ -12,12 +12,15 @@ use tom_dist_ledger::process::{EscapeProof, StdioMode, StopEnd, WorkerCommand};
 const SETSID: &str = env!("CARGO_BIN_EXE_worker-setsid");
 
 fn cgroup_v2_writable() -> bool {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"].iter().any(|m| {
-        let probe = std::path::Path::new(m).join(format!("tdl-test-probe-{}", std::process::id()));
-        let ok = std::fs::create_dir(&probe).is_ok() && probe.join("cgroup.kill").exists();
-        let _ = std::fs::remove_dir(&probe);
-        ok
-    })
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .any(|m| {
+            let probe =
+                std::path::Path::new(m).join(format!("tdl-test-probe-{}", std::process::id()));
+            let ok = std::fs::create_dir(&probe).is_ok() && probe.join("cgroup.kill").exists();
+            let _ = std::fs::remove_dir(&probe);
+            ok
+        })
 }
 
 #[tokio::test]
@@ -31,7 +34,10 @@ async fn plain_group_stop_misses_a_setsid_grandchild() {
     let mut out = BufReader::new(worker.take_stdout().expect("stdout")).lines();
     let escaped = read_until_ready(&mut out).await;
     worker.stop(Duration::from_secs(10)).await;
-    assert!(alive(escaped[0]), "the setsid grandchild is outside the group");
+    assert!(
+        alive(escaped[0]),
+        "the setsid grandchild is outside the group"
+    );
     // Clean up what the plain mode cannot.
     common::process::kill_marked(&scope.marker);
     wait_until("escaped grandchild gone", BOUND, || !alive(escaped[0]));
@@ -53,7 +59,10 @@ async fn escape_proof_mode_catches_a_setsid_grandchild() {
         .expect("spawn");
     let cgroup = worker.info().cgroup.clone().expect("runs in a cgroup");
     let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).expect("cgroup.procs");
-    assert!(procs.lines().any(|l| l.trim() == worker.pid().to_string()), "{procs}");
+    assert!(
+        procs.lines().any(|l| l.trim() == worker.pid().to_string()),
+        "{procs}"
+    );
     let mut out = BufReader::new(worker.take_stdout().expect("stdout")).lines();
     let escaped = read_until_ready(&mut out).await;
     assert!(alive(escaped[0]));

@@ -49,8 +49,8 @@ pub use identity::{ProcessIdentity, boot_id, hostname};
 pub use lines::{DEFAULT_MAX_LINE, LineDecoder, LineTail, TRUNCATED_MARK};
 pub use registry::{Registry, registry};
 pub use run::{
-    DEFAULT_MAX_STDOUT, DEFAULT_STDERR_TAIL, LineCallback, RunOptions, RunOutput,
-    run_file_result, run_stdio,
+    DEFAULT_MAX_STDOUT, DEFAULT_STDERR_TAIL, ExitCallback, LineCallback, RunOptions, RunOutput,
+    SpawnCallback, run_file_result, run_stdio,
 };
 pub use signal::{Signal, StopReason, signal_group, signal_pid};
 pub use spawn::{EscapeProof, StdioMode, WORKER_TAG_VAR, WorkerCommand};

@@ -105,7 +105,11 @@ pub(crate) async fn ladder(
     if gone {
         outcome(StopEnd::Killed, status, n)
     } else {
-        let pids = groups.iter().flat_map(|g| g.members()).map(|s| s.pid).collect();
+        let pids = groups
+            .iter()
+            .flat_map(|g| g.members())
+            .map(|s| s.pid)
+            .collect();
         outcome(StopEnd::Lingering(pids), status, n)
     }
 }

@@ -159,7 +159,9 @@ impl Drop for TestScope {
 
 /// Reads lines from a worker's stdout until `ready`; returns the pids it printed as
 /// `pid N` lines.
-pub async fn read_until_ready(stdout: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) -> Vec<i32> {
+pub async fn read_until_ready(
+    stdout: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> Vec<i32> {
     let mut pids = Vec::new();
     let deadline = tokio::time::Instant::now() + BOUND;
     loop {
