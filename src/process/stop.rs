@@ -127,6 +127,10 @@ async fn wait_gone(
             g.reap_orphans();
         }
         if groups.iter().all(|g| g.is_empty()) {
+            // Members that exited since the last pass are zombies now: reap ours.
+            for g in groups {
+                g.reap_orphans();
+            }
             return true;
         }
         let now = Instant::now();
