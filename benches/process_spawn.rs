@@ -101,11 +101,13 @@ fn main() {
         .build()
         .expect("runtime");
     let mut ways = vec![Way::Bare, Way::LayerFast, Way::LayerParentDeath];
-    if WorkerCommand::new("true")
-        .escape_mode(EscapeProof::Cgroup)
-        .spawn()
-        .is_ok()
-    {
+    let cgroups = runtime.block_on(async {
+        WorkerCommand::new("true")
+            .escape_mode(EscapeProof::Cgroup)
+            .spawn()
+            .is_ok()
+    });
+    if cgroups {
         ways.push(Way::LayerEscapeProof);
     }
     let _ = runtime.block_on(async {
