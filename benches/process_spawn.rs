@@ -43,7 +43,9 @@ async fn one(way: Way) {
             assert!(status.success());
         }
         _ => {
-            let cmd = WorkerCommand::new("true").stdout(StdioMode::Null).stderr(StdioMode::Null);
+            let cmd = WorkerCommand::new("true")
+                .stdout(StdioMode::Null)
+                .stderr(StdioMode::Null);
             let cmd = match way {
                 Way::LayerFast => cmd.parent_death_signal(None),
                 Way::LayerEscapeProof => cmd.escape_mode(EscapeProof::Cgroup),
@@ -110,7 +112,7 @@ fn main() {
     if cgroups {
         ways.push(Way::LayerEscapeProof);
     }
-    let _ = runtime.block_on(async {
+    runtime.block_on(async {
         for &way in &ways {
             run(way, 50).await;
         }

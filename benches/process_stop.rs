@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tom_dist_ledger::process::{
-    Signal, StdioMode, StopReason, Worker, WorkerCommand, registry,
-};
+use tom_dist_ledger::process::{Signal, StdioMode, StopReason, Worker, WorkerCommand, registry};
 
 const HANG: &str = env!("CARGO_BIN_EXE_worker-hang");
 const IGNORE: &str = env!("CARGO_BIN_EXE_worker-ignore-term");
@@ -115,6 +113,9 @@ fn main() {
                 w.wait().await.expect("reap");
             }
         }
-        stats("registry stop_all, 10 workers, 5 ignore SIGTERM (beyond the grace)", v);
+        stats(
+            "registry stop_all, 10 workers, 5 ignore SIGTERM (beyond the grace)",
+            v,
+        );
     });
 }

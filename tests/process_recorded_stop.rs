@@ -5,12 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{TestScope, alive, read_until_ready};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tom_dist_ledger::process::{StdioMode, Verdict, WorkerCommand, stop_recorded};
+use common::process::{BOUND, TestScope, alive, cgroup_v2_writable, spawn_ready, wait_until};
+use tom_dist_ledger::process::{EscapeProof, StdioMode, Verdict, WorkerCommand, stop_recorded};
 
 const HANG: &str = env!("CARGO_BIN_EXE_worker-hang");
 const TREE: &str = env!("CARGO_BIN_EXE_worker-fork-tree");
+const SETSID: &str = env!("CARGO_BIN_EXE_worker-setsid");
 
 /// Watches `pid` for a while: a signal sent to it would have ended it by then.
 async fn stays_alive(pid: i32) -> bool {
@@ -64,13 +64,8 @@ async fn other_boot_is_never_signalled() {
 #[tokio::test]
 async fn live_leader_with_matching_identity_is_stopped_with_its_group() {
     let scope = TestScope::new();
-    let mut worker = WorkerCommand::new(TREE)
-        .args(["2", "--marker", &scope.marker])
-        .stdout(StdioMode::Piped)
-        .spawn()
-        .expect("spawn");
-    let mut out = BufReader::new(worker.take_stdout().expect("stdout")).lines();
-    let children = read_until_ready(&mut out).await;
+    let (mut worker, children) =
+        spawn_ready(WorkerCommand::new(TREE).args(["2", "--marker", &scope.marker])).await;
     let stop = stop_recorded(&worker.info().recorded(), Some(Duration::from_secs(10))).await;
     assert_eq!(stop.verdict, Verdict::LeaderAlive);
     assert!(stop.outcome.is_gone());
@@ -84,13 +79,9 @@ async fn live_leader_with_matching_identity_is_stopped_with_its_group() {
 #[tokio::test]
 async fn members_left_by_a_dead_leader_are_stopped() {
     let scope = TestScope::new();
-    let mut worker = WorkerCommand::new(TREE)
-        .args(["2", "--exit", "--marker", &scope.marker])
-        .stdout(StdioMode::Piped)
-        .spawn()
-        .expect("spawn");
-    let mut out = BufReader::new(worker.take_stdout().expect("stdout")).lines();
-    let children = read_until_ready(&mut out).await;
+    let (mut worker, children) =
+        spawn_ready(WorkerCommand::new(TREE).args(["2", "--exit", "--marker", &scope.marker]))
+            .await;
     assert!(worker.wait().await.expect("wait").success());
     let record = worker.info().recorded();
     assert!(!record.leader.is_same_process_alive());
@@ -102,5 +93,34 @@ async fn members_left_by_a_dead_leader_are_stopped() {
     }
     let again = stop_recorded(&record, Some(Duration::from_secs(10))).await;
     assert_eq!(again.verdict, Verdict::Gone);
+    scope.assert_clean();
+}
+
+#[tokio::test]
+async fn recorded_cgroup_is_stopped_after_its_leader_died() {
+    if !cgroup_v2_writable() {
+        eprintln!("skipped: no writable cgroup v2 hierarchy here");
+        return;
+    }
+    let scope = TestScope::new();
+    let (mut worker, pids) = spawn_ready(
+        WorkerCommand::new(SETSID)
+            .args(["--exit", "--marker", &scope.marker])
+            .escape_mode(EscapeProof::Cgroup),
+    )
+    .await;
+    let escaped = pids[0];
+    assert!(worker.wait().await.expect("wait").success());
+    let record = worker.info().recorded();
+    let cgroup = record.cgroup.clone().expect("cgroup recorded");
+
+    let stop = stop_recorded(&record, Some(Duration::from_secs(10))).await;
+    assert_eq!(stop.verdict, Verdict::MembersRemained);
+    assert!(
+        !alive(escaped),
+        "escaped member of the recorded cgroup survived"
+    );
+    drop(worker);
+    wait_until("cgroup removed", BOUND, || !cgroup.exists());
     scope.assert_clean();
 }
