@@ -149,6 +149,12 @@ impl WorkerCommand {
 
     /// The signal the worker gets when the supervisor dies, or `None` for no such signal
     /// (which keeps the fast spawn path unless escape-proof).
+    ///
+    /// Linux delivers it when the thread that forked the worker ends; this crate forks such
+    /// workers on a dedicated thread that lives as long as the process, so the signal
+    /// comes only when the supervisor process itself ends (exits, crashes, is killed). It
+    /// reaches the worker alone: its own children are stopped through the recorded group
+    /// or the cgroup.
     pub fn parent_death_signal(mut self, signal: Option<Signal>) -> Self {
         self.parent_death = signal;
         self
