@@ -33,7 +33,18 @@ async fn reads_the_result_and_deletes_the_file() {
         .on_stdout(move |l| o.lock().expect("lock").push(l.to_owned()))
         .on_stderr(move |l| e.lock().expect("lock").push(l.to_owned()))
         .on_exit(move |s| *x.lock().expect("lock") = s.code());
-    let cmd = writer(&scope, &path, &["--content", "{\"n\":1}", "--stdout", "working", "--stderr", "note"]);
+    let cmd = writer(
+        &scope,
+        &path,
+        &[
+            "--content",
+            "{\"n\":1}",
+            "--stdout",
+            "working",
+            "--stderr",
+            "note",
+        ],
+    );
     let out = run_file_result(cmd, &path, opts).await.expect("run");
     assert_eq!(out.data, b"{\"n\":1}");
     assert!(!path.exists(), "result file deleted");
@@ -50,7 +61,9 @@ async fn keeps_the_file_when_asked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("result.json");
     let opts = RunOptions::default().delete_result_file(false);
-    let out = run_file_result(writer(&scope, &path, &[]), &path, opts).await.expect("run");
+    let out = run_file_result(writer(&scope, &path, &[]), &path, opts)
+        .await
+        .expect("run");
     assert_eq!(out.data, b"{\"ok\":true}");
     assert_eq!(std::fs::read(&path).expect("kept"), b"{\"ok\":true}");
 }
@@ -61,9 +74,13 @@ async fn slow_partial_file_is_read_only_after_exit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("result.json");
     let content = "{\"pieces\":[1,2,3,4,5,6,7,8,9,10]}";
-    let out = run_file_result(writer(&scope, &path, &["--slow", "--content", content]), &path, RunOptions::default())
-        .await
-        .expect("run");
+    let out = run_file_result(
+        writer(&scope, &path, &["--slow", "--content", content]),
+        &path,
+        RunOptions::default(),
+    )
+    .await
+    .expect("run");
     assert_eq!(String::from_utf8(out.data).expect("utf8"), content);
 }
 
@@ -95,13 +112,24 @@ async fn exit_zero_without_file_fails_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("result.json");
     let start = Instant::now();
-    let err = run_file_result(writer(&scope, &path, &["--no-file"]), &path, RunOptions::default())
-        .await
-        .expect_err("must fail");
-    assert!(start.elapsed() < Duration::from_secs(10), "no polling: {:?}", start.elapsed());
+    let err = run_file_result(
+        writer(&scope, &path, &["--no-file"]),
+        &path,
+        RunOptions::default(),
+    )
+    .await
+    .expect_err("must fail");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "no polling: {:?}",
+        start.elapsed()
+    );
     match &err {
         Error::WorkerFailed { status, .. } => {
-            assert!(status.contains("without writing its result file"), "{status}");
+            assert!(
+                status.contains("without writing its result file"),
+                "{status}"
+            );
             assert!(status.contains("result.json"), "{status}");
         }
         other => panic!("unexpected {other:?}"),
@@ -115,7 +143,9 @@ async fn timeout_stops_the_tree_and_fails() {
     let path = dir.path().join("result.json");
     let opts = RunOptions::default().timeout(Duration::from_millis(300));
     let cmd = WorkerCommand::new(TREE).args(["3", "--marker", &scope.marker]);
-    let err = run_file_result(cmd, &path, opts).await.expect_err("must time out");
+    let err = run_file_result(cmd, &path, opts)
+        .await
+        .expect_err("must time out");
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(common::process::marked_pids(&scope.marker).is_empty());
     scope.assert_clean();
@@ -127,9 +157,13 @@ async fn existing_result_file_and_echo_worker() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("result.json");
     std::fs::write(&path, "{\"status\":\"done\"}").expect("write");
-    let out = run_file_result(WorkerCommand::new("echo").arg("hi"), &path, RunOptions::default())
-        .await
-        .expect("run");
+    let out = run_file_result(
+        WorkerCommand::new("echo").arg("hi"),
+        &path,
+        RunOptions::default(),
+    )
+    .await
+    .expect("run");
     assert_eq!(out.data, b"{\"status\":\"done\"}");
     assert!(!path.exists());
 }

@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use common::process::{TestScope, alive, read_until_ready, state};
+use common::process::{TestScope, alive, read_until_ready, spawn_ready, state};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tom_dist_ledger::process::{StdioMode, StopEnd, WorkerCommand};
 
@@ -62,13 +62,8 @@ async fn stopping_a_finished_worker_reports_already_gone() {
 #[tokio::test]
 async fn kill_skips_the_grace() {
     let scope = TestScope::new();
-    let mut worker = WorkerCommand::new(TREE)
-        .args(["2", "--marker", &scope.marker])
-        .stdout(StdioMode::Piped)
-        .spawn()
-        .expect("spawn");
-    let mut out = BufReader::new(worker.take_stdout().expect("stdout")).lines();
-    let children = read_until_ready(&mut out).await;
+    let (mut worker, children) =
+        spawn_ready(WorkerCommand::new(TREE).args(["2", "--marker", &scope.marker])).await;
     let outcome = worker.kill().await;
     assert_eq!(outcome.end, StopEnd::Killed);
     assert_eq!(outcome.status.and_then(|s| s.signal()), Some(libc::SIGKILL));
@@ -81,13 +76,8 @@ async fn kill_skips_the_grace() {
 #[tokio::test]
 async fn dropping_a_running_worker_kills_its_group() {
     let scope = TestScope::new();
-    let mut worker = WorkerCommand::new(TREE)
-        .args(["2", "--marker", &scope.marker])
-        .stdout(StdioMode::Piped)
-        .spawn()
-        .expect("spawn");
-    let mut out = BufReader::new(worker.take_stdout().expect("stdout")).lines();
-    read_until_ready(&mut out).await;
+    let (worker, _) =
+        spawn_ready(WorkerCommand::new(TREE).args(["2", "--marker", &scope.marker])).await;
     drop(worker);
     scope.assert_clean();
 }

@@ -11,7 +11,9 @@ use tom_dist_ledger::process::{LineDecoder, RunOptions, WorkerCommand, run_stdio
 const LINES: &str = env!("CARGO_BIN_EXE_worker-stderr-lines");
 
 fn expected(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("line {i}: grüße {}", ".".repeat(i % 50))).collect()
+    (0..n)
+        .map(|i| format!("line {i}: grüße {}", ".".repeat(i % 50)))
+        .collect()
 }
 
 #[tokio::test]
@@ -20,9 +22,12 @@ async fn stderr_lines_survive_chunk_boundaries() {
     let got = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
     let opts = RunOptions::default().on_stderr(move |l| g.lock().expect("lock").push(l.to_owned()));
-    let out = run_stdio(WorkerCommand::new(LINES).args(["2000", "--marker", &scope.marker]), opts)
-        .await
-        .expect("run");
+    let out = run_stdio(
+        WorkerCommand::new(LINES).args(["2000", "--marker", &scope.marker]),
+        opts,
+    )
+    .await
+    .expect("run");
     assert_eq!(out.data, b"{\"lines\":2000}\n");
     let got = got.lock().expect("lock");
     assert_eq!(got.len(), 2000);

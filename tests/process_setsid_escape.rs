@@ -5,33 +5,24 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{BOUND, TestScope, alive, read_until_ready, wait_until};
+use common::process::{
+    BOUND, TestScope, alive, cgroup_v2_writable, read_until_ready, spawn_ready, wait_until,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tom_dist_ledger::process::{EscapeProof, StdioMode, StopEnd, WorkerCommand};
 
 const SETSID: &str = env!("CARGO_BIN_EXE_worker-setsid");
 
-fn cgroup_v2_writable() -> bool {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"].iter().any(|m| {
-        let probe = std::path::Path::new(m).join(format!("tdl-test-probe-{}", std::process::id()));
-        let ok = std::fs::create_dir(&probe).is_ok() && probe.join("cgroup.kill").exists();
-        let _ = std::fs::remove_dir(&probe);
-        ok
-    })
-}
-
 #[tokio::test]
 async fn plain_group_stop_misses_a_setsid_grandchild() {
     let scope = TestScope::new();
-    let mut worker = WorkerCommand::new(SETSID)
-        .args(["--marker", &scope.marker])
-        .stdout(StdioMode::Piped)
-        .spawn()
-        .expect("spawn");
-    let mut out = BufReader::new(worker.take_stdout().expect("stdout")).lines();
-    let escaped = read_until_ready(&mut out).await;
+    let (mut worker, escaped) =
+        spawn_ready(WorkerCommand::new(SETSID).args(["--marker", &scope.marker])).await;
     worker.stop(Duration::from_secs(10)).await;
-    assert!(alive(escaped[0]), "the setsid grandchild is outside the group");
+    assert!(
+        alive(escaped[0]),
+        "the setsid grandchild is outside the group"
+    );
     // Clean up what the plain mode cannot.
     common::process::kill_marked(&scope.marker);
     wait_until("escaped grandchild gone", BOUND, || !alive(escaped[0]));
@@ -53,7 +44,10 @@ async fn escape_proof_mode_catches_a_setsid_grandchild() {
         .expect("spawn");
     let cgroup = worker.info().cgroup.clone().expect("runs in a cgroup");
     let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).expect("cgroup.procs");
-    assert!(procs.lines().any(|l| l.trim() == worker.pid().to_string()), "{procs}");
+    assert!(
+        procs.lines().any(|l| l.trim() == worker.pid().to_string()),
+        "{procs}"
+    );
     let mut out = BufReader::new(worker.take_stdout().expect("stdout")).lines();
     let escaped = read_until_ready(&mut out).await;
     assert!(alive(escaped[0]));
@@ -73,14 +67,12 @@ async fn escape_proof_catches_an_orphaned_setsid_grandchild() {
         return;
     }
     let scope = TestScope::new();
-    let mut worker = WorkerCommand::new(SETSID)
-        .args(["--exit", "--marker", &scope.marker])
-        .stdout(StdioMode::Piped)
-        .escape_proof(true)
-        .spawn()
-        .expect("spawn");
-    let mut out = BufReader::new(worker.take_stdout().expect("stdout")).lines();
-    let escaped = read_until_ready(&mut out).await;
+    let (mut worker, escaped) = spawn_ready(
+        WorkerCommand::new(SETSID)
+            .args(["--exit", "--marker", &scope.marker])
+            .escape_proof(true),
+    )
+    .await;
     let status = worker.wait().await.expect("wait");
     assert!(status.success());
     assert!(alive(escaped[0]), "orphan lives on after its parent exited");

@@ -18,11 +18,16 @@ async fn missing_executable_is_a_clear_error() {
         .spawn()
         .expect_err("must fail");
     match &err {
-        Error::Spawn { program, .. } => assert_eq!(program, "/nonexistent/tom-ledger-no-such-worker"),
+        Error::Spawn { program, .. } => {
+            assert_eq!(program, "/nonexistent/tom-ledger-no-such-worker")
+        }
         other => panic!("unexpected error {other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("cannot start `/nonexistent/tom-ledger-no-such-worker`"), "{msg}");
+    assert!(
+        msg.contains("cannot start `/nonexistent/tom-ledger-no-such-worker`"),
+        "{msg}"
+    );
     assert!(msg.contains("No such file"), "{msg}");
 }
 
@@ -40,7 +45,12 @@ async fn worker_leads_its_own_group_and_gets_env_and_cwd() {
     let scope = TestScope::new();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut worker = WorkerCommand::new("/bin/sh")
-        .args(["-c", "echo \"$TOM_LEDGER_OPERATION $(pwd)\"", "--marker", &scope.marker])
+        .args([
+            "-c",
+            "echo \"$TOM_LEDGER_OPERATION $(pwd)\"",
+            "--marker",
+            &scope.marker,
+        ])
         .env("TOM_LEDGER_OPERATION", "op-1")
         .current_dir(dir.path())
         .stdout(StdioMode::Piped)
@@ -65,10 +75,16 @@ async fn identity_and_info_describe_the_worker() {
         .expect("spawn");
     let pid = worker.pid();
     let ticks: u64 = stat_field(pid, 22).expect("stat").parse().expect("ticks");
-    assert_eq!(worker.identity(), &ProcessIdentity::of(pid).expect("identity"));
+    assert_eq!(
+        worker.identity(),
+        &ProcessIdentity::of(pid).expect("identity")
+    );
     assert_eq!(worker.identity().start_ticks, ticks);
     assert!(worker.identity().is_same_process_alive());
-    assert_eq!(worker.info().command, vec![HANG.to_owned(), "--marker".into(), scope.marker.clone()]);
+    assert_eq!(
+        worker.info().command,
+        vec![HANG.to_owned(), "--marker".into(), scope.marker.clone()]
+    );
     assert!(registry().pgids().contains(&worker.pgid()));
     worker.kill().await;
     assert!(!worker.identity().is_same_process_alive());

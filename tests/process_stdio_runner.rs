@@ -26,14 +26,21 @@ async fn stdout_is_the_result_and_stderr_streams() {
     let opts = RunOptions::default()
         .on_stderr(move |line| l.lock().expect("lock").push(line.to_owned()))
         .on_spawn(move |info| *s.lock().expect("lock") = Some(info.clone()));
-    let out = run_stdio(WorkerCommand::new(JSON).args(["--value", "7", "--marker", &scope.marker]), opts)
-        .await
-        .expect("run");
+    let out = run_stdio(
+        WorkerCommand::new(JSON).args(["--value", "7", "--marker", &scope.marker]),
+        opts,
+    )
+    .await
+    .expect("run");
     let text = String::from_utf8(out.data).expect("utf8");
     assert_eq!(text, format!("{{\"value\":7,\"pid\":{}}}\n", out.info.pid));
     assert!(out.status.success());
     assert_eq!(*lines.lock().expect("lock"), ["computing value 7"]);
-    let info = spawned.lock().expect("lock").clone().expect("on_spawn called");
+    let info = spawned
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("on_spawn called");
     assert_eq!(info, out.info);
     assert_eq!(info.pgid, info.pid);
     assert!(info.identity.start_ticks > 0);
@@ -45,7 +52,8 @@ async fn nonzero_exit_fails_with_code_and_stderr_tail() {
     let scope = TestScope::new();
     let exit_seen = Arc::new(Mutex::new(None));
     let e = exit_seen.clone();
-    let opts = RunOptions::default().on_exit(move |status| *e.lock().expect("lock") = status.code());
+    let opts =
+        RunOptions::default().on_exit(move |status| *e.lock().expect("lock") = status.code());
     let err = run_stdio(
         WorkerCommand::new(EXIT).args(["3", "--message", "disk full", "--marker", &scope.marker]),
         opts,
@@ -59,15 +67,22 @@ async fn nonzero_exit_fails_with_code_and_stderr_tail() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(err.to_string().ends_with("exited with code 3; stderr: disk full"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("exited with code 3; stderr: disk full"),
+        "{err}"
+    );
     assert_eq!(*exit_seen.lock().expect("lock"), Some(3));
 }
 
 #[tokio::test]
 async fn missing_executable_fails_the_run() {
-    let err = run_stdio(WorkerCommand::new("/nonexistent/worker"), RunOptions::default())
-        .await
-        .expect_err("must fail");
+    let err = run_stdio(
+        WorkerCommand::new("/nonexistent/worker"),
+        RunOptions::default(),
+    )
+    .await
+    .expect_err("must fail");
     assert!(matches!(err, Error::Spawn { .. }), "{err:?}");
 }
 
@@ -75,9 +90,12 @@ async fn missing_executable_fails_the_run() {
 async fn stdout_beyond_the_limit_fails_and_stops_the_worker() {
     let scope = TestScope::new();
     let opts = RunOptions::default().max_stdout(1000);
-    let err = run_stdio(WorkerCommand::new(BIG).args(["10000000", "--marker", &scope.marker]), opts)
-        .await
-        .expect_err("must fail");
+    let err = run_stdio(
+        WorkerCommand::new(BIG).args(["10000000", "--marker", &scope.marker]),
+        opts,
+    )
+    .await
+    .expect_err("must fail");
     match err {
         Error::OutputTooLarge { limit, .. } => assert_eq!(limit, 1000),
         other => panic!("unexpected {other:?}"),
@@ -89,9 +107,12 @@ async fn stdout_beyond_the_limit_fails_and_stops_the_worker() {
 async fn stdout_at_the_limit_is_accepted() {
     let scope = TestScope::new();
     let opts = RunOptions::default().max_stdout(4096);
-    let out = run_stdio(WorkerCommand::new(BIG).args(["4096", "--marker", &scope.marker]), opts)
-        .await
-        .expect("run");
+    let out = run_stdio(
+        WorkerCommand::new(BIG).args(["4096", "--marker", &scope.marker]),
+        opts,
+    )
+    .await
+    .expect("run");
     assert_eq!(out.data.len(), 4096);
 }
 
@@ -104,9 +125,12 @@ async fn timeout_stops_the_whole_tree() {
         .timeout(Duration::from_millis(300))
         .grace(Duration::from_secs(10))
         .on_spawn(move |info| *s.lock().expect("lock") = Some(info.clone()));
-    let err = run_stdio(WorkerCommand::new(TREE).args(["3", "--marker", &scope.marker]), opts)
-        .await
-        .expect_err("must time out");
+    let err = run_stdio(
+        WorkerCommand::new(TREE).args(["3", "--marker", &scope.marker]),
+        opts,
+    )
+    .await
+    .expect_err("must time out");
     match err {
         Error::Timeout { after, what } => {
             assert_eq!(after, Duration::from_millis(300));
@@ -126,10 +150,15 @@ async fn cancellation_stops_the_worker() {
     let scope = TestScope::new();
     let token = CancellationToken::new();
     let t = token.clone();
-    let opts = RunOptions::default().cancel(token).on_spawn(move |_| t.cancel());
-    let err = run_stdio(WorkerCommand::new(HANG).args(["--marker", &scope.marker]), opts)
-        .await
-        .expect_err("must be cancelled");
+    let opts = RunOptions::default()
+        .cancel(token)
+        .on_spawn(move |_| t.cancel());
+    let err = run_stdio(
+        WorkerCommand::new(HANG).args(["--marker", &scope.marker]),
+        opts,
+    )
+    .await
+    .expect_err("must be cancelled");
     match err {
         Error::WorkerStopped { reason, .. } => assert_eq!(reason, StopReason::Cancelled),
         other => panic!("unexpected {other:?}"),

@@ -46,6 +46,9 @@ async fn subreaper_mode_catches_setsid_grandchildren() {
     assert_eq!(outcome.end, StopEnd::Terminated);
     assert!(!alive(orphan));
     // The orphan was our child: it was reaped, not left as a zombie.
-    common::process::wait_until_async("orphan reaped", common::process::BOUND, || state(orphan).is_none()).await;
+    common::process::wait_until_async("orphan reaped", common::process::BOUND, || {
+        state(orphan).is_none()
+    })
+    .await;
     scope.assert_clean();
 }

@@ -18,7 +18,8 @@ fn main() {
         eprintln!("usage: worker-write-result PATH [options]");
         std::process::exit(2);
     };
-    let content: String = common::value(&args, "--content").unwrap_or_else(|| "{\"ok\":true}".into());
+    let content: String =
+        common::value(&args, "--content").unwrap_or_else(|| "{\"ok\":true}".into());
     if let Some(line) = common::value::<String>(&args, "--stdout") {
         common::say(&line);
     }

@@ -63,8 +63,7 @@ fn own_cgroup_path() -> Option<String> {
 }
 
 fn is_cgroup2(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .is_ok_and(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
 }
 
 /// Creates and removes a probe cgroup: the only sure test of permission.
@@ -108,9 +107,8 @@ impl Cgroup {
                     let procs = OpenOptions::new()
                         .write(true)
                         .open(path.join("cgroup.procs"))
-                        .map_err(|e| {
+                        .inspect_err(|_| {
                             let _ = fs::remove_dir(&path);
-                            e
                         })?;
                     return Ok(Some(Cgroup {
                         path,

@@ -112,7 +112,9 @@ impl Group {
     pub fn is_empty(&self) -> bool {
         match &self.containment {
             Containment::Group => group_is_empty(self.pgid),
-            Containment::Cgroup(cg) if cg.exists() => !cg.is_populated() || self.members().is_empty(),
+            Containment::Cgroup(cg) if cg.exists() => {
+                !cg.is_populated() || self.members().is_empty()
+            }
             _ => self.members().is_empty(),
         }
     }
@@ -126,10 +128,10 @@ impl Group {
 
     /// SIGKILL to every member; through `cgroup.kill` when there is a cgroup.
     pub fn kill(&self) {
-        if let Containment::Cgroup(cg) = &self.containment {
-            if let Err(e) = cg.kill() {
-                tracing::warn!(cgroup = %cg.path().display(), error = %e, "cgroup.kill failed");
-            }
+        if let Containment::Cgroup(cg) = &self.containment
+            && let Err(e) = cg.kill()
+        {
+            tracing::warn!(cgroup = %cg.path().display(), error = %e, "cgroup.kill failed");
         }
         self.send(Signal::SIGKILL);
     }

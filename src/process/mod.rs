@@ -32,6 +32,24 @@
 //!   ladder, and the stderr tail in the error of a failed worker.
 //!
 //! Linux only: it reads `/proc`, uses `prctl`, pidfds and cgroups.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tom_dist_ledger::process::{RunOptions, WorkerCommand, run_stdio};
+//!
+//! # async fn demo() -> tom_dist_ledger::Result<()> {
+//! let opts = RunOptions::default()
+//!     .timeout(Duration::from_secs(30))
+//!     .on_spawn(|info| println!("started pid {} (group {})", info.pid, info.pgid))
+//!     .on_stderr(|line| eprintln!("worker: {line}"));
+//! let out = run_stdio(WorkerCommand::new("echo").arg(r#"{"ok":true}"#), opts).await?;
+//! assert_eq!(out.data, b"{\"ok\":true}\n");
+//! # Ok(())
+//! # }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
 
 mod cgroup;
 mod exit;
@@ -51,8 +69,8 @@ pub use identity::{ProcessIdentity, boot_id, hostname};
 pub use lines::{DEFAULT_MAX_LINE, LineDecoder, LineTail, TRUNCATED_MARK};
 pub use registry::{Registry, registry};
 pub use run::{
-    DEFAULT_MAX_STDOUT, DEFAULT_STDERR_TAIL, LineCallback, RunOptions, RunOutput,
-    run_file_result, run_stdio,
+    DEFAULT_MAX_STDOUT, DEFAULT_STDERR_TAIL, ExitCallback, LineCallback, RunOptions, RunOutput,
+    SpawnCallback, run_file_result, run_stdio,
 };
 pub use signal::{Signal, StopReason, signal_group, signal_pid};
 pub use spawn::{EscapeProof, StdioMode, WORKER_TAG_VAR, WorkerCommand};

@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn parses_plain_stat() {
         let s = parse_stat(PLAIN).expect("parses");
-        assert_eq!((s.pid, s.state, s.ppid, s.pgrp, s.session), (4242, b'S', 1, 4242, 4242));
+        assert_eq!(
+            (s.pid, s.state, s.ppid, s.pgrp, s.session),
+            (4242, b'S', 1, 4242, 4242)
+        );
         assert_eq!(s.start_ticks, 987654);
         assert!(!s.has_exited());
     }

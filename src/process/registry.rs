@@ -31,7 +31,9 @@ pub fn registry() -> &'static Registry {
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Group>>> {
         // A panic elsewhere while holding the lock leaves a consistent map: keep using it.
-        self.groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn insert(&'static self, group: Arc<Group>) -> Registration {

@@ -43,6 +43,12 @@ const DRAIN_BOUND: Duration = Duration::from_secs(3);
 /// Receives one line of a worker's output.
 pub type LineCallback = Box<dyn FnMut(&str) + Send>;
 
+/// Receives the identity of the worker right after the spawn.
+pub type SpawnCallback = Box<dyn FnOnce(&WorkerInfo) + Send>;
+
+/// Receives the worker's exit status.
+pub type ExitCallback = Box<dyn FnOnce(ExitStatus) + Send>;
+
 /// Options of both runners.
 pub struct RunOptions {
     /// Stop the worker and fail after this long.
@@ -59,10 +65,10 @@ pub struct RunOptions {
     pub max_line: usize,
     /// File runner: delete the result file once read (and after a failure).
     pub delete_result_file: bool,
-    on_spawn: Option<Box<dyn FnOnce(&WorkerInfo) + Send>>,
+    on_spawn: Option<SpawnCallback>,
     on_stdout: Option<LineCallback>,
     on_stderr: Option<LineCallback>,
-    on_exit: Option<Box<dyn FnOnce(ExitStatus) + Send>>,
+    on_exit: Option<ExitCallback>,
 }
 
 impl Default for RunOptions {
@@ -202,10 +208,10 @@ fn tmp_path(path: &Path) -> PathBuf {
 }
 
 fn remove_quietly(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove worker result file");
-        }
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove worker result file");
     }
 }
 
@@ -214,7 +220,10 @@ fn read_result(path: &Path, program: &str, tail: &str) -> Result<Vec<u8>> {
         Ok(data) => Ok(data),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::WorkerFailed {
             program: program.to_owned(),
-            status: format!("exited with code 0 without writing its result file `{}`", path.display()),
+            status: format!(
+                "exited with code 0 without writing its result file `{}`",
+                path.display()
+            ),
             stderr: tail.to_owned(),
         }),
         Err(e) => Err(Error::io("read worker result", path, e)),
@@ -241,7 +250,11 @@ enum End {
 
 /// Spawns, streams, waits and stops. `collect: Some(limit)` collects stdout up to
 /// `limit` bytes; `None` streams it to `on_stdout`.
-async fn supervise(cmd: WorkerCommand, mut opts: RunOptions, collect: Option<usize>) -> Result<Supervised> {
+async fn supervise(
+    cmd: WorkerCommand,
+    mut opts: RunOptions,
+    collect: Option<usize>,
+) -> Result<Supervised> {
     let start = Instant::now();
     let mut worker = cmd
         .stdout(StdioMode::Piped)
@@ -254,7 +267,12 @@ async fn supervise(cmd: WorkerCommand, mut opts: RunOptions, collect: Option<usi
     let program = worker.program().to_owned();
     let tail = Arc::new(Mutex::new(LineTail::new(opts.stderr_tail)));
     let stderr_task = worker.take_stderr().map(|err| {
-        tokio::spawn(read_lines(err, opts.max_line, opts.on_stderr.take(), Some(tail.clone())))
+        tokio::spawn(read_lines(
+            err,
+            opts.max_line,
+            opts.on_stderr.take(),
+            Some(tail.clone()),
+        ))
     });
     let mut collected: Option<std::result::Result<Vec<u8>, ()>> = None;
     let mut stdout_task: Option<JoinHandle<std::result::Result<Vec<u8>, ()>>> = None;
@@ -263,7 +281,12 @@ async fn supervise(cmd: WorkerCommand, mut opts: RunOptions, collect: Option<usi
         match collect {
             Some(limit) => stdout_task = Some(tokio::spawn(collect_bounded(out, limit))),
             None => {
-                lines_task = Some(tokio::spawn(read_lines(out, opts.max_line, opts.on_stdout.take(), None)));
+                lines_task = Some(tokio::spawn(read_lines(
+                    out,
+                    opts.max_line,
+                    opts.on_stdout.take(),
+                    None,
+                )));
             }
         }
     }
@@ -280,7 +303,9 @@ async fn supervise(cmd: WorkerCommand, mut opts: RunOptions, collect: Option<usi
     let outside_stop = worker.stop_reason();
     let status = match &end {
         End::Exited(status) => {
-            worker.stop_with(Some(opts.grace), StopReason::Requested).await;
+            worker
+                .stop_with(Some(opts.grace), StopReason::Requested)
+                .await;
             Some(*status)
         }
         End::TimedOut => stop(&mut worker, opts.grace, StopReason::Timeout).await,
@@ -338,12 +363,10 @@ async fn supervise(cmd: WorkerCommand, mut opts: RunOptions, collect: Option<usi
     })
 }
 
-/// Takes only what it needs of the options: the callbacks in them are not `Sync`, and
-/// holding a reference to them across an await would make the runner's future not `Send`.
 async fn wait_for_end(
     worker: &mut Worker,
     timeout: Option<Duration>,
-    cancel_token: Option<CancellationToken>,
+    cancel: Option<CancellationToken>,
     stdout_task: &mut Option<JoinHandle<std::result::Result<Vec<u8>, ()>>>,
     collected: &mut Option<std::result::Result<Vec<u8>, ()>>,
 ) -> End {
@@ -351,8 +374,8 @@ async fn wait_for_end(
     let deadline = timeout.map_or(far, |t| Instant::now() + t);
     let timer = tokio::time::sleep_until(deadline);
     tokio::pin!(timer);
-    let has_cancel = cancel_token.is_some();
-    let cancel = cancel_token.unwrap_or_default();
+    let cancellable = cancel.is_some();
+    let cancel = cancel.unwrap_or_default();
     loop {
         let collecting = stdout_task.is_some() && collected.is_none();
         tokio::select! {
@@ -365,7 +388,7 @@ async fn wait_for_end(
                 }
             },
             _ = &mut timer, if timeout.is_some() => return End::TimedOut,
-            _ = cancel.cancelled(), if has_cancel => return End::Cancelled,
+            _ = cancel.cancelled(), if cancellable => return End::Cancelled,
             joined = async {
                 match stdout_task.as_mut() {
                     Some(task) => task.await,
@@ -421,10 +444,10 @@ async fn read_lines<R: AsyncRead + Unpin>(
 ) {
     let mut decoder = LineDecoder::new(max_line);
     let mut emit = |line: String| {
-        if let Some(tail) = &tail {
-            if let Ok(mut tail) = tail.lock() {
-                tail.push(&line);
-            }
+        if let Some(tail) = &tail
+            && let Ok(mut tail) = tail.lock()
+        {
+            tail.push(&line);
         }
         if let Some(cb) = callback.as_mut() {
             cb(&line);
@@ -441,7 +464,10 @@ async fn read_lines<R: AsyncRead + Unpin>(
 }
 
 /// Reads to end of stream; `Err(())` as soon as more than `limit` bytes came.
-async fn collect_bounded<R: AsyncRead + Unpin>(reader: R, limit: usize) -> std::result::Result<Vec<u8>, ()> {
+async fn collect_bounded<R: AsyncRead + Unpin>(
+    reader: R,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, ()> {
     let mut out = Vec::new();
     let bound = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     let _ = reader.take(bound).read_to_end(&mut out).await;

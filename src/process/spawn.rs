@@ -115,7 +115,8 @@ impl WorkerCommand {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
@@ -126,7 +127,8 @@ impl WorkerCommand {
 
     /// Adds (or overrides) one environment variable; the rest is inherited.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
-        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -147,6 +149,12 @@ impl WorkerCommand {
 
     /// The signal the worker gets when the supervisor dies, or `None` for no such signal
     /// (which keeps the fast spawn path unless escape-proof).
+    ///
+    /// Linux delivers it when the thread that forked the worker ends; this crate forks such
+    /// workers on a dedicated thread that lives as long as the process, so the signal
+    /// comes only when the supervisor process itself ends (exits, crashes, is killed). It
+    /// reaches the worker alone: its own children are stopped through the recorded group
+    /// or the cgroup.
     pub fn parent_death_signal(mut self, signal: Option<Signal>) -> Self {
         self.parent_death = signal;
         self
@@ -154,7 +162,11 @@ impl WorkerCommand {
 
     /// Escape-proof containment: `true` is [`EscapeProof::Auto`].
     pub fn escape_proof(self, on: bool) -> Self {
-        self.escape_mode(if on { EscapeProof::Auto } else { EscapeProof::Off })
+        self.escape_mode(if on {
+            EscapeProof::Auto
+        } else {
+            EscapeProof::Off
+        })
     }
 
     pub fn escape_mode(mut self, mode: EscapeProof) -> Self {
@@ -189,7 +201,9 @@ impl WorkerCommand {
             source,
         };
         let handle = Handle::try_current().map_err(|_| {
-            fail(io::Error::other("workers must be spawned within a tokio runtime"))
+            fail(io::Error::other(
+                "workers must be spawned within a tokio runtime",
+            ))
         })?;
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args)
@@ -203,10 +217,10 @@ impl WorkerCommand {
             cmd.current_dir(dir);
         }
         let mut containment = self.containment().map_err(fail)?;
-        if let Containment::Tree { tag, .. } = &containment {
-            if let Some((k, v)) = tag.split_once('=') {
-                cmd.env(k, v);
-            }
+        if let Containment::Tree { tag, .. } = &containment
+            && let Some((k, v)) = tag.split_once('=')
+        {
+            cmd.env(k, v);
         }
         let cgroup_fd = match &containment {
             Containment::Cgroup(cg) => cg.procs_fd(),
@@ -234,7 +248,8 @@ impl WorkerCommand {
         }
         let pid = child
             .id()
-            .ok_or_else(|| fail(io::Error::other("the worker has no pid")))? as i32;
+            .ok_or_else(|| fail(io::Error::other("the worker has no pid")))?
+            as i32;
         let identity = ProcessIdentity::of(pid).unwrap_or_else(|| ProcessIdentity {
             pid,
             start_ticks: 0,
@@ -252,7 +267,13 @@ impl WorkerCommand {
         };
         let group = Arc::new(Group::new(pid, identity.start_ticks, containment));
         let registration = registry().insert(group.clone());
-        Ok(Worker::new(child, info, group, registration, self.program()))
+        Ok(Worker::new(
+            child,
+            info,
+            group,
+            registration,
+            self.program(),
+        ))
     }
 
     fn containment(&self) -> io::Result<Containment> {

@@ -105,7 +105,11 @@ pub(crate) async fn ladder(
     if gone {
         outcome(StopEnd::Killed, status, n)
     } else {
-        let pids = groups.iter().flat_map(|g| g.members()).map(|s| s.pid).collect();
+        let pids = groups
+            .iter()
+            .flat_map(|g| g.members())
+            .map(|s| s.pid)
+            .collect();
         outcome(StopEnd::Lingering(pids), status, n)
     }
 }
@@ -123,6 +127,10 @@ async fn wait_gone(
             g.reap_orphans();
         }
         if groups.iter().all(|g| g.is_empty()) {
+            // Members that exited since the last pass are zombies now: reap ours.
+            for g in groups {
+                g.reap_orphans();
+            }
             return true;
         }
         let now = Instant::now();

@@ -191,7 +191,10 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         if !self.group.is_empty() {
-            tracing::debug!(pid = self.info.pid, "worker dropped while running; killing its group");
+            tracing::debug!(
+                pid = self.info.pid,
+                "worker dropped while running; killing its group"
+            );
             self.group.mark_stopping(StopReason::Dropped);
             self.group.kill();
         }

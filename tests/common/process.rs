@@ -159,7 +159,9 @@ impl Drop for TestScope {
 
 /// Reads lines from a worker's stdout until `ready`; returns the pids it printed as
 /// `pid N` lines.
-pub async fn read_until_ready(stdout: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) -> Vec<i32> {
+pub async fn read_until_ready(
+    stdout: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> Vec<i32> {
     let mut pids = Vec::new();
     let deadline = tokio::time::Instant::now() + BOUND;
     loop {
@@ -188,4 +190,34 @@ pub async fn wait_until_async(what: &str, bound: Duration, mut cond: impl FnMut(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(20));
     }
+}
+
+/// Whether this machine lets us create cgroup v2 directories with `cgroup.kill` (the
+/// escape-proof mode's requirement); tests of that mode skip themselves otherwise.
+pub fn cgroup_v2_writable() -> bool {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .any(|m| {
+            let probe =
+                std::path::Path::new(m).join(format!("tdl-test-probe-{}", std::process::id()));
+            let ok = std::fs::create_dir(&probe).is_ok() && probe.join("cgroup.kill").exists();
+            let _ = std::fs::remove_dir(&probe);
+            ok
+        })
+}
+
+/// Spawns `cmd` with stdout piped and waits until it prints `ready`; returns the worker
+/// and the pids it printed (`pid N` lines) before that.
+pub async fn spawn_ready(
+    cmd: tom_dist_ledger::process::WorkerCommand,
+) -> (tom_dist_ledger::process::Worker, Vec<i32>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut worker = cmd
+        .stdout(tom_dist_ledger::process::StdioMode::Piped)
+        .spawn()
+        .expect("spawn");
+    let stdout = worker.take_stdout().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let pids = read_until_ready(&mut lines).await;
+    (worker, pids)
 }
