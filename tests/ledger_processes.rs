@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::peer::Peer;
 use tom_dist_ledger::ledger::{Connect, Ledger, OperationOptions};
-use tom_dist_ledger::{OperationId, ParticipantId};
+use tom_dist_ledger::ParticipantId;
 
 async fn initiator(dir: &std::path::Path) -> Ledger {
     Ledger::connect(

@@ -24,7 +24,9 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tom_dist_ledger::ledger::{CallOptions, Connect, ExecWorker, Ledger, OperationOptions};
+use tom_dist_ledger::ledger::{
+    CallOptions, Connect, ExecWorker, Ledger, OperationCallback, OperationOptions,
+};
 use tom_dist_ledger::{OperationId, ParticipantId};
 
 struct Args {
@@ -112,10 +114,23 @@ async fn run(args: Args) -> Result<(), String> {
         connect = connect.cleanup_wait(Duration::from_millis(ms));
     }
     let ledger = Ledger::connect(connect).await.map_err(|e| e.to_string())?;
+    // Tests stop this process with SIGSTOP: make sure no write of ours is in flight then
+    // (a stopped process holding the ledger lock would hold up everyone). So the first
+    // heartbeat has landed before anything else happens.
+    let (beat_tx, beat_rx) = tokio::sync::oneshot::channel();
+    let beat_tx = std::sync::Mutex::new(Some(beat_tx));
     let op = ledger
-        .join_operation(&op_id, OperationOptions::new())
+        .join_operation(
+            &op_id,
+            OperationOptions::new().callback(OperationCallback::new().on_heartbeat_success(move |_, _| {
+                if let Some(tx) = beat_tx.lock().ok().and_then(|mut t| t.take()) {
+                    let _ = tx.send(());
+                }
+            })),
+        )
         .await
         .map_err(|e| e.to_string())?;
+    beat_rx.await.map_err(|_| "no first heartbeat".to_string())?;
     match args.mode.as_str() {
         "wait-abort" => {
             say("ready");
@@ -168,6 +183,15 @@ async fn run(args: Args) -> Result<(), String> {
                         std::env::temp_dir().join(format!("peer-{}.json", std::process::id())),
                     );
                     rx.await.map_err(|_| "worker ended before ready".to_string())?;
+                    // Its identity is written to the frame in the background: wait for it.
+                    let id = worker.call_id().clone();
+                    loop {
+                        let data = op.refresh().await.map_err(|e| e.to_string())?;
+                        if data.frame(&id).is_some_and(|f| f.process.is_some()) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                     Some(worker)
                 }
                 None => None,

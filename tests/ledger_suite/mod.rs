@@ -131,6 +131,7 @@ macro_rules! ledger_suite {
             signals::fenced_participant_writes_are_refused,
             signals::corrupt_operation_file_is_a_clear_error,
             signals::failure_deletes_temp_resources_and_archives,
+            signals::stale_remote_participant_is_declared_crashed_and_fenced,
             exec::stdio_worker_returns_json,
             exec::worker_gets_the_nested_environment,
             exec::non_zero_exit_fails_with_code_and_stderr,

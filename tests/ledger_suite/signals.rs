@@ -301,3 +301,46 @@ pub async fn failure_deletes_temp_resources_and_archives(b: &dyn Backend) {
     assert!(log.contains("CLEANUP_COMPLETED coordinator=cli"), "{log}");
     drop(call);
 }
+
+pub async fn stale_remote_participant_is_declared_crashed_and_fenced(b: &dyn Backend) {
+    let clock = ManualClock::starting_now();
+    let slow = |c: tom_dist_ledger::Connect| c.heartbeat_interval(Duration::from_secs(3600));
+    let cli = connect_with(b, "cli", |c| slow(with_clock(clock.clone())(c))).await;
+    let remote = connect_with(b, "remote", |c| slow(with_clock(clock.clone())(c))).await;
+    let op = cli.create_operation(OperationOptions::new()).await.unwrap();
+    let joined = remote.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
+    let call = joined.start_call::<()>(CallOptions::new().fail_on_crash(false)).await.unwrap();
+    let me = joined.participant_id().clone();
+    cli.store()
+        .modify(op.operation_id(), &mut |d| {
+            let p = d.participants.get_mut(&me).expect("registered");
+            p.host = "elsewhere".into();
+            p.boot_id = None;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    // No sleeping for the threshold: the clock jumps past it.
+    clock.advance(Duration::from_secs(16));
+    op.start_heartbeat(HeartbeatOptions {
+        interval: Duration::from_secs(3600),
+        jitter: Duration::ZERO,
+        callback: OperationCallback::new(),
+    });
+    let store = cli.store().clone();
+    let id = op.operation_id().clone();
+    wait_until("the remote participant declared crashed", || {
+        let store = store.clone();
+        let id = id.clone();
+        let me = me.clone();
+        async move { store.read(&id).await.unwrap().participants[&me].state == ParticipantState::Crashed }
+    })
+    .await;
+    let data = store.read(&id).await.unwrap();
+    assert_eq!(data.operation_state, OperationState::Running, "fail_on_crash=false: contained");
+    assert!(data.call_frames.is_empty());
+    let err = joined.start_call::<()>(CallOptions::new()).await.unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+    drop(call);
+    op.complete().await.unwrap();
+}
