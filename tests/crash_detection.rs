@@ -261,7 +261,7 @@ async fn a_pid_with_another_start_time_is_never_signalled() {
     let id = OperationId::parse("op-with-a-ghost").unwrap();
     let mut data = LedgerData::new(id.clone(), ghost.clone(), now);
     data.participants.insert(ghost.clone(), Participant {
-        pid: 999_999_9,
+        pid: 9_999_999,
         start_ticks: Some(1),
         host: tom_dist_ledger::process::hostname(),
         boot_id: tom_dist_ledger::process::boot_id().map(str::to_owned),
@@ -274,7 +274,7 @@ async fn a_pid_with_another_start_time_is_never_signalled() {
     data.call_frames.push(CallFrame {
         participant_id: ghost.clone(),
         call_id: tom_dist_ledger::CallId::parse("call_ghost_1_0000").unwrap(),
-        pid: 999_999_9,
+        pid: 9_999_999,
         start_time: now,
         last_heartbeat: now,
         state: FrameState::Active,

@@ -257,7 +257,7 @@ pub async fn stderr_is_streamed_in_whole_lines(b: &dyn Backend) {
             .on_stderr(move |line| l.lock().unwrap().push(line.to_string())),
     );
     assert_eq!(call.join().await.unwrap()["lines"], 300);
-    let lines = lines.lock().unwrap();
+    let lines = lines.lock().unwrap().clone();
     assert_eq!(lines.len(), 300);
     for (i, line) in lines.iter().enumerate() {
         let expected = format!("line {i}: grüße {}", ".".repeat(i % 50));
