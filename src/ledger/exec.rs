@@ -30,7 +30,7 @@ use crate::store::StoreLocation;
 use super::call::CallOptions;
 use super::callbacks::CallCallback;
 use super::operation::Operation;
-use super::spawned::SpawnedCall;
+use super::spawned::{SpawnMode, SpawnedCall};
 
 /// Environment variables a worker gets so nested tools join the same operation.
 pub const ENV_LEDGER_DIR: &str = "TOM_LEDGER_DIR";
@@ -291,7 +291,7 @@ impl Operation {
         let grace = grace.unwrap_or_else(|| self.worker_grace());
         let location = self.shared.ledger.store.location();
         let operation = self.clone();
-        self.spawn_tracked(options, true, move |ctx| async move {
+        self.spawn_tracked(options, SpawnMode::SelfManaged, move |ctx| async move {
             let mut cmd = WorkerCommand::new(&executable)
                 .args(&arguments)
                 .escape_proof(escape_proof);
@@ -321,21 +321,39 @@ impl Operation {
             if let Some(f) = on_exit {
                 run = run.on_exit(move |status: ExitStatus| f(exit_code(status)));
             }
-            let recorder = operation.clone();
-            let call_id = ctx.call_id.clone();
+            // The frame is written once the process runs, with its identity in it. If that
+            // write is refused (the operation failed, this participant was fenced), the
+            // worker is stopped at once.
+            let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel::<ProcessRecord>();
             let killer_ctx = ctx.killer_handle();
             run = run.on_spawn(move |info: &WorkerInfo| {
                 let pgid = info.pgid;
                 killer_ctx(Arc::new(move |sig: Signal| {
                     signal_group(pgid, Some(sig)).unwrap_or(false)
                 }));
-                let record = process_record(info);
-                tokio::spawn(async move { record_process(&recorder, &call_id, record).await });
+                let _ = spawned_tx.send(process_record(info));
             });
-            let output: Result<RunOutput> = match &kind {
-                Kind::Stdio => run_stdio(cmd, run).await,
-                Kind::File(path) => run_file_result(cmd, path, run).await,
+            let frame_written = async {
+                match spawned_rx.await {
+                    Ok(record) => {
+                        let result = ctx.open_frame(Some(record)).await;
+                        if result.is_err() {
+                            ctx.token.cancel();
+                        }
+                        result
+                    }
+                    // Never spawned: the runner reports why.
+                    Err(_) => Ok(()),
+                }
             };
+            let runner = async {
+                match &kind {
+                    Kind::Stdio => run_stdio(cmd, run).await,
+                    Kind::File(path) => run_file_result(cmd, path, run).await,
+                }
+            };
+            let (output, framed): (Result<RunOutput>, Result<()>) = tokio::join!(runner, frame_written);
+            framed.map_err(|e| e.to_string())?;
             let output = output.map_err(|e| e.to_string())?;
             let text = String::from_utf8_lossy(&output.data);
             decode(&text).map_err(|reason| {
@@ -388,22 +406,6 @@ fn process_record(info: &WorkerInfo) -> ProcessRecord {
         boot_id: info.identity.boot_id.clone(),
         command: info.command.clone(),
         cgroup: info.cgroup.as_ref().map(|p| p.to_string_lossy().into_owned()),
-    }
-}
-
-/// Put the worker's identity into its call frame (a no-op if the call already ended).
-async fn record_process(op: &Operation, call: &CallId, record: ProcessRecord) {
-    let result = op
-        .shared
-        .modify(|data, _| {
-            if let Some(frame) = data.frame_mut(call) {
-                frame.process = Some(record.clone());
-            }
-            Ok(())
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::debug!(call = %call, error = %e, "worker identity not recorded");
     }
 }
 

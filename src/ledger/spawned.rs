@@ -18,6 +18,7 @@ use crate::ids::CallId;
 use crate::model::LogLevel;
 
 use super::call::{CallOptions, add_frame, new_frame, remove_frame};
+use crate::model::{CallFrame, ProcessRecord};
 use super::callbacks::BoxFuture;
 use super::operation::Operation;
 use super::shared::{ActiveCall, OpShared, spawn};
@@ -64,12 +65,46 @@ pub struct CallContext {
     pub token: CancellationToken,
     pub operation: Operation,
     killer: Arc<Mutex<Option<Killer>>>,
+    /// For work that opens its own frame (exec workers: once the process runs, so the
+    /// frame is written once, with the process in it).
+    pending_frame: Arc<Mutex<Option<CallFrame>>>,
+}
+
+/// How a spawned call's work is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpawnMode {
+    /// The frame is written first; cancelling drops the work.
+    Plain,
+    /// The work handles cancellation itself and writes the frame with
+    /// [`CallContext::open_frame`] (the frame costs one ledger write, not two).
+    SelfManaged,
 }
 
 impl CallContext {
     /// Let `SpawnedCall::kill` reach what this work runs (a process group, say).
     pub fn set_kill_handler(&self, f: impl Fn(Signal) -> bool + Send + Sync + 'static) {
         *lock(&self.killer) = Some(Arc::new(f));
+    }
+
+    /// Write this call's frame, with the process it runs (self-managed work only; a
+    /// second call does nothing).
+    pub(crate) async fn open_frame(&self, process: Option<ProcessRecord>) -> Result<()> {
+        let Some(mut frame) = lock(&self.pending_frame).take() else {
+            return Ok(());
+        };
+        frame.process = process;
+        let shared = &self.operation.shared;
+        add_frame(shared, frame).await?;
+        shared
+            .log_quietly(
+                LogLevel::Info,
+                &format!(
+                    "CALL_SPAWNED callId={} participant={}",
+                    self.call_id, shared.ledger.config.participant
+                ),
+            )
+            .await;
+        Ok(())
     }
 
     /// A setter for the kill handler that can move into a `'static` callback.
@@ -224,15 +259,16 @@ impl Operation {
         F: FnOnce(CallContext) -> Fut + Send + 'static,
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
     {
-        self.spawn_tracked(options, false, work)
+        self.spawn_tracked(options, SpawnMode::Plain, work)
     }
 
-    /// Like `spawn_call`; with `cooperative` the work handles cancellation itself through
-    /// the token (used by exec workers, which must stop their process tree first).
+    /// Like `spawn_call`; in `SelfManaged` mode the work handles cancellation through the
+    /// token and writes its own frame (exec workers: their process tree must be stopped
+    /// first, and the frame records the process).
     pub(crate) fn spawn_tracked<T, E, F, Fut>(
         &self,
         options: CallOptions<T>,
-        cooperative: bool,
+        mode: SpawnMode,
         work: F,
     ) -> SpawnedCall<T>
     where
@@ -263,30 +299,28 @@ impl Operation {
             },
         );
         let frame = new_frame(&shared, &id, self.session, &options);
+        let self_managed = mode == SpawnMode::SelfManaged;
         let ctx = CallContext {
             call_id: id.clone(),
             token: token.clone(),
             operation: self.clone(),
             killer: inner.killer.clone(),
+            pending_frame: Arc::new(Mutex::new(Some(frame))),
         };
         let call = SpawnedCall {
             inner: inner.clone(),
         };
         spawn(async move {
-            let outcome = match add_frame(&shared, frame).await {
+            let opened = if self_managed {
+                Ok(())
+            } else {
+                ctx.open_frame(None).await
+            };
+            let outcome = match opened {
                 Err(e) => Outcome::Failed(e.to_string()),
                 Ok(()) => {
-                    shared
-                        .log_quietly(
-                            LogLevel::Info,
-                            &format!(
-                                "CALL_SPAWNED callId={id} participant={}",
-                                shared.ledger.config.participant
-                            ),
-                        )
-                        .await;
                     let fut = work(ctx);
-                    let result = if cooperative {
+                    let result = if self_managed {
                         Some(fut.await)
                     } else {
                         tokio::select! {
