@@ -6,6 +6,7 @@
 
 mod call;
 mod callbacks;
+mod connect;
 mod crash;
 mod exec;
 mod failure;
@@ -14,22 +15,21 @@ mod liveness;
 mod operation;
 mod recovery;
 mod shared;
+mod signals;
 mod spawned;
 mod sync;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use crate::cleanup::{CleanupHandler, CleanupPhase};
-use crate::clock::{SharedClock, SystemClock, Timestamp};
+use crate::clock::{SharedClock, Timestamp};
 use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId, ParticipantId};
 use crate::model::{LedgerData, LogLevel, OperationState, Participant, ParticipantState};
-use crate::store::{FileStore, FileStoreOptions, Store};
+use crate::store::{FileStore, Store};
 
 pub use call::{Call, CallOptions};
+pub use connect::{Connect, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_STALE_THRESHOLD};
 pub use callbacks::{BoxFuture, CallCallback, LedgerCallback, OperationCallback, OperationFailedInfo};
 pub use exec::{
     Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_URL, ENV_OPERATION, ENV_PARTICIPANT, ExecWorker,
@@ -41,143 +41,10 @@ pub use recovery::{Recovered, RecoveryReport};
 pub use spawned::{CallContext, CallStatus, SpawnedCall, TrackedCall};
 pub use sync::{SyncOptions, SyncResult, WaitOptions};
 
+pub(crate) use connect::{LedgerConfig, Target};
 pub(crate) use failure::remove_path;
 use liveness::SelfIdentity;
 use shared::OpShared;
-
-/// Default interval between heartbeats.
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-/// Default age after which a participant counts as stale.
-pub const DEFAULT_STALE_THRESHOLD: Duration = Duration::from_secs(15);
-
-enum Target {
-    Local(PathBuf),
-    Store(Arc<dyn Store>),
-}
-
-/// How to connect to a ledger, and with which settings.
-pub struct Connect {
-    target: Target,
-    participant: Option<ParticipantId>,
-    pid: Option<i32>,
-    heartbeat_interval: Duration,
-    heartbeat_jitter: Duration,
-    stale_threshold: Duration,
-    cleanup_wait: Option<Duration>,
-    handle_signals: bool,
-    file_options: FileStoreOptions,
-    callback: LedgerCallback,
-    clock: SharedClock,
-}
-
-impl Connect {
-    /// The embedded ledger in a directory (created if missing).
-    pub fn local(dir: impl Into<PathBuf>) -> Self {
-        Self::with_target(Target::Local(dir.into()))
-    }
-
-    /// Any store (a backend built by hand).
-    pub fn store(store: Arc<dyn Store>) -> Self {
-        Self::with_target(Target::Store(store))
-    }
-
-    fn with_target(target: Target) -> Self {
-        Self {
-            target,
-            participant: None,
-            pid: None,
-            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-            heartbeat_jitter: Duration::from_millis(500),
-            stale_threshold: DEFAULT_STALE_THRESHOLD,
-            cleanup_wait: None,
-            handle_signals: true,
-            file_options: FileStoreOptions::default(),
-            callback: LedgerCallback::default(),
-            clock: Arc::new(SystemClock),
-        }
-    }
-
-    /// This process's participant id (default `participant-{pid}`).
-    pub fn participant(mut self, id: ParticipantId) -> Self {
-        self.participant = Some(id);
-        self
-    }
-
-    /// The pid recorded for this participant (default: this process).
-    pub fn pid(mut self, pid: i32) -> Self {
-        self.pid = Some(pid);
-        self
-    }
-
-    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
-        self.heartbeat_interval = d;
-        self
-    }
-
-    pub fn heartbeat_jitter(mut self, d: Duration) -> Self {
-        self.heartbeat_jitter = d;
-        self
-    }
-
-    pub fn stale_threshold(mut self, d: Duration) -> Self {
-        self.stale_threshold = d;
-        self
-    }
-
-    /// How long a failing operation waits for live participants to clean up
-    /// (default: two heartbeat intervals).
-    pub fn cleanup_wait(mut self, d: Duration) -> Self {
-        self.cleanup_wait = Some(d);
-        self
-    }
-
-    /// Install the signal cleanup (SIGINT, SIGTERM, SIGHUP) when an operation is created or
-    /// joined (default on): the operation's workers are stopped, its temp resources
-    /// deleted, the outcome recorded, and the process exits with 128 + the signal.
-    pub fn handle_signals(mut self, on: bool) -> Self {
-        self.handle_signals = on;
-        self
-    }
-
-    /// Archived operations kept (file store).
-    pub fn max_backups(mut self, n: usize) -> Self {
-        self.file_options.max_backups = n;
-        self
-    }
-
-    /// Trail snapshots kept per operation, 0 to disable (file store).
-    pub fn trail_keep(mut self, n: u64) -> Self {
-        self.file_options.trail_keep = n;
-        self
-    }
-
-    /// fsync every write (file store).
-    pub fn durable(mut self, on: bool) -> Self {
-        self.file_options.durable = on;
-        self
-    }
-
-    pub fn callback(mut self, callback: LedgerCallback) -> Self {
-        self.callback = callback;
-        self
-    }
-
-    pub fn clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
-        self
-    }
-}
-
-/// Settings every operation of a ledger shares.
-pub(crate) struct LedgerConfig {
-    pub participant: ParticipantId,
-    pub pid: i32,
-    pub heartbeat_interval: Duration,
-    pub heartbeat_jitter: Duration,
-    pub stale_threshold: Duration,
-    pub cleanup_wait: Duration,
-    pub handle_signals: bool,
-}
 
 pub(crate) struct LedgerInner {
     pub store: Arc<dyn Store>,
@@ -204,36 +71,6 @@ impl LedgerInner {
             .get(op)
             .cloned()
     }
-}
-
-/// On a signal, before the workers are stopped: the initiator sets the abort flag and the
-/// interruption is recorded as the operation's failure (so it, and not a worker stopped
-/// by it, is the reason). After they are stopped: cleanup finished and archived.
-fn register_signal_cleanup(shared: &Arc<OpShared>) {
-    let handler = CleanupHandler::global();
-    if let Err(e) = handler.install() {
-        tracing::warn!(error = %e, "signal cleanup not installed");
-        return;
-    }
-    let weak = Arc::downgrade(shared);
-    let early = handler.register_phase(CleanupPhase::Early, move |sig| {
-        let weak = weak.clone();
-        Box::pin(async move {
-            if let Some(shared) = weak.upgrade() {
-                failure::record_interruption(&shared, sig).await;
-            }
-        })
-    });
-    let weak = Arc::downgrade(shared);
-    let late = handler.register_phase(CleanupPhase::Late, move |_| {
-        let weak = weak.clone();
-        Box::pin(async move {
-            if let Some(shared) = weak.upgrade() {
-                failure::finish_interruption(shared).await;
-            }
-        })
-    });
-    shared.local().cleanup_ids = vec![early, late];
 }
 
 /// Options of `create_operation` and `join_operation`.
@@ -480,7 +317,7 @@ impl Ledger {
             },
         );
         if self.inner.config.handle_signals {
-            register_signal_cleanup(&shared);
+            signals::register_signal_cleanup(&shared);
         }
         self.inner
             .operations

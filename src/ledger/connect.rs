@@ -1,0 +1,146 @@
+//! [`Connect`]: how to reach a ledger and the settings every operation of it shares.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::ids::ParticipantId;
+use crate::store::{FileStoreOptions, Store};
+
+use super::callbacks::LedgerCallback;
+
+/// Default interval between heartbeats.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Default age after which a participant counts as stale.
+pub const DEFAULT_STALE_THRESHOLD: Duration = Duration::from_secs(15);
+
+pub(crate) enum Target {
+    Local(PathBuf),
+    Store(Arc<dyn Store>),
+}
+
+/// How to connect to a ledger, and with which settings.
+pub struct Connect {
+    pub(crate) target: Target,
+    pub(crate) participant: Option<ParticipantId>,
+    pub(crate) pid: Option<i32>,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) heartbeat_jitter: Duration,
+    pub(crate) stale_threshold: Duration,
+    pub(crate) cleanup_wait: Option<Duration>,
+    pub(crate) handle_signals: bool,
+    pub(crate) file_options: FileStoreOptions,
+    pub(crate) callback: LedgerCallback,
+    pub(crate) clock: SharedClock,
+}
+
+impl Connect {
+    /// The embedded ledger in a directory (created if missing).
+    pub fn local(dir: impl Into<PathBuf>) -> Self {
+        Self::with_target(Target::Local(dir.into()))
+    }
+
+    /// Any store (a backend built by hand).
+    pub fn store(store: Arc<dyn Store>) -> Self {
+        Self::with_target(Target::Store(store))
+    }
+
+    fn with_target(target: Target) -> Self {
+        Self {
+            target,
+            participant: None,
+            pid: None,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_jitter: Duration::from_millis(500),
+            stale_threshold: DEFAULT_STALE_THRESHOLD,
+            cleanup_wait: None,
+            handle_signals: true,
+            file_options: FileStoreOptions::default(),
+            callback: LedgerCallback::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// This process's participant id (default `participant-{pid}`).
+    pub fn participant(mut self, id: ParticipantId) -> Self {
+        self.participant = Some(id);
+        self
+    }
+
+    /// The pid recorded for this participant (default: this process).
+    pub fn pid(mut self, pid: i32) -> Self {
+        self.pid = Some(pid);
+        self
+    }
+
+    pub fn heartbeat_interval(mut self, d: Duration) -> Self {
+        self.heartbeat_interval = d;
+        self
+    }
+
+    pub fn heartbeat_jitter(mut self, d: Duration) -> Self {
+        self.heartbeat_jitter = d;
+        self
+    }
+
+    pub fn stale_threshold(mut self, d: Duration) -> Self {
+        self.stale_threshold = d;
+        self
+    }
+
+    /// How long a failing operation waits for live participants to clean up
+    /// (default: two heartbeat intervals).
+    pub fn cleanup_wait(mut self, d: Duration) -> Self {
+        self.cleanup_wait = Some(d);
+        self
+    }
+
+    /// Install the signal cleanup (SIGINT, SIGTERM, SIGHUP) when an operation is created or
+    /// joined (default on): the operation's workers are stopped, its temp resources
+    /// deleted, the outcome recorded, and the process exits with 128 + the signal.
+    pub fn handle_signals(mut self, on: bool) -> Self {
+        self.handle_signals = on;
+        self
+    }
+
+    /// Archived operations kept (file store).
+    pub fn max_backups(mut self, n: usize) -> Self {
+        self.file_options.max_backups = n;
+        self
+    }
+
+    /// Trail snapshots kept per operation, 0 to disable (file store).
+    pub fn trail_keep(mut self, n: u64) -> Self {
+        self.file_options.trail_keep = n;
+        self
+    }
+
+    /// fsync every write (file store).
+    pub fn durable(mut self, on: bool) -> Self {
+        self.file_options.durable = on;
+        self
+    }
+
+    pub fn callback(mut self, callback: LedgerCallback) -> Self {
+        self.callback = callback;
+        self
+    }
+
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+/// Settings every operation of a ledger shares.
+pub(crate) struct LedgerConfig {
+    pub participant: ParticipantId,
+    pub pid: i32,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_jitter: Duration,
+    pub stale_threshold: Duration,
+    pub cleanup_wait: Duration,
+    pub handle_signals: bool,
+}
+
