@@ -295,17 +295,23 @@ pub async fn log(ctx: &Context, args: LogArgs) -> CliResult {
         return Ok(Exit::Success);
     }
     let mut changes = store.watch(&op).ok();
+    // Once the state is final, the last lines come before the archive; wait for it, bounded.
+    let mut ended: Option<std::time::Instant> = None;
     loop {
-        let live = match store.read(&op).await {
-            Ok(data) => !data.operation_state.is_final(),
-            Err(Error::OperationNotFound(_)) => false,
+        let archived = match store.read(&op).await {
+            Ok(data) => {
+                if data.operation_state.is_final() {
+                    ended.get_or_insert_with(std::time::Instant::now);
+                }
+                false
+            }
+            Err(Error::OperationNotFound(_)) => true,
             Err(e) => return Err(e.into()),
         };
         let (text, next) = store.read_log(&op, LogKind::Main, offset).await?;
         out(&text);
         offset = next;
-        if !live {
-            // Lines written while the operation was archived.
+        if archived || ended.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
             let (text, _) = store.read_log(&op, LogKind::Main, offset).await?;
             out(&text);
             return Ok(Exit::Success);

@@ -395,8 +395,34 @@ fn terminate(pgid: Pid) {
     let _ = killpg(pgid, Signal::SIGCONT);
 }
 
+/// Whether anything of the group still runs. Zombies do not count: an orphan waits to be
+/// reaped by init, which may take a while, but it runs nothing any more.
 fn group_alive(pgid: Pid) -> bool {
-    killpg(pgid, None).is_ok()
+    if killpg(pgid, None).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|e| {
+        let is_pid = e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        is_pid && live_member(&e.path().join("stat"), pgid.as_raw())
+    })
+}
+
+/// `/proc/PID/stat` of a process in group `pgid` that is not a zombie.
+fn live_member(stat: &std::path::Path, pgid: i32) -> bool {
+    let Ok(text) = std::fs::read_to_string(stat) else {
+        return false;
+    };
+    // After the command name (which may hold spaces and parentheses): state, ppid, pgrp.
+    let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("Z");
+    let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+    group == Some(pgid) && state != "Z" && state != "X"
 }
 
 /// Stop what is left of a group whose leader has exited: the ladder, returning as soon as

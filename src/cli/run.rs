@@ -158,7 +158,8 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         .iter()
         .zip(&workers)
         .filter(|(f, w)| {
-            w.fail_on_crash && matches!(f, Final::Done { status, .. } if *status != Status::Ok)
+            w.fail_on_crash
+                && matches!(f, Final::Done { status: Status::Failed | Status::Timeout, .. })
         })
         .map(|(_, w)| w.name.as_str())
         .collect();
