@@ -36,6 +36,19 @@ fn parent_call() -> Option<CallId> {
         .and_then(|c| CallId::parse(c).ok())
 }
 
+/// Refuse before joining when the operation is unknown or over: a join is a write.
+async fn check_joinable(ledger: &tom_dist_ledger::Ledger, op: &OperationId) -> CliResult<()> {
+    let (data, archived) = ledger.read_operation(op).await?;
+    if archived || data.operation_state.is_final() {
+        return Err(Error::OperationEnded {
+            operation: op.clone(),
+            state: data.operation_state.to_string(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 fn join_options(parent: &Option<CallId>) -> OperationOptions {
     match parent {
         Some(call) => OperationOptions::new().spawned_by(call.clone()),
@@ -54,6 +67,7 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
     let mut signals = Signals::install()?;
     let existing = ctx.open_for(&op_id).await?;
     let ledger = existing.ledger.clone();
+    check_joinable(&ledger, &op_id).await?;
     let op = ledger.join_operation(&op_id, join_options(&parent)).await?;
     let (stop_tx, stop_rx) = stop_channel();
     let launcher = ProcessLauncher {
@@ -130,6 +144,7 @@ pub async fn temp(ctx: &Context, args: TempArgs) -> CliResult {
     let paths: Vec<PathBuf> = paths.iter().map(|p| absolute(p)).collect();
     let existing = ctx.open_for(&op_id).await?;
     let ledger = existing.ledger.clone();
+    check_joinable(&ledger, &op_id).await?;
     let op = ledger
         .join_operation(&op_id, join_options(&parent_call()))
         .await?;
