@@ -340,3 +340,35 @@ pub fn assert_same(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf
     }
     assert!(diff.is_empty(), "{what}: {diff:#?}");
 }
+
+/// A `[[worker]]` table running `script` with `sh -c`; the script sees the test directory
+/// as `$D` and gets the test's marker as `$0`.
+pub fn worker(env: &Env, name: &str, script: &str, extra: &str) -> String {
+    format!(
+        "[[worker]]\nname = \"{name}\"\ncmd = [\"sh\", \"-c\", '''{script}''', \"{}\"]\n{extra}\n",
+        env.marker
+    )
+}
+
+/// Write a plan of these workers (with `D` set for all of them) and return its path.
+pub fn plan(env: &Env, workers: &[String]) -> String {
+    let mut text = format!("[defaults]\nenv = {{ D = \"{}\" }}\n\n", env.dir.path().display());
+    for w in workers {
+        text.push_str(w);
+        text.push('\n');
+    }
+    env.write("plan.toml", &text).to_str().expect("utf-8 path").to_string()
+}
+
+/// The events of a worker, by name.
+pub fn of_worker<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["name"] == name).collect()
+}
+
+/// Index of the first event matching `kind` and worker `name`.
+pub fn index_of(events: &[Value], kind: &str, name: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e["event"] == kind && e["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} of {name} in {events:#?}"))
+}
