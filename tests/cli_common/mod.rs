@@ -84,6 +84,8 @@ impl Env {
         paths.extend(std::env::split_paths(&path));
         c.env("PATH", std::env::join_paths(paths).expect("PATH"));
         c.current_dir(self.dir.path());
+        // Scripts of workers find the test directory as `$D`.
+        c.env("D", self.dir.path());
     }
 
     /// Run to the end (bounded by the watchdog).
