@@ -108,7 +108,7 @@ impl Output {
             let bar =
                 ProgressBar::with_draw_target(Some(workers as u64), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {pos}/{len} done {msg}",
+                "{spinner} [{elapsed_precise}] {pos}/{len} done{msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
@@ -180,7 +180,12 @@ impl Output {
         } else {
             String::new()
         };
-        bar.set_message(format!("{failed}; running: {}", counts.running.join(", ")));
+        let running = if counts.running.is_empty() {
+            String::new()
+        } else {
+            format!(" | running {}: {}", counts.running.len(), counts.running.join(", "))
+        };
+        bar.set_message(format!("{failed}{running}"));
     }
 }
 
