@@ -144,6 +144,19 @@ pub enum Error {
         #[source]
         source: nix::Error,
     },
+
+    /// A plan file that cannot be used: where (`file:line:column`) and what is wrong.
+    #[error("{location}: {message}")]
+    Plan { location: String, message: String },
+
+    /// A worker's program is not on `PATH`; `cwd` is set for a program given as a path,
+    /// which is looked up relative to that directory.
+    #[error("executable `{program}` not found{}", where_suffix(.cwd))]
+    ExecutableNotFound { program: String, cwd: Option<PathBuf> },
+
+    /// `exec` or `temp` outside an operation.
+    #[error("`{command}` needs an operation: run it from a worker of `tom-ledger run` or pass `--operation`")]
+    NoOperation { command: &'static str },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -151,6 +164,13 @@ fn stderr_suffix(stderr: &str) -> String {
         String::new()
     } else {
         format!("; stderr: {}", stderr.trim_end().replace('\n', " | "))
+    }
+}
+
+fn where_suffix(cwd: &Option<PathBuf>) -> String {
+    match cwd {
+        Some(dir) => format!(" in `{}`", dir.display()),
+        None => " on PATH".to_string(),
     }
 }
 

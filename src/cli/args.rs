@@ -1,0 +1,247 @@
+//! The command line, as clap sees it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Launch, track and clean up worker processes under one supervised operation.
+#[derive(Debug, Parser)]
+#[command(name = "tom-ledger", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Ledger directory [default: $TOM_LEDGER_DIR, else _ai/operation_ledger]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub ledger: Option<PathBuf>,
+
+    /// Ledger server (remote ledger)
+    #[arg(long, global = true, value_name = "URL", conflicts_with = "ledger")]
+    pub server: Option<String>,
+
+    /// Participant id of this process [default: {command}-{pid}]
+    #[arg(long, global = true, value_name = "ID")]
+    pub participant: Option<String>,
+
+    /// Print one JSON object per line on stdout, and nothing else there
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More diagnostics on stderr (-v, -vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run workers (a plan, or one command) under one supervised operation
+    Run(RunArgs),
+    /// Run a command as a tracked call of an operation, in its own process group
+    Exec(ExecArgs),
+    /// Register or forget temp resources of an operation
+    Temp(TempArgs),
+    /// List the operations of the ledger, live and archived, one line each
+    Ls,
+    /// State, participants, call frames and temp resources of operations
+    Status(StatusArgs),
+    /// Print the operation log
+    Log(LogArgs),
+    /// Set the abort flag of an operation
+    Abort(OpArg),
+    /// Report operations whose participants are all dead
+    Recover,
+    /// Write the timeline of an operation as Chrome trace-event JSON (Perfetto)
+    Trace(TraceArgs),
+}
+
+impl Command {
+    /// The command's name, used in default participant ids (`run-4242`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Exec(_) => "exec",
+            Command::Temp(_) => "temp",
+            Command::Ls => "ls",
+            Command::Status(_) => "status",
+            Command::Log(_) => "log",
+            Command::Abort(_) => "abort",
+            Command::Recover => "recover",
+            Command::Trace(_) => "trace",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["plan", "cmd"])))]
+pub struct RunArgs {
+    /// Workers started at the same time at most [default: number of CPUs]
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+
+    /// Stop everything and fail when the whole run takes longer (e.g. 30s, 2m, 500ms)
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Time workers get between SIGTERM and SIGKILL when stopped
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    pub grace: Duration,
+
+    /// After a failure, go on with the workers that do not depend on it
+    #[arg(long)]
+    pub keep_going: bool,
+
+    /// The plan: a TOML file of [[worker]] tables
+    #[arg(long, value_name = "FILE", conflicts_with = "cmd")]
+    pub plan: Option<PathBuf>,
+
+    /// One command to run as the operation
+    #[arg(last = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The operation to join [default: $TOM_LEDGER_OPERATION]
+    #[arg(long, value_name = "OP")]
+    pub operation: Option<String>,
+
+    /// Description of the call in the ledger [default: the command]
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+
+    /// Stop the command and fail the call when it runs longer
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Time the command gets between SIGTERM and SIGKILL when stopped
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "3s")]
+    pub grace: Duration,
+
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TempArgs {
+    #[command(subcommand)]
+    pub action: TempAction,
+
+    /// The operation [default: $TOM_LEDGER_OPERATION]
+    #[arg(long, global = true, value_name = "OP")]
+    pub operation: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TempAction {
+    /// Register paths to delete if the operation fails, is aborted, or its owner crashes
+    Add {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Forget registered paths (they are not deleted)
+    Rm {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The operation [default: every live operation]
+    #[arg(value_name = "OP")]
+    pub operation: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    #[arg(value_name = "OP")]
+    pub operation: String,
+
+    /// Keep printing new lines until the operation has ended
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OpArg {
+    #[arg(value_name = "OP")]
+    pub operation: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[arg(value_name = "OP")]
+    pub operation: String,
+
+    /// Write to this file instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// A duration such as `500ms`, `30s`, `2m`, `1h` or `1.5s`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let refuse = || {
+        format!(
+            "invalid duration `{text}`: expected a number with a unit, such as 500ms, 30s, 2m or 1h"
+        )
+    };
+    let value: f64 = number.parse().map_err(|_| refuse())?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(refuse()),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| refuse())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        for bad in ["", "s", "5 parsecs", "-1s", "1..2s", "ms5"] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(err.starts_with("invalid duration"), "{err}");
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_a_plan_or_a_command() {
+        let cli =
+            Cli::try_parse_from(["tom-ledger", "run", "-j", "3", "--", "echo", "hi"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.jobs, Some(3));
+        assert_eq!(run.cmd, ["echo", "hi"]);
+        assert!(Cli::try_parse_from(["tom-ledger", "run"]).is_err());
+        assert!(Cli::try_parse_from(["tom-ledger", "run", "-j", "0", "--", "true"]).is_err());
+        assert!(
+            Cli::try_parse_from(["tom-ledger", "run", "--plan", "p.toml", "--", "true"]).is_err()
+        );
+        let cli = Cli::try_parse_from(["tom-ledger", "status", "--json"]).unwrap();
+        assert!(cli.json);
+    }
+}

@@ -1,0 +1,215 @@
+//! The `tom-ledger` command: thin glue over the library.
+//!
+//! - [`args`]: the command line (clap).
+//! - [`plan`]: the TOML plan of `run`, validated before anything starts.
+//! - [`schedule`]: the DAG scheduler (`-j`, failure policy, retries).
+//! - [`launcher`]: the seam to the process side: one worker attempt as a tracked call.
+//! - [`run`]: `run`, plus signals, abort and the end of the operation.
+//! - [`nested`]: `exec` and `temp`, which join an enclosing operation.
+//! - [`inspect`] and [`trace`]: the read-only commands and `abort`.
+//! - [`output`]: progress display, plain lines or JSON events.
+//! - [`exit`]: exit statuses.
+
+mod args;
+mod exit;
+mod inspect;
+mod launcher;
+mod nested;
+mod output;
+mod plan;
+mod run;
+mod schedule;
+mod trace;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use tom_dist_ledger::{Connect, Error, Ledger, OperationId, ParticipantId};
+
+use args::{Cli, Command};
+use exit::{CliResult, Exit, Failure};
+
+/// Default ledger directory, under the current directory (the original's default).
+pub const DEFAULT_LEDGER_DIR: &str = "_ai/operation_ledger";
+
+/// Run the command line; returns the exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            print_error(&format!("cannot start the runtime: {e}"));
+            return Exit::Failure.code();
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    let exit = match result {
+        Ok(exit) => exit,
+        Err(failure) => {
+            print_error(&failure.message);
+            failure.exit
+        }
+    };
+    // Background tasks of the ledger (heartbeats, watches) end with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    exit.code()
+}
+
+/// Help and version go to stdout with status 0; anything else is one line and status 2.
+fn usage_error(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return 0;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return Exit::Usage.code();
+    }
+    let text = e.render().to_string();
+    let line = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    print_error(line);
+    Exit::Usage.code()
+}
+
+/// The one line of an error on stderr; a closed stderr is no reason to panic.
+fn print_error(message: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "tom-ledger: error: {message}");
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOM_LEDGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+async fn dispatch(cli: Cli) -> CliResult {
+    if cli.server.is_some() {
+        return Err(Failure::usage(
+            "remote ledgers (`--server URL`) are not supported by this build yet; use `--ledger DIR`",
+        ));
+    }
+    let ctx = Context::new(&cli)?;
+    match cli.command {
+        Command::Run(a) => run::run(&ctx, a).await,
+        Command::Exec(a) => nested::exec(&ctx, a).await,
+        Command::Temp(a) => nested::temp(&ctx, a).await,
+        Command::Ls => inspect::ls(&ctx).await,
+        Command::Status(a) => inspect::status(&ctx, a).await,
+        Command::Log(a) => inspect::log(&ctx, a).await,
+        Command::Abort(a) => inspect::abort(&ctx, a).await,
+        Command::Recover => inspect::recover(&ctx).await,
+        Command::Trace(a) => inspect::trace(&ctx, a).await,
+    }
+}
+
+/// What every command needs: where the ledger is and who we are.
+pub struct Context {
+    /// Absolute, so workers in other directories find it too.
+    pub ledger_dir: PathBuf,
+    pub participant: ParticipantId,
+    pub json: bool,
+}
+
+impl Context {
+    fn new(cli: &Cli) -> CliResult<Context> {
+        let dir = match (&cli.ledger, std::env::var_os("TOM_LEDGER_DIR")) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) if !d.is_empty() => PathBuf::from(d),
+            _ => PathBuf::from(DEFAULT_LEDGER_DIR),
+        };
+        let ledger_dir = std::path::absolute(&dir).map_err(|e| {
+            Failure::usage(format!("invalid ledger directory `{}`: {e}", dir.display()))
+        })?;
+        let participant = match &cli.participant {
+            Some(p) => ParticipantId::parse(p.as_str())?,
+            None => ParticipantId::parse(format!("{}-{}", cli.command.name(), std::process::id()))?,
+        };
+        Ok(Context {
+            ledger_dir,
+            participant,
+            json: cli.json,
+        })
+    }
+
+    fn connect_options(&self) -> Connect {
+        Connect::local(&self.ledger_dir).participant(self.participant.clone())
+    }
+
+    /// Connect, creating the ledger directory if needed (`run`).
+    async fn connect(&self, tweak: impl FnOnce(Connect) -> Connect) -> CliResult<Ledger> {
+        Ok(Ledger::connect(tweak(self.connect_options())).await?)
+    }
+
+    /// Connect to a ledger that must already exist; creates nothing. `None` when there
+    /// is no ledger directory.
+    async fn open_existing(&self) -> CliResult<Option<Existing>> {
+        if !self.ledger_dir.is_dir() {
+            return Ok(None);
+        }
+        let backup = self.ledger_dir.join("backup");
+        let created_backup = (!backup.exists()).then_some(backup);
+        let ledger = Ledger::connect(self.connect_options()).await?;
+        Ok(Some(Existing {
+            ledger,
+            created_backup,
+        }))
+    }
+
+    /// Like [`open_existing`](Self::open_existing), for a command about one operation.
+    async fn open_for(&self, op: &OperationId) -> CliResult<Existing> {
+        self.open_existing()
+            .await?
+            .ok_or_else(|| Failure::from(Error::OperationNotFound(op.clone())))
+    }
+}
+
+/// A ledger opened without creating anything: the store makes its `backup/` directory
+/// when it opens, so an empty one made for us is taken away again.
+pub struct Existing {
+    pub ledger: Ledger,
+    created_backup: Option<PathBuf>,
+}
+
+impl Drop for Existing {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.created_backup {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Parse an operation id given on the command line or in the environment.
+pub fn operation_id(value: &str) -> CliResult<OperationId> {
+    Ok(OperationId::parse(value)?)
+}
+
+/// A path made absolute against the current directory.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
