@@ -158,7 +158,10 @@ impl Context {
     }
 
     fn connect_options(&self) -> Connect {
-        Connect::local(&self.ledger_dir).participant(self.participant.clone())
+        Connect::local(&self.ledger_dir)
+            .participant(self.participant.clone())
+            // `run` and `exec` handle signals themselves: they report each worker's end.
+            .handle_signals(false)
     }
 
     /// Connect, creating the ledger directory if needed (`run`).

@@ -398,7 +398,8 @@ fn nested_env(location: &StoreLocation, op: &Operation, call: &CallId) -> Vec<(S
     env
 }
 
-fn process_record(info: &WorkerInfo) -> ProcessRecord {
+/// What a call frame records of a worker the process layer started.
+pub fn process_record(info: &WorkerInfo) -> ProcessRecord {
     ProcessRecord {
         pid: info.pid,
         pgid: info.pgid,

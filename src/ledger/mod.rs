@@ -33,7 +33,7 @@ pub use connect::{Connect, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_STALE_THRESHOLD};
 pub use callbacks::{BoxFuture, CallCallback, LedgerCallback, OperationCallback, OperationFailedInfo};
 pub use exec::{
     Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_URL, ENV_OPERATION, ENV_PARTICIPANT, ExecWorker,
-    exit_code,
+    exit_code, process_record,
 };
 pub use heartbeat::{HeartbeatError, HeartbeatErrorType, HeartbeatOptions, HeartbeatResult};
 pub use operation::Operation;

@@ -86,9 +86,11 @@ impl CallContext {
         *lock(&self.killer) = Some(Arc::new(f));
     }
 
-    /// Write this call's frame, with the process it runs (self-managed work only; a
-    /// second call does nothing).
-    pub(crate) async fn open_frame(&self, process: Option<ProcessRecord>) -> Result<()> {
+    /// Write this call's frame, with the process it runs, for work started with
+    /// [`Operation::spawn_supervised`] (once the process runs, so that the frame is written
+    /// once, with what recovery needs to find the process again). For other calls, and on
+    /// a second call, it does nothing.
+    pub async fn open_frame(&self, process: Option<ProcessRecord>) -> Result<()> {
         let Some(mut frame) = lock(&self.pending_frame).take() else {
             return Ok(());
         };
@@ -260,6 +262,22 @@ impl Operation {
         Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
     {
         self.spawn_tracked(options, SpawnMode::Plain, work)
+    }
+
+    /// Run work that supervises a process of its own as a call. Unlike `spawn_call`:
+    /// - the work handles cancellation itself (watch `ctx.token`, stop the process tree,
+    ///   then return; the call then ends as cancelled);
+    /// - the work writes the call's frame itself with [`CallContext::open_frame`], once the
+    ///   process runs, with the process in it. If the work returns without opening it, the
+    ///   call still ends normally, only without a frame.
+    pub fn spawn_supervised<T, E, F, Fut>(&self, options: CallOptions<T>, work: F) -> SpawnedCall<T>
+    where
+        T: Clone + Send + Sync + 'static,
+        E: fmt::Display + Send + 'static,
+        F: FnOnce(CallContext) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    {
+        self.spawn_tracked(options, SpawnMode::SelfManaged, work)
     }
 
     /// Like `spawn_call`; in `SelfManaged` mode the work handles cancellation through the
