@@ -251,10 +251,12 @@ impl Operation {
     /// Resolves with the failure when the operation fails.
     pub async fn failed(&self) -> OperationFailedInfo {
         let mut rx = self.shared.subscribe_failed();
-        match rx.wait_for(|f| f.is_some()).await {
-            Ok(info) => info.clone().expect("checked by wait_for"),
+        // Take the value out before any other await: the borrow is not `Send`.
+        let info = rx.wait_for(|f| f.is_some()).await.ok().and_then(|f| f.clone());
+        match info {
+            Some(info) => info,
             // The sender lives as long as `shared`, which we hold.
-            Err(_) => std::future::pending().await,
+            None => std::future::pending().await,
         }
     }
 

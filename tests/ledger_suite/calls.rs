@@ -450,3 +450,13 @@ pub async fn leave_cancels_pending_when_asked(b: &dyn Backend) {
     drop(regular);
     op.complete().await.unwrap();
 }
+
+/// The futures of the API can move to other tasks and threads.
+#[allow(dead_code)]
+fn futures_are_send(op: &tom_dist_ledger::Operation) {
+    fn send<T: Send>(_: T) {}
+    send(op.failed());
+    send(op.aborted());
+    send(op.leave(false));
+    send(op.complete());
+}
