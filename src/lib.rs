@@ -31,3 +31,8 @@ pub use ledger::{
 };
 pub use ids::{CallId, OperationId, ParticipantId};
 pub use model::{LogLevel, OperationState};
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
