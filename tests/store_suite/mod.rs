@@ -24,7 +24,10 @@ use tom_dist_ledger::ids::{CallId, OperationId, ParticipantId};
 use tom_dist_ledger::model::{CallFrame, FrameState, LedgerData, TempResource, time};
 use tom_dist_ledger::store::Store;
 
+// Unused in test files that take only the helpers.
+#[allow(unused_imports)]
 pub use behaviours::*;
+#[allow(unused_imports)]
 pub use concurrency::*;
 
 /// How long a test waits for something that should happen within milliseconds: generous,
