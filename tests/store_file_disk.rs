@@ -279,33 +279,76 @@ async fn list_skips_names_that_are_not_operations() {
     );
 }
 
-#[tokio::test]
-async fn temp_file_left_by_a_crashed_writer_does_not_break_the_next_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = op("op_leftover");
-    store.create(&sample("op_leftover")).await.unwrap();
-    let tmp = store.temp_path(&id);
-    // Half a file, with the modes of a careless tool.
-    fs::write(&tmp, b"{\"operationId\": \"op_lef").unwrap();
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444)).unwrap();
-    let written = store
-        .modify(&id, &mut |d| {
+/// Half a file, with the modes of a careless tool: what a writer that died mid-write leaves.
+fn leave_half_a_file(path: &Path) {
+    fs::write(path, b"{\"operationId\": \"op_lef").unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o444)).unwrap();
+}
+
+async fn abort(store: &FileStore, id: &OperationId) -> LedgerData {
+    store
+        .modify(id, &mut |d| {
             d.aborted = true;
             Ok(())
         })
         .await
-        .unwrap();
+        .unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[tokio::test]
+async fn temp_file_left_by_a_crashed_writer_does_not_break_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStoreOptions {
+        trail_keep: 0,
+        ..FileStoreOptions::default()
+    };
+    let store = FileStore::open(dir.path(), options).unwrap();
+    let id = op("op_leftover");
+    store.create(&sample("op_leftover")).await.unwrap();
+    let tmp = store.temp_path(&id);
+    leave_half_a_file(&tmp);
+    let written = abort(&store, &id).await;
     assert_eq!(store.read(&id).await.unwrap(), written);
     assert!(!tmp.exists());
-    let mode = fs::metadata(store.operation_path(&id))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
-    // A leftover does not confuse listing either.
-    fs::write(&tmp, b"junk").unwrap();
-    assert_eq!(store.list().await.unwrap(), vec![id]);
+    assert_eq!(mode(&store.operation_path(&id)), 0o600);
+    // A leftover confuses neither listing nor archiving, which removes it.
+    leave_half_a_file(&tmp);
+    assert_eq!(store.list().await.unwrap(), vec![id.clone()]);
+    store.archive(&id).await.unwrap();
+    assert!(!tmp.exists());
+}
+
+#[tokio::test]
+async fn trail_entry_staged_by_a_crashed_writer_is_replaced_or_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = op("op_staged");
+    store.create(&sample("op_staged")).await.unwrap();
+    abort(&store, &id).await;
+    // A writer of seq 2 died after staging its new content under the trail name.
+    let staged = store.trail_dir(&id).join(format!("00000002_{id}.json"));
+    leave_half_a_file(&staged);
+    let before = fs::read(store.operation_path(&id)).unwrap();
+    let written = abort(&store, &id).await;
+    assert_eq!(written.seq, 2);
+    assert_eq!(store.read(&id).await.unwrap(), written);
+    assert_eq!(
+        fs::read(&staged).unwrap(),
+        before,
+        "entry 2 is the state before seq 2"
+    );
+    assert_eq!(mode(&store.operation_path(&id)), 0o600);
+    // One that nobody overwrote is dropped with the archive.
+    let stray = store.trail_dir(&id).join(format!("00000003_{id}.json"));
+    leave_half_a_file(&stray);
+    store.archive(&id).await.unwrap();
+    let trail = store.archive_dir(&id).join("trail");
+    assert!(trail.join(format!("00000002_{id}.json")).is_file());
+    assert!(!trail.join(format!("00000003_{id}.json")).exists());
 }
 
 #[tokio::test]

@@ -109,8 +109,13 @@ fn run(args: Args) -> BoxResult<()> {
     Ok(())
 }
 
+/// Store settings; `LEDGER_TRAIL_KEEP` lets the benchmark price the trail.
 fn options() -> FileStoreOptions {
-    FileStoreOptions::default()
+    let mut options = FileStoreOptions::default();
+    if let Some(keep) = std::env::var("LEDGER_TRAIL_KEEP").ok().and_then(|v| v.parse().ok()) {
+        options.trail_keep = keep;
+    }
+    options
 }
 
 fn wait_for_go() -> BoxResult<()> {

@@ -12,8 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::io::{create_private_dir, rename_if_present, sync_dir};
 use super::lock::{IfMissing, OpLock};
 use super::paths::Paths;
+use super::trail;
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
+use crate::model::LedgerData;
 use crate::store::LogKind;
 
 /// Move `op` into the archive. Returns the archive directory.
@@ -32,6 +34,10 @@ pub fn archive(paths: &Paths, op: &OperationId, durable: bool) -> Result<PathBuf
             &paths.archived_log(op, kind),
             "move into archive",
         )?;
+    }
+    // Entries numbered above the final `seq` were staged by writers that died.
+    if let Ok(Ok(last)) = fs::read(&current).map(|b| LedgerData::from_json(&b)) {
+        trail::remove_entries(paths, op, |n| n > last.seq);
     }
     let trail = paths.trail_dir(op);
     let archived_trail = paths.archived_trail(op);

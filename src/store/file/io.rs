@@ -2,7 +2,7 @@
 //! whose modes do not depend on the umask, and directory syncs for `durable`.
 
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -35,17 +35,109 @@ pub fn create_private_dir_all(path: &Path) -> Result<()> {
     create_private_dir(path)
 }
 
-/// Open `options` on `path`, making a file it creates private whatever the umask.
-/// `fchmod` is cheap next to the write that follows, and the umask can only be read by
-/// changing it, which would race with other threads.
+/// Open `options` on `path`, making a file it creates private whatever the umask. The
+/// umask can only be read by changing it (racing with other threads), so the mode is
+/// checked after the fact; `fchmod` only when it is off, since it costs a journal entry.
 pub fn open_private(options: &mut OpenOptions, path: &Path, action: &'static str) -> Result<File> {
     let file = options
         .mode(FILE_MODE)
         .open(path)
         .map_err(|e| Error::io(action, path, e))?;
-    file.set_permissions(Permissions::from_mode(FILE_MODE))
-        .map_err(|e| Error::io("set permissions of", path, e))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .permissions()
+        .mode();
+    if mode & 0o7777 != FILE_MODE {
+        file.set_permissions(Permissions::from_mode(FILE_MODE))
+            .map_err(|e| Error::io("set permissions of", path, e))?;
+    }
     Ok(file)
+}
+
+/// Create or truncate `path` as a private file holding `bytes` (synced with `durable`).
+/// A file there that cannot be opened for writing (a leftover with other permissions) is
+/// removed first.
+pub fn write_private(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let open = || {
+        open_private(
+            OpenOptions::new().write(true).create(true).truncate(true),
+            path,
+            "create",
+        )
+    };
+    let mut file = match open() {
+        Ok(file) => file,
+        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+            return Err(Error::io("create", path, source));
+        }
+        Err(_) if fs::remove_file(path).is_ok() => open()?,
+        Err(e) => return Err(e),
+    };
+    file.write_all(bytes)
+        .map_err(|e| Error::io("write", path, e))?;
+    if durable {
+        file.sync_all().map_err(|e| Error::io("sync", path, e))?;
+    }
+    Ok(())
+}
+
+/// Swap the files at `a` and `b` in one step (`renameat2` with `RENAME_EXCHANGE`): whoever
+/// opens either path gets one of the two files, never none.
+#[cfg(target_os = "linux")]
+pub fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let a = CString::new(a.as_os_str().as_bytes())?;
+    let b = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both pointers are NUL-terminated strings that outlive the call, which only
+    // reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(ErrorKind::Unsupported.into())
+}
+
+/// True when the file system (or kernel) cannot [`exchange`].
+pub fn exchange_unsupported(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::Unsupported
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+        )
+}
+
+/// The whole file, read without updating its access time: every write makes a new
+/// inode, whose first read would otherwise cost a journal entry (with `relatime`).
+/// `O_NOATIME` is refused for files of other users; those are read plainly.
+pub fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path)?,
+        other => other?,
+    };
+    let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize + 1));
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Make the directory entries below `path` (creations, renames) durable.

@@ -11,34 +11,37 @@
 //!
 //! Design notes:
 //! - Writers hold `flock` on the separate `.lock` file and replace the operation file by
-//!   writing a temp file and renaming it over. The locked file is never the renamed one
-//!   (locking a file that gets replaced loses updates), and readers need no lock because
-//!   rename is atomic: a reader sees the old or the new file, never half of one.
+//!   writing a staging file and swapping it in with one atomic rename (`RENAME_EXCHANGE`,
+//!   see `replace.rs`). The locked file is never the replaced one (locking a file that
+//!   gets replaced loses updates), and readers need no lock: they see the old or the new
+//!   file, never half of one.
 //! - A corrupt operation file is reported as [`Error::Corrupt`] and never overwritten: the
 //!   change is applied only to data that parsed.
 //! - The lock file is created with the operation and removed only by archiving, under the
 //!   lock; lockers check after locking that they hold the file the path still names
 //!   (see `lock.rs`). Calls on unknown operations leave no lock or log file behind.
-//! - The trail costs no copy: before the rename, the current file is hard-linked into the
-//!   trail under the next `seq`, so the old inode lives on there. Pruning the oldest entry
-//!   happens after the lock is released.
+//! - The trail costs no copy: the staging file is the next trail entry, so after the swap
+//!   the old inode lives on there. Pruning the oldest entry happens after the lock is
+//!   released.
 //! - Log lines are appended with one `write` on an `O_APPEND` descriptor, outside the lock,
 //!   so concurrent writers never interleave within a line.
 //! - Files are created 0600 and directories 0700 whatever the umask.
 //! - No fsync unless `durable`: the ledger guards against process crashes, not power loss.
-//!   With `durable`, every written file and the directories whose entries changed are
-//!   synced before the call returns.
+//!   Without it a power cut may leave the newest operation file empty (the trail keeps the
+//!   states before it); with `durable`, every written file and the directories whose
+//!   entries changed are synced before the call returns.
 
 mod archive;
 mod io;
 mod lock;
 mod log;
 mod paths;
+mod replace;
 mod trail;
 mod watch;
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -47,7 +50,7 @@ use super::{Change, ChangeReceiver, LogKind, Store, StoreLocation};
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
 use crate::model::LedgerData;
-use io::{create_private_dir, create_private_dir_all, open_private, sync_dir};
+use io::{create_private_dir, create_private_dir_all, read_whole};
 use lock::{IfMissing, OpLock};
 use paths::Paths;
 
@@ -131,7 +134,7 @@ impl FileStore {
     }
 
     fn read_sync(&self, path: &Path, op: &OperationId) -> Result<LedgerData> {
-        let bytes = match fs::read(path) {
+        let bytes = match read_whole(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(Error::OperationNotFound(op.clone()));
@@ -151,42 +154,6 @@ impl FileStore {
         Ok(data)
     }
 
-    /// Write `data` to the operation file by temp file and rename; the caller holds the lock.
-    /// With `trail_seq`, the current file is first linked into the trail under that number.
-    fn replace(&self, data: &LedgerData, trail_seq: Option<u64>) -> Result<()> {
-        let op = &data.operation_id;
-        let target = self.paths.operation(op);
-        let tmp = self.paths.temp(op);
-        // A temp file left by a writer that died is simply truncated and reused.
-        let open = || {
-            open_private(
-                OpenOptions::new().write(true).create(true).truncate(true),
-                &tmp,
-                "create",
-            )
-        };
-        let mut file = match open() {
-            Ok(file) => file,
-            // One we may not truncate (left with other permissions): move it out of the way.
-            Err(_) if fs::remove_file(&tmp).is_ok() => open()?,
-            Err(e) => return Err(e),
-        };
-        file.write_all(&data.to_json())
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        if self.options.durable {
-            file.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
-        }
-        drop(file);
-        if let Some(seq) = trail_seq {
-            trail::record(&self.paths, op, &target, seq)?;
-        }
-        fs::rename(&tmp, &target).map_err(|e| Error::io("rename into place", &target, e))?;
-        if self.options.durable {
-            sync_dir(self.paths.base())?;
-        }
-        Ok(())
-    }
-
     fn modify_sync(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
         let lock = OpLock::acquire(&self.paths, op, IfMissing::RequireOperation)?;
         let mut data = self.read_sync(&self.paths.operation(op), op)?;
@@ -195,7 +162,13 @@ impl FileStore {
         data.operation_id = op.clone();
         data.seq = seq;
         let trail = (self.options.trail_keep > 0).then_some(seq);
-        self.replace(&data, trail)?;
+        replace::swap_in(
+            &self.paths,
+            op,
+            &data.to_json(),
+            trail,
+            self.options.durable,
+        )?;
         drop(lock);
         trail::prune(&self.paths, op, seq, self.options.trail_keep);
         Ok(data)
@@ -213,7 +186,9 @@ impl FileStore {
             [LogKind::Main, LogKind::Debug]
                 .into_iter()
                 .try_for_each(|kind| log::create(&self.paths.log(op, kind)))
-                .and_then(|()| self.replace(data, None))
+                .and_then(|()| {
+                    replace::create(&self.paths, op, &data.to_json(), self.options.durable)
+                })
         };
         if result.is_err() && !self.paths.operation(op).exists() {
             // No operation came of it: leave no lock file behind.
