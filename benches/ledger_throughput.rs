@@ -6,8 +6,12 @@
 //! Every process is `worker-ledger-contender`: in `bench-bare` mode it runs the bare cycle
 //! with raw std calls on a copy of the operation file; in `bench-ledger` mode it makes
 //! ledger calls (each a `modify` adding a frame plus a `CALL_STARTED` line, then a `modify`
-//! removing it plus a `CALL_ENDED` line: two transactions). Bare and ledger runs alternate
-//! so drift of the machine hits both alike; the ratio is the median of the rounds' ratios.
+//! removing it plus a `CALL_ENDED` line: two transactions). The ratio is ledger
+//! transactions/s to bare cycles/s. Two more runs put it in context: the bare cycle
+//! swapping its file in with `RENAME_EXCHANGE` as the ledger does (the ledger's own
+//! overhead over the same file-system work), and the ledger without a trail. The kinds
+//! take turns within each round so drift of the machine hits all alike; ratios are the
+//! medians of the rounds' ratios.
 //!
 //! Settings (environment): `LEDGER_BENCH_MILLIS` per run (default 1000),
 //! `LEDGER_BENCH_ROUNDS` (default 5), `LEDGER_BENCH_PROCESSES` (default `1,2,8`),
@@ -28,14 +32,27 @@ const PARTICIPANTS: usize = 8;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
+    /// Lock, read, write a temp file, rename it over.
     Bare,
+    /// The same, swapping the temp file in with `RENAME_EXCHANGE` as the ledger does.
+    BareSwap,
     Ledger,
     /// The ledger with `trail_keep = 0`, to show what the trail costs.
     LedgerWithoutTrail,
 }
 
+const KINDS: [Kind; 4] = [
+    Kind::Bare,
+    Kind::BareSwap,
+    Kind::Ledger,
+    Kind::LedgerWithoutTrail,
+];
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -46,43 +63,51 @@ fn main() {
         .filter_map(|n| n.trim().parse().ok())
         .collect();
     let dirs = env_or("LEDGER_BENCH_DIRS", "target,tmp".to_string());
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
 
-    println!("ledger throughput: {millis} ms per run, {rounds} rounds of bare and ledger runs in turn");
+    println!(
+        "ledger throughput: {millis} ms per run, {rounds} rounds of bare and ledger runs in turn"
+    );
     for place in dirs.split(',') {
         let (parent, label) = match place.trim() {
-            "target" => (PathBuf::from(env!("CARGO_TARGET_TMPDIR")), "next to the target dir"),
+            "target" => (
+                PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+                "next to the target dir",
+            ),
             "tmp" => (std::env::temp_dir(), "/tmp"),
             other => panic!("LEDGER_BENCH_DIRS: unknown place `{other}`"),
         };
         println!("\n### {label} (`{}`)\n", parent.display());
         println!(
-            "| processes | bare cycles/s | transactions/s | pairs/s | ratio (min–max) \
-             | without trail: tx/s | ratio |"
+            "| processes | bare cycles/s | transactions/s | pairs/s | **ratio** (min–max) \
+             | bare swap cycles/s | ratio to swap | tx/s without trail |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
         for &n in &processes {
-            let (mut bare, mut ledger, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-            let (mut untrailed, mut untrailed_ratios) = (Vec::new(), Vec::new());
+            // Per kind, the rate of each round; the kinds take turns within a round.
+            let mut rates: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
             for _ in 0..rounds {
-                let b = measure(&rt, &parent, Kind::Bare, n, millis);
-                let l = measure(&rt, &parent, Kind::Ledger, n, millis);
-                let u = measure(&rt, &parent, Kind::LedgerWithoutTrail, n, millis);
-                bare.push(b);
-                ledger.push(l);
-                ratios.push(l / b);
-                untrailed.push(u);
-                untrailed_ratios.push(u / b);
+                for (i, &kind) in KINDS.iter().enumerate() {
+                    rates[i].push(measure(&rt, &parent, kind, n, millis));
+                }
             }
-            let tx = median(&ledger);
-            let (lo, hi) = (min(&ratios), max(&ratios));
+            let ratio = |a: usize, b: usize| -> Vec<f64> {
+                rates[a].iter().zip(&rates[b]).map(|(x, y)| x / y).collect()
+            };
+            let (to_bare, to_swap) = (ratio(2, 0), ratio(2, 1));
+            let tx = median(&rates[2]);
             println!(
-                "| {n} | {:.0} | {tx:.0} | {:.0} | **{:.2}** ({lo:.2}–{hi:.2}) | {:.0} | {:.2} |",
-                median(&bare),
+                "| {n} | {:.0} | {tx:.0} | {:.0} | **{:.2}** ({:.2}–{:.2}) | {:.0} | {:.2} | {:.0} |",
+                median(&rates[0]),
                 tx / 2.0,
-                median(&ratios),
-                median(&untrailed),
-                median(&untrailed_ratios),
+                median(&to_bare),
+                min(&to_bare),
+                max(&to_bare),
+                median(&rates[1]),
+                median(&to_swap),
+                median(&rates[3]),
             );
         }
     }
@@ -114,7 +139,10 @@ async fn prepare(dir: &Path) -> (OperationId, String) {
             state: ParticipantState::Active,
             spawned_by: None,
         };
-        data.participants.insert(ParticipantId::parse(format!("worker-{n}")).unwrap(), participant);
+        data.participants.insert(
+            ParticipantId::parse(format!("worker-{n}")).unwrap(),
+            participant,
+        );
     }
     store.create(&data).await.expect("create");
     let bare = "bare.operation.json".to_string();
@@ -132,9 +160,14 @@ fn run(kind: Kind, dir: &Path, op: &OperationId, bare: &str, n: usize, millis: u
             let name = format!("worker-{i}");
             let args: Vec<&str> = match kind {
                 Kind::Bare => vec!["bench-bare", dir_arg, bare, &ms],
+                Kind::BareSwap => vec!["bench-bare", "--swap", dir_arg, bare, &ms],
                 _ => vec!["bench-ledger", dir_arg, op.as_str(), &name, &ms],
             };
-            let trail_keep = if kind == Kind::LedgerWithoutTrail { "0" } else { "200" };
+            let trail_keep = if kind == Kind::LedgerWithoutTrail {
+                "0"
+            } else {
+                "200"
+            };
             Command::new(CONTENDER)
                 .args(&args)
                 .env("LEDGER_TRAIL_KEEP", trail_keep)
@@ -155,7 +188,7 @@ fn run(kind: Kind, dir: &Path, op: &OperationId, bare: &str, n: usize, millis: u
         assert!(out.status.success(), "contender failed: {}", out.status);
         let report: Value = serde_json::from_slice(&out.stdout).expect("contender report");
         let count = match kind {
-            Kind::Bare => &report["cycles"],
+            Kind::Bare | Kind::BareSwap => &report["cycles"],
             _ => &report["transactions"],
         };
         rate += count.as_f64().unwrap() / report["secs"].as_f64().unwrap();

@@ -9,7 +9,8 @@
 //!   and one log line each), as `Operation::start_call` / `Call::end` do.
 //! - `read DIR OP`: parse the operation file over and over; report what was seen.
 //! - `bench-ledger DIR OP PARTICIPANT MILLIS`: ledger calls for a while.
-//! - `bench-bare DIR FILE MILLIS`: the bare cycle (lock, read, write temp, rename) for a while.
+//! - `bench-bare DIR FILE MILLIS [--swap]`: the bare cycle (lock, read, write temp, rename
+//!   over or, with `--swap`, exchange and remove) for a while.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, Write};
@@ -54,6 +55,10 @@ enum Mode {
         dir: PathBuf,
         file: String,
         millis: u64,
+        /// Swap the new file in with `RENAME_EXCHANGE` instead of renaming it over, as the
+        /// ledger does.
+        #[arg(long)]
+        swap: bool,
     },
 }
 
@@ -98,10 +103,15 @@ fn run(args: Args) -> BoxResult<()> {
             let (calls, secs) = for_a_while(millis, || runtime.block_on(caller.call()))?;
             json!({ "transactions": 2 * calls, "secs": secs })
         }
-        Mode::BenchBare { dir, file, millis } => {
+        Mode::BenchBare {
+            dir,
+            file,
+            millis,
+            swap,
+        } => {
             let bare = BareCycle::new(&dir, &file);
             wait_for_go()?;
-            let (cycles, secs) = for_a_while(millis, || bare.cycle())?;
+            let (cycles, secs) = for_a_while(millis, || bare.cycle(swap))?;
             json!({ "cycles": cycles, "secs": secs })
         }
     };
@@ -112,7 +122,10 @@ fn run(args: Args) -> BoxResult<()> {
 /// Store settings; `LEDGER_TRAIL_KEEP` lets the benchmark price the trail.
 fn options() -> FileStoreOptions {
     let mut options = FileStoreOptions::default();
-    if let Some(keep) = std::env::var("LEDGER_TRAIL_KEEP").ok().and_then(|v| v.parse().ok()) {
+    if let Some(keep) = std::env::var("LEDGER_TRAIL_KEEP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         options.trail_keep = keep;
     }
     options
@@ -269,12 +282,24 @@ impl BareCycle {
         }
     }
 
-    fn cycle(&self) -> BoxResult<()> {
+    fn cycle(&self, swap: bool) -> BoxResult<()> {
         let lock = OpenOptions::new().read(true).write(true).open(&self.lock)?;
         lock.lock()?;
         let bytes = fs::read(&self.file)?;
         File::create(&self.tmp)?.write_all(&bytes)?;
-        fs::rename(&self.tmp, &self.file)?;
+        if swap {
+            use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+            renameat2(
+                AT_FDCWD,
+                &self.tmp,
+                AT_FDCWD,
+                &self.file,
+                RenameFlags::RENAME_EXCHANGE,
+            )?;
+            fs::remove_file(&self.tmp)?;
+        } else {
+            fs::rename(&self.tmp, &self.file)?;
+        }
         drop(lock);
         Ok(())
     }

@@ -54,7 +54,7 @@ impl OpLock {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => {
-                    blocking(|| file.lock()).map_err(|e| Error::io("lock", &path, e))?;
+                    blocking(|| wait_for_lock(&file)).map_err(|e| Error::io("lock", &path, e))?;
                 }
                 Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
             }
@@ -74,6 +74,16 @@ impl OpLock {
     pub fn remove(self, paths: &Paths, op: &OperationId) {
         let _ = fs::remove_file(paths.lock(op));
         drop(self.file);
+    }
+}
+
+/// `flock`, going on waiting when a signal interrupts the wait.
+fn wait_for_lock(file: &File) -> std::io::Result<()> {
+    loop {
+        match file.lock() {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            other => return other,
+        }
     }
 }
 
