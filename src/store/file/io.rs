@@ -55,27 +55,19 @@ pub fn open_private(options: &mut OpenOptions, path: &Path, action: &'static str
     Ok(file)
 }
 
-/// Create or truncate `path` as a private file holding `bytes` (synced with `durable`).
-/// A file there that cannot be opened for writing (a leftover with other permissions) is
-/// removed first.
+/// Create `path` as a new private file holding `bytes` (synced with `durable`). A file
+/// already there was left by a writer that died: it is removed, never written through,
+/// since it may share its inode with a live file (a hard link made by that writer).
 pub fn write_private(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let open = || {
-        open_private(
-            OpenOptions::new().write(true).create(true).truncate(true),
-            path,
-            "create",
-        )
-    };
-    let mut file = match open() {
-        Ok(file) => file,
-        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
-            return Err(Error::io("create", path, source));
+    let create = || open_private(OpenOptions::new().write(true).create_new(true), path, "create");
+    let mut file = match create() {
+        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
+            fs::remove_file(path).map_err(|e| Error::io("remove leftover", path, e))?;
+            create()?
         }
-        Err(_) if fs::remove_file(path).is_ok() => open()?,
-        Err(e) => return Err(e),
+        other => other?,
     };
-    file.write_all(bytes)
-        .map_err(|e| Error::io("write", path, e))?;
+    file.write_all(bytes).map_err(|e| Error::io("write", path, e))?;
     if durable {
         file.sync_all().map_err(|e| Error::io("sync", path, e))?;
     }

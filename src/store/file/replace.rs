@@ -27,7 +27,7 @@ use crate::ids::OperationId;
 /// Write the first version of an operation file (nothing to replace).
 pub fn create(paths: &Paths, op: &OperationId, bytes: &[u8], durable: bool) -> Result<()> {
     let (tmp, target) = (paths.temp(op), paths.operation(op));
-    // A temp file left by a writer that died is simply overwritten.
+    // A temp file left by a writer that died is replaced.
     write_private(&tmp, bytes, durable)?;
     fs::rename(&tmp, &target).map_err(|e| Error::io("rename into place", &target, e))?;
     if durable {
@@ -79,7 +79,7 @@ pub fn swap_in(
 }
 
 /// Write the staging file under the trail entry's name. An entry already there was
-/// staged by a writer that died before its swap: it is overwritten.
+/// staged by a writer that died before its swap: it is replaced.
 fn stage_in_trail(
     paths: &Paths,
     op: &OperationId,
@@ -124,6 +124,21 @@ mod tests {
         assert_eq!(fs::read(paths.operation(&op)).unwrap(), b"new");
         assert_eq!(fs::read(&entry).unwrap(), b"old");
         assert!(!paths.temp(&op).exists());
+    }
+
+    /// A writer on the fallback path that died between link and rename leaves the next
+    /// trail name as a hard link to the live file: staging there must not write through it.
+    #[test]
+    fn staging_never_writes_through_a_leftover_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path().to_path_buf());
+        let op = OperationId::parse("op_leftover_link").unwrap();
+        create(&paths, &op, b"live", false).unwrap();
+        fs::create_dir(paths.trail_dir(&op)).unwrap();
+        fs::hard_link(paths.operation(&op), paths.trail_entry(&op, 1)).unwrap();
+        swap_in(&paths, &op, b"next", Some(1), false).unwrap();
+        assert_eq!(fs::read(paths.operation(&op)).unwrap(), b"next");
+        assert_eq!(fs::read(paths.trail_entry(&op, 1)).unwrap(), b"live");
     }
 
     #[test]

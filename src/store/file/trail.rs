@@ -4,7 +4,7 @@
 //!
 //! Names come from `seq`, which only the lock holder moves, so they never collide and
 //! pruning needs no lock. A writer that died between staging and swapping leaves an entry
-//! numbered above the operation's `seq`: the next writer of that `seq` overwrites it, and
+//! numbered above the operation's `seq`: the next writer of that `seq` replaces it, and
 //! archiving drops it.
 
 use std::fs;
