@@ -59,7 +59,13 @@ pub fn open_private(options: &mut OpenOptions, path: &Path, action: &'static str
 /// already there was left by a writer that died: it is removed, never written through,
 /// since it may share its inode with a live file (a hard link made by that writer).
 pub fn write_private(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let create = || open_private(OpenOptions::new().write(true).create_new(true), path, "create");
+    let create = || {
+        open_private(
+            OpenOptions::new().write(true).create_new(true),
+            path,
+            "create",
+        )
+    };
     let mut file = match create() {
         Err(Error::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
             fs::remove_file(path).map_err(|e| Error::io("remove leftover", path, e))?;
@@ -67,7 +73,8 @@ pub fn write_private(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         }
         other => other?,
     };
-    file.write_all(bytes).map_err(|e| Error::io("write", path, e))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::io("write", path, e))?;
     if durable {
         file.sync_all().map_err(|e| Error::io("sync", path, e))?;
     }
