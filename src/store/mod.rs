@@ -78,7 +78,9 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// The final data of an archived operation.
     async fn read_archived(&self, op: &OperationId) -> Result<LedgerData>;
 
-    /// Append one line (without newline) to a log of the operation.
+    /// Append one line (without newline) to a log of the operation. Line breaks inside it
+    /// are escaped (`\n`, `\r`), so one call is always one line. Appending to an archived
+    /// operation goes to its archived log.
     async fn append_log(&self, op: &OperationId, kind: LogKind, line: &str) -> Result<()>;
 
     /// The log from byte `from` on (live or archived), and the offset to continue from.

@@ -68,6 +68,14 @@ impl Paths {
         self.backup_dir().join(op.as_str())
     }
 
+    pub fn archived_operation(&self, op: &OperationId) -> PathBuf {
+        self.archive_dir(op).join("operation.json")
+    }
+
+    pub fn archived_trail(&self, op: &OperationId) -> PathBuf {
+        self.archive_dir(op).join("trail")
+    }
+
     pub fn archived_log(&self, op: &OperationId, kind: LogKind) -> PathBuf {
         let name = match kind {
             LogKind::Main => "operation.log",

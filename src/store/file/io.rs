@@ -1,0 +1,156 @@
+//! Small file-system helpers shared by the file store: private files and directories
+//! whose modes do not depend on the umask, and directory syncs for `durable`.
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Mode of every file the store creates.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory the store creates.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Create `path` (one level; the parent must exist) as a private directory. An existing
+/// directory is left as it is.
+pub fn create_private_dir(path: &Path) -> Result<()> {
+    match fs::DirBuilder::new().mode(DIR_MODE).create(path) {
+        Ok(()) => fs::set_permissions(path, Permissions::from_mode(DIR_MODE))
+            .map_err(|e| Error::io("set permissions of", path, e)),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(Error::io("create directory", path, e)),
+    }
+}
+
+/// Create `path` and any missing parents; the directories created are private.
+pub fn create_private_dir_all(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dir_all(parent)?;
+    }
+    create_private_dir(path)
+}
+
+/// Open `options` on `path`, making a file it creates private whatever the umask. The
+/// umask can only be read by changing it (racing with other threads), so the mode is
+/// checked after the fact; `fchmod` only when it is off, since it costs a journal entry.
+pub fn open_private(options: &mut OpenOptions, path: &Path, action: &'static str) -> Result<File> {
+    let file = options
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|e| Error::io(action, path, e))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .permissions()
+        .mode();
+    if mode & 0o7777 != FILE_MODE {
+        file.set_permissions(Permissions::from_mode(FILE_MODE))
+            .map_err(|e| Error::io("set permissions of", path, e))?;
+    }
+    Ok(file)
+}
+
+/// Create `path` as a new private file holding `bytes` (synced with `durable`). A file
+/// already there was left by a writer that died: it is removed, never written through,
+/// since it may share its inode with a live file (a hard link made by that writer).
+pub fn write_private(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let create = || {
+        open_private(
+            OpenOptions::new().write(true).create_new(true),
+            path,
+            "create",
+        )
+    };
+    let mut file = match create() {
+        Err(Error::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
+            fs::remove_file(path).map_err(|e| Error::io("remove leftover", path, e))?;
+            create()?
+        }
+        other => other?,
+    };
+    file.write_all(bytes)
+        .map_err(|e| Error::io("write", path, e))?;
+    if durable {
+        file.sync_all().map_err(|e| Error::io("sync", path, e))?;
+    }
+    Ok(())
+}
+
+/// Swap the files at `a` and `b` in one step (`renameat2` with `RENAME_EXCHANGE`): whoever
+/// opens either path gets one of the two files, never none.
+#[cfg(target_os = "linux")]
+pub fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let a = CString::new(a.as_os_str().as_bytes())?;
+    let b = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both pointers are NUL-terminated strings that outlive the call, which only
+    // reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(ErrorKind::Unsupported.into())
+}
+
+/// True when the file system (or kernel) cannot [`exchange`].
+pub fn exchange_unsupported(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::Unsupported
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+        )
+}
+
+/// The whole file, read without updating its access time: every write makes a new
+/// inode, whose first read would otherwise cost a journal entry (with `relatime`).
+/// `O_NOATIME` is refused for files of other users; those are read plainly.
+pub fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path)?,
+        other => other?,
+    };
+    let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize + 1));
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Make the directory entries below `path` (creations, renames) durable.
+pub fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync directory", path, e))
+}
+
+/// `rename`, where a missing source is not an error (it reports `false`).
+pub fn rename_if_present(from: &Path, to: &Path, action: &'static str) -> Result<bool> {
+    match fs::rename(from, to) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(action, from, e)),
+    }
+}

@@ -1,0 +1,99 @@
+//! The per-operation writer lock: `flock` on `{op}.operation.json.lock`.
+//!
+//! The lock file is separate from the operation file because the operation file is
+//! replaced by rename: a lock on it would be on an inode that is gone after the first
+//! write. Archiving removes the lock file while holding it, so a process that was waiting
+//! on it wakes up holding a lock on an orphan; after locking we therefore check that the
+//! path still names the inode we hold, and start over if not.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+
+use super::io::open_private;
+use super::paths::Paths;
+use crate::error::{Error, Result};
+use crate::ids::OperationId;
+
+/// What to do when the operation has no lock file yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfMissing {
+    /// Create it (creating the operation).
+    Create,
+    /// Create it only if the operation file exists (a ledger written by the original,
+    /// which deleted its lock files); otherwise the operation is not found. This keeps
+    /// calls on unknown operations from leaving lock files behind.
+    RequireOperation,
+}
+
+/// A held lock; released when dropped (closing the descriptor releases the `flock`).
+#[derive(Debug)]
+pub struct OpLock {
+    file: File,
+}
+
+impl OpLock {
+    /// Take the lock of `op`, waiting as long as another writer holds it.
+    pub fn acquire(paths: &Paths, op: &OperationId, missing: IfMissing) -> Result<Self> {
+        let path = paths.lock(op);
+        loop {
+            let file = match OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    if missing == IfMissing::RequireOperation && !paths.operation(op).exists() {
+                        return Err(Error::OperationNotFound(op.clone()));
+                    }
+                    open_private(
+                        OpenOptions::new().read(true).write(true).create(true),
+                        &path,
+                        "create lock file",
+                    )?
+                }
+                Err(e) => return Err(Error::io("open lock file", &path, e)),
+            };
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    blocking(|| wait_for_lock(&file)).map_err(|e| Error::io("lock", &path, e))?;
+                }
+                Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+            }
+            let held = file.metadata().map_err(|e| Error::io("stat", &path, e))?;
+            match fs::metadata(&path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    return Ok(Self { file });
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("stat", &path, e)),
+            }
+        }
+    }
+
+    /// Remove the lock file while holding it: only for an operation that is gone.
+    pub fn remove(self, paths: &Paths, op: &OperationId) {
+        let _ = fs::remove_file(paths.lock(op));
+        drop(self.file);
+    }
+}
+
+/// `flock`, going on waiting when a signal interrupts the wait.
+fn wait_for_lock(file: &File) -> std::io::Result<()> {
+    loop {
+        match file.lock() {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Run a call that may block for a while (waiting for the lock) without starving the
+/// runtime: on a multi-thread runtime the worker hands its other tasks away first.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}

@@ -1,0 +1,275 @@
+//! Single-handle behaviours: what each trait method promises.
+
+use tom_dist_ledger::Error;
+use tom_dist_ledger::model::OperationState;
+use tom_dist_ledger::store::LogKind;
+
+use super::{PATIENCE, TestLedger, frame, op, participant, sample};
+
+pub async fn create_then_read_round_trips(ledger: &TestLedger) {
+    let store = ledger.open();
+    let data = sample("op_round_trip");
+    store.create(&data).await.unwrap();
+    assert_eq!(store.read(&data.operation_id).await.unwrap(), data);
+    // Another handle sees the same.
+    assert_eq!(ledger.open().read(&data.operation_id).await.unwrap(), data);
+}
+
+pub async fn create_twice_is_refused(ledger: &TestLedger) {
+    let store = ledger.open();
+    let first = sample("op_twice");
+    store.create(&first).await.unwrap();
+    let mut second = sample("op_twice");
+    second.description = Some("another".into());
+    let err = store.create(&second).await.unwrap_err();
+    assert!(
+        matches!(err, Error::OperationExists(ref o) if o == &first.operation_id),
+        "{err}"
+    );
+    assert_eq!(store.read(&first.operation_id).await.unwrap(), first);
+}
+
+pub async fn unknown_operation_is_not_found(ledger: &TestLedger) {
+    let store = ledger.open();
+    let unknown = op("op_unknown");
+    let not_found = |r: Result<(), Error>| match r {
+        Err(Error::OperationNotFound(o)) => assert_eq!(o, unknown),
+        other => panic!("expected not found, got {other:?}"),
+    };
+    not_found(store.read(&unknown).await.map(drop));
+    not_found(store.modify(&unknown, &mut |_| Ok(())).await.map(drop));
+    not_found(store.read_archived(&unknown).await.map(drop));
+    not_found(store.archive(&unknown).await.map(drop));
+    not_found(store.read_log(&unknown, LogKind::Main, 0).await.map(drop));
+    not_found(store.append_log(&unknown, LogKind::Main, "x").await);
+    // None of that brought the operation into being.
+    assert!(store.list().await.unwrap().is_empty());
+    assert!(store.list_archived().await.unwrap().is_empty());
+}
+
+pub async fn modify_bumps_seq_and_returns_written_data(ledger: &TestLedger) {
+    let store = ledger.open();
+    let data = sample("op_modify");
+    let id = &data.operation_id;
+    store.create(&data).await.unwrap();
+    let before = store.read(id).await.unwrap();
+    let written = store
+        .modify(id, &mut |d| {
+            d.aborted = true;
+            d.call_frames
+                .push(frame(&participant("worker-1"), "call_worker-1_1_0001"));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(written.seq, before.seq + 1);
+    assert!(written.aborted);
+    assert_eq!(written.call_frames.len(), 2);
+    assert_eq!(store.read(id).await.unwrap(), written);
+    let again = store.modify(id, &mut |_| Ok(())).await.unwrap();
+    assert_eq!(again.seq, before.seq + 2);
+}
+
+pub async fn failed_change_writes_nothing(ledger: &TestLedger) {
+    let store = ledger.open();
+    let data = sample("op_failed_change");
+    let id = &data.operation_id;
+    store.create(&data).await.unwrap();
+    let err = store
+        .modify(id, &mut |d| {
+            d.operation_state = OperationState::Failed;
+            d.call_frames.clear();
+            Err(Error::invalid("change", "refused on purpose"))
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    assert_eq!(store.read(id).await.unwrap(), data);
+}
+
+pub async fn change_cannot_rename_the_operation(ledger: &TestLedger) {
+    let store = ledger.open();
+    let data = sample("op_keep_name");
+    let id = &data.operation_id;
+    store.create(&data).await.unwrap();
+    let written = store
+        .modify(id, &mut |d| {
+            d.operation_id = op("op_other_name");
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(&written.operation_id, id);
+    assert_eq!(store.list().await.unwrap(), vec![id.clone()]);
+}
+
+pub async fn list_and_list_archived_are_sorted(ledger: &TestLedger) {
+    let store = ledger.open();
+    for id in ["op_c", "op_a", "op_e", "op_b", "op_d"] {
+        store.create(&sample(id)).await.unwrap();
+    }
+    let ids = |v: &[&str]| v.iter().map(|s| op(s)).collect::<Vec<_>>();
+    assert_eq!(
+        store.list().await.unwrap(),
+        ids(&["op_a", "op_b", "op_c", "op_d", "op_e"])
+    );
+    for id in ["op_d", "op_b"] {
+        store.archive(&op(id)).await.unwrap();
+    }
+    assert_eq!(store.list().await.unwrap(), ids(&["op_a", "op_c", "op_e"]));
+    assert_eq!(store.list_archived().await.unwrap(), ids(&["op_b", "op_d"]));
+}
+
+pub async fn archive_moves_the_operation(ledger: &TestLedger) {
+    let store = ledger.open();
+    let data = sample("op_archive");
+    let id = &data.operation_id;
+    store.create(&data).await.unwrap();
+    store.append_log(id, LogKind::Main, "first").await.unwrap();
+    store
+        .append_log(id, LogKind::Debug, "debug first")
+        .await
+        .unwrap();
+    let last = store
+        .modify(id, &mut |d| {
+            d.operation_state = OperationState::Completed;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let location = store.archive(id).await.unwrap();
+    assert!(!location.is_empty());
+
+    assert!(matches!(
+        store.read(id).await,
+        Err(Error::OperationNotFound(_))
+    ));
+    assert!(matches!(
+        store.modify(id, &mut |_| Ok(())).await,
+        Err(Error::OperationNotFound(_))
+    ));
+    assert_eq!(store.read_archived(id).await.unwrap(), last);
+    assert!(!store.list().await.unwrap().contains(id));
+    assert_eq!(store.list_archived().await.unwrap(), vec![id.clone()]);
+    let (main, _) = store.read_log(id, LogKind::Main, 0).await.unwrap();
+    assert_eq!(main, "first\n");
+    let (debug, _) = store.read_log(id, LogKind::Debug, 0).await.unwrap();
+    assert_eq!(debug, "debug first\n");
+    // An archived id is taken for good, and cannot be archived again.
+    assert!(matches!(
+        store.create(&data).await,
+        Err(Error::OperationExists(_))
+    ));
+    assert!(matches!(
+        store.archive(id).await,
+        Err(Error::OperationNotFound(_))
+    ));
+}
+
+pub async fn logs_append_and_read_from_offsets(ledger: &TestLedger) {
+    let store = ledger.open();
+    let id = &op("op_logs");
+    store.create(&sample("op_logs")).await.unwrap();
+    assert_eq!(
+        store.read_log(id, LogKind::Main, 0).await.unwrap(),
+        (String::new(), 0)
+    );
+    store.append_log(id, LogKind::Main, "one").await.unwrap();
+    store.append_log(id, LogKind::Main, "two").await.unwrap();
+    let (text, next) = store.read_log(id, LogKind::Main, 0).await.unwrap();
+    assert_eq!(text, "one\ntwo\n");
+    assert_eq!(next, text.len() as u64);
+    assert_eq!(
+        store.read_log(id, LogKind::Main, next).await.unwrap(),
+        (String::new(), next)
+    );
+    store.append_log(id, LogKind::Main, "three").await.unwrap();
+    let (more, after) = store.read_log(id, LogKind::Main, next).await.unwrap();
+    assert_eq!(more, "three\n");
+    assert_eq!(after, next + 6);
+    // From the middle, by another handle.
+    let (tail, _) = ledger.open().read_log(id, LogKind::Main, 4).await.unwrap();
+    assert_eq!(tail, "two\nthree\n");
+    // The debug log is separate.
+    assert_eq!(store.read_log(id, LogKind::Debug, 0).await.unwrap().0, "");
+    store.append_log(id, LogKind::Debug, "dbg").await.unwrap();
+    assert_eq!(
+        store.read_log(id, LogKind::Debug, 0).await.unwrap().0,
+        "dbg\n"
+    );
+    assert_eq!(store.read_log(id, LogKind::Main, 0).await.unwrap().1, after);
+}
+
+pub async fn log_lines_stay_whole_lines(ledger: &TestLedger) {
+    let store = ledger.open();
+    let id = &op("op_log_lines");
+    store.create(&sample("op_log_lines")).await.unwrap();
+    store
+        .append_log(id, LogKind::Main, "error: first\nsecond\r\nthird")
+        .await
+        .unwrap();
+    store.append_log(id, LogKind::Main, "next").await.unwrap();
+    let (text, _) = store.read_log(id, LogKind::Main, 0).await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text:?}");
+    assert!(lines[0].starts_with("error: first") && lines[0].ends_with("third"));
+    assert_eq!(lines[1], "next");
+}
+
+pub async fn read_log_continues_into_the_archive(ledger: &TestLedger) {
+    let store = ledger.open();
+    let id = &op("op_log_archive");
+    store.create(&sample("op_log_archive")).await.unwrap();
+    store.append_log(id, LogKind::Main, "live").await.unwrap();
+    let (_, offset) = store.read_log(id, LogKind::Main, 0).await.unwrap();
+    store
+        .append_log(id, LogKind::Main, "last words")
+        .await
+        .unwrap();
+    store.archive(id).await.unwrap();
+    let (rest, end) = store.read_log(id, LogKind::Main, offset).await.unwrap();
+    assert_eq!(rest, "last words\n");
+    assert_eq!(
+        store.read_log(id, LogKind::Main, end).await.unwrap(),
+        (String::new(), end)
+    );
+}
+
+pub async fn watch_fires_on_modify_by_another_handle(ledger: &TestLedger) {
+    let watcher = ledger.open();
+    let writer = ledger.open();
+    let id = &op("op_watch_modify");
+    writer.create(&sample("op_watch_modify")).await.unwrap();
+    let mut rx = watcher.watch(id).unwrap();
+    rx.borrow_and_update();
+    writer
+        .modify(id, &mut |d| {
+            d.aborted = true;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, rx.changed())
+        .await
+        .expect("no change notification within the patience bound")
+        .unwrap();
+    assert!(watcher.read(id).await.unwrap().aborted);
+}
+
+pub async fn watch_fires_on_archive(ledger: &TestLedger) {
+    let watcher = ledger.open();
+    let writer = ledger.open();
+    let id = &op("op_watch_archive");
+    writer.create(&sample("op_watch_archive")).await.unwrap();
+    let mut rx = watcher.watch(id).unwrap();
+    rx.borrow_and_update();
+    writer.archive(id).await.unwrap();
+    tokio::time::timeout(PATIENCE, rx.changed())
+        .await
+        .expect("no change notification within the patience bound")
+        .unwrap();
+    assert!(matches!(
+        watcher.read(id).await,
+        Err(Error::OperationNotFound(_))
+    ));
+}
