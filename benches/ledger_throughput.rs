@@ -140,7 +140,7 @@ async fn prepare(dir: &Path) -> (OperationId, String) {
             spawned_by: None,
         };
         data.participants.insert(
-            ParticipantId::parse(format!("worker-{n}")).unwrap(),
+            ParticipantId::parse(format!("peer-{n}")).unwrap(),
             participant,
         );
     }

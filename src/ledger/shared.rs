@@ -26,6 +26,10 @@ use super::LedgerInner;
 use super::callbacks::{BoxFuture, OperationCallback, OperationFailedInfo};
 use super::operation::Operation;
 
+/// Least time between two reads caused by change notifications (abort and failure reach
+/// this participant at most this much later than the write).
+const WATCH_COALESCE: Duration = Duration::from_millis(5);
+
 /// A call of this process that has a frame in the ledger.
 pub(crate) struct ActiveCall {
     pub session: u64,
@@ -326,6 +330,11 @@ impl OpShared {
         let weak: Weak<OpShared> = Arc::downgrade(self);
         let task = spawn(async move {
             while rx.changed().await.is_ok() {
+                // Under a storm of writes (many busy participants), read at most once per
+                // interval: changes in between are folded into the next read, and every
+                // participant does not parse every write of every other.
+                tokio::time::sleep(WATCH_COALESCE).await;
+                rx.borrow_and_update();
                 let Some(shared) = weak.upgrade() else { break };
                 match shared.ledger.store.read(&shared.id).await {
                     Ok(data) => shared.observe(&data),
