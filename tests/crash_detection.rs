@@ -40,7 +40,14 @@ where
 }
 
 async fn wait_archived(store: &std::sync::Arc<dyn Store>, op: &OperationId) -> LedgerData {
-    wait_for("the operation to be archived", || async { store.read_archived(op).await.is_ok() }).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.read_archived(op).await.is_err() {
+        if Instant::now() > deadline {
+            let data = store.read(op).await;
+            panic!("not archived after 30 s; ledger: {data:#?}\nlog:\n{}", log(store, op).await);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     store.read_archived(op).await.unwrap()
 }
 
