@@ -308,7 +308,23 @@ pub async fn stale_remote_participant_is_declared_crashed_and_fenced(b: &dyn Bac
     let cli = connect_with(b, "cli", |c| slow(with_clock(clock.clone())(c))).await;
     let remote = connect_with(b, "remote", |c| slow(with_clock(clock.clone())(c))).await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();
-    let joined = remote.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
+    let beats = Arc::new(Mutex::new(0));
+    let counter = beats.clone();
+    let joined = remote
+        .join_operation(
+            op.operation_id(),
+            OperationOptions::new().callback(OperationCallback::new().on_heartbeat_success(move |_, _| {
+                *counter.lock().unwrap() += 1;
+            })),
+        )
+        .await
+        .unwrap();
+    // The joiner's first (immediate) beat must land before the clock moves.
+    wait_until("joiner's first heartbeat", || {
+        let beats = beats.clone();
+        async move { *beats.lock().unwrap() >= 1 }
+    })
+    .await;
     let call = joined.start_call::<()>(CallOptions::new().fail_on_crash(false)).await.unwrap();
     let me = joined.participant_id().clone();
     cli.store()
