@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 /// A point in time as stored in the ledger (serialised as RFC 3339 UTC with `Z`).
 pub type Timestamp = DateTime<Utc>;
@@ -23,8 +23,10 @@ pub type SharedClock = Arc<dyn Clock>;
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    /// Milliseconds, as the ledger stores them: what a write returns equals what a later
+    /// read gives back.
     fn now(&self) -> Timestamp {
-        Utc::now()
+        Utc::now().trunc_subsecs(3)
     }
 }
 
