@@ -148,3 +148,101 @@ fn read_if_present(path: &Path) -> Option<Result<String>> {
         Err(e) => Some(Err(Error::io("read", path, e))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> PollOptions {
+        PollOptions::default()
+            .interval(Duration::from_millis(5))
+            .timeout(Duration::from_secs(20))
+    }
+
+    #[tokio::test]
+    async fn file_waits_for_the_file_and_deletes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("response.txt");
+        let writer = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                std::fs::write(path, "hello").unwrap();
+            })
+        };
+        let text = file(&path, &fast().delete(true)).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(text, "hello");
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn file_json_and_deserializer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(&path, r#"{"n": 3}"#).unwrap();
+        let v: serde_json::Value = file_json(&path, &fast()).await.unwrap();
+        assert_eq!(v["n"], 3);
+        assert!(path.exists(), "kept without delete");
+        let n = file_with(&path, &fast(), |s| Ok(s.len())).await.unwrap();
+        assert_eq!(n, 8);
+        std::fs::write(&path, "not json").unwrap();
+        let err = file_json::<serde_json::Value>(&path, &fast()).await.unwrap_err();
+        assert!(err.to_string().contains("r.json"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn file_times_out_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("never.txt");
+        let options = PollOptions::default()
+            .interval(Duration::from_millis(1))
+            .timeout(Duration::from_millis(20));
+        let err = file(&path, &options).await.unwrap_err().to_string();
+        assert!(err.contains("never.txt") && err.contains("timed out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn until_polls_and_times_out() {
+        let mut n = 0;
+        let v = until(
+            || {
+                n += 1;
+                let done = n >= 3;
+                async move { done.then_some(n) }
+            },
+            &fast(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(v, 3);
+        let options = PollOptions::default()
+            .interval(Duration::from_millis(1))
+            .timeout(Duration::from_millis(10));
+        let err = until(|| async { None::<()> }, &options).await.unwrap_err();
+        assert!(err.to_string().contains("timed out"));
+    }
+
+    #[tokio::test]
+    async fn files_waits_for_all_in_order_and_names_the_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = ["a", "b"].iter().map(|n| dir.path().join(n)).collect();
+        std::fs::write(&paths[1], "second").unwrap();
+        let writer = {
+            let first = paths[0].clone();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                std::fs::write(first, "first").unwrap();
+            })
+        };
+        let got = files(&paths, &fast().delete(true), |s| Ok(s.to_string())).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got, vec!["first", "second"]);
+        assert!(paths.iter().all(|p| !p.exists()));
+        let options = PollOptions::default()
+            .interval(Duration::from_millis(1))
+            .timeout(Duration::from_millis(10));
+        let err = files(&paths, &options, |s| Ok(s.to_string())).await.unwrap_err().to_string();
+        assert!(err.contains("/a") && err.contains("/b"), "{err}");
+    }
+}

@@ -320,3 +320,45 @@ async fn a_live_operation_is_not_recovered() {
     call.end(()).await.unwrap();
     op.complete().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_participant_started_by_an_exec_worker_is_reported_to_its_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = initiator(dir.path(), |c| c).await;
+    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    let call = op.exec_file_result_worker::<serde_json::Value>(
+        tom_dist_ledger::ledger::ExecWorker::new(common::peer::PEER)
+            .args(["hang", "--ledger", dir.path().to_str().unwrap(), "--op", op.operation_id().as_str()])
+            .args(["--participant", "nested"])
+            .fail_on_crash(false)
+            .on_stdout(move |line| {
+                if line == "ready"
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(());
+                }
+            }),
+        dir.path().join("never.json"),
+    );
+    tokio::time::timeout(Duration::from_secs(30), rx).await.unwrap().unwrap();
+    let store = ledger.store().clone();
+    let nested = ParticipantId::parse("nested").unwrap();
+    let data = store.read(op.operation_id()).await.unwrap();
+    let record = &data.participants[&nested];
+    assert_eq!(record.spawned_by.as_ref(), Some(call.call_id()), "joined with TOM_LEDGER_CALL");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(record.pid), Signal::SIGKILL).unwrap();
+    let err = call.join().await.unwrap_err().to_string();
+    assert!(err.contains("participant `nested` started by this call crashed"), "{err}");
+    let id = op.operation_id().clone();
+    wait_for("the nested participant declared crashed", || async {
+        store.read(&id).await.is_ok_and(|d| d.participants[&nested].state == ParticipantState::Crashed)
+    })
+    .await;
+    let data = store.read(&id).await.unwrap();
+    assert_eq!(data.operation_state, OperationState::Running, "the call's fail_on_crash decided");
+    assert!(data.call_frames.is_empty());
+    assert!(log(&store, &id).await.contains("CRASH_CONTAINED participant=nested"));
+    op.complete().await.unwrap();
+}

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tom_dist_ledger::ledger::{
     CallOptions, Connect, ExecWorker, Ledger, OperationCallback, OperationOptions,
 };
-use tom_dist_ledger::{OperationId, ParticipantId};
+use tom_dist_ledger::{CallId, OperationId, ParticipantId};
 
 struct Args {
     mode: String,
@@ -119,10 +119,16 @@ async fn run(args: Args) -> Result<(), String> {
     // heartbeat has landed before anything else happens.
     let (beat_tx, beat_rx) = tokio::sync::oneshot::channel();
     let beat_tx = std::sync::Mutex::new(Some(beat_tx));
+    // Started by another participant's exec worker: say which call (crashes are reported
+    // to it).
+    let mut options = OperationOptions::new();
+    if let Some(call) = std::env::var("TOM_LEDGER_CALL").ok().and_then(|c| CallId::parse(c).ok()) {
+        options = options.spawned_by(call);
+    }
     let op = ledger
         .join_operation(
             &op_id,
-            OperationOptions::new().callback(OperationCallback::new().on_heartbeat_success(move |_, _| {
+            options.callback(OperationCallback::new().on_heartbeat_success(move |_, _| {
                 if let Some(tx) = beat_tx.lock().ok().and_then(|mut t| t.take()) {
                     let _ = tx.send(());
                 }

@@ -92,6 +92,12 @@ pub(crate) async fn declare_crashed(
                 return Ok(());
             }
             record.state = ParticipantState::Crashed;
+            // Started by a call's worker: the crash is that call's to report (its worker
+            // died), so it is contained here and the call decides through its own
+            // `fail_on_crash`.
+            let reported_to = record.spawned_by.clone().filter(|c| {
+                data.frame(c).is_some_and(|f| &f.participant_id != participant)
+            });
             let mut fatal = false;
             for frame in data.call_frames.iter_mut().filter(|f| &f.participant_id == participant) {
                 frame.state = FrameState::Crashed;
@@ -99,6 +105,9 @@ pub(crate) async fn declare_crashed(
                 crashed_calls.push(frame.call_id.clone());
             }
             data.detection_timestamp.get_or_insert(now);
+            if reported_to.is_some() {
+                fatal = false;
+            }
             match data.operation_state {
                 OperationState::Running if fatal => {
                     data.operation_state = OperationState::Cleanup;

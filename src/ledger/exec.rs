@@ -354,7 +354,10 @@ impl Operation {
             };
             let (output, framed): (Result<RunOutput>, Result<()>) = tokio::join!(runner, frame_written);
             framed.map_err(|e| e.to_string())?;
-            let output = output.map_err(|e| e.to_string())?;
+            let output = match output {
+                Ok(output) => output,
+                Err(e) => return Err(with_crashed_participants(&ctx, e).await),
+            };
             let text = String::from_utf8_lossy(&output.data);
             decode(&text).map_err(|reason| {
                 Error::Decode {
@@ -407,6 +410,27 @@ pub fn process_record(info: &WorkerInfo) -> ProcessRecord {
         boot_id: info.identity.boot_id.clone(),
         command: info.command.clone(),
         cgroup: info.cgroup.as_ref().map(|p| p.to_string_lossy().into_owned()),
+    }
+}
+
+/// The error of a failed worker, naming the participants it started that died without
+/// leaving (a nested `tom-ledger exec`, say): their crash is reported to this call.
+async fn with_crashed_participants(ctx: &super::spawned::CallContext, error: Error) -> String {
+    let shared = &ctx.operation.shared;
+    let Ok(data) = shared.ledger.store.read(&shared.id).await else {
+        return error.to_string();
+    };
+    let crashed: Vec<String> = data
+        .participants
+        .iter()
+        .filter(|(_, p)| p.spawned_by.as_ref() == Some(&ctx.call_id))
+        .filter(|(_, p)| p.state != crate::model::ParticipantState::Left)
+        .map(|(id, _)| format!("`{id}`"))
+        .collect();
+    if crashed.is_empty() {
+        error.to_string()
+    } else {
+        format!("{error}; participant {} started by this call crashed", crashed.join(", "))
     }
 }
 
