@@ -108,9 +108,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
 
     let (interrupt_tx, mut interrupts) = mpsc::unbounded_channel();
     let cause = Arc::new(Mutex::new(None));
-    let launcher: Arc<dyn WorkerLauncher> = Arc::new(ProcessLauncher {
-        ledger_dir: ctx.ledger_dir.clone(),
-    });
+    let launcher: Arc<dyn WorkerLauncher> = Arc::new(ProcessLauncher);
     let workers: Vec<Arc<WorkerSpec>> = plan.workers.iter().cloned().map(Arc::new).collect();
     let schedule = Schedule {
         nodes: plan
