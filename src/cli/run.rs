@@ -96,6 +96,8 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
     let ledger = ctx
         .connect(|c| c.cleanup_wait(args.grace + Duration::from_secs(2)))
         .await?;
+    // What a supervisor killed earlier left behind goes first.
+    let recovered = super::recover::before_run(&ledger).await;
     let op = ledger
         .create_operation(OperationOptions::new().description(description))
         .await?;
@@ -105,6 +107,9 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         ledger: ctx.ledger_dir.display().to_string(),
         participant: op.participant_id().to_string(),
     }));
+    for r in recovered {
+        output.emit(Event::OperationRecovered(r));
+    }
 
     let (interrupt_tx, mut interrupts) = mpsc::unbounded_channel();
     let cause = Arc::new(Mutex::new(None));
