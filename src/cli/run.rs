@@ -276,18 +276,15 @@ impl Starter {
                 on_started,
             };
             let o = launcher.run(&op, launch).await;
-            if let Some(call) = &o.call {
+            // A success is in the log already (`CALL_COMPLETED`); anything else gets the
+            // worker's status and attempt too.
+            if let Some(call) = o.call.as_ref().filter(|_| o.status != Status::Ok) {
                 let line = format!(
                     "WORKER_FINISHED callId={call} status={} attempt={attempt} name={}",
                     o.status.as_str(),
                     spec.name
                 );
-                let level = if o.status == Status::Ok {
-                    LogLevel::Info
-                } else {
-                    LogLevel::Warning
-                };
-                let _ = op.log(&line, level).await;
+                let _ = op.log(&line, LogLevel::Warning).await;
             }
             output.emit(finished_event(&spec.name, attempt, &o));
             o.status
