@@ -3,9 +3,11 @@
 //! alternating, median of 3. `run` prints `--json` events to /dev/null, so no terminal
 //! display counts.
 //!
-//! The ledger's share is measured on its own, on the same disk: 1,000 calls started and
-//! ended through the library (a frame written and removed each, with their log lines), as
-//! a run does for each worker.
+//! Two parts of a run are also measured on their own, in the same rounds: the process layer
+//! (1,000 `true` workers started with `WorkerCommand`, parent-death signal included, waited
+//! for and their groups checked, two at a time, on one thread as `run` does) and the
+//! ledger, on the same disk (1,000 calls started and ended through the library: a frame
+//! written and removed each, with their log lines).
 //!
 //! Run: `cargo bench --bench cli_run`
 
@@ -15,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tom_dist_ledger::ledger::{CallOptions, Connect, Ledger, OperationOptions};
+use tom_dist_ledger::process::{StdioMode, WorkerCommand};
 use tom_dist_ledger::ParticipantId;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tom-ledger");
@@ -144,6 +147,52 @@ fn ledger_only(dir: &Path, n: usize) -> Duration {
     })
 }
 
+/// 1,000 `true` workers through the process layer alone, `JOBS` at a time, on one runtime
+/// thread.
+fn process_layer_only(n: usize) -> Duration {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let next = std::rc::Rc::new(std::cell::Cell::new(0));
+        let start = Instant::now();
+        let slot = || {
+            let next = next.clone();
+            async move {
+                while next.get() < n {
+                    next.set(next.get() + 1);
+                    let mut worker = WorkerCommand::new("true")
+                        .stdout(StdioMode::Null)
+                        .stderr(StdioMode::Null)
+                        .spawn()
+                        .expect("spawn true");
+                    let status = worker.wait().await.expect("wait");
+                    assert!(status.success());
+                    worker.stop(Duration::from_secs(5)).await;
+                }
+            }
+        };
+        let slots: Vec<_> = (0..JOBS).map(|_| slot()).collect();
+        futures_join_all(slots).await;
+        start.elapsed()
+    })
+}
+
+/// Runs the futures to completion together on the current task.
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        futures.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if futures.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -164,16 +213,17 @@ fn main() {
     let warm = write_plan(dir.path(), 50);
     xargs(50);
     cli(dir.path(), &warm, "warm");
-    let (mut x, mut t, mut l) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut x, mut t, mut l, mut p) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         x.push(xargs(N));
         t.push(cli(dir.path(), &plan, &round.to_string()));
+        p.push(process_layer_only(N));
         l.push(ledger_only(dir.path(), N));
         let _ = std::fs::remove_dir_all(dir.path().join("ledger-only"));
     }
     let wall = |v: &[Cost]| median(v.iter().map(|c| c.wall).collect());
     let cpu = |v: &[Cost]| median(v.iter().map(|c| c.cpu).collect());
-    let (xw, tw, l) = (wall(&x), wall(&t), median(l));
+    let (xw, tw, l, p) = (wall(&x), wall(&t), median(l), median(p));
     let (xc, tc) = (cpu(&x), cpu(&t));
     let ratio = tw.as_secs_f64() / xw.as_secs_f64();
     println!("{N} `true` workers at -j {JOBS}, median of {ROUNDS} rounds");
@@ -204,6 +254,11 @@ fn main() {
         "supervisor: {:.0} µs wall and {:.0} µs CPU per worker over xargs",
         us_each(tw.saturating_sub(xw)),
         us_each(tc.saturating_sub(xc))
+    );
+    println!(
+        "process layer alone (spawn with parent-death signal, wait, group check; -j {JOBS} on one thread): {:.0} ms = {:.2}× xargs",
+        ms(p),
+        p.as_secs_f64() / xw.as_secs_f64()
     );
     println!(
         "ledger alone (1,000 calls started and ended, one process): {:.0} ms = {:.0} µs per worker = {:.0}% of the run's wall time",
