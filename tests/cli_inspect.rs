@@ -62,8 +62,13 @@ fn ls_and_status_show_live_and_archived_operations_without_changing_them() {
 
     let out = env.run(&["ls"]);
     out.expect_code(0);
-    let lines: Vec<&str> = out.stdout.lines().collect();
+    let mut lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{}", out.stdout);
+    // Sorted by start time; two operations started within the same millisecond come in
+    // the order of their ids.
+    if lines[0].starts_with(live.operation_id().as_str()) {
+        lines.swap(0, 1);
+    }
     assert!(lines[0].starts_with(done.operation_id().as_str()), "{}", out.stdout);
     assert!(lines[0].contains("archived") && lines[0].contains("completed") && lines[0].ends_with("beta"));
     assert!(lines[1].starts_with(live.operation_id().as_str()));
@@ -71,8 +76,11 @@ fn ls_and_status_show_live_and_archived_operations_without_changing_them() {
 
     let out = env.run(&["--json", "ls"]);
     out.expect_code(0);
-    let ops = out.json();
+    let mut ops = out.json();
     assert_eq!(ops.len(), 2);
+    if ops[0]["operation"] == live.operation_id().as_str() {
+        ops.swap(0, 1);
+    }
     assert_eq!(ops[1]["operation"], live.operation_id().as_str());
     assert_eq!(ops[1]["state"], "running");
     assert_eq!(ops[1]["archived"], false);
@@ -266,14 +274,14 @@ fn recover_reports_operations_whose_participants_are_all_dead() {
     bounded(&rt, alive.dispose());
     let before = env.ledger_snapshot();
 
-    let out = env.run(&["recover"]);
+    let out = env.run(&["recover", "--dry-run"]);
     out.expect_code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "{}", out.stdout);
     assert!(lines[0].starts_with(dead.operation_id().as_str()), "{}", out.stdout);
     assert!(lines[0].contains("every participant is dead (ghost)") && lines[0].contains("frames 1"));
 
-    let out = env.run(&["--json", "recover"]);
+    let out = env.run(&["--json", "recover", "--dry-run"]);
     out.expect_code(0);
     let report = out.json();
     assert_eq!(report.len(), 1);
@@ -282,5 +290,20 @@ fn recover_reports_operations_whose_participants_are_all_dead() {
     let out = env.run(&["--json", "status", dead.operation_id().as_str()]);
     assert_eq!(out.json()[0]["participants"][0]["alive"], false);
     cli_common::assert_same(&before, &env.ledger_snapshot(), "the report changes nothing");
+
+    // Without --dry-run the dead operation is archived as failed; the live one stays.
+    let out = env.run(&["recover"]);
+    out.expect_code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stdout);
+    let expected = format!("recovered operation {} (dead: ghost): stopped 0 worker groups", dead.operation_id());
+    assert!(lines[0].starts_with(&expected), "{}", out.stdout);
+    assert!(lines[0].contains("archived as failed to "), "{}", out.stdout);
+    let out = env.run(&["--json", "status", dead.operation_id().as_str()]);
+    assert_eq!(out.json()[0]["state"], "failed");
+    assert_eq!(out.json()[0]["archived"], true);
+    let out = env.run(&["--json", "status", live.operation_id().as_str()]);
+    assert_eq!(out.json()[0]["state"], "running");
+    assert_eq!(env.run(&["recover"]).stdout, "nothing to recover\n");
     drop(live);
 }

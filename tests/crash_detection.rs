@@ -362,3 +362,44 @@ async fn a_crashed_participant_started_by_an_exec_worker_is_reported_to_its_call
     assert!(log(&store, &id).await.contains("CRASH_CONTAINED participant=nested"));
     op.complete().await.unwrap();
 }
+
+/// An operation in `state` whose only participant is the process `pid` (started at
+/// `start_ticks`), which has left it without archiving it yet.
+fn ended_operation(id: &str, state: OperationState, pid: i32, start_ticks: u64) -> LedgerData {
+    let now = chrono::Utc::now();
+    let owner = ParticipantId::parse("owner").unwrap();
+    let mut data = LedgerData::new(OperationId::parse(id).unwrap(), owner.clone(), now);
+    data.operation_state = state;
+    data.participants.insert(owner, Participant {
+        pid,
+        start_ticks: Some(start_ticks),
+        host: tom_dist_ledger::process::hostname(),
+        boot_id: tom_dist_ledger::process::boot_id().map(str::to_owned),
+        epoch: 1,
+        last_heartbeat: now,
+        joined_at: now,
+        state: ParticipantState::Left,
+        spawned_by: None,
+    });
+    data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_operation_is_left_to_its_running_owner_to_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = initiator(dir.path(), |c| c.participant(ParticipantId::parse("recover").unwrap())).await;
+    let me = tom_dist_ledger::process::ProcessIdentity::current().unwrap();
+    // Completed by a process that still runs: it archives it next, recovery keeps off.
+    let mine = ended_operation("ended-by-a-live-process", OperationState::Completed, me.pid, me.start_ticks);
+    ledger.store().create(&mine).await.unwrap();
+    // Completed by a process that has gone since: nobody else will archive it.
+    let gone = ended_operation("ended-by-a-dead-process", OperationState::Completed, me.pid, me.start_ticks + 1);
+    ledger.store().create(&gone).await.unwrap();
+    assert_eq!(ledger.abandoned_operations().await.unwrap(), vec![gone.operation_id.clone()]);
+    let report = ledger.recover().await.unwrap();
+    assert_eq!(report.recovered.len(), 1);
+    assert_eq!(report.recovered[0].operation_id, gone.operation_id);
+    let archived = ledger.store().read_archived(&gone.operation_id).await.unwrap();
+    assert_eq!(archived.operation_state, OperationState::Completed, "an ended operation keeps its state");
+    assert_eq!(ledger.store().read(&mine.operation_id).await.unwrap().operation_state, OperationState::Completed);
+}

@@ -100,6 +100,20 @@ async fn run(a: Args) -> Result<(), String> {
     for _ in 0..a.workers {
         rx.recv().await.ok_or("worker ended before ready")?;
     }
+    // A worker's output can come before its frame is written: ready means recorded too,
+    // so that recovery after a SIGKILL finds every worker group.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let data = op.refresh().await.map_err(|e| e.to_string())?;
+        let recorded = data.call_frames.iter().filter(|f| f.process.is_some()).count();
+        if recorded >= a.workers {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("only {recorded} of {} workers recorded", a.workers));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "ready {}", op.operation_id());
     let _ = out.flush();

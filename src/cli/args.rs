@@ -49,8 +49,9 @@ pub enum Command {
     Log(LogArgs),
     /// Set the abort flag of an operation
     Abort(OpArg),
-    /// Report operations whose participants are all dead
-    Recover,
+    /// Clean up operations whose participants are all dead: stop their workers, delete
+    /// their temp resources, archive them as failed
+    Recover(RecoverArgs),
     /// Write the timeline of an operation as Chrome trace-event JSON (Perfetto)
     Trace(TraceArgs),
 }
@@ -66,7 +67,7 @@ impl Command {
             Command::Status(_) => "status",
             Command::Log(_) => "log",
             Command::Abort(_) => "abort",
-            Command::Recover => "recover",
+            Command::Recover(_) => "recover",
             Command::Trace(_) => "trace",
         }
     }
@@ -168,6 +169,13 @@ pub struct LogArgs {
 pub struct OpArg {
     #[arg(value_name = "OP")]
     pub operation: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Only report what would be recovered; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,5 @@
-//! Looking inside the ledger: `ls`, `status`, `log`, `trace` and the `recover` report
-//! never change it; `abort` only sets the abort flag.
+//! Looking inside the ledger: `ls`, `status`, `log` and `trace` never change it; `abort`
+//! only sets the abort flag.
 
 use std::io::Write;
 use std::time::Duration;
@@ -16,13 +16,13 @@ use super::exit::{CliResult, Exit, Failure};
 use super::{Context, operation_id};
 
 /// Write to stdout; a closed pipe (`| head`) ends the output quietly.
-fn out(text: &str) {
+pub(super) fn out(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
 }
 
-fn json_line(value: &Value) {
+pub(super) fn json_line(value: &Value) {
     out(&format!("{value}\n"));
 }
 
@@ -135,7 +135,7 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> CliResult {
     Ok(Exit::Success)
 }
 
-fn participant_ids(data: &LedgerData) -> Vec<ParticipantId> {
+pub(super) fn participant_ids(data: &LedgerData) -> Vec<ParticipantId> {
     let mut ids: Vec<ParticipantId> = data.participants.keys().cloned().collect();
     for f in &data.call_frames {
         if !ids.contains(&f.participant_id) {
@@ -342,54 +342,6 @@ pub async fn abort(ctx: &Context, args: OpArg) -> CliResult {
         json_line(&json!({"operation": op.as_str(), "aborted": true}));
     } else {
         out(&format!("abort requested for operation {op}\n"));
-    }
-    Ok(Exit::Success)
-}
-
-/// For now a report: live operations whose participants are all dead.
-pub async fn recover(ctx: &Context) -> CliResult {
-    let Some(existing) = ctx.open_existing().await? else {
-        if !ctx.json {
-            out("nothing to recover\n");
-        }
-        return Ok(Exit::Success);
-    };
-    let ledger = &existing.ledger;
-    let mut found = 0;
-    for id in ledger.store().list().await? {
-        let data = match ledger.store().read(&id).await {
-            Ok(d) => d,
-            Err(Error::OperationNotFound(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let ids = participant_ids(&data);
-        if ids.iter().any(|p| ledger.is_participant_alive(&data, p)) {
-            continue;
-        }
-        found += 1;
-        let names: Vec<&str> = ids.iter().map(ParticipantId::as_str).collect();
-        if ctx.json {
-            json_line(&json!({
-                "operation": id.as_str(), "state": data.operation_state.as_str(),
-                "dead_participants": names, "call_frames": data.call_frames.len(),
-                "temp_resources": data.temp_resources.len(), "recovered": false,
-            }));
-        } else {
-            out(&format!(
-                "{id}  {}  every participant is dead ({})  frames {}  temp {}  needs recovery\n",
-                data.operation_state,
-                if names.is_empty() {
-                    "none registered".to_string()
-                } else {
-                    names.join(", ")
-                },
-                data.call_frames.len(),
-                data.temp_resources.len(),
-            ));
-        }
-    }
-    if found == 0 && !ctx.json {
-        out("nothing to recover\n");
     }
     Ok(Exit::Success)
 }

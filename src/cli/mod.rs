@@ -7,6 +7,7 @@
 //! - [`run`]: `run`, plus signals, abort and the end of the operation.
 //! - [`nested`]: `exec` and `temp`, which join an enclosing operation.
 //! - [`inspect`] and [`trace`]: the read-only commands and `abort`.
+//! - [`recover`]: cleaning up operations left by dead participants.
 //! - [`output`]: progress display, plain lines or JSON events.
 //! - [`exit`]: exit statuses.
 
@@ -17,6 +18,7 @@ mod launcher;
 mod nested;
 mod output;
 mod plan;
+mod recover;
 mod run;
 mod schedule;
 mod trace;
@@ -123,7 +125,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Status(a) => inspect::status(&ctx, a).await,
         Command::Log(a) => inspect::log(&ctx, a).await,
         Command::Abort(a) => inspect::abort(&ctx, a).await,
-        Command::Recover => inspect::recover(&ctx).await,
+        Command::Recover(a) => recover::recover(&ctx, a).await,
         Command::Trace(a) => inspect::trace(&ctx, a).await,
     }
 }

@@ -70,9 +70,7 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
     check_joinable(&ledger, &op_id).await?;
     let op = ledger.join_operation(&op_id, join_options(&parent)).await?;
     let (stop_tx, stop_rx) = stop_channel();
-    let launcher = ProcessLauncher {
-        ledger_dir: ctx.ledger_dir.clone(),
-    };
+    let launcher = ProcessLauncher;
     let launch = Launch {
         spec: Arc::new(spec),
         grace: args.grace,

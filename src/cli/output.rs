@@ -57,11 +57,40 @@ pub struct OperationFinished {
     pub reason: Option<String>,
 }
 
+/// An operation left by dead participants that was cleaned up: its recorded worker groups
+/// stopped, its temp resources deleted, archived.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OperationRecovered {
+    pub operation: String,
+    /// The state it was archived in: `failed`, unless it had ended before.
+    pub state: String,
+    pub dead_participants: Vec<String>,
+    /// Worker process groups that were still running and were stopped.
+    pub stopped_workers: usize,
+    pub deleted_temp_resources: Vec<String>,
+    /// Where the operation was archived.
+    pub archive: String,
+}
+
+impl From<&tom_dist_ledger::ledger::Recovered> for OperationRecovered {
+    fn from(r: &tom_dist_ledger::ledger::Recovered) -> Self {
+        OperationRecovered {
+            operation: r.operation_id.to_string(),
+            state: "failed".to_string(),
+            dead_participants: r.dead_participants.iter().map(|p| p.to_string()).collect(),
+            stopped_workers: r.stopped_workers,
+            deleted_temp_resources: r.deleted_temp_resources.clone(),
+            archive: r.archive.clone(),
+        }
+    }
+}
+
 /// One line of `--json` output.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     OperationStarted(OperationStarted),
+    OperationRecovered(OperationRecovered),
     WorkerStarted(WorkerStarted),
     WorkerFinished(WorkerFinished),
     OperationFinished(OperationFinished),
@@ -167,7 +196,9 @@ impl Output {
                 }
                 bar.println(describe(event));
             }
-            Event::OperationStarted(_) => bar.println(describe(event)),
+            Event::OperationStarted(_) | Event::OperationRecovered(_) => {
+                bar.println(describe(event))
+            }
             Event::OperationFinished(_) => {
                 bar.finish_and_clear();
                 eprint_line(&describe(event));
@@ -204,6 +235,7 @@ pub fn describe(event: &Event) -> String {
         Event::OperationStarted(e) => {
             format!("operation {} started (ledger {})", e.operation, e.ledger)
         }
+        Event::OperationRecovered(r) => recovered_line(r),
         Event::WorkerStarted(w) => {
             let attempt = if w.attempt > 1 {
                 format!(", attempt {}", w.attempt)
@@ -240,6 +272,25 @@ pub fn describe(event: &Event) -> String {
             line
         }
     }
+}
+
+/// `recovered operation X (dead: run-1): stopped 2 worker groups, deleted 1 temp resource,
+/// archived as failed to PATH`.
+pub fn recovered_line(r: &OperationRecovered) -> String {
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let dead = if r.dead_participants.is_empty() {
+        "none registered".to_string()
+    } else {
+        r.dead_participants.join(", ")
+    };
+    format!(
+        "recovered operation {} (dead: {dead}): stopped {}, deleted {}, archived as {} to {}",
+        r.operation,
+        plural(r.stopped_workers, "worker group"),
+        plural(r.deleted_temp_resources.len(), "temp resource"),
+        r.state,
+        r.archive
+    )
 }
 
 #[cfg(test)]

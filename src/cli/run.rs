@@ -96,6 +96,8 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
     let ledger = ctx
         .connect(|c| c.cleanup_wait(args.grace + Duration::from_secs(2)))
         .await?;
+    // What a supervisor killed earlier left behind goes first.
+    let recovered = super::recover::before_run(&ledger).await;
     let op = ledger
         .create_operation(OperationOptions::new().description(description))
         .await?;
@@ -105,12 +107,13 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         ledger: ctx.ledger_dir.display().to_string(),
         participant: op.participant_id().to_string(),
     }));
+    for r in recovered {
+        output.emit(Event::OperationRecovered(r));
+    }
 
     let (interrupt_tx, mut interrupts) = mpsc::unbounded_channel();
     let cause = Arc::new(Mutex::new(None));
-    let launcher: Arc<dyn WorkerLauncher> = Arc::new(ProcessLauncher {
-        ledger_dir: ctx.ledger_dir.clone(),
-    });
+    let launcher: Arc<dyn WorkerLauncher> = Arc::new(ProcessLauncher);
     let workers: Vec<Arc<WorkerSpec>> = plan.workers.iter().cloned().map(Arc::new).collect();
     let schedule = Schedule {
         nodes: plan
@@ -273,18 +276,15 @@ impl Starter {
                 on_started,
             };
             let o = launcher.run(&op, launch).await;
-            if let Some(call) = &o.call {
+            // A success is in the log already (`CALL_COMPLETED`); anything else gets the
+            // worker's status and attempt too.
+            if let Some(call) = o.call.as_ref().filter(|_| o.status != Status::Ok) {
                 let line = format!(
                     "WORKER_FINISHED callId={call} status={} attempt={attempt} name={}",
                     o.status.as_str(),
                     spec.name
                 );
-                let level = if o.status == Status::Ok {
-                    LogLevel::Info
-                } else {
-                    LogLevel::Warning
-                };
-                let _ = op.log(&line, level).await;
+                let _ = op.log(&line, LogLevel::Warning).await;
             }
             output.emit(finished_event(&spec.name, attempt, &o));
             o.status

@@ -36,11 +36,15 @@ pub(crate) fn is_local(p: &Participant, ledger: &LedgerInner) -> bool {
 
 /// Liveness of a registered participant.
 pub(crate) fn participant_alive(p: &Participant, ledger: &LedgerInner) -> bool {
-    if p.state != ParticipantState::Active {
-        return false;
-    }
+    p.state == ParticipantState::Active && process_running(p, ledger)
+}
+
+/// Whether the participant's process still runs (by heartbeat age when it is not on this
+/// machine), whatever its state in the operation: one that has just ended an operation
+/// archives it next.
+pub(crate) fn process_running(p: &Participant, ledger: &LedgerInner) -> bool {
     if is_local(p, ledger) {
-        let running = match p.start_ticks {
+        return match p.start_ticks {
             Some(start_ticks) => ProcessIdentity {
                 pid: p.pid,
                 start_ticks,
@@ -49,7 +53,6 @@ pub(crate) fn participant_alive(p: &Participant, ledger: &LedgerInner) -> bool {
             .is_same_process_alive(),
             None => ProcessIdentity::of(p.pid).is_some(),
         };
-        return running;
     }
     age_ms(ledger.clock.now(), p.last_heartbeat) <= ledger.config.stale_threshold.as_millis() as u64
 }

@@ -55,7 +55,11 @@ impl Ledger {
 
     fn is_abandoned(&self, data: &LedgerData) -> bool {
         if data.operation_state.is_final() {
-            return true;
+            // Whoever ended it archives it next: left to them while they run.
+            return !data
+                .participants
+                .values()
+                .any(|p| liveness::process_running(p, &self.inner));
         }
         let live_participant = data
             .participants

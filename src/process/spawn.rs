@@ -47,15 +47,22 @@ pub enum StdioMode {
     Piped,
     /// The supervisor's own stream.
     Inherit,
+    /// The supervisor's stderr (a worker's stdout kept off the supervisor's stdout, when
+    /// that is reserved for machine-readable output).
+    Stderr,
 }
 
 impl StdioMode {
-    fn to_std(self) -> std::process::Stdio {
-        match self {
+    fn to_std(self) -> io::Result<std::process::Stdio> {
+        Ok(match self {
             StdioMode::Null => std::process::Stdio::null(),
             StdioMode::Piped => std::process::Stdio::piped(),
             StdioMode::Inherit => std::process::Stdio::inherit(),
-        }
+            StdioMode::Stderr => {
+                use std::os::fd::AsFd;
+                std::process::Stdio::from(io::stderr().as_fd().try_clone_to_owned()?)
+            }
+        })
     }
 }
 
@@ -77,6 +84,7 @@ pub enum EscapeProof {
 #[derive(Clone, Debug)]
 pub struct WorkerCommand {
     program: OsString,
+    arg0: Option<OsString>,
     args: Vec<OsString>,
     cwd: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
@@ -94,6 +102,7 @@ impl WorkerCommand {
     pub fn new(program: impl AsRef<OsStr>) -> Self {
         WorkerCommand {
             program: program.as_ref().to_owned(),
+            arg0: None,
             args: Vec::new(),
             cwd: None,
             env: Vec::new(),
@@ -103,6 +112,13 @@ impl WorkerCommand {
             parent_death: Some(Signal::SIGKILL),
             escape: EscapeProof::Off,
         }
+    }
+
+    /// The name the worker sees as `argv[0]` (default: the program as given), e.g. the
+    /// command as the user wrote it when `program` is the path it resolved to.
+    pub fn arg0(mut self, name: impl AsRef<OsStr>) -> Self {
+        self.arg0 = Some(name.as_ref().to_owned());
+        self
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -208,11 +224,14 @@ impl WorkerCommand {
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(self.stdin.to_std())
-            .stdout(self.stdout.to_std())
-            .stderr(self.stderr.to_std())
+            .stdin(self.stdin.to_std().map_err(fail)?)
+            .stdout(self.stdout.to_std().map_err(fail)?)
+            .stderr(self.stderr.to_std().map_err(fail)?)
             .process_group(0)
             .kill_on_drop(false);
+        if let Some(name) = &self.arg0 {
+            cmd.arg0(name);
+        }
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
