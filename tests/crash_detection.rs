@@ -352,10 +352,13 @@ async fn a_crashed_participant_started_by_an_exec_worker_is_reported_to_its_call
     let err = call.join().await.unwrap_err().to_string();
     assert!(err.contains("participant `nested` started by this call crashed"), "{err}");
     let id = op.operation_id().clone();
-    wait_for("the nested participant declared crashed", || async {
-        store.read(&id).await.is_ok_and(|d| d.participants[&nested].state == ParticipantState::Crashed)
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !store.read(&id).await.is_ok_and(|d| d.participants[&nested].state == ParticipantState::Crashed) {
+        if Instant::now() > deadline {
+            panic!("not declared crashed: {:#?}\n{}", store.read(&id).await, log(&store, &id).await);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let data = store.read(&id).await.unwrap();
     assert_eq!(data.operation_state, OperationState::Running, "the call's fail_on_crash decided");
     assert!(data.call_frames.is_empty());

@@ -93,11 +93,9 @@ pub(crate) async fn declare_crashed(
             }
             record.state = ParticipantState::Crashed;
             // Started by a call's worker: the crash is that call's to report (its worker
-            // died), so it is contained here and the call decides through its own
-            // `fail_on_crash`.
-            let reported_to = record.spawned_by.clone().filter(|c| {
-                data.frame(c).is_some_and(|f| &f.participant_id != participant)
-            });
+            // died, and the call fails or has failed with it), so it is contained here and
+            // the call decides through its own `fail_on_crash`.
+            let reported_to = record.spawned_by.clone();
             let mut fatal = false;
             for frame in data.call_frames.iter_mut().filter(|f| &f.participant_id == participant) {
                 frame.state = FrameState::Crashed;

@@ -125,18 +125,74 @@ pub fn exchange_unsupported(e: &std::io::Error) -> bool {
 /// The whole file, read without updating its access time: every write makes a new
 /// inode, whose first read would otherwise cost a journal entry (with `relatime`).
 /// `O_NOATIME` is refused for files of other users; those are read plainly.
+///
+/// The reader holds a shared `flock` on the inode while it reads: a writer recycles an old
+/// trail inode as its next staging file only if it can lock it exclusively, so a reader
+/// that opened a file long ago and is still reading never sees it overwritten. A reader
+/// that finds the inode locked exclusively has opened a file being recycled (no longer
+/// the current one) and opens the path again.
 pub fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path)?,
-        other => other?,
+    for _ in 0..RECYCLED_RETRIES {
+        let mut file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(path)
+        {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path)?,
+            other => other?,
+        };
+        match file.try_lock_shared() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize + 1));
+        file.read_to_end(&mut bytes)?;
+        return Ok(bytes);
+    }
+    Err(std::io::Error::new(
+        ErrorKind::WouldBlock,
+        "the file kept being replaced while it was opened",
+    ))
+}
+
+/// How often a reader opens the path again when it caught an inode being recycled.
+const RECYCLED_RETRIES: usize = 1000;
+
+/// Turn the old file at `old` into the staging file `staging` holding `bytes`, without
+/// creating an inode (which costs more than the rest of a write on some disks). Only when
+/// no reader holds it (an exclusive `flock` taken without waiting), it has one name, and
+/// it is not the current file `current`; `Ok(false)` when it cannot be recycled.
+pub fn recycle_into(old: &Path, staging: &Path, current: &Path, bytes: &[u8], durable: bool) -> Result<bool> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let file = match OpenOptions::new().write(true).custom_flags(libc::O_NOATIME).open(old) {
+        Ok(f) => f,
+        Err(_) => return Ok(false),
     };
-    let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize + 1));
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
+    if file.try_lock().is_err() {
+        return Ok(false);
+    }
+    let Ok(meta) = file.metadata() else {
+        return Ok(false);
+    };
+    let current_ino = fs::metadata(current).map(|m| m.ino()).ok();
+    if meta.nlink() != 1 || current_ino == Some(meta.ino()) {
+        return Ok(false);
+    }
+    // Under the exclusive lock: take the name first, then the content.
+    if let Err(e) = fs::rename(old, staging) {
+        if e.kind() == ErrorKind::NotFound {
+            return Ok(false);
+        }
+        return Err(Error::io("recycle", old, e));
+    }
+    file.write_all_at(bytes, 0)
+        .and_then(|()| file.set_len(bytes.len() as u64))
+        .map_err(|e| Error::io("write", staging, e))?;
+    if durable {
+        file.sync_all().map_err(|e| Error::io("sync", staging, e))?;
+    }
+    Ok(true)
 }
 
 /// Make the directory entries below `path` (creations, renames) durable.

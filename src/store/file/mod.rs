@@ -161,12 +161,16 @@ impl FileStore {
         change(&mut data)?;
         data.operation_id = op.clone();
         data.seq = seq;
-        let trail = (self.options.trail_keep > 0).then_some(seq);
+        let keep = self.options.trail_keep;
+        let trail = (keep > 0).then_some(seq);
+        // The entry the trail is about to drop becomes this write's staging file.
+        let recycle = (keep > 0 && seq > keep).then(|| seq - keep);
         replace::swap_in(
             &self.paths,
             op,
             &data.to_json(),
             trail,
+            recycle,
             self.options.durable,
         )?;
         drop(lock);

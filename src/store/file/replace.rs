@@ -19,7 +19,9 @@
 use std::fs;
 use std::path::Path;
 
-use super::io::{create_private_dir, exchange, exchange_unsupported, sync_dir, write_private};
+use super::io::{
+    create_private_dir, exchange, exchange_unsupported, recycle_into, sync_dir, write_private,
+};
 use super::paths::Paths;
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
@@ -37,19 +39,27 @@ pub fn create(paths: &Paths, op: &OperationId, bytes: &[u8], durable: bool) -> R
 }
 
 /// Replace the operation file by `bytes`; with `trail_seq`, the replaced file becomes that
-/// trail entry.
+/// trail entry. With `recycle`, the trail entry of that `seq` (about to be pruned) is
+/// reused as the staging file when no reader holds it, instead of creating a new inode.
 pub fn swap_in(
     paths: &Paths,
     op: &OperationId,
     bytes: &[u8],
     trail_seq: Option<u64>,
+    recycle: Option<u64>,
     durable: bool,
 ) -> Result<()> {
     let target = paths.operation(op);
     let staging = match trail_seq {
         Some(seq) => {
             let entry = paths.trail_entry(op, seq);
-            stage_in_trail(paths, op, &entry, bytes, durable)?;
+            let recycled = match recycle {
+                Some(old) => recycle_into(&paths.trail_entry(op, old), &entry, &target, bytes, durable)?,
+                None => false,
+            };
+            if !recycled {
+                stage_in_trail(paths, op, &entry, bytes, durable)?;
+            }
             entry
         }
         None => {
@@ -136,7 +146,7 @@ mod tests {
         create(&paths, &op, b"live", false).unwrap();
         fs::create_dir(paths.trail_dir(&op)).unwrap();
         fs::hard_link(paths.operation(&op), paths.trail_entry(&op, 1)).unwrap();
-        swap_in(&paths, &op, b"next", Some(1), false).unwrap();
+        swap_in(&paths, &op, b"next", Some(1), None, false).unwrap();
         assert_eq!(fs::read(paths.operation(&op)).unwrap(), b"next");
         assert_eq!(fs::read(paths.trail_entry(&op, 1)).unwrap(), b"live");
     }
@@ -147,7 +157,7 @@ mod tests {
         let paths = Paths::new(dir.path().to_path_buf());
         let op = OperationId::parse("op_no_trail").unwrap();
         create(&paths, &op, b"old", false).unwrap();
-        swap_in(&paths, &op, b"new", None, true).unwrap();
+        swap_in(&paths, &op, b"new", None, None, true).unwrap();
         assert_eq!(fs::read(paths.operation(&op)).unwrap(), b"new");
         assert!(!paths.temp(&op).exists());
         assert!(!paths.trail_dir(&op).exists());
