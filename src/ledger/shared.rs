@@ -234,21 +234,30 @@ impl OpShared {
         self.failed.subscribe()
     }
 
+    /// Every open session's handle with its callbacks, taken out of the lock so the
+    /// callbacks run without it.
+    fn sessions_with_callbacks(self: &Arc<Self>) -> Vec<(Operation, OperationCallback)> {
+        let sessions: Vec<(u64, OperationCallback)> = self
+            .local()
+            .sessions
+            .iter()
+            .map(|(s, c)| (*s, c.clone()))
+            .collect();
+        sessions
+            .into_iter()
+            .map(|(s, c)| (Operation::from_shared(self.clone(), s), c))
+            .collect()
+    }
+
     /// Mark this participant aborted (once) and tell every session.
     pub fn abort_locally(self: &Arc<Self>) {
         let newly = self.aborted.send_if_modified(|a| !std::mem::replace(a, true));
         if !newly {
             return;
         }
-        let callbacks: Vec<(u64, OperationCallback)> = self
-            .local()
-            .sessions
-            .iter()
-            .map(|(s, c)| (*s, c.clone()))
-            .collect();
-        for (session, cb) in callbacks {
+        for (op, cb) in self.sessions_with_callbacks() {
             if let Some(f) = &cb.on_abort {
-                f(&Operation::from_shared(self.clone(), session));
+                f(&op);
             }
         }
     }
@@ -267,15 +276,9 @@ impl OpShared {
         if !newly {
             return;
         }
-        let callbacks: Vec<(u64, OperationCallback)> = self
-            .local()
-            .sessions
-            .iter()
-            .map(|(s, c)| (*s, c.clone()))
-            .collect();
-        for (session, cb) in callbacks {
+        for (op, cb) in self.sessions_with_callbacks() {
             if let Some(f) = &cb.on_failure {
-                f(&Operation::from_shared(self.clone(), session), &info);
+                f(&op, &info);
             }
         }
         let shared = self.clone();
