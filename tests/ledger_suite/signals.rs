@@ -123,37 +123,36 @@ pub async fn heartbeat_result_and_participants_without_calls(b: &dyn Backend) {
     op.complete().await.unwrap();
 }
 
-pub async fn stale_participant_detected_with_manual_clock(b: &dyn Backend) {
-    let clock = ManualClock::starting_now();
-    let slow = |c: tom_dist_ledger::Connect| c.heartbeat_interval(Duration::from_secs(3600));
-    let cli = connect_with(b, "cli", |c| slow(with_clock(clock.clone())(c))).await;
-    let remote = connect_with(b, "remote", |c| slow(with_clock(clock.clone())(c))).await;
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let e = errors.clone();
-    let op = cli
-        .create_operation(OperationOptions::new().callback(OperationCallback::new().on_heartbeat_error(
-            move |_, err| e.lock().unwrap().push(err.clone()),
-        )))
-        .await
-        .unwrap();
-    let joiner_beats = Arc::new(Mutex::new(0));
-    let jb = joiner_beats.clone();
+/// A remote-looking participant (`remote`, on "another host") joined to `op`, with its
+/// first heartbeat landed, so that only the manual clock ages it.
+async fn join_as_remote(
+    b: &dyn Backend,
+    clock: &Arc<ManualClock>,
+    cli: &tom_dist_ledger::Ledger,
+    op: &tom_dist_ledger::Operation,
+) -> tom_dist_ledger::Operation {
+    let clock = clock.clone();
+    let remote = connect_with(b, "remote", |c| {
+        c.clock(clock).heartbeat_interval(Duration::from_secs(3600))
+    })
+    .await;
+    let beats = Arc::new(Mutex::new(0));
+    let counter = beats.clone();
     let joined = remote
         .join_operation(
             op.operation_id(),
             OperationOptions::new().callback(OperationCallback::new().on_heartbeat_success(move |_, _| {
-                *jb.lock().unwrap() += 1;
+                *counter.lock().unwrap() += 1;
             })),
         )
         .await
         .unwrap();
     // The joiner's first (immediate) beat must land before the clock moves.
     wait_until("joiner's first heartbeat", || {
-        let beats = joiner_beats.clone();
+        let beats = beats.clone();
         async move { *beats.lock().unwrap() >= 1 }
     })
     .await;
-    // Make the joiner look like a participant on another machine.
     let me = joined.participant_id().clone();
     cli.store()
         .modify(op.operation_id(), &mut |d| {
@@ -164,6 +163,23 @@ pub async fn stale_participant_detected_with_manual_clock(b: &dyn Backend) {
         })
         .await
         .unwrap();
+    joined
+}
+
+pub async fn stale_participant_detected_with_manual_clock(b: &dyn Backend) {
+    let clock = ManualClock::starting_now();
+    let slow = |c: tom_dist_ledger::Connect| c.heartbeat_interval(Duration::from_secs(3600));
+    let cli = connect_with(b, "cli", |c| slow(with_clock(clock.clone())(c))).await;
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let e = errors.clone();
+    let op = cli
+        .create_operation(OperationOptions::new().callback(OperationCallback::new().on_heartbeat_error(
+            move |_, err| e.lock().unwrap().push(err.clone()),
+        )))
+        .await
+        .unwrap();
+    let joined = join_as_remote(b, &clock, &cli, &op).await;
+    let me = joined.participant_id().clone();
     let fresh = op.heartbeat().await.unwrap();
     assert!(fresh.stale_participants.is_empty());
     clock.advance(Duration::from_secs(16));
@@ -306,36 +322,10 @@ pub async fn stale_remote_participant_is_declared_crashed_and_fenced(b: &dyn Bac
     let clock = ManualClock::starting_now();
     let slow = |c: tom_dist_ledger::Connect| c.heartbeat_interval(Duration::from_secs(3600));
     let cli = connect_with(b, "cli", |c| slow(with_clock(clock.clone())(c))).await;
-    let remote = connect_with(b, "remote", |c| slow(with_clock(clock.clone())(c))).await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();
-    let beats = Arc::new(Mutex::new(0));
-    let counter = beats.clone();
-    let joined = remote
-        .join_operation(
-            op.operation_id(),
-            OperationOptions::new().callback(OperationCallback::new().on_heartbeat_success(move |_, _| {
-                *counter.lock().unwrap() += 1;
-            })),
-        )
-        .await
-        .unwrap();
-    // The joiner's first (immediate) beat must land before the clock moves.
-    wait_until("joiner's first heartbeat", || {
-        let beats = beats.clone();
-        async move { *beats.lock().unwrap() >= 1 }
-    })
-    .await;
+    let joined = join_as_remote(b, &clock, &cli, &op).await;
     let call = joined.start_call::<()>(CallOptions::new().fail_on_crash(false)).await.unwrap();
     let me = joined.participant_id().clone();
-    cli.store()
-        .modify(op.operation_id(), &mut |d| {
-            let p = d.participants.get_mut(&me).expect("registered");
-            p.host = "elsewhere".into();
-            p.boot_id = None;
-            Ok(())
-        })
-        .await
-        .unwrap();
     // No sleeping for the threshold: the clock jumps past it.
     clock.advance(Duration::from_secs(16));
     op.start_heartbeat(HeartbeatOptions {
