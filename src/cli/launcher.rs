@@ -124,7 +124,15 @@ impl WorkerLauncher for ProcessLauncher {
         }
         let (tx, rx) = oneshot::channel::<WorkerOutcome>();
         let call = op.spawn_supervised(options, move |ctx| async move {
-            let outcome = attempt::run(&ctx, launch).await;
+            let mut outcome = attempt::run(&ctx, launch).await;
+            // A worker that failed because the operation was aborted (a nested command
+            // that stopped on the abort, say) was cancelled, not broken.
+            if matches!(outcome.status, Status::Failed)
+                && ctx.operation.check_abort().await.unwrap_or(false)
+            {
+                outcome.status = Status::Cancelled;
+                outcome.error = Some("operation aborted".into());
+            }
             let result = match outcome.status {
                 Status::Ok => Ok(()),
                 // The call ends as cancelled, which does not fail the operation.

@@ -147,7 +147,12 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         report = schedule.run(|i, attempt| starter.start(workers[i].clone(), attempt), &mut interrupts) => report,
         never = watcher => match never {},
     };
-    let cause = cause.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let mut cause = cause.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // The abort may reach the workers (through nested commands) before this process sees
+    // it: the ledger says whether it happened.
+    if cause.is_none() && op.check_abort().await.unwrap_or(false) {
+        cause = Some(Cause::Aborted);
+    }
 
     let skipped: Vec<String> = report
         .finals
