@@ -16,9 +16,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tom_dist_ledger::ParticipantId;
 use tom_dist_ledger::ledger::{CallOptions, Connect, Ledger, OperationOptions};
 use tom_dist_ledger::process::{StdioMode, WorkerCommand};
-use tom_dist_ledger::ParticipantId;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tom-ledger");
 const N: usize = 1000;
@@ -29,7 +29,9 @@ const TARGET: f64 = 1.5;
 fn write_plan(dir: &Path, n: usize) -> std::path::PathBuf {
     let mut text = String::with_capacity(n * 40);
     for i in 0..n {
-        text.push_str(&format!("[[worker]]\nname = \"w{i}\"\ncmd = [\"true\"]\n\n"));
+        text.push_str(&format!(
+            "[[worker]]\nname = \"w{i}\"\ncmd = [\"true\"]\n\n"
+        ));
     }
     let path = dir.join(format!("plan-{n}.toml"));
     std::fs::write(&path, text).expect("write plan");
@@ -135,7 +137,11 @@ fn ledger_only(dir: &Path, n: usize) -> Duration {
         let start = Instant::now();
         for i in 0..n {
             let call = op
-                .start_call::<()>(CallOptions::new().description(format!("w{i}")).fail_on_crash(false))
+                .start_call::<()>(
+                    CallOptions::new()
+                        .description(format!("w{i}"))
+                        .fail_on_crash(false),
+                )
                 .await
                 .expect("start call");
             call.end(()).await.expect("end call");
@@ -233,7 +239,9 @@ fn main() {
         run_args(Path::new("L"), Path::new("PLAN")).join(" ")
     );
     println!();
-    println!("| way | wall | per worker | vs xargs -P{JOBS} | CPU (with workers) | CPU per worker |");
+    println!(
+        "| way | wall | per worker | vs xargs -P{JOBS} | CPU (with workers) | CPU per worker |"
+    );
     println!("|---|---|---|---|---|---|");
     println!(
         "| `xargs -P{JOBS} -n1 true` | {:.0} ms | {:.0} µs | 1.00× | {:.0} ms | {:.0} µs |",

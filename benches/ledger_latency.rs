@@ -12,14 +12,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tom_dist_ledger::ledger::{Connect, Ledger, OperationOptions};
 use tom_dist_ledger::ParticipantId;
+use tom_dist_ledger::ledger::{Connect, Ledger, OperationOptions};
 
 const PEER: &str = env!("CARGO_BIN_EXE_worker-ledger-peer");
 const RUNS: usize = 20;
 
 fn now_nanos() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 async fn ledger(dir: &std::path::Path) -> Ledger {
@@ -36,15 +39,27 @@ async fn ledger(dir: &std::path::Path) -> Ledger {
 
 async fn abort_once(dir: &std::path::Path) -> Duration {
     let ledger = ledger(dir).await;
-    let op = ledger.create_operation(OperationOptions::new()).await.expect("create");
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .expect("create");
     let mut child = Command::new(PEER)
-        .args(["wait-abort", "--ledger", dir.to_str().expect("utf-8"), "--op", op.operation_id().as_str()])
+        .args([
+            "wait-abort",
+            "--ledger",
+            dir.to_str().expect("utf-8"),
+            "--op",
+            op.operation_id().as_str(),
+        ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("peer");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    assert_eq!(lines.next_line().await.expect("read").as_deref(), Some("ready"));
+    assert_eq!(
+        lines.next_line().await.expect("read").as_deref(),
+        Some("ready")
+    );
     let sent = now_nanos();
     op.set_abort_flag(true).await.expect("abort");
     let line = lines.next_line().await.expect("read").expect("line");
@@ -56,15 +71,27 @@ async fn abort_once(dir: &std::path::Path) -> Duration {
 
 async fn crash_once(dir: &std::path::Path) -> Duration {
     let ledger = ledger(dir).await;
-    let op = ledger.create_operation(OperationOptions::new()).await.expect("create");
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .expect("create");
     let mut child = Command::new(PEER)
-        .args(["hang", "--ledger", dir.to_str().expect("utf-8"), "--op", op.operation_id().as_str()])
+        .args([
+            "hang",
+            "--ledger",
+            dir.to_str().expect("utf-8"),
+            "--op",
+            op.operation_id().as_str(),
+        ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("peer");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    assert_eq!(lines.next_line().await.expect("read").as_deref(), Some("ready"));
+    assert_eq!(
+        lines.next_line().await.expect("read").as_deref(),
+        Some("ready")
+    );
     let killed = Instant::now();
     child.start_kill().expect("kill");
     op.failed().await;
@@ -98,10 +125,18 @@ async fn main() {
     for _ in 0..RUNS {
         abort.push(abort_once(dir.path()).await);
     }
-    report("abort propagation to a local participant", abort, Duration::from_millis(200));
+    report(
+        "abort propagation to a local participant",
+        abort,
+        Duration::from_millis(200),
+    );
     let mut crash = Vec::new();
     for _ in 0..RUNS {
         crash.push(crash_once(dir.path()).await);
     }
-    report("SIGKILL of a local participant to the peer's failed()", crash, Duration::from_millis(500));
+    report(
+        "SIGKILL of a local participant to the peer's failed()",
+        crash,
+        Duration::from_millis(500),
+    );
 }

@@ -13,8 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tom_dist_ledger::ledger::{Connect, ExecWorker, Ledger, OperationOptions};
 use tom_dist_ledger::ParticipantId;
+use tom_dist_ledger::ledger::{Connect, ExecWorker, Ledger, OperationOptions};
 
 const SUPERVISOR: &str = env!("CARGO_BIN_EXE_worker-supervisor");
 const FORK_TREE: &str = env!("CARGO_BIN_EXE_worker-fork-tree");
@@ -27,7 +27,10 @@ async fn bare(n: usize) -> Duration {
         .map(|lane| {
             tokio::spawn(async move {
                 for _ in (lane..n).step_by(2) {
-                    let status = tokio::process::Command::new("true").status().await.expect("spawn");
+                    let status = tokio::process::Command::new("true")
+                        .status()
+                        .await
+                        .expect("spawn");
                     assert!(status.success());
                 }
             })
@@ -47,7 +50,10 @@ async fn library(dir: &std::path::Path, n: usize) -> Duration {
     )
     .await
     .expect("connect");
-    let op = ledger.create_operation(OperationOptions::new()).await.expect("create");
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .expect("create");
     let start = Instant::now();
     let lanes: Vec<_> = (0..2)
         .map(|lane| {
@@ -74,8 +80,12 @@ fn marked(marker: &str) -> usize {
             d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
                 .filter(|pid| {
                     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                    let zombie = stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+                    let stat =
+                        std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                    let zombie = stat
+                        .rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z'));
                     !zombie && cmd.split(|b| *b == 0).any(|a| a == marker.as_bytes())
                 })
                 .count()
@@ -88,11 +98,23 @@ async fn ctrl_c_once(ignore_term: bool, round: usize) -> Duration {
     let temps = tempfile::tempdir().expect("dir");
     let marker = format!("bench-sup-{}-{round}-{ignore_term}", std::process::id());
     let mut cmd = tokio::process::Command::new(SUPERVISOR);
-    cmd.args(["--ledger", ledger.path().to_str().expect("utf-8"), "--fork-tree", FORK_TREE])
-        .args(["--temp-dir", temps.path().to_str().expect("utf-8"), "--workers", "3", "--tree", "2"])
-        .args(["--grace-ms", "1000", "--marker", &marker])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args([
+        "--ledger",
+        ledger.path().to_str().expect("utf-8"),
+        "--fork-tree",
+        FORK_TREE,
+    ])
+    .args([
+        "--temp-dir",
+        temps.path().to_str().expect("utf-8"),
+        "--workers",
+        "3",
+        "--tree",
+        "2",
+    ])
+    .args(["--grace-ms", "1000", "--marker", &marker])
+    .stdout(Stdio::piped())
+    .kill_on_drop(true);
     if ignore_term {
         cmd.arg("--ignore-term");
     }
@@ -142,7 +164,11 @@ async fn main() {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!(
             "SIGINT to exit with every group gone, workers {}: min {:.1} ms, median {:.1} ms, worst {:.1} ms{}",
-            if ignore { "ignoring SIGTERM (grace 1000 ms)" } else { "honouring SIGTERM" },
+            if ignore {
+                "ignoring SIGTERM (grace 1000 ms)"
+            } else {
+                "honouring SIGTERM"
+            },
             ms(samples[0]),
             ms(samples[samples.len() / 2]),
             ms(samples[samples.len() - 1]),

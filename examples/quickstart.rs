@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use tom_dist_ledger::ledger::{CallOptions, Connect, Ledger, OperationOptions, SyncOptions, TrackedCall};
+use tom_dist_ledger::ledger::{
+    CallOptions, Connect, Ledger, OperationOptions, SyncOptions, TrackedCall,
+};
 use tom_dist_ledger::{Error, ParticipantId};
 
 #[tokio::main]

@@ -27,7 +27,10 @@ pub enum Error {
 
     /// The operation has ended (completed or failed) and takes no more changes.
     #[error("operation `{operation}` is {state}")]
-    OperationEnded { operation: OperationId, state: String },
+    OperationEnded {
+        operation: OperationId,
+        state: String,
+    },
 
     /// A ledger file that is not valid: the path and what the parser said.
     #[error("corrupt ledger file `{path}`: {reason}")]
@@ -50,7 +53,9 @@ pub enum Error {
     },
 
     /// A join under an id that a different live process holds.
-    #[error("participant id `{participant}` is already held by live process {pid} in operation `{operation}`")]
+    #[error(
+        "participant id `{participant}` is already held by live process {pid} in operation `{operation}`"
+    )]
     ParticipantInUse {
         operation: OperationId,
         participant: ParticipantId,
@@ -65,7 +70,10 @@ pub enum Error {
 
     /// `complete` while other participants still hold frames.
     #[error("operation `{operation}` still has open calls of other participants: {calls}")]
-    OpenCalls { operation: OperationId, calls: String },
+    OpenCalls {
+        operation: OperationId,
+        calls: String,
+    },
 
     #[error("session {session} of operation `{operation}` has pending calls: {calls}")]
     PendingCalls {
@@ -75,7 +83,10 @@ pub enum Error {
     },
 
     #[error("session {session} of operation `{operation}` is not active")]
-    SessionClosed { operation: OperationId, session: u64 },
+    SessionClosed {
+        operation: OperationId,
+        session: u64,
+    },
 
     #[error("call `{0}` has already completed")]
     CallCompleted(CallId),
@@ -101,7 +112,10 @@ pub enum Error {
     },
 
     #[error("operation `{operation}` failed: {reason}")]
-    OperationFailed { operation: OperationId, reason: String },
+    OperationFailed {
+        operation: OperationId,
+        reason: String,
+    },
 
     #[error("operation `{0}` was aborted")]
     Aborted(OperationId),
@@ -152,10 +166,15 @@ pub enum Error {
     /// A worker's program is not on `PATH`; `cwd` is set for a program given as a path,
     /// which is looked up relative to that directory.
     #[error("executable `{program}` not found{}", where_suffix(.cwd))]
-    ExecutableNotFound { program: String, cwd: Option<PathBuf> },
+    ExecutableNotFound {
+        program: String,
+        cwd: Option<PathBuf>,
+    },
 
     /// `exec` or `temp` outside an operation.
-    #[error("`{command}` needs an operation: run it from a worker of `tom-ledger run` or pass `--operation`")]
+    #[error(
+        "`{command}` needs an operation: run it from a worker of `tom-ledger run` or pass `--operation`"
+    )]
     NoOperation { command: &'static str },
 }
 

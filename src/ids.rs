@@ -145,8 +145,19 @@ mod tests {
     #[test]
     fn refuses_unsafe_ids() {
         for bad in [
-            "", "../..", "..", "/abs", "a/b", "test<script>", ".hidden", "a..b", "sp ace",
-            "tab\t", "nul\0", "ünï", "a\\b",
+            "",
+            "../..",
+            "..",
+            "/abs",
+            "a/b",
+            "test<script>",
+            ".hidden",
+            "a..b",
+            "sp ace",
+            "tab\t",
+            "nul\0",
+            "ünï",
+            "a\\b",
         ] {
             let err = OperationId::parse(bad).expect_err(bad);
             assert!(err.to_string().starts_with("invalid operation id"), "{err}");

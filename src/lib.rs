@@ -24,12 +24,12 @@ pub mod store;
 
 pub use cleanup::CleanupHandler;
 pub use error::{Error, Result};
+pub use ids::{CallId, OperationId, ParticipantId};
 pub use ledger::{
     Call, CallCallback, CallContext, CallOptions, Connect, HeartbeatError, HeartbeatErrorType,
     HeartbeatOptions, HeartbeatResult, Ledger, LedgerCallback, Operation, OperationCallback,
     OperationFailedInfo, OperationOptions, SpawnedCall, SyncOptions, SyncResult, WaitOptions,
 };
-pub use ids::{CallId, OperationId, ParticipantId};
 pub use model::{LogLevel, OperationState};
 
 /// The README's examples, compiled as doctests.

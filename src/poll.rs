@@ -75,11 +75,15 @@ pub async fn file(path: impl AsRef<Path>, options: &PollOptions) -> Result<Strin
 }
 
 /// Wait for a file and parse it as JSON.
-pub async fn file_json<T: DeserializeOwned>(path: impl AsRef<Path>, options: &PollOptions) -> Result<T> {
+pub async fn file_json<T: DeserializeOwned>(
+    path: impl AsRef<Path>,
+    options: &PollOptions,
+) -> Result<T> {
     let path = path.as_ref().to_path_buf();
     let shown = path.display().to_string();
     file_with(&path, options, move |s| {
-        serde_json::from_str(s).map_err(|e| Error::invalid(format!("json in `{shown}`"), e.to_string()))
+        serde_json::from_str(s)
+            .map_err(|e| Error::invalid(format!("json in `{shown}`"), e.to_string()))
     })
     .await
 }
@@ -136,7 +140,17 @@ pub async fn files<T>(
     }
     let mut out = Vec::with_capacity(paths.len());
     for path in paths {
-        out.push(file_with(path, &PollOptions { timeout: Some(Duration::ZERO), ..options.clone() }, &deserialize).await?);
+        out.push(
+            file_with(
+                path,
+                &PollOptions {
+                    timeout: Some(Duration::ZERO),
+                    ..options.clone()
+                },
+                &deserialize,
+            )
+            .await?,
+        );
     }
     Ok(out)
 }
@@ -187,7 +201,9 @@ mod tests {
         let n = file_with(&path, &fast(), |s| Ok(s.len())).await.unwrap();
         assert_eq!(n, 8);
         std::fs::write(&path, "not json").unwrap();
-        let err = file_json::<serde_json::Value>(&path, &fast()).await.unwrap_err();
+        let err = file_json::<serde_json::Value>(&path, &fast())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("r.json"), "{err}");
     }
 
@@ -199,7 +215,10 @@ mod tests {
             .interval(Duration::from_millis(1))
             .timeout(Duration::from_millis(20));
         let err = file(&path, &options).await.unwrap_err().to_string();
-        assert!(err.contains("never.txt") && err.contains("timed out"), "{err}");
+        assert!(
+            err.contains("never.txt") && err.contains("timed out"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -235,14 +254,19 @@ mod tests {
                 std::fs::write(first, "first").unwrap();
             })
         };
-        let got = files(&paths, &fast().delete(true), |s| Ok(s.to_string())).await.unwrap();
+        let got = files(&paths, &fast().delete(true), |s| Ok(s.to_string()))
+            .await
+            .unwrap();
         writer.await.unwrap();
         assert_eq!(got, vec!["first", "second"]);
         assert!(paths.iter().all(|p| !p.exists()));
         let options = PollOptions::default()
             .interval(Duration::from_millis(1))
             .timeout(Duration::from_millis(10));
-        let err = files(&paths, &options, |s| Ok(s.to_string())).await.unwrap_err().to_string();
+        let err = files(&paths, &options, |s| Ok(s.to_string()))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/a") && err.contains("/b"), "{err}");
     }
 }

@@ -10,16 +10,39 @@ fn refused(env: &Env, args: &[&str]) -> String {
     let before = env.ledger_snapshot();
     let out = env.run(args);
     refused_out(&out, args);
-    assert_same(&before, &env.ledger_snapshot(), &format!("{args:?} changed the ledger"));
+    assert_same(
+        &before,
+        &env.ledger_snapshot(),
+        &format!("{args:?} changed the ledger"),
+    );
     env.assert_no_leftovers();
     out.stderr.trim_end().to_string()
 }
 
 fn refused_out(out: &Out, args: &[&str]) {
-    assert_eq!(out.code(), 2, "{args:?}: stdout {:?} stderr {:?}", out.stdout, out.stderr);
-    assert!(out.stdout.is_empty(), "{args:?} printed on stdout: {:?}", out.stdout);
-    assert_eq!(out.stderr.lines().count(), 1, "{args:?}: not one line: {:?}", out.stderr);
-    assert!(out.stderr.starts_with("tom-ledger: error: "), "{:?}", out.stderr);
+    assert_eq!(
+        out.code(),
+        2,
+        "{args:?}: stdout {:?} stderr {:?}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?} printed on stdout: {:?}",
+        out.stdout
+    );
+    assert_eq!(
+        out.stderr.lines().count(),
+        1,
+        "{args:?}: not one line: {:?}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.starts_with("tom-ledger: error: "),
+        "{:?}",
+        out.stderr
+    );
 }
 
 /// An existing ledger with one archived operation in it, so "nothing written" means
@@ -35,15 +58,23 @@ fn plan_errors_name_the_file_and_line() {
     let env = env_with_ledger();
     let m = &env.marker;
     let cases: Vec<(&str, String, &str)> = vec![
-        ("syntax.toml", "[[worker]\nname = \"a\"\n".into(), "syntax.toml:1:"),
+        (
+            "syntax.toml",
+            "[[worker]\nname = \"a\"\n".into(),
+            "syntax.toml:1:",
+        ),
         (
             "unknown-key.toml",
-            format!("[[worker]]\nname = \"a\"\ncmd = [\"sh\", \"-c\", \"true\", \"{m}\"]\ntimeout_s = 3\n"),
+            format!(
+                "[[worker]]\nname = \"a\"\ncmd = [\"sh\", \"-c\", \"true\", \"{m}\"]\ntimeout_s = 3\n"
+            ),
             "unknown-key.toml:4:1: unknown field `timeout_s`",
         ),
         (
             "dup.toml",
-            format!("[[worker]]\nname = \"a\"\ncmd = [\"true\", \"{m}\"]\n[[worker]]\nname = \"a\"\ncmd = [\"true\"]\n"),
+            format!(
+                "[[worker]]\nname = \"a\"\ncmd = [\"true\", \"{m}\"]\n[[worker]]\nname = \"a\"\ncmd = [\"true\"]\n"
+            ),
             "dup.toml:5:8: duplicate worker name `a`",
         ),
         (
@@ -61,7 +92,9 @@ fn plan_errors_name_the_file_and_line() {
         ),
         (
             "missing.toml",
-            format!("[[worker]]\nname = \"ok\"\ncmd = [\"true\", \"{m}\"]\n[[worker]]\nname = \"b\"\ncmd = [\"no-such-tool-{m}\"]\n"),
+            format!(
+                "[[worker]]\nname = \"ok\"\ncmd = [\"true\", \"{m}\"]\n[[worker]]\nname = \"b\"\ncmd = [\"no-such-tool-{m}\"]\n"
+            ),
             "missing.toml:6:7: worker `b`: executable `no-such-tool-",
         ),
         (
@@ -69,7 +102,11 @@ fn plan_errors_name_the_file_and_line() {
             format!("[[worker]]\nname = \"a\"\ncmd = [\"true\", \"{m}\"]\ntimeout = \"forever\"\n"),
             "duration.toml:4:11: invalid duration `forever`",
         ),
-        ("empty.toml", String::new(), "empty.toml: the plan has no [[worker]] table"),
+        (
+            "empty.toml",
+            String::new(),
+            "empty.toml: the plan has no [[worker]] table",
+        ),
     ];
     for (name, text, expected) in cases {
         env.write(name, &text);
@@ -80,7 +117,10 @@ fn plan_errors_name_the_file_and_line() {
         );
     }
     let line = refused(&env, &["run", "--plan", "no-such-plan.toml"]);
-    assert!(line.starts_with("tom-ledger: error: no-such-plan.toml: cannot read the plan"), "{line}");
+    assert!(
+        line.starts_with("tom-ledger: error: no-such-plan.toml: cannot read the plan"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -88,9 +128,19 @@ fn run_refuses_a_missing_executable_and_bad_options() {
     let env = env_with_ledger();
     let missing = format!("no-such-tool-{}", env.marker);
     let line = refused(&env, &["run", "--", &missing, "arg"]);
-    assert_eq!(line, format!("tom-ledger: error: executable `{missing}` not found on PATH"));
+    assert_eq!(
+        line,
+        format!("tom-ledger: error: executable `{missing}` not found on PATH")
+    );
     let line = refused(&env, &["run", "--", "./not-here.sh"]);
-    assert!(line.ends_with("executable `./not-here.sh` not found in `{}`".replace("{}", env.dir.path().to_str().unwrap()).as_str()), "{line}");
+    assert!(
+        line.ends_with(
+            "executable `./not-here.sh` not found in `{}`"
+                .replace("{}", env.dir.path().to_str().unwrap())
+                .as_str()
+        ),
+        "{line}"
+    );
     for args in [
         &["run", "-j", "0", "--", "true"][..],
         &["run", "--timeout", "soon", "--", "true"],
@@ -113,9 +163,15 @@ fn operation_ids_are_validated_and_unknown_ones_refused() {
     let env = env_with_ledger();
     for command in ["status", "log", "abort", "trace"] {
         let line = refused(&env, &[command, "../../etc/passwd"]);
-        assert!(line.contains("invalid operation id `../../etc/passwd`"), "{command}: {line}");
+        assert!(
+            line.contains("invalid operation id `../../etc/passwd`"),
+            "{command}: {line}"
+        );
         let line = refused(&env, &[command, "no-such-op"]);
-        assert_eq!(line, "tom-ledger: error: operation `no-such-op` not found", "{command}");
+        assert_eq!(
+            line, "tom-ledger: error: operation `no-such-op` not found",
+            "{command}"
+        );
     }
     let line = refused(&env, &["exec", "--operation", "no-such-op", "--", "true"]);
     assert_eq!(line, "tom-ledger: error: operation `no-such-op` not found");
@@ -123,7 +179,10 @@ fn operation_ids_are_validated_and_unknown_ones_refused() {
     assert_eq!(line, "tom-ledger: error: operation `no-such-op` not found");
     let archived = cli_common::only_operation(&env);
     let line = refused(&env, &["temp", "add", "x", "--operation", &archived]);
-    assert_eq!(line, format!("tom-ledger: error: operation `{archived}` is completed"));
+    assert_eq!(
+        line,
+        format!("tom-ledger: error: operation `{archived}` is completed")
+    );
     let line = refused(&env, &["temp", "add", "x", "--operation", "a..b"]);
     assert!(line.contains("invalid operation id `a..b`"), "{line}");
 }
@@ -137,9 +196,18 @@ fn exec_and_temp_need_an_operation() {
         "tom-ledger: error: `exec` needs an operation: run it from a worker of `tom-ledger run` or pass `--operation`"
     );
     let line = refused(&env, &["temp", "add", "some/file"]);
-    assert!(line.starts_with("tom-ledger: error: `temp` needs an operation"), "{line}");
-    let line = refused(&env, &["exec", "--operation", "x", "--", "no-such-tool-here"]);
-    assert_eq!(line, "tom-ledger: error: executable `no-such-tool-here` not found on PATH");
+    assert!(
+        line.starts_with("tom-ledger: error: `temp` needs an operation"),
+        "{line}"
+    );
+    let line = refused(
+        &env,
+        &["exec", "--operation", "x", "--", "no-such-tool-here"],
+    );
+    assert_eq!(
+        line,
+        "tom-ledger: error: executable `no-such-tool-here` not found on PATH"
+    );
 }
 
 #[test]
@@ -155,7 +223,10 @@ fn a_missing_ledger_is_not_created_by_looking() {
     refused_out(&env.run(&["status", "some-op"]), &["status"]);
     refused_out(&env.run(&["log", "some-op"]), &["log"]);
     refused_out(&env.run(&["abort", "some-op"]), &["abort"]);
-    assert!(!env.ledger.exists(), "a read-only command created the ledger directory");
+    assert!(
+        !env.ledger.exists(),
+        "a read-only command created the ledger directory"
+    );
 }
 
 #[test]
@@ -169,7 +240,10 @@ fn ledger_directory_comes_from_the_flag_then_the_environment_then_the_default() 
     c.env("TOM_LEDGER_DIR", env.path("from-env"));
     let out = cli_common::run(c);
     out.expect_code(0);
-    assert_eq!(out.json()[0]["ledger"], env.path("from-env").to_str().unwrap());
+    assert_eq!(
+        out.json()[0]["ledger"],
+        env.path("from-env").to_str().unwrap()
+    );
     // --ledger wins over the environment.
     let mut c = env.cmd(&["--json", "run", "--", "true"]);
     c.env("TOM_LEDGER_DIR", env.path("from-env"));
@@ -178,7 +252,10 @@ fn ledger_directory_comes_from_the_flag_then_the_environment_then_the_default() 
     assert_eq!(out.json()[0]["ledger"], env.ledger.to_str().unwrap());
     // The participant id: {command}-{pid} unless given.
     let p = out.json()[0]["participant"].as_str().unwrap().to_string();
-    assert!(p.starts_with("run-") && p[4..].parse::<u32>().is_ok(), "{p}");
+    assert!(
+        p.starts_with("run-") && p[4..].parse::<u32>().is_ok(),
+        "{p}"
+    );
     let out = env.run(&["--json", "--participant", "builder", "run", "--", "true"]);
     assert_eq!(out.json()[0]["participant"], "builder");
 }

@@ -36,7 +36,12 @@ fn bounded<T>(rt: &tokio::runtime::Runtime, f: impl std::future::Future<Output =
 
 /// Wait until the operation has seen `writes` modifications (its first heartbeat among
 /// them), so that nothing of this participant is still on its way to the file.
-fn settle(rt: &tokio::runtime::Runtime, ledger: &Ledger, op: &tom_dist_ledger::OperationId, writes: u64) {
+fn settle(
+    rt: &tokio::runtime::Runtime,
+    ledger: &Ledger,
+    op: &tom_dist_ledger::OperationId,
+    writes: u64,
+) {
     bounded(rt, async {
         while ledger.store().read(op).await.expect("read").seq < writes {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -49,10 +54,22 @@ fn ls_and_status_show_live_and_archived_operations_without_changing_them() {
     let env = Env::new();
     let rt = runtime();
     let ledger = connect(&rt, &env, "tester");
-    let done = bounded(&rt, ledger.create_operation(OperationOptions::new().description("beta"))).unwrap();
+    let done = bounded(
+        &rt,
+        ledger.create_operation(OperationOptions::new().description("beta")),
+    )
+    .unwrap();
     bounded(&rt, done.complete()).unwrap();
-    let live = bounded(&rt, ledger.create_operation(OperationOptions::new().description("alpha"))).unwrap();
-    let call = bounded(&rt, live.start_call::<()>(CallOptions::new().description("compile"))).unwrap();
+    let live = bounded(
+        &rt,
+        ledger.create_operation(OperationOptions::new().description("alpha")),
+    )
+    .unwrap();
+    let call = bounded(
+        &rt,
+        live.start_call::<()>(CallOptions::new().description("compile")),
+    )
+    .unwrap();
     let temp = env.path("scratch");
     bounded(&rt, live.register_temp_resource(&temp)).unwrap();
     settle(&rt, &ledger, live.operation_id(), 3);
@@ -69,10 +86,20 @@ fn ls_and_status_show_live_and_archived_operations_without_changing_them() {
     if lines[0].starts_with(live.operation_id().as_str()) {
         lines.swap(0, 1);
     }
-    assert!(lines[0].starts_with(done.operation_id().as_str()), "{}", out.stdout);
-    assert!(lines[0].contains("archived") && lines[0].contains("completed") && lines[0].ends_with("beta"));
+    assert!(
+        lines[0].starts_with(done.operation_id().as_str()),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[0].contains("archived")
+            && lines[0].contains("completed")
+            && lines[0].ends_with("beta")
+    );
     assert!(lines[1].starts_with(live.operation_id().as_str()));
-    assert!(lines[1].contains("live") && lines[1].contains("running") && lines[1].contains("frames 1"));
+    assert!(
+        lines[1].contains("live") && lines[1].contains("running") && lines[1].contains("frames 1")
+    );
 
     let out = env.run(&["--json", "ls"]);
     out.expect_code(0);
@@ -93,7 +120,10 @@ fn ls_and_status_show_live_and_archived_operations_without_changing_them() {
     let text = &out.stdout;
     assert!(text.contains("state        running"), "{text}");
     assert!(text.contains("tester  alive"), "{text}");
-    assert!(text.contains(call.call_id().as_str()) && text.contains("compile"), "{text}");
+    assert!(
+        text.contains(call.call_id().as_str()) && text.contains("compile"),
+        "{text}"
+    );
     assert!(text.contains(temp.to_str().unwrap()), "{text}");
 
     let out = env.run(&["status", "--json", live.operation_id().as_str()]);
@@ -115,12 +145,24 @@ fn ls_and_status_show_live_and_archived_operations_without_changing_them() {
 
     let out = env.run(&["status", done.operation_id().as_str()]);
     out.expect_code(0);
-    assert!(out.stdout.contains("state        completed, archived"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("state        completed, archived"),
+        "{}",
+        out.stdout
+    );
 
-    for args in [&["log", live.operation_id().as_str()][..], &["trace", live.operation_id().as_str()], &["recover"]] {
+    for args in [
+        &["log", live.operation_id().as_str()][..],
+        &["trace", live.operation_id().as_str()],
+        &["recover"],
+    ] {
         env.run(args).expect_code(0);
     }
-    cli_common::assert_same(&before, &env.ledger_snapshot(), "read-only commands changed the ledger");
+    cli_common::assert_same(
+        &before,
+        &env.ledger_snapshot(),
+        "read-only commands changed the ledger",
+    );
     bounded(&rt, call.end(())).unwrap();
 }
 
@@ -136,15 +178,25 @@ fn log_prints_the_log_and_follows_it_until_the_operation_ends() {
     let out = env.run(&["log", &id]);
     out.expect_code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert!(lines[0].contains("[INFO] OPERATION_CREATED initiator=tester"), "{}", out.stdout);
+    assert!(
+        lines[0].contains("[INFO] OPERATION_CREATED initiator=tester"),
+        "{}",
+        out.stdout
+    );
     assert!(lines.iter().any(|l| l.ends_with("[INFO] first line")));
 
     let mut follow = Live::start(env.cmd(&["log", "--follow", &id]));
     follow.wait_for_line("the existing log", |l| l.ends_with("first line"));
-    bounded(&rt, op.log("second line", tom_dist_ledger::LogLevel::Warning)).unwrap();
+    bounded(
+        &rt,
+        op.log("second line", tom_dist_ledger::LogLevel::Warning),
+    )
+    .unwrap();
     follow.wait_for_line("the new line", |l| l.ends_with("[WARNING] second line"));
     bounded(&rt, op.complete()).unwrap();
-    follow.wait_for_line("the end of the operation", |l| l.contains("OPERATION_COMPLETED"));
+    follow.wait_for_line("the end of the operation", |l| {
+        l.contains("OPERATION_COMPLETED")
+    });
     follow.finish().expect_code(0);
 
     // An archived operation's log is still there.
@@ -162,7 +214,10 @@ fn abort_sets_the_flag_and_participants_see_it() {
     let id = op.operation_id().to_string();
     let out = env.run(&["abort", &id]);
     out.expect_code(0);
-    assert_eq!(out.stdout.trim(), format!("abort requested for operation {id}"));
+    assert_eq!(
+        out.stdout.trim(),
+        format!("abort requested for operation {id}")
+    );
     bounded(&rt, op.aborted());
     let (data, archived) = bounded(&rt, ledger.read_operation(op.operation_id())).unwrap();
     assert!(data.aborted && !archived);
@@ -177,7 +232,10 @@ fn abort_sets_the_flag_and_participants_see_it() {
     let before = env.ledger_snapshot();
     let out = env.run(&["abort", &id]);
     out.expect_code(2);
-    assert_eq!(out.stderr, format!("tom-ledger: error: operation `{id}` is completed\n"));
+    assert_eq!(
+        out.stderr,
+        format!("tom-ledger: error: operation `{id}` is completed\n")
+    );
     cli_common::assert_same(&before, &env.ledger_snapshot(), "a refused abort");
 }
 
@@ -205,7 +263,11 @@ fn trace_writes_one_complete_event_per_call() {
     bounded(&rt, ok.wait());
     bounded(&rt, bad.wait());
     bounded(&rt, regular.end(())).unwrap();
-    let open = bounded(&rt, op.start_call::<()>(CallOptions::new().description("still open"))).unwrap();
+    let open = bounded(
+        &rt,
+        op.start_call::<()>(CallOptions::new().description("still open")),
+    )
+    .unwrap();
     let id = op.operation_id().to_string();
 
     let out = env.run(&["trace", &id]);
@@ -227,18 +289,24 @@ fn trace_writes_one_complete_event_per_call() {
     assert_eq!(still["args"]["outcome"], "running");
     assert_eq!(still["name"], "still open");
     for e in &calls {
-        assert!(e["ts"].as_i64().unwrap() >= 0 && e["dur"].as_i64().unwrap() >= 0, "{e}");
-        assert_eq!(e["pid"], calls[0]["pid"], "one participant, one trace process");
+        assert!(
+            e["ts"].as_i64().unwrap() >= 0 && e["dur"].as_i64().unwrap() >= 0,
+            "{e}"
+        );
+        assert_eq!(
+            e["pid"], calls[0]["pid"],
+            "one participant, one trace process"
+        );
     }
-    let meta = trace["traceEvents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["ph"] == "M" && e["name"] == "process_name" && e["args"]["name"] == "tracer");
+    let meta =
+        trace["traceEvents"].as_array().unwrap().iter().any(|e| {
+            e["ph"] == "M" && e["name"] == "process_name" && e["args"]["name"] == "tracer"
+        });
     assert!(meta, "participant named in the metadata");
 
     let file = env.path("trace.json");
-    env.run(&["trace", &id, "-o", file.to_str().unwrap()]).expect_code(0);
+    env.run(&["trace", &id, "-o", file.to_str().unwrap()])
+        .expect_code(0);
     let written: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(complete_events(&written).len(), 4);
     bounded(&rt, open.end(())).unwrap();
@@ -247,7 +315,9 @@ fn trace_writes_one_complete_event_per_call() {
 
 /// A pid that belonged to a process that has exited.
 fn dead_pid() -> i32 {
-    let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
     child.wait().expect("wait");
     child.id() as i32
 }
@@ -265,7 +335,9 @@ fn recover_reports_operations_whose_participants_are_all_dead() {
         ))
         .unwrap();
     let dead = bounded(&rt, ghost.create_operation(OperationOptions::new())).unwrap();
-    bounded(&rt, dead.start_call::<()>(CallOptions::new())).map(std::mem::forget).unwrap();
+    bounded(&rt, dead.start_call::<()>(CallOptions::new()))
+        .map(std::mem::forget)
+        .unwrap();
     settle(&rt, &ghost, dead.operation_id(), 2);
     bounded(&rt, ghost.dispose());
     let alive = connect(&rt, &env, "alive");
@@ -278,8 +350,14 @@ fn recover_reports_operations_whose_participants_are_all_dead() {
     out.expect_code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "{}", out.stdout);
-    assert!(lines[0].starts_with(dead.operation_id().as_str()), "{}", out.stdout);
-    assert!(lines[0].contains("every participant is dead (ghost)") && lines[0].contains("frames 1"));
+    assert!(
+        lines[0].starts_with(dead.operation_id().as_str()),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[0].contains("every participant is dead (ghost)") && lines[0].contains("frames 1")
+    );
 
     let out = env.run(&["--json", "recover", "--dry-run"]);
     out.expect_code(0);
@@ -289,16 +367,27 @@ fn recover_reports_operations_whose_participants_are_all_dead() {
 
     let out = env.run(&["--json", "status", dead.operation_id().as_str()]);
     assert_eq!(out.json()[0]["participants"][0]["alive"], false);
-    cli_common::assert_same(&before, &env.ledger_snapshot(), "the report changes nothing");
+    cli_common::assert_same(
+        &before,
+        &env.ledger_snapshot(),
+        "the report changes nothing",
+    );
 
     // Without --dry-run the dead operation is archived as failed; the live one stays.
     let out = env.run(&["recover"]);
     out.expect_code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "{}", out.stdout);
-    let expected = format!("recovered operation {} (dead: ghost): stopped 0 worker groups", dead.operation_id());
+    let expected = format!(
+        "recovered operation {} (dead: ghost): stopped 0 worker groups",
+        dead.operation_id()
+    );
     assert!(lines[0].starts_with(&expected), "{}", out.stdout);
-    assert!(lines[0].contains("archived as failed to "), "{}", out.stdout);
+    assert!(
+        lines[0].contains("archived as failed to "),
+        "{}",
+        out.stdout
+    );
     let out = env.run(&["--json", "status", dead.operation_id().as_str()]);
     assert_eq!(out.json()[0]["state"], "failed");
     assert_eq!(out.json()[0]["archived"], true);

@@ -40,7 +40,8 @@ fn killed_run(env: &Env) -> Killed {
     }
     let plan = env.write("plan.toml", &plan);
     let plan = plan.to_str().expect("utf-8 path");
-    let mut run = Live::start(env.cmd(&["--json", "run", "-j", &WORKERS.to_string(), "--plan", plan]));
+    let mut run =
+        Live::start(env.cmd(&["--json", "run", "-j", &WORKERS.to_string(), "--plan", plan]));
     let started = run.wait_for_line("operation_started", |l| l.contains("\"operation_started\""));
     let op = serde_json::from_str::<Value>(&started).expect("event")["operation"]
         .as_str()
@@ -60,13 +61,21 @@ fn killed_run(env: &Env) -> Killed {
     for f in &frames {
         let process = &f["process"];
         assert!(pids.contains(&process["pid"].as_i64().expect("pid")), "{f}");
-        assert_eq!(process["pgid"], process["pid"], "a worker leads its own group");
+        assert_eq!(
+            process["pgid"], process["pid"],
+            "a worker leads its own group"
+        );
         assert_eq!(process["command"][0], FORK_TREE, "{f}");
     }
     let text = env.run(&["status", &op]).stdout;
-    assert!(text.contains(&format!("process {} (group {})", pids[0], pids[0])), "{text}");
+    assert!(
+        text.contains(&format!("process {} (group {})", pids[0], pids[0])),
+        "{text}"
+    );
     let everything = WORKERS * (1 + CHILDREN);
-    wait_until("every process of the trees to run", || processes_with(&env.marker).len() == everything);
+    wait_until("every process of the trees to run", || {
+        processes_with(&env.marker).len() == everything
+    });
 
     run.signal(Signal::SIGKILL);
     // Not `finish`: what is left of the workers holds the run's stderr open.
@@ -103,8 +112,18 @@ fn recover_stops_what_a_killed_run_left_and_deletes_its_temp_files() {
     let out = env.run(&["recover", "--dry-run"]);
     out.expect_code(0);
     assert!(out.stdout.starts_with(&killed.op), "{}", out.stdout);
-    assert!(out.stdout.contains(&format!("workers {WORKERS}  temp {WORKERS}  needs recovery")), "{}", out.stdout);
-    assert_eq!(processes_with(&env.marker).len(), WORKERS * CHILDREN, "a dry run stops nothing");
+    assert!(
+        out.stdout.contains(&format!(
+            "workers {WORKERS}  temp {WORKERS}  needs recovery"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        processes_with(&env.marker).len(),
+        WORKERS * CHILDREN,
+        "a dry run stops nothing"
+    );
 
     let out = env.run(&["--json", "recover"]);
     out.expect_code(0);
@@ -115,10 +134,21 @@ fn recover_stops_what_a_killed_run_left_and_deletes_its_temp_files() {
     assert_eq!(r["recovered"], true);
     assert_eq!(r["state"], "failed");
     assert_eq!(r["stopped_workers"], WORKERS);
-    assert_eq!(r["deleted_temp_resources"].as_array().map(Vec::len), Some(WORKERS));
-    let dead = r["dead_participants"].as_array().expect("dead participants");
-    assert!(dead.len() == 1 && dead[0].as_str().is_some_and(|p| p.starts_with("run-")), "{r}");
-    assert!(r["archive"].as_str().is_some_and(|a| a.contains("backup")), "{r}");
+    assert_eq!(
+        r["deleted_temp_resources"].as_array().map(Vec::len),
+        Some(WORKERS)
+    );
+    let dead = r["dead_participants"]
+        .as_array()
+        .expect("dead participants");
+    assert!(
+        dead.len() == 1 && dead[0].as_str().is_some_and(|p| p.starts_with("run-")),
+        "{r}"
+    );
+    assert!(
+        r["archive"].as_str().is_some_and(|a| a.contains("backup")),
+        "{r}"
+    );
     assert_cleaned_up(&env, &killed);
 
     // Nothing is left to recover.
@@ -140,7 +170,10 @@ fn the_next_run_recovers_what_a_killed_run_left_before_it_starts() {
     let events = out.json();
     assert_eq!(events[0]["event"], "operation_started");
     assert_ne!(events[0]["operation"], killed.op.as_str());
-    let recovered: Vec<&Value> = events.iter().filter(|e| e["event"] == "operation_recovered").collect();
+    let recovered: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "operation_recovered")
+        .collect();
     assert_eq!(recovered.len(), 1, "{events:#?}");
     assert_eq!(recovered[0]["operation"], killed.op.as_str());
     assert_eq!(recovered[0]["stopped_workers"], WORKERS);
@@ -158,6 +191,11 @@ fn the_next_run_recovers_what_a_killed_run_left_before_it_starts() {
     out.expect_code(0);
     let line = format!("recovered operation {} (dead: run-", killed.op);
     assert!(out.stderr.contains(&line), "{}", out.stderr);
-    assert!(out.stderr.contains("stopped 2 worker groups, deleted 2 temp resources, archived as failed to"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("stopped 2 worker groups, deleted 2 temp resources, archived as failed to"),
+        "{}",
+        out.stderr
+    );
     assert_cleaned_up(&env, &killed);
 }

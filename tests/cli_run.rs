@@ -77,7 +77,10 @@ fn after_orders_the_workers_and_json_is_all_there_is_on_stdout() {
         .collect();
     assert_eq!(calls.len(), 4, "{trace:#}");
     for name in ["a", "b", "c", "d"] {
-        let e = calls.iter().find(|e| e["name"] == name).expect("event per worker");
+        let e = calls
+            .iter()
+            .find(|e| e["name"] == name)
+            .expect("event per worker");
         let started = &events[index_of(&events, "worker_started", name)];
         assert_eq!(e["args"]["process"], started["pid"].to_string());
         assert_eq!(e["args"]["outcome"], "ok");
@@ -105,7 +108,9 @@ fn jobs_limit_is_respected() {
     let meet = "echo + >> $D/log; touch $D/started.$$; i=0; \
                 while [ $(ls $D | grep -c started) -lt 2 ] && [ $i -lt 2000 ]; do sleep 0.01; i=$((i+1)); done; \
                 echo - >> $D/log";
-    let workers: Vec<String> = (0..6).map(|i| worker(&env, &format!("w{i}"), meet, "")).collect();
+    let workers: Vec<String> = (0..6)
+        .map(|i| worker(&env, &format!("w{i}"), meet, ""))
+        .collect();
     let p = plan(&env, &workers);
     env.run(&["run", "-j", "2", "--plan", &p]).expect_code(0);
     let log = std::fs::read_to_string(env.path("log")).unwrap();
@@ -114,7 +119,9 @@ fn jobs_limit_is_respected() {
 
     let env = Env::new();
     let one = "echo + >> $D/log; sleep 0.02; echo - >> $D/log";
-    let workers: Vec<String> = (0..4).map(|i| worker(&env, &format!("w{i}"), one, "")).collect();
+    let workers: Vec<String> = (0..4)
+        .map(|i| worker(&env, &format!("w{i}"), one, ""))
+        .collect();
     let p = plan(&env, &workers);
     env.run(&["run", "-j", "1", "--plan", &p]).expect_code(0);
     let log = std::fs::read_to_string(env.path("log")).unwrap();
@@ -134,14 +141,22 @@ fn a_failure_stops_the_others_by_default() {
                 "while [ ! -e $D/slow.started ]; do sleep 0.01; done; exit 3",
                 "",
             ),
-            worker(&env, "dependent", "touch $D/dependent.ran", "after = [\"bad\"]"),
+            worker(
+                &env,
+                "dependent",
+                "touch $D/dependent.ran",
+                "after = [\"bad\"]",
+            ),
             worker(&env, "queued", "touch $D/queued.ran", ""),
         ],
     );
     let begun = Instant::now();
     let out = env.run(&["--json", "run", "-j", "2", "--grace", "10s", "--plan", &p]);
     out.expect_code(1);
-    assert!(begun.elapsed() < Duration::from_secs(30), "the sleeper was not stopped");
+    assert!(
+        begun.elapsed() < Duration::from_secs(30),
+        "the sleeper was not stopped"
+    );
     let events = out.json();
     let bad = finished(&events, "bad");
     assert_eq!(bad["status"], "failed");
@@ -167,7 +182,12 @@ fn keep_going_runs_what_does_not_depend_on_the_failure() {
         &env,
         &[
             worker(&env, "bad", "exit 4", ""),
-            worker(&env, "dependent", "touch $D/dependent.ran", "after = [\"bad\"]"),
+            worker(
+                &env,
+                "dependent",
+                "touch $D/dependent.ran",
+                "after = [\"bad\"]",
+            ),
             worker(&env, "first", "true", ""),
             worker(&env, "second", "touch $D/second.ran", "after = [\"first\"]"),
             worker(&env, "tolerated", "exit 9", "fail_on_crash = false"),
@@ -191,7 +211,10 @@ fn keep_going_runs_what_does_not_depend_on_the_failure() {
 #[test]
 fn a_tolerated_failure_does_not_fail_the_run() {
     let env = Env::new();
-    let p = plan(&env, &[worker(&env, "optional", "exit 2", "fail_on_crash = false")]);
+    let p = plan(
+        &env,
+        &[worker(&env, "optional", "exit 2", "fail_on_crash = false")],
+    );
     let out = env.run(&["--json", "run", "--plan", &p]);
     out.expect_code(0);
     assert_eq!(finished(&out.json(), "optional")["status"], "failed");
@@ -204,7 +227,12 @@ fn timeouts_stop_the_worker_and_retries_start_it_again() {
     let p = plan(
         &env,
         &[
-            worker(&env, "hang", "exec sleep 60", "timeout = \"200ms\"\nretries = 1"),
+            worker(
+                &env,
+                "hang",
+                "exec sleep 60",
+                "timeout = \"200ms\"\nretries = 1",
+            ),
             worker(
                 &env,
                 "flaky",
@@ -242,7 +270,17 @@ fn timeouts_stop_the_worker_and_retries_start_it_again() {
 #[test]
 fn the_run_timeout_stops_everything() {
     let env = Env::new();
-    let out = env.run(&["--json", "run", "--timeout", "300ms", "--", "sh", "-c", "exec sleep 60", &env.marker]);
+    let out = env.run(&[
+        "--json",
+        "run",
+        "--timeout",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        "exec sleep 60",
+        &env.marker,
+    ]);
     out.expect_code(1);
     let events = out.json();
     assert_eq!(finished(&events, "sh")["status"], "timeout");
@@ -256,10 +294,18 @@ fn temp_resources_go_on_failure_and_stay_on_success() {
     let env = Env::new();
     let p = plan(
         &env,
-        &[worker(&env, "maker", "mkdir -p $D/out/sub; touch $D/out/sub/file $D/single; exit $FAIL", "temp = [\"out\", \"single\"]\nenv = { FAIL = \"1\" }")],
+        &[worker(
+            &env,
+            "maker",
+            "mkdir -p $D/out/sub; touch $D/out/sub/file $D/single; exit $FAIL",
+            "temp = [\"out\", \"single\"]\nenv = { FAIL = \"1\" }",
+        )],
     );
     env.run(&["run", "--plan", &p]).expect_code(1);
-    assert!(!env.path("out").exists() && !env.path("single").exists(), "temp resources left behind");
+    assert!(
+        !env.path("out").exists() && !env.path("single").exists(),
+        "temp resources left behind"
+    );
     let op = only_operation(&env);
     let status = env.run(&["--json", "status", &op]).json()[0].clone();
     assert_eq!(status["state"], "failed");
@@ -267,10 +313,18 @@ fn temp_resources_go_on_failure_and_stay_on_success() {
     let env = Env::new();
     let p = plan(
         &env,
-        &[worker(&env, "maker", "touch $D/single", "temp = [\"single\"]")],
+        &[worker(
+            &env,
+            "maker",
+            "touch $D/single",
+            "temp = [\"single\"]",
+        )],
     );
     env.run(&["run", "--plan", &p]).expect_code(0);
-    assert!(env.path("single").exists(), "a completed operation keeps its files");
+    assert!(
+        env.path("single").exists(),
+        "a completed operation keeps its files"
+    );
 }
 
 #[test]
@@ -279,23 +333,61 @@ fn stdio_and_file_workers_report_their_results() {
     let p = plan(
         &env,
         &[
-            worker(&env, "json", "echo {\\\"answer\\\": 42}", "kind = \"stdio\""),
-            worker(&env, "not-json", "echo hello", "kind = \"stdio\"\nfail_on_crash = false"),
-            worker(&env, "file", "echo [1,2] > $D/result.tmp && mv $D/result.tmp $D/result.json", "kind = \"file\"\nresult_file = \"result.json\""),
-            worker(&env, "no-file", "true", "kind = \"file\"\nresult_file = \"never.json\"\nfail_on_crash = false"),
+            worker(
+                &env,
+                "json",
+                "echo {\\\"answer\\\": 42}",
+                "kind = \"stdio\"",
+            ),
+            worker(
+                &env,
+                "not-json",
+                "echo hello",
+                "kind = \"stdio\"\nfail_on_crash = false",
+            ),
+            worker(
+                &env,
+                "file",
+                "echo [1,2] > $D/result.tmp && mv $D/result.tmp $D/result.json",
+                "kind = \"file\"\nresult_file = \"result.json\"",
+            ),
+            worker(
+                &env,
+                "no-file",
+                "true",
+                "kind = \"file\"\nresult_file = \"never.json\"\nfail_on_crash = false",
+            ),
         ],
     );
     let out = env.run(&["--json", "run", "--plan", &p]);
     out.expect_code(0);
     let events = out.json();
-    assert_eq!(finished(&events, "json")["result"], serde_json::json!({"answer": 42}));
+    assert_eq!(
+        finished(&events, "json")["result"],
+        serde_json::json!({"answer": 42})
+    );
     let nj = finished(&events, "not-json");
     assert_eq!(nj["status"], "failed");
-    assert!(nj["error"].as_str().unwrap().starts_with("stdout is not JSON"), "{nj}");
-    assert_eq!(finished(&events, "file")["result"], serde_json::json!([1, 2]));
+    assert!(
+        nj["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("stdout is not JSON"),
+        "{nj}"
+    );
+    assert_eq!(
+        finished(&events, "file")["result"],
+        serde_json::json!([1, 2])
+    );
     let nf = finished(&events, "no-file");
     assert_eq!(nf["status"], "failed");
-    assert!(nf["error"].as_str().unwrap().contains("without writing its result file"), "{nf}");
+    assert!(
+        nf["error"]
+            .as_str()
+            .unwrap()
+            .contains("without writing its result file"),
+        "{nf}"
+    );
 }
 
 #[test]
@@ -303,13 +395,35 @@ fn exit_statuses_and_plain_output() {
     let env = Env::new();
     let out = env.run(&["run", "--", "true"]);
     out.expect_code(0);
-    assert!(out.stdout.is_empty(), "plain lines go to stderr: {:?}", out.stdout);
+    assert!(
+        out.stdout.is_empty(),
+        "plain lines go to stderr: {:?}",
+        out.stdout
+    );
     assert!(out.stderr.contains("started  true (pid "), "{}", out.stderr);
     assert!(out.stderr.contains("ok       true in "), "{}", out.stderr);
-    assert!(out.stderr.lines().last().unwrap().contains("completed in"), "{}", out.stderr);
+    assert!(
+        out.stderr.lines().last().unwrap().contains("completed in"),
+        "{}",
+        out.stderr
+    );
 
-    let out = env.run(&["run", "--", "sh", "-c", "echo to-stdout; exit 7", &env.marker]);
+    let out = env.run(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "echo to-stdout; exit 7",
+        &env.marker,
+    ]);
     out.expect_code(1);
-    assert_eq!(out.stdout, "to-stdout\n", "the worker's own output is untouched");
-    assert!(out.stderr.contains("failed   sh in ") && out.stderr.contains("exit status 7"), "{}", out.stderr);
+    assert_eq!(
+        out.stdout, "to-stdout\n",
+        "the worker's own output is untouched"
+    );
+    assert!(
+        out.stderr.contains("failed   sh in ") && out.stderr.contains("exit status 7"),
+        "{}",
+        out.stderr
+    );
 }

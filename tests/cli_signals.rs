@@ -21,7 +21,12 @@ fn start_run(env: &Env, workers: &[String], extra: &[&str]) -> Live {
 fn ctrl_c_stops_workers_and_nested_commands_and_deletes_temp_resources() {
     let env = Env::new();
     let workers = [
-        worker(&env, "sleeper", "touch $D/own.tmp $D/sleeper.ready; exec sleep 60", "temp = [\"own.tmp\"]"),
+        worker(
+            &env,
+            "sleeper",
+            "touch $D/own.tmp $D/sleeper.ready; exec sleep 60",
+            "temp = [\"own.tmp\"]",
+        ),
         worker(
             &env,
             "nested",
@@ -31,7 +36,9 @@ fn ctrl_c_stops_workers_and_nested_commands_and_deletes_temp_resources() {
         ),
     ];
     let mut run = start_run(&env, &workers, &["-j", "2"]);
-    run.wait_for_line("two workers started", |l| l.contains("\"name\":\"nested\"") && l.contains("worker_started"));
+    run.wait_for_line("two workers started", |l| {
+        l.contains("\"name\":\"nested\"") && l.contains("worker_started")
+    });
     wait_until("the workers to be ready", || {
         env.path("sleeper.ready").exists() && env.path("inner.ready").exists()
     });
@@ -43,7 +50,10 @@ fn ctrl_c_stops_workers_and_nested_commands_and_deletes_temp_resources() {
     assert!(interrupted.elapsed() < Duration::from_secs(30));
     let events = out.json();
     for name in ["sleeper", "nested"] {
-        assert_eq!(events[index_of(&events, "worker_finished", name)]["status"], "cancelled");
+        assert_eq!(
+            events[index_of(&events, "worker_finished", name)]["status"],
+            "cancelled"
+        );
     }
     let end = events.last().unwrap();
     assert_eq!(end["event"], "operation_finished");
@@ -51,8 +61,14 @@ fn ctrl_c_stops_workers_and_nested_commands_and_deletes_temp_resources() {
     assert_eq!(end["exit_code"], 130);
     assert_eq!(end["reason"], "interrupted by SIGINT");
     env.assert_no_leftovers();
-    assert!(!env.path("own.tmp").exists(), "the worker's temp resource is left");
-    assert!(!env.path("nested.tmp").exists(), "the nested temp resource is left");
+    assert!(
+        !env.path("own.tmp").exists(),
+        "the worker's temp resource is left"
+    );
+    assert!(
+        !env.path("nested.tmp").exists(),
+        "the nested temp resource is left"
+    );
     let op = only_operation(&env);
     let status = env.run(&["--json", "status", &op]).json()[0].clone();
     assert_eq!(status["state"], "failed");
@@ -63,13 +79,20 @@ fn ctrl_c_stops_workers_and_nested_commands_and_deletes_temp_resources() {
 #[test]
 fn sigterm_exits_143() {
     let env = Env::new();
-    let mut run = start_run(&env, &[worker(&env, "w", "touch $D/ready; exec sleep 60", "")], &[]);
+    let mut run = start_run(
+        &env,
+        &[worker(&env, "w", "touch $D/ready; exec sleep 60", "")],
+        &[],
+    );
     run.wait_for_line("worker_started", |l| l.contains("worker_started"));
     wait_until("the worker to run", || env.path("ready").exists());
     run.signal(Signal::SIGTERM);
     let out = run.finish();
     out.expect_code(143);
-    assert_eq!(out.json().last().unwrap()["reason"], "interrupted by SIGTERM");
+    assert_eq!(
+        out.json().last().unwrap()["reason"],
+        "interrupted by SIGTERM"
+    );
     env.assert_no_leftovers();
 }
 
@@ -78,16 +101,25 @@ fn a_second_ctrl_c_kills_workers_that_ignore_sigterm() {
     let env = Env::new();
     let stubborn = "trap 'echo term >> $D/got-term' TERM; touch $D/ready; \
                     while :; do sleep 0.05; done";
-    let mut run = start_run(&env, &[worker(&env, "stubborn", stubborn, "")], &["--grace", "120s"]);
+    let mut run = start_run(
+        &env,
+        &[worker(&env, "stubborn", stubborn, "")],
+        &["--grace", "120s"],
+    );
     run.wait_for_line("worker_started", |l| l.contains("worker_started"));
     wait_until("the worker to run", || env.path("ready").exists());
     let begun = Instant::now();
     run.signal(Signal::SIGINT);
-    wait_until("the worker to get SIGTERM", || env.path("got-term").exists());
+    wait_until("the worker to get SIGTERM", || {
+        env.path("got-term").exists()
+    });
     run.signal(Signal::SIGINT);
     let out = run.finish();
     out.expect_code(130);
-    assert!(begun.elapsed() < Duration::from_secs(60), "the second Ctrl+C waited for the grace");
+    assert!(
+        begun.elapsed() < Duration::from_secs(60),
+        "the second Ctrl+C waited for the grace"
+    );
     let events = out.json();
     let f = &events[index_of(&events, "worker_finished", "stubborn")];
     assert_eq!(f["status"], "cancelled");

@@ -5,8 +5,8 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::peer::Peer;
-use tom_dist_ledger::ledger::{Connect, Ledger, OperationOptions};
 use tom_dist_ledger::ParticipantId;
+use tom_dist_ledger::ledger::{Connect, Ledger, OperationOptions};
 
 async fn initiator(dir: &std::path::Path) -> Ledger {
     Ledger::connect(
@@ -23,10 +23,16 @@ async fn initiator(dir: &std::path::Path) -> Ledger {
 async fn abort_set_by_one_process_reaches_another_quickly() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = initiator(dir.path()).await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let mut peer = Peer::start("wait-abort", dir.path(), op.operation_id(), "peer", &[]);
     assert_eq!(peer.line().await, "ready");
-    let sent = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let sent = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     op.set_abort_flag(true).await.unwrap();
     let answer = peer.line().await;
     let seen: u128 = answer

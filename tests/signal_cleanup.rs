@@ -11,9 +11,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tom_dist_ledger::OperationId;
 use tom_dist_ledger::model::OperationState;
 use tom_dist_ledger::store::{FileStore, FileStoreOptions, Store};
-use tom_dist_ledger::OperationId;
 
 const SUPERVISOR: &str = env!("CARGO_BIN_EXE_worker-supervisor");
 const FORK_TREE: &str = env!("CARGO_BIN_EXE_worker-fork-tree");
@@ -51,7 +51,12 @@ async fn start(scope: &TestScope, ignore_term: bool, grace_ms: u64) -> Run {
     // The supervisor, 3 workers and 2 grandchildren each, all alive.
     assert_eq!(marked_pids(&scope.marker).len(), 10);
     assert_eq!(std::fs::read_dir(temps.path()).unwrap().count(), 3);
-    Run { child, op, ledger, temps }
+    Run {
+        child,
+        op,
+        ledger,
+        temps,
+    }
 }
 
 async fn wait_exit(run: &mut Run) -> i32 {
@@ -71,7 +76,10 @@ async fn assert_archived_failed(run: &Run, signal: &str) {
     assert_eq!(reason, format!("interrupted by {signal}"));
     assert!(data.call_frames.is_empty());
     assert!(data.temp_resources.is_empty());
-    let (log, _) = store.read_log(&run.op, tom_dist_ledger::store::LogKind::Main, 0).await.unwrap();
+    let (log, _) = store
+        .read_log(&run.op, tom_dist_ledger::store::LogKind::Main, 0)
+        .await
+        .unwrap();
     assert!(log.contains("CLEANUP_COMPLETED"), "{log}");
 }
 
@@ -86,7 +94,11 @@ async fn sigint_stops_everything_and_exits_130() {
     signal(&run, Signal::SIGINT);
     assert_eq!(wait_exit(&mut run).await, 130);
     scope.assert_clean();
-    assert_eq!(std::fs::read_dir(run.temps.path()).unwrap().count(), 0, "temp files deleted");
+    assert_eq!(
+        std::fs::read_dir(run.temps.path()).unwrap().count(),
+        0,
+        "temp files deleted"
+    );
     assert_archived_failed(&run, "SIGINT").await;
 }
 
@@ -108,7 +120,10 @@ async fn workers_ignoring_sigterm_are_killed_after_the_grace() {
     let sent = Instant::now();
     signal(&run, Signal::SIGINT);
     assert_eq!(wait_exit(&mut run).await, 130);
-    assert!(sent.elapsed() >= Duration::from_millis(1000), "the grace was given");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1000),
+        "the grace was given"
+    );
     scope.assert_clean();
     assert_eq!(std::fs::read_dir(run.temps.path()).unwrap().count(), 0);
     assert_archived_failed(&run, "SIGINT").await;
@@ -132,5 +147,9 @@ async fn second_sigint_ends_everything_at_once() {
     assert_eq!(wait_exit(&mut run).await, 130);
     assert!(sent.elapsed() < Duration::from_secs(30));
     scope.assert_clean();
-    assert_eq!(std::fs::read_dir(run.temps.path()).unwrap().count(), 0, "temp files deleted");
+    assert_eq!(
+        std::fs::read_dir(run.temps.path()).unwrap().count(),
+        0,
+        "temp files deleted"
+    );
 }

@@ -112,7 +112,9 @@ async fn eight_processes_lose_no_frame_and_readers_never_see_half_a_file() {
         data.seq
     );
     assert!(
-        data.participants.values().all(|p| p.state == ParticipantState::Left),
+        data.participants
+            .values()
+            .all(|p| p.state == ParticipantState::Left),
         "every contender left in order"
     );
 
@@ -137,7 +139,8 @@ async fn eight_processes_lose_no_frame_and_readers_never_see_half_a_file() {
         "no line torn or merged (calls, plus a join and a leave per process)"
     );
     assert!(
-        log.lines().all(|l| l.len() > 25 && l.as_bytes()[24] == b' ' && l.contains(" [INFO] ")),
+        log.lines()
+            .all(|l| l.len() > 25 && l.as_bytes()[24] == b' ' && l.contains(" [INFO] ")),
         "every line is `{{timestamp}} [LEVEL] message`"
     );
 

@@ -73,7 +73,9 @@ fn main() {
 }
 
 fn run(args: Args) -> BoxResult<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let report = match args.mode {
         Mode::Calls {
             dir,
@@ -164,7 +166,10 @@ impl Caller {
             .participant(me)
             .heartbeat_interval(Duration::from_secs(3600))
             .handle_signals(false);
-        let connect = match std::env::var("LEDGER_TRAIL_KEEP").ok().and_then(|v| v.parse().ok()) {
+        let connect = match std::env::var("LEDGER_TRAIL_KEEP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
             Some(keep) => connect.trail_keep(keep),
             None => connect,
         };

@@ -66,7 +66,9 @@ fn parse() -> Result<Args, String> {
             out.contained = true;
             continue;
         }
-        let value = args.next().ok_or_else(|| format!("missing value for {flag}"))?;
+        let value = args
+            .next()
+            .ok_or_else(|| format!("missing value for {flag}"))?;
         match flag.as_str() {
             "--ledger" => out.ledger = value,
             "--op" => out.op = value,
@@ -76,9 +78,15 @@ fn parse() -> Result<Args, String> {
             "--worker" => out.worker = Some(value),
             "--worker-arg" => out.worker_args.push(value),
             "--hb-ms" => out.hb_ms = value.parse().map_err(|e| format!("--hb-ms: {e}"))?,
-            "--stale-ms" => out.stale_ms = Some(value.parse().map_err(|e| format!("--stale-ms: {e}"))?),
+            "--stale-ms" => {
+                out.stale_ms = Some(value.parse().map_err(|e| format!("--stale-ms: {e}"))?)
+            }
             "--cleanup-wait-ms" => {
-                out.cleanup_wait_ms = Some(value.parse().map_err(|e| format!("--cleanup-wait-ms: {e}"))?)
+                out.cleanup_wait_ms = Some(
+                    value
+                        .parse()
+                        .map_err(|e| format!("--cleanup-wait-ms: {e}"))?,
+                )
             }
             "--marker" => {}
             other => return Err(format!("unknown flag {other}")),
@@ -122,7 +130,10 @@ async fn run(args: Args) -> Result<(), String> {
     // Started by another participant's exec worker: say which call (crashes are reported
     // to it).
     let mut options = OperationOptions::new();
-    if let Some(call) = std::env::var("TOM_LEDGER_CALL").ok().and_then(|c| CallId::parse(c).ok()) {
+    if let Some(call) = std::env::var("TOM_LEDGER_CALL")
+        .ok()
+        .and_then(|c| CallId::parse(c).ok())
+    {
         options = options.spawned_by(call);
     }
     let op = ledger
@@ -136,7 +147,9 @@ async fn run(args: Args) -> Result<(), String> {
         )
         .await
         .map_err(|e| e.to_string())?;
-    beat_rx.await.map_err(|_| "no first heartbeat".to_string())?;
+    beat_rx
+        .await
+        .map_err(|_| "no first heartbeat".to_string())?;
     match args.mode.as_str() {
         "wait-abort" => {
             say("ready");
@@ -161,7 +174,9 @@ async fn run(args: Args) -> Result<(), String> {
         }
         "hang" | "fail-and-hang" => {
             for t in &args.temps {
-                op.register_temp_resource(t).await.map_err(|e| e.to_string())?;
+                op.register_temp_resource(t)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             let call = op
                 .start_call::<()>(
@@ -188,7 +203,8 @@ async fn run(args: Args) -> Result<(), String> {
                             }),
                         std::env::temp_dir().join(format!("peer-{}.json", std::process::id())),
                     );
-                    rx.await.map_err(|_| "worker ended before ready".to_string())?;
+                    rx.await
+                        .map_err(|_| "worker ended before ready".to_string())?;
                     // Its identity is written to the frame in the background: wait for it.
                     let id = worker.call_id().clone();
                     loop {
@@ -204,7 +220,9 @@ async fn run(args: Args) -> Result<(), String> {
             };
             say("ready");
             if args.mode == "fail-and-hang" {
-                call.fail("failing on purpose").await.map_err(|e| e.to_string())?;
+                call.fail("failing on purpose")
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             let info = op.failed().await;
             if info.reason.as_deref().is_some_and(|r| r.contains("fenced")) {

@@ -43,7 +43,9 @@ fn parse() -> Result<Args, String> {
             a.ignore_term = true;
             continue;
         }
-        let v = it.next().ok_or_else(|| format!("missing value for {flag}"))?;
+        let v = it
+            .next()
+            .ok_or_else(|| format!("missing value for {flag}"))?;
         let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
         match flag.as_str() {
             "--ledger" => a.ledger = v,
@@ -78,7 +80,9 @@ async fn run(a: Args) -> Result<(), String> {
     for i in 0..a.workers {
         let temp = std::path::Path::new(&a.temp_dir).join(format!("worker-{i}.tmp"));
         std::fs::write(&temp, "scratch").map_err(|e| format!("{}: {e}", temp.display()))?;
-        op.register_temp_resource(&temp).await.map_err(|e| e.to_string())?;
+        op.register_temp_resource(&temp)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut args = vec![a.tree.to_string()];
         if a.ignore_term {
             args.push("--ignore-term".into());
@@ -88,14 +92,18 @@ async fn run(a: Args) -> Result<(), String> {
         }
         let tx = tx.clone();
         let result = std::path::Path::new(&a.temp_dir).join(format!("result-{i}.json"));
-        calls.push(op.exec_file_result_worker::<Value>(
-            ExecWorker::new(&a.fork_tree).args(args).on_stdout(move |line| {
-                if line == "ready" {
-                    let _ = tx.send(());
-                }
-            }),
-            result,
-        ));
+        calls.push(
+            op.exec_file_result_worker::<Value>(
+                ExecWorker::new(&a.fork_tree)
+                    .args(args)
+                    .on_stdout(move |line| {
+                        if line == "ready" {
+                            let _ = tx.send(());
+                        }
+                    }),
+                result,
+            ),
+        );
     }
     for _ in 0..a.workers {
         rx.recv().await.ok_or("worker ended before ready")?;
@@ -105,7 +113,11 @@ async fn run(a: Args) -> Result<(), String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let data = op.refresh().await.map_err(|e| e.to_string())?;
-        let recorded = data.call_frames.iter().filter(|f| f.process.is_some()).count();
+        let recorded = data
+            .call_frames
+            .iter()
+            .filter(|f| f.process.is_some())
+            .count();
         if recorded >= a.workers {
             break;
         }

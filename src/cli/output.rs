@@ -136,10 +136,9 @@ impl Output {
         let bar = (mode == Mode::Progress).then(|| {
             let bar =
                 ProgressBar::with_draw_target(Some(workers as u64), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {pos}/{len} done{msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let style =
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos}/{len} done{msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
@@ -214,7 +213,11 @@ impl Output {
         let running = if counts.running.is_empty() {
             String::new()
         } else {
-            format!(" | running {}: {}", counts.running.len(), counts.running.join(", "))
+            format!(
+                " | running {}: {}",
+                counts.running.len(),
+                counts.running.join(", ")
+            )
         };
         bar.set_message(format!("{failed}{running}"));
     }

@@ -114,7 +114,11 @@ async fn dry_run(ctx: &Context, ledger: &Ledger) -> CliResult {
         found += 1;
         let ids = participant_ids(&data);
         let names: Vec<&str> = ids.iter().map(ParticipantId::as_str).collect();
-        let workers = data.call_frames.iter().filter(|f| f.process.is_some()).count();
+        let workers = data
+            .call_frames
+            .iter()
+            .filter(|f| f.process.is_some())
+            .count();
         if ctx.json {
             json_line(&json!({
                 "operation": id.as_str(), "state": data.operation_state.as_str(),

@@ -167,7 +167,13 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         .zip(&workers)
         .filter(|(f, w)| {
             w.fail_on_crash
-                && matches!(f, Final::Done { status: Status::Failed | Status::Timeout, .. })
+                && matches!(
+                    f,
+                    Final::Done {
+                        status: Status::Failed | Status::Timeout,
+                        ..
+                    }
+                )
         })
         .map(|(_, w)| w.name.as_str())
         .collect();

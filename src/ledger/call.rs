@@ -107,7 +107,11 @@ impl<T: Clone + Send + 'static> Call<T> {
         self.shared
             .log_quietly(
                 LogLevel::Info,
-                &format!("CALL_ENDED callId={} duration={}ms", self.id, self.duration_ms()),
+                &format!(
+                    "CALL_ENDED callId={} duration={}ms",
+                    self.id,
+                    self.duration_ms()
+                ),
             )
             .await;
         if let Some(f) = &self.callback.on_completion {
@@ -178,7 +182,10 @@ impl<T: Clone + Send + 'static> Drop for Call<T> {
             let message = "dropped without end or fail";
             let _ = remove_frame(&shared, &id).await;
             shared
-                .log_quietly(LogLevel::Error, &format!("CALL_FAILED callId={id} error={message}"))
+                .log_quietly(
+                    LogLevel::Error,
+                    &format!("CALL_FAILED callId={id} error={message}"),
+                )
                 .await;
             if let Some(f) = on_cleanup {
                 f().await;
@@ -215,7 +222,10 @@ impl Operation {
         shared
             .log_quietly(
                 LogLevel::Info,
-                &format!("CALL_STARTED callId={id} participant={}", self.participant_id()),
+                &format!(
+                    "CALL_STARTED callId={id} participant={}",
+                    self.participant_id()
+                ),
             )
             .await;
         Ok(Call {
@@ -304,7 +314,10 @@ pub(crate) async fn cancel_calls(shared: &Arc<OpShared>, ids: &[CallId], why: &s
             _ => {
                 let _ = remove_frame(shared, id).await;
                 shared
-                    .log_quietly(LogLevel::Warning, &format!("CALL_CANCELLED callId={id} reason={why}"))
+                    .log_quietly(
+                        LogLevel::Warning,
+                        &format!("CALL_CANCELLED callId={id} reason={why}"),
+                    )
                     .await;
             }
         }

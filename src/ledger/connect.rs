@@ -143,4 +143,3 @@ pub(crate) struct LedgerConfig {
     pub cleanup_wait: Duration,
     pub handle_signals: bool,
 }
-

@@ -32,10 +32,13 @@ use super::shared::{OpShared, spawn};
 pub(crate) fn watch_peers(shared: &Arc<OpShared>, data: &LedgerData) {
     let me = &shared.ledger.config.participant;
     for (id, p) in &data.participants {
-        if id == me || p.state != ParticipantState::Active || !liveness::is_local(p, &shared.ledger) {
+        if id == me || p.state != ParticipantState::Active || !liveness::is_local(p, &shared.ledger)
+        {
             continue;
         }
-        let Some(start_ticks) = p.start_ticks else { continue };
+        let Some(start_ticks) = p.start_ticks else {
+            continue;
+        };
         {
             let mut local = shared.local();
             if !local.watched_peers.insert((id.clone(), p.epoch)) {
@@ -67,7 +70,10 @@ enum Decision {
     /// The operation fails; this participant coordinates the cleanup.
     Coordinate,
     /// The crash is contained to the dead participant's own calls.
-    Contained { temps: Vec<String>, workers: Vec<ProcessRecord> },
+    Contained {
+        temps: Vec<String>,
+        workers: Vec<ProcessRecord>,
+    },
 }
 
 /// Declare `participant` (at `epoch`) crashed, unless that already happened or it left.
@@ -97,7 +103,11 @@ pub(crate) async fn declare_crashed(
             // the call decides through its own `fail_on_crash`.
             let reported_to = record.spawned_by.clone();
             let mut fatal = false;
-            for frame in data.call_frames.iter_mut().filter(|f| &f.participant_id == participant) {
+            for frame in data
+                .call_frames
+                .iter_mut()
+                .filter(|f| &f.participant_id == participant)
+            {
                 frame.state = FrameState::Crashed;
                 fatal |= frame.fail_on_crash;
                 crashed_calls.push(frame.call_id.clone());
@@ -124,7 +134,8 @@ pub(crate) async fn declare_crashed(
                         .filter(|f| &f.participant_id == participant)
                         .filter_map(|f| f.process.clone())
                         .collect();
-                    data.call_frames.retain(|f| &f.participant_id != participant);
+                    data.call_frames
+                        .retain(|f| &f.participant_id != participant);
                     let temps = take_temps_of(data, participant, &host);
                     decision = Decision::Contained { temps, workers };
                 }
@@ -136,9 +147,15 @@ pub(crate) async fn declare_crashed(
                         coordinator: None,
                     });
                     failure.crashed_participants.push(participant.clone());
-                    failure.crashed_call_ids.extend(crashed_calls.iter().cloned());
+                    failure
+                        .crashed_call_ids
+                        .extend(crashed_calls.iter().cloned());
                     // The coordinator itself died: this participant finishes the cleanup.
-                    if failure.coordinator.as_ref().is_none_or(|c| c == participant) {
+                    if failure
+                        .coordinator
+                        .as_ref()
+                        .is_none_or(|c| c == participant)
+                    {
                         failure.coordinator = Some(me.clone());
                         decision = Decision::Coordinate;
                     }
@@ -158,7 +175,9 @@ pub(crate) async fn declare_crashed(
         .and_then(|d| d.participants.get(participant))
         .and_then(|p| p.spawned_by.clone());
     let calls = super::operation::join_ids(&crashed_calls);
-    let origin = spawned_by.map(|c| format!(" spawnedBy={c}")).unwrap_or_default();
+    let origin = spawned_by
+        .map(|c| format!(" spawnedBy={c}"))
+        .unwrap_or_default();
     match decision {
         Decision::Nothing => {}
         Decision::Coordinate => {
@@ -190,7 +209,11 @@ pub(crate) async fn declare_crashed(
 }
 
 /// Take the temp resources owned by `participant` that this host can delete.
-pub(crate) fn take_temps_of(data: &mut LedgerData, participant: &ParticipantId, host: &str) -> Vec<String> {
+pub(crate) fn take_temps_of(
+    data: &mut LedgerData,
+    participant: &ParticipantId,
+    host: &str,
+) -> Vec<String> {
     let owner_host = data.participants.get(participant).map(|p| p.host.clone());
     if owner_host.is_some_and(|h| !h.is_empty() && h != host) {
         return Vec::new();
@@ -234,7 +257,11 @@ fn grace_of(shared: &OpShared) -> Duration {
 }
 
 /// Judge the participants of a heartbeat's view: stale ones are declared crashed.
-pub(crate) async fn check_stale(shared: &Arc<OpShared>, data: &LedgerData, stale: &[ParticipantId]) {
+pub(crate) async fn check_stale(
+    shared: &Arc<OpShared>,
+    data: &LedgerData,
+    stale: &[ParticipantId],
+) {
     for id in stale {
         if let Some(p) = data.participants.get(id)
             && p.state == ParticipantState::Active

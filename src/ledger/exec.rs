@@ -352,7 +352,8 @@ impl Operation {
                     Kind::File(path) => run_file_result(cmd, path, run).await,
                 }
             };
-            let (output, framed): (Result<RunOutput>, Result<()>) = tokio::join!(runner, frame_written);
+            let (output, framed): (Result<RunOutput>, Result<()>) =
+                tokio::join!(runner, frame_written);
             framed.map_err(|e| e.to_string())?;
             let output = match output {
                 Ok(output) => output,
@@ -390,7 +391,10 @@ fn nested_env(location: &StoreLocation, op: &Operation, call: &CallId) -> Vec<(S
     match location {
         StoreLocation::Dir(dir) => {
             let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
-            env.push((ENV_LEDGER_DIR.to_string(), dir.to_string_lossy().into_owned()));
+            env.push((
+                ENV_LEDGER_DIR.to_string(),
+                dir.to_string_lossy().into_owned(),
+            ));
         }
         StoreLocation::Url(url) => env.push((ENV_LEDGER_URL.to_string(), url.clone())),
         StoreLocation::Etcd(_) => {}
@@ -409,7 +413,10 @@ pub fn process_record(info: &WorkerInfo) -> ProcessRecord {
         start_ticks: info.identity.start_ticks,
         boot_id: info.identity.boot_id.clone(),
         command: info.command.clone(),
-        cgroup: info.cgroup.as_ref().map(|p| p.to_string_lossy().into_owned()),
+        cgroup: info
+            .cgroup
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
     }
 }
 
@@ -430,7 +437,10 @@ async fn with_crashed_participants(ctx: &super::spawned::CallContext, error: Err
     if crashed.is_empty() {
         error.to_string()
     } else {
-        format!("{error}; participant {} started by this call crashed", crashed.join(", "))
+        format!(
+            "{error}; participant {} started by this call crashed",
+            crashed.join(", ")
+        )
     }
 }
 

@@ -84,7 +84,10 @@ pub(crate) async fn record_failure(
     match result {
         Ok(_) if became_coordinator => {
             shared
-                .log_quietly(LogLevel::Error, &format!("OPERATION_FAILED reason={reason}"))
+                .log_quietly(
+                    LogLevel::Error,
+                    &format!("OPERATION_FAILED reason={reason}"),
+                )
                 .await;
             shared
                 .log_quietly(LogLevel::Info, &format!("CLEANUP_STARTED coordinator={me}"))
@@ -131,7 +134,10 @@ pub(crate) async fn record_interruption(shared: &Arc<OpShared>, sig: crate::proc
         .await;
     if result.is_ok() {
         shared
-            .log_quietly(LogLevel::Error, &format!("OPERATION_FAILED reason={reason}"))
+            .log_quietly(
+                LogLevel::Error,
+                &format!("OPERATION_FAILED reason={reason}"),
+            )
             .await;
     }
 }
@@ -199,7 +205,9 @@ pub(crate) async fn self_cleanup(shared: Arc<OpShared>, info: OperationFailedInf
             let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
         }
     }
-    let temps: Vec<_> = std::mem::take(&mut shared.local().temps).into_iter().collect();
+    let temps: Vec<_> = std::mem::take(&mut shared.local().temps)
+        .into_iter()
+        .collect();
     for path in &temps {
         remove_path(path);
         crate::cleanup::CleanupHandler::global().remove_temp_path(path);
@@ -209,7 +217,11 @@ pub(crate) async fn self_cleanup(shared: Arc<OpShared>, info: OperationFailedInf
         .modify(|data, _| {
             data.temp_resources
                 .retain(|t| !temps.iter().any(|p| Path::new(&t.path) == p));
-            for frame in data.call_frames.iter_mut().filter(|f| f.participant_id == me) {
+            for frame in data
+                .call_frames
+                .iter_mut()
+                .filter(|f| f.participant_id == me)
+            {
                 frame.state = FrameState::CleanedUp;
             }
             Ok(())
@@ -260,7 +272,10 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
             .filter_map(|f| f.process.clone())
             .collect();
         if !dead_workers.is_empty() {
-            let grace = shared.local().worker_grace.unwrap_or(crate::process::DEFAULT_GRACE);
+            let grace = shared
+                .local()
+                .worker_grace
+                .unwrap_or(crate::process::DEFAULT_GRACE);
             let stopped = super::crash::stop_workers(&dead_workers, grace).await;
             shared
                 .log_quietly(LogLevel::Info, &format!("WORKERS_STOPPED count={stopped}"))
@@ -297,7 +312,10 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
         remove_path(Path::new(path));
     }
     shared
-        .log_quietly(LogLevel::Info, &format!("CLEANUP_COMPLETED coordinator={me}"))
+        .log_quietly(
+            LogLevel::Info,
+            &format!("CLEANUP_COMPLETED coordinator={me}"),
+        )
         .await;
     archive(&shared).await;
 }
@@ -342,5 +360,8 @@ pub(crate) fn remove_path(path: &Path) {
 
 /// `Error::OperationEnded` and `OperationNotFound` mean the operation is over.
 pub(crate) fn is_gone(e: &Error) -> bool {
-    matches!(e, Error::OperationEnded { .. } | Error::OperationNotFound(_))
+    matches!(
+        e,
+        Error::OperationEnded { .. } | Error::OperationNotFound(_)
+    )
 }

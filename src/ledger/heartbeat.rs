@@ -88,7 +88,11 @@ pub(crate) async fn beat(shared: &Arc<OpShared>) -> Result<HeartbeatResult> {
     let after = shared
         .modify(|data, now| {
             before = Some(data.clone());
-            for frame in data.call_frames.iter_mut().filter(|f| f.participant_id == me) {
+            for frame in data
+                .call_frames
+                .iter_mut()
+                .filter(|f| f.participant_id == me)
+            {
                 frame.last_heartbeat = now;
             }
             Ok(())
@@ -139,11 +143,29 @@ pub(crate) async fn beat_and_report(shared: &Arc<OpShared>) -> bool {
     match beat(shared).await {
         Ok(result) => {
             if result.abort_flag {
-                report_error(shared, &op, &callback, HeartbeatErrorType::AbortFlagSet, "abort flag is set".into(), None);
+                report_error(
+                    shared,
+                    &op,
+                    &callback,
+                    HeartbeatErrorType::AbortFlagSet,
+                    "abort flag is set".into(),
+                    None,
+                );
             } else if result.has_stale_children() {
-                let names: Vec<&str> = result.stale_participants.iter().map(|p| p.as_str()).collect();
+                let names: Vec<&str> = result
+                    .stale_participants
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect();
                 let message = format!("stale heartbeat detected from: {}", names.join(", "));
-                report_error(shared, &op, &callback, HeartbeatErrorType::HeartbeatStale, message, None);
+                report_error(
+                    shared,
+                    &op,
+                    &callback,
+                    HeartbeatErrorType::HeartbeatStale,
+                    message,
+                    None,
+                );
                 if let Some(data) = &result.data_after {
                     super::crash::check_stale(shared, data, &result.stale_participants).await;
                 }
@@ -151,7 +173,10 @@ pub(crate) async fn beat_and_report(shared: &Arc<OpShared>) -> bool {
                 f(&op, &result);
             }
             let state = result.data_after.as_ref().map(|d| d.operation_state);
-            !matches!(state, Some(OperationState::Completed | OperationState::Failed))
+            !matches!(
+                state,
+                Some(OperationState::Completed | OperationState::Failed)
+            )
         }
         Err(e) => {
             let (kind, keep_going) = match &e {
@@ -160,7 +185,14 @@ pub(crate) async fn beat_and_report(shared: &Arc<OpShared>) -> bool {
                 Error::Fenced { .. } => (HeartbeatErrorType::Fenced, false),
                 _ => (HeartbeatErrorType::IoError, true),
             };
-            report_error(shared, &op, &callback, kind, format!("heartbeat failed: {e}"), Some(e.to_string()));
+            report_error(
+                shared,
+                &op,
+                &callback,
+                kind,
+                format!("heartbeat failed: {e}"),
+                Some(e.to_string()),
+            );
             keep_going
         }
     }
@@ -174,7 +206,11 @@ fn report_error(
     message: String,
     cause: Option<String>,
 ) {
-    let error = HeartbeatError { kind, message, cause };
+    let error = HeartbeatError {
+        kind,
+        message,
+        cause,
+    };
     if let Some(f) = &callback.on_heartbeat_error {
         f(op, &error);
     }

@@ -29,9 +29,7 @@ impl SelfIdentity {
 
 /// Whether the participant can be checked by pid (same host, same boot).
 pub(crate) fn is_local(p: &Participant, ledger: &LedgerInner) -> bool {
-    p.host == ledger.identity.host
-        && p.boot_id.is_some()
-        && p.boot_id == ledger.identity.boot_id
+    p.host == ledger.identity.host && p.boot_id.is_some() && p.boot_id == ledger.identity.boot_id
 }
 
 /// Liveness of a registered participant.

@@ -29,8 +29,10 @@ use crate::model::{LedgerData, LogLevel, OperationState, Participant, Participan
 use crate::store::{FileStore, Store};
 
 pub use call::{Call, CallOptions};
+pub use callbacks::{
+    BoxFuture, CallCallback, LedgerCallback, OperationCallback, OperationFailedInfo,
+};
 pub use connect::{Connect, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_STALE_THRESHOLD};
-pub use callbacks::{BoxFuture, CallCallback, LedgerCallback, OperationCallback, OperationFailedInfo};
 pub use exec::{
     Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_URL, ENV_OPERATION, ENV_PARTICIPANT, ExecWorker,
     exit_code, process_record,
@@ -230,8 +232,10 @@ impl Ledger {
         };
         let mut data = LedgerData::new(id.clone(), me.clone(), now);
         data.description = options.description.clone();
-        data.participants
-            .insert(me.clone(), self.registration(now, 1, options.spawned_by.clone()));
+        data.participants.insert(
+            me.clone(),
+            self.registration(now, 1, options.spawned_by.clone()),
+        );
         data.next_epoch = 2;
         self.inner.store.create(&data).await?;
         let shared = OpShared::new(self.inner.clone(), id.clone(), true, now, 1, data);
@@ -248,7 +252,11 @@ impl Ledger {
 
     /// Join an existing operation. Each join is a new session; the first join of this
     /// ledger registers the participant and starts its heartbeat.
-    pub async fn join_operation(&self, id: &OperationId, options: OperationOptions) -> Result<Operation> {
+    pub async fn join_operation(
+        &self,
+        id: &OperationId,
+        options: OperationOptions,
+    ) -> Result<Operation> {
         if let Some(shared) = self.inner.registered(id) {
             let session = shared.open_session(options.callback);
             return Ok(Operation::from_shared(shared, session));
@@ -291,7 +299,14 @@ impl Ledger {
                 Ok(())
             })
             .await?;
-        let shared = OpShared::new(self.inner.clone(), id.clone(), initiator, now, epoch, data.clone());
+        let shared = OpShared::new(
+            self.inner.clone(),
+            id.clone(),
+            initiator,
+            now,
+            epoch,
+            data.clone(),
+        );
         let op = self.activate(shared, options.callback)?;
         op.shared
             .log_quietly(

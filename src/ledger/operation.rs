@@ -192,7 +192,10 @@ impl Operation {
             })
             .await?;
         self.shared
-            .log_quietly(LogLevel::Info, &format!("OPERATION_STATE_CHANGED state={state}"))
+            .log_quietly(
+                LogLevel::Info,
+                &format!("OPERATION_STATE_CHANGED state={state}"),
+            )
             .await;
         Ok(())
     }
@@ -226,7 +229,10 @@ impl Operation {
             })
             .await?;
         self.shared
-            .log_quietly(LogLevel::Warning, &format!("ABORT_FLAG_SET value={aborted}"))
+            .log_quietly(
+                LogLevel::Warning,
+                &format!("ABORT_FLAG_SET value={aborted}"),
+            )
             .await;
         Ok(())
     }
@@ -252,7 +258,11 @@ impl Operation {
     pub async fn failed(&self) -> OperationFailedInfo {
         let mut rx = self.shared.subscribe_failed();
         // Take the value out before any other await: the borrow is not `Send`.
-        let info = rx.wait_for(|f| f.is_some()).await.ok().and_then(|f| f.clone());
+        let info = rx
+            .wait_for(|f| f.is_some())
+            .await
+            .ok()
+            .and_then(|f| f.clone());
         match info {
             Some(info) => info,
             // The sender lives as long as `shared`, which we hold.
@@ -368,7 +378,10 @@ impl Operation {
                 .await;
             if result.is_ok() {
                 shared
-                    .log_quietly(LogLevel::Info, &format!("PARTICIPANT_LEFT participant={me}"))
+                    .log_quietly(
+                        LogLevel::Info,
+                        &format!("PARTICIPANT_LEFT participant={me}"),
+                    )
                     .await;
             }
             shared.ledger.forget(&shared.id);
@@ -422,7 +435,9 @@ impl Operation {
         for path in std::mem::take(&mut shared.local().temps) {
             CleanupHandler::global().remove_temp_path(&path);
         }
-        shared.log_quietly(LogLevel::Info, "OPERATION_COMPLETED").await;
+        shared
+            .log_quietly(LogLevel::Info, "OPERATION_COMPLETED")
+            .await;
         let location = shared.ledger.store.archive(&shared.id).await?;
         if let Some(f) = &shared.ledger.callback.on_backup_created {
             f(&location);
@@ -437,5 +452,8 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 pub(crate) fn join_ids(ids: &[CallId]) -> String {
-    ids.iter().map(CallId::as_str).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(CallId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

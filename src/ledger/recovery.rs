@@ -105,7 +105,10 @@ impl Ledger {
                 dead.clear();
                 workers.clear();
                 if !self.is_abandoned(data) {
-                    return Err(Error::invalid(format!("operation `{id}`"), "has live participants"));
+                    return Err(Error::invalid(
+                        format!("operation `{id}`"),
+                        "has live participants",
+                    ));
                 }
                 for (pid, p) in data.participants.iter_mut() {
                     if p.state == ParticipantState::Active {
@@ -115,11 +118,17 @@ impl Ledger {
                 }
                 for f in data.call_frames.iter_mut() {
                     f.state = FrameState::Crashed;
-                    if !data.participants.contains_key(&f.participant_id) && !dead.contains(&f.participant_id) {
+                    if !data.participants.contains_key(&f.participant_id)
+                        && !dead.contains(&f.participant_id)
+                    {
                         dead.push(f.participant_id.clone());
                     }
                 }
-                workers = data.call_frames.iter().filter_map(|f| f.process.clone()).collect();
+                workers = data
+                    .call_frames
+                    .iter()
+                    .filter_map(|f| f.process.clone())
+                    .collect();
                 if !data.operation_state.is_final() {
                     data.operation_state = OperationState::Cleanup;
                     data.detection_timestamp.get_or_insert(now);
@@ -141,8 +150,11 @@ impl Ledger {
             Err(e) => return Err(e),
         };
         for p in &dead {
-            self.log_line(id, &format!("CRASH_DETECTED participant={p} reason=found dead by recovery"))
-                .await;
+            self.log_line(
+                id,
+                &format!("CRASH_DETECTED participant={p} reason=found dead by recovery"),
+            )
+            .await;
         }
         // Phase 2: stop what they left running, delete what they left behind.
         let stopped = stop_workers(&workers, Duration::from_secs(2)).await;

@@ -251,7 +251,9 @@ impl OpShared {
 
     /// Mark this participant aborted (once) and tell every session.
     pub fn abort_locally(self: &Arc<Self>) {
-        let newly = self.aborted.send_if_modified(|a| !std::mem::replace(a, true));
+        let newly = self
+            .aborted
+            .send_if_modified(|a| !std::mem::replace(a, true));
         if !newly {
             return;
         }
@@ -345,7 +347,9 @@ impl OpShared {
                         super::failure::on_disappeared(&shared).await;
                         break;
                     }
-                    Err(e) => tracing::debug!(operation = %shared.id, error = %e, "watch read failed"),
+                    Err(e) => {
+                        tracing::debug!(operation = %shared.id, error = %e, "watch read failed")
+                    }
                 }
             }
         });

@@ -36,4 +36,3 @@ pub(crate) fn register_signal_cleanup(shared: &Arc<OpShared>) {
     });
     shared.local().cleanup_ids = vec![early, late];
 }
-

@@ -18,10 +18,10 @@ use crate::ids::CallId;
 use crate::model::LogLevel;
 
 use super::call::{CallOptions, add_frame, new_frame, remove_frame};
-use crate::model::{CallFrame, ProcessRecord};
 use super::callbacks::BoxFuture;
 use super::operation::Operation;
 use super::shared::{ActiveCall, OpShared, spawn};
+use crate::model::{CallFrame, ProcessRecord};
 
 pub(crate) type Killer = Arc<dyn Fn(Signal) -> bool + Send + Sync>;
 
@@ -377,7 +377,10 @@ async fn finish<T: Clone + Send + Sync + 'static>(
             None => None,
         };
         shared
-            .log_quietly(LogLevel::Error, &format!("CALL_FAILED callId={id} error={message}"))
+            .log_quietly(
+                LogLevel::Error,
+                &format!("CALL_FAILED callId={id} error={message}"),
+            )
             .await;
         match fallback {
             Some(v) => {

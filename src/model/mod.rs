@@ -308,7 +308,10 @@ impl LedgerData {
     }
 
     pub fn frame_mut(&mut self, call: &CallId) -> Option<&mut CallFrame> {
-        self.call_frames.iter_mut().rev().find(|f| &f.call_id == call)
+        self.call_frames
+            .iter_mut()
+            .rev()
+            .find(|f| &f.call_id == call)
     }
 
     /// Remove the last frame with this call id (duplicates are tolerated, as before).

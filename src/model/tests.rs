@@ -2,14 +2,20 @@ use super::*;
 use crate::model::time;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/original/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/original/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 #[test]
 fn reads_an_original_running_operation() {
     let data = LedgerData::from_json(&fixture("running.operation.json")).unwrap();
-    assert_eq!(data.operation_id.as_str(), "20260122T14:30:45.123-cli-a1b2c3d4");
+    assert_eq!(
+        data.operation_id.as_str(),
+        "20260122T14:30:45.123-cli-a1b2c3d4"
+    );
     assert_eq!(data.initiator_id.as_str(), "cli");
     assert_eq!(data.operation_state, OperationState::Running);
     assert_eq!(data.call_frames.len(), 2);
@@ -36,7 +42,10 @@ fn reads_the_legacy_stack_key_and_applies_defaults() {
     assert!(!data.aborted);
     assert_eq!(data.call_frames.len(), 1);
     let frame = &data.call_frames[0];
-    assert!(frame.fail_on_crash, "failOnCrash defaults to true when missing");
+    assert!(
+        frame.fail_on_crash,
+        "failOnCrash defaults to true when missing"
+    );
     assert_eq!(frame.state, FrameState::Active);
     assert!(frame.resources.is_empty());
     assert!(data.temp_resources.is_empty());
@@ -120,7 +129,12 @@ fn refuses_bad_ids_and_garbage_in_files() {
     assert!(LedgerData::from_json(b"{\"operationId\": \"x\", \"callFrames\": [{").is_err());
     assert!(LedgerData::from_json(b"").is_err());
     let bad_ts = br#"{"operationId": "x", "startTime": "yesterday"}"#;
-    assert!(LedgerData::from_json(bad_ts).unwrap_err().to_string().contains("yesterday"));
+    assert!(
+        LedgerData::from_json(bad_ts)
+            .unwrap_err()
+            .to_string()
+            .contains("yesterday")
+    );
 }
 
 #[test]

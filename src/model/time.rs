@@ -78,8 +78,11 @@ mod tests {
         let local = parse("2026-01-22T14:30:45.123456").unwrap();
         let expect = Local
             .from_local_datetime(
-                &NaiveDateTime::parse_from_str("2026-01-22T14:30:45.123456", "%Y-%m-%dT%H:%M:%S%.f")
-                    .unwrap(),
+                &NaiveDateTime::parse_from_str(
+                    "2026-01-22T14:30:45.123456",
+                    "%Y-%m-%dT%H:%M:%S%.f",
+                )
+                .unwrap(),
             )
             .single()
             .unwrap()

@@ -61,7 +61,10 @@ mod tests {
 
     #[tokio::test]
     async fn resolves_when_a_process_exits() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let identity = ProcessIdentity::of(child.id() as i32).unwrap();
         let waiter = tokio::spawn(async move { exited(&identity).await });
         child.kill().unwrap();
@@ -76,6 +79,8 @@ mod tests {
     async fn a_reused_pid_counts_as_gone() {
         let mut me = ProcessIdentity::current().unwrap();
         me.start_ticks += 1;
-        tokio::time::timeout(Duration::from_secs(5), exited(&me)).await.expect("at once");
+        tokio::time::timeout(Duration::from_secs(5), exited(&me))
+            .await
+            .expect("at once");
     }
 }

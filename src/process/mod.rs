@@ -52,6 +52,7 @@
 //! ```
 
 mod cgroup;
+mod child;
 mod exit;
 mod group;
 mod identity;
@@ -62,6 +63,7 @@ mod run;
 mod signal;
 mod spawn;
 mod stop;
+mod vfork;
 mod worker;
 
 pub use exit::exited;
@@ -73,7 +75,7 @@ pub use run::{
     SpawnCallback, run_file_result, run_stdio,
 };
 pub use signal::{Signal, StopReason, signal_group, signal_pid};
-pub use spawn::{EscapeProof, StdioMode, WORKER_TAG_VAR, WorkerCommand};
+pub use spawn::{EscapeProof, SpawnMethod, StdioMode, WORKER_TAG_VAR, WorkerCommand};
 pub use stop::{
     DEFAULT_GRACE, KILL_WAIT, RecordedGroup, RecordedStop, StopEnd, StopOutcome, Verdict,
     stop_recorded,

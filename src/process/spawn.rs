@@ -1,20 +1,26 @@
 //! Building and starting workers.
 //!
-//! Every worker leads its own process group (`process_group(0)`), so one signal reaches
-//! its whole tree. Two options need code between `fork` and `exec` (a `pre_exec` hook),
-//! which makes the standard library fork instead of taking its faster `posix_spawn`
-//! path; without them the fast path is kept:
+//! Every worker leads its own process group, so one signal reaches its whole tree. Two
+//! options need code between the creation of the process and its `exec`:
 //!
 //! - **Parent-death signal** (on by default, SIGKILL): `prctl(PR_SET_PDEATHSIG)`, so a
 //!   worker does not outlive a supervisor that was SIGKILLed. Caveat: Linux sends it when
-//!   the *thread* that forked the worker exits, not the process. Tokio's blocking-pool
+//!   the *thread* that created the worker exits, not the process. Tokio's blocking-pool
 //!   threads exit after idling, and a runtime's threads exit with the runtime; a worker
-//!   forked there would be killed by surprise. So workers with a parent-death signal are
-//!   always forked on one dedicated thread that lives as long as the process. The signal
+//!   created there would be killed by surprise. So workers with a parent-death signal are
+//!   always created on one dedicated thread that lives as long as the process. The signal
 //!   reaches the worker only, not its descendants: those are stopped through the recorded
 //!   group (see [`stop_recorded`](super::stop_recorded)) or the cgroup.
 //! - **Escape-proof** (off by default): the worker runs in a cgroup of its own, see
 //!   `cgroup.rs`.
+//!
+//! Such workers are started as `posix_spawn` starts processes, with
+//! `clone(CLONE_VM | CLONE_VFORK)` and the extra steps done in the child before `execve`
+//! (`vfork.rs`, [`SpawnMethod::Vfork`]), and waited for through a pidfd by this layer
+//! rather than by Tokio. The standard library's way, a `pre_exec` hook, makes it `fork`
+//! (copying the supervisor's page tables) instead of taking its `posix_spawn` path; it is
+//! kept as [`SpawnMethod::Fork`], and taken on kernels without pidfds. Workers that need
+//! neither option always go through Tokio and the standard library's `posix_spawn` path.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -26,10 +32,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::runtime::Handle;
 
 use super::cgroup::{Cgroup, enable_subreaper};
+use super::child::{Child, DirectChild};
 use super::group::{Containment, Group};
 use super::identity::ProcessIdentity;
 use super::registry::registry;
 use super::signal::Signal;
+use super::vfork::{self, Prepared, Request};
 use super::worker::{Worker, WorkerInfo};
 use crate::error::{Error, Result};
 
@@ -80,6 +88,25 @@ pub enum EscapeProof {
     Subreaper,
 }
 
+/// How a worker with a parent-death signal or a cgroup is started (a worker with neither
+/// always takes the standard library's `posix_spawn` path).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpawnMethod {
+    /// `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn` does internally: the child
+    /// borrows the supervisor's memory until its `execve`, while the calling thread waits,
+    /// so nothing is copied. The worker is then waited for through a pidfd by this layer.
+    /// On kernels without pidfds (before Linux 5.3), [`Fork`](SpawnMethod::Fork) is used.
+    ///
+    /// Differences from `Fork`: a program file without a `#!` line is not run through
+    /// `/bin/sh` (as with `posix_spawnp`); the worker is reaped by `waitpid` on its own pid,
+    /// so code in the same process that reaps any child (`waitpid(-1)`) would take its exit
+    /// status from [`Worker::wait`](super::Worker::wait), which then fails.
+    #[default]
+    Vfork,
+    /// The standard library's `fork` with a `pre_exec` hook, waited for by Tokio.
+    Fork,
+}
+
 /// A worker to start: program, arguments, environment and supervision options.
 #[derive(Clone, Debug)]
 pub struct WorkerCommand {
@@ -93,6 +120,7 @@ pub struct WorkerCommand {
     stderr: StdioMode,
     parent_death: Option<Signal>,
     escape: EscapeProof,
+    method: SpawnMethod,
 }
 
 impl WorkerCommand {
@@ -111,6 +139,7 @@ impl WorkerCommand {
             stderr: StdioMode::Inherit,
             parent_death: Some(Signal::SIGKILL),
             escape: EscapeProof::Off,
+            method: SpawnMethod::Vfork,
         }
     }
 
@@ -190,6 +219,13 @@ impl WorkerCommand {
         self
     }
 
+    /// How the worker is started when it has a parent-death signal or a cgroup; see
+    /// [`SpawnMethod`]. The default, [`SpawnMethod::Vfork`], is the cheaper.
+    pub fn spawn_method(mut self, method: SpawnMethod) -> Self {
+        self.method = method;
+        self
+    }
+
     /// The program as given.
     pub fn program(&self) -> String {
         self.program.to_string_lossy().into_owned()
@@ -221,37 +257,20 @@ impl WorkerCommand {
                 "workers must be spawned within a tokio runtime",
             ))
         })?;
-        let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(self.stdin.to_std().map_err(fail)?)
-            .stdout(self.stdout.to_std().map_err(fail)?)
-            .stderr(self.stderr.to_std().map_err(fail)?)
-            .process_group(0)
-            .kill_on_drop(false);
-        if let Some(name) = &self.arg0 {
-            cmd.arg0(name);
-        }
-        if let Some(dir) = &self.cwd {
-            cmd.current_dir(dir);
-        }
         let mut containment = self.containment().map_err(fail)?;
-        if let Containment::Tree { tag, .. } = &containment
-            && let Some((k, v)) = tag.split_once('=')
-        {
-            cmd.env(k, v);
-        }
+        let tag = match &containment {
+            Containment::Tree { tag, .. } => tag.split_once('='),
+            _ => None,
+        };
         let cgroup_fd = match &containment {
             Containment::Cgroup(cg) => cg.procs_fd(),
             _ => None,
         };
-        if cgroup_fd.is_some() || self.parent_death.is_some() {
-            install_pre_exec(&mut cmd, cgroup_fd, self.parent_death);
-        }
-        let spawned = if self.parent_death.is_some() {
-            spawn_on_spawner_thread(cmd, handle)
+        let hook = cgroup_fd.is_some() || self.parent_death.is_some();
+        let spawned = if hook && self.method == SpawnMethod::Vfork && vfork::supported() {
+            self.spawn_direct(tag, cgroup_fd)
         } else {
-            cmd.spawn()
+            self.spawn_tokio(tag, cgroup_fd, handle)
         };
         let child = match spawned {
             Ok(child) => child,
@@ -293,6 +312,79 @@ impl WorkerCommand {
             registration,
             self.program(),
         ))
+    }
+
+    /// Through Tokio: the standard library's `posix_spawn` path, or `fork` with a
+    /// `pre_exec` hook when there is a parent-death signal or a cgroup.
+    fn spawn_tokio(
+        &self,
+        tag: Option<(&str, &str)>,
+        cgroup_fd: Option<std::os::fd::RawFd>,
+        handle: Handle,
+    ) -> io::Result<Child> {
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(self.stdin.to_std()?)
+            .stdout(self.stdout.to_std()?)
+            .stderr(self.stderr.to_std()?)
+            .process_group(0)
+            .kill_on_drop(false);
+        if let Some(name) = &self.arg0 {
+            cmd.arg0(name);
+        }
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        if let Some((k, v)) = tag {
+            cmd.env(k, v);
+        }
+        if cgroup_fd.is_some() || self.parent_death.is_some() {
+            install_pre_exec(&mut cmd, cgroup_fd, self.parent_death);
+        }
+        let child = if self.parent_death.is_some() {
+            on_spawner_thread(move || {
+                let _runtime = handle.enter();
+                cmd.spawn()
+            })?
+        } else {
+            cmd.spawn()
+        };
+        child.map(Child::Tokio)
+    }
+
+    /// With `clone(CLONE_VM | CLONE_VFORK)`, see `vfork.rs`; on the spawner thread when
+    /// there is a parent-death signal.
+    fn spawn_direct(
+        &self,
+        tag: Option<(&str, &str)>,
+        cgroup_fd: Option<std::os::fd::RawFd>,
+    ) -> io::Result<Child> {
+        let mut env: Vec<(&OsStr, &OsStr)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
+            .collect();
+        if let Some((k, v)) = tag {
+            env.push((OsStr::new(k), OsStr::new(v)));
+        }
+        let request = Request {
+            program: &self.program,
+            argv0: self.arg0.as_deref().unwrap_or(&self.program),
+            args: &self.args,
+            cwd: self.cwd.as_deref(),
+            env,
+            stdio: [self.stdin, self.stdout, self.stderr],
+            cgroup_procs: cgroup_fd,
+            parent_death: self.parent_death,
+        };
+        let (prepared, ends) = Prepared::new(&request)?;
+        let spawned = if self.parent_death.is_some() {
+            on_spawner_thread(move || prepared.spawn())??
+        } else {
+            prepared.spawn()?
+        };
+        DirectChild::new(spawned, ends).map(Child::Direct)
     }
 
     fn containment(&self) -> io::Result<Containment> {
@@ -371,12 +463,9 @@ fn install_pre_exec(
 
 type SpawnJob = Box<dyn FnOnce() + Send>;
 
-/// Forks on the long-lived spawner thread so the parent-death signal fires only when the
-/// whole process ends.
-fn spawn_on_spawner_thread(
-    mut cmd: tokio::process::Command,
-    handle: Handle,
-) -> io::Result<tokio::process::Child> {
+/// Runs `job` on the long-lived spawner thread and returns its result, so that the
+/// parent-death signal of the workers it creates fires only when the whole process ends.
+fn on_spawner_thread<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
     static SPAWNER: OnceLock<Option<mpsc::Sender<SpawnJob>>> = OnceLock::new();
     let sender = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnJob>();
@@ -395,13 +484,12 @@ fn spawn_on_spawner_thread(
     };
     let (reply_tx, reply_rx) = mpsc::sync_channel(1);
     let job: SpawnJob = Box::new(move || {
-        let _runtime = handle.enter();
-        let _ = reply_tx.send(cmd.spawn());
+        let _ = reply_tx.send(job());
     });
     sender
         .send(job)
         .map_err(|_| io::Error::other("the worker spawner thread has stopped"))?;
     reply_rx
         .recv()
-        .map_err(|_| io::Error::other("the worker spawner thread has stopped"))?
+        .map_err(|_| io::Error::other("the worker spawner thread has stopped"))
 }

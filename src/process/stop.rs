@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::process::Child;
 use tokio::time::Instant;
 
 use super::cgroup::Cgroup;
+use super::child::Child;
 use super::group::{Containment, Group};
 use super::identity::ProcessIdentity;
 use super::procfs;

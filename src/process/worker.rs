@@ -6,7 +6,9 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+
+use super::child::Child;
 
 use super::group::{Containment, Group};
 use super::identity::ProcessIdentity;
@@ -93,15 +95,15 @@ impl Worker {
     }
 
     pub fn take_stdin(&mut self) -> Option<ChildStdin> {
-        self.child.stdin.take()
+        self.child.take_stdin()
     }
 
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
-        self.child.stdout.take()
+        self.child.take_stdout()
     }
 
     pub fn take_stderr(&mut self) -> Option<ChildStderr> {
-        self.child.stderr.take()
+        self.child.take_stderr()
     }
 
     /// Why the group was stopped, if someone stopped it (this handle, a registry-wide

@@ -37,7 +37,11 @@ impl Env {
             N.fetch_add(1, Ordering::SeqCst),
             rand_u32()
         );
-        Env { dir, ledger, marker }
+        Env {
+            dir,
+            ledger,
+            marker,
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -100,7 +104,9 @@ impl Env {
 
     /// Wait until no process carries the marker (they may be exiting right now).
     pub fn assert_no_leftovers(&self) {
-        wait_until("every worker process to be gone", || self.leftovers().is_empty());
+        wait_until("every worker process to be gone", || {
+            self.leftovers().is_empty()
+        });
     }
 
     /// Everything below the ledger directory: path → content.
@@ -144,7 +150,13 @@ impl Out {
 
     /// Assert the exit code, showing the output when it differs.
     pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code(), code, "unexpected exit status; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code(),
+            code,
+            "unexpected exit status; stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
@@ -158,13 +170,18 @@ impl Out {
 
     /// The events of one kind, in order.
     pub fn events(&self, kind: &str) -> Vec<Value> {
-        self.json().into_iter().filter(|e| e["event"] == kind).collect()
+        self.json()
+            .into_iter()
+            .filter(|e| e["event"] == kind)
+            .collect()
     }
 }
 
 /// Run a command to its end with the watchdog.
 pub fn run(mut cmd: Command) -> Out {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("start tom-ledger");
     let out = reader(child.stdout.take().expect("stdout"));
     let err = reader(child.stderr.take().expect("stderr"));
@@ -210,7 +227,9 @@ pub struct Live {
 
 impl Live {
     pub fn start(mut cmd: Command) -> Live {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start tom-ledger");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
@@ -261,7 +280,11 @@ impl Live {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(line);
         }
-        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
         let mut stdout = self.seen.join("\n");
         stdout.push('\n');
         Out {
@@ -304,7 +327,9 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -324,11 +349,18 @@ pub fn only_operation(env: &Env) -> String {
     out.expect_code(0);
     let ops = out.json();
     assert_eq!(ops.len(), 1, "one operation expected: {ops:?}");
-    ops[0]["operation"].as_str().expect("operation id").to_string()
+    ops[0]["operation"]
+        .as_str()
+        .expect("operation id")
+        .to_string()
 }
 
 /// Assert that two snapshots are equal, naming the paths that differ.
-pub fn assert_same(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>, what: &str) {
+pub fn assert_same(
+    before: &BTreeMap<PathBuf, Vec<u8>>,
+    after: &BTreeMap<PathBuf, Vec<u8>>,
+    what: &str,
+) {
     let mut diff = Vec::new();
     for (p, content) in before {
         match after.get(p) {
@@ -354,12 +386,18 @@ pub fn worker(env: &Env, name: &str, script: &str, extra: &str) -> String {
 
 /// Write a plan of these workers (with `D` set for all of them) and return its path.
 pub fn plan(env: &Env, workers: &[String]) -> String {
-    let mut text = format!("[defaults]\nenv = {{ D = \"{}\" }}\n\n", env.dir.path().display());
+    let mut text = format!(
+        "[defaults]\nenv = {{ D = \"{}\" }}\n\n",
+        env.dir.path().display()
+    );
     for w in workers {
         text.push_str(w);
         text.push('\n');
     }
-    env.write("plan.toml", &text).to_str().expect("utf-8 path").to_string()
+    env.write("plan.toml", &text)
+        .to_str()
+        .expect("utf-8 path")
+        .to_string()
 }
 
 /// The events of a worker, by name.

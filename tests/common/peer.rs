@@ -19,7 +19,13 @@ pub struct Peer {
 
 impl Peer {
     /// Start `worker-ledger-peer MODE` on the operation with extra arguments.
-    pub fn start(mode: &str, dir: &Path, op: &OperationId, participant: &str, extra: &[&str]) -> Peer {
+    pub fn start(
+        mode: &str,
+        dir: &Path,
+        op: &OperationId,
+        participant: &str,
+        extra: &[&str],
+    ) -> Peer {
         let mut child = Command::new(PEER)
             .arg(mode)
             .args(["--ledger", &dir.to_string_lossy(), "--op", op.as_str()])

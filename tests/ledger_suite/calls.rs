@@ -19,7 +19,10 @@ fn counter() -> Arc<AtomicUsize> {
 
 pub async fn start_and_end_a_call(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let before = ledger.store().read(op.operation_id()).await.unwrap();
     let completed = Arc::new(std::sync::Mutex::new(None));
     let seen = completed.clone();
@@ -46,13 +49,17 @@ pub async fn start_and_end_a_call(b: &dyn Backend) {
     assert!(!frame.fail_on_crash);
     assert_eq!(frame.session_id, Some(op.session_id()));
     assert!(data.last_heartbeat >= before.last_heartbeat);
-    assert!(op.cached_data().unwrap().seq >= data.seq, "cache follows writes");
+    assert!(
+        op.cached_data().unwrap().seq >= data.seq,
+        "cache follows writes"
+    );
     if let Some(dir) = b.dir() {
         // The trail holds the state before each modification, numbered by seq.
         let trail = dir
             .join(format!("{}_trail", op.operation_id()))
             .join(format!("{:08}_{}.json", data.seq, op.operation_id()));
-        let snapshot = tom_dist_ledger::model::LedgerData::from_json(&std::fs::read(trail).unwrap()).unwrap();
+        let snapshot =
+            tom_dist_ledger::model::LedgerData::from_json(&std::fs::read(trail).unwrap()).unwrap();
         assert_eq!(snapshot.seq, data.seq - 1);
     }
     call.end(7).await.unwrap();
@@ -61,14 +68,20 @@ pub async fn start_and_end_a_call(b: &dyn Backend) {
     let data = ledger.store().read(op.operation_id()).await.unwrap();
     assert!(data.call_frames.is_empty());
     let log = log_of(&ledger, op.operation_id()).await;
-    assert!(log.contains(&format!("CALL_STARTED callId={} participant=cli", call.call_id())));
+    assert!(log.contains(&format!(
+        "CALL_STARTED callId={} participant=cli",
+        call.call_id()
+    )));
     assert!(log.contains(&format!("CALL_ENDED callId={} duration=", call.call_id())));
     op.complete().await.unwrap();
 }
 
 pub async fn call_end_twice_fails(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let call = op.start_call::<()>(CallOptions::new()).await.unwrap();
     call.end(()).await.unwrap();
     let err = call.end(()).await.unwrap_err();
@@ -80,16 +93,21 @@ pub async fn call_end_twice_fails(b: &dyn Backend) {
 
 pub async fn failed_call_with_fail_on_crash_fails_the_operation(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let cleaned = counter();
     let c = cleaned.clone();
     let call = op
-        .start_call::<()>(CallOptions::new().callback(CallCallback::new().on_cleanup(move || {
-            let c = c.clone();
-            async move {
-                c.fetch_add(1, Ordering::SeqCst);
-            }
-        })))
+        .start_call::<()>(
+            CallOptions::new().callback(CallCallback::new().on_cleanup(move || {
+                let c = c.clone();
+                async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+            })),
+        )
         .await
         .unwrap();
     call.fail("disk full").await.unwrap();
@@ -118,19 +136,39 @@ pub async fn failed_call_with_fail_on_crash_fails_the_operation(b: &dyn Backend)
 
 pub async fn failed_call_without_fail_on_crash_is_contained(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
-    let call = op.start_call::<()>(CallOptions::new().fail_on_crash(false)).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
+    let call = op
+        .start_call::<()>(CallOptions::new().fail_on_crash(false))
+        .await
+        .unwrap();
     call.fail("optional step broke").await.unwrap();
     assert!(op.failure().is_none());
     assert_eq!(op.operation_state().await.unwrap(), OperationState::Running);
-    assert!(ledger.store().read(op.operation_id()).await.unwrap().call_frames.is_empty());
+    assert!(
+        ledger
+            .store()
+            .read(op.operation_id())
+            .await
+            .unwrap()
+            .call_frames
+            .is_empty()
+    );
     op.complete().await.unwrap();
 }
 
 pub async fn dropped_call_is_failed_and_logged(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
-    let call = op.start_call::<()>(CallOptions::new().fail_on_crash(false)).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
+    let call = op
+        .start_call::<()>(CallOptions::new().fail_on_crash(false))
+        .await
+        .unwrap();
     let id = call.call_id().clone();
     drop(call);
     let store = ledger.store().clone();
@@ -146,9 +184,9 @@ pub async fn dropped_call_is_failed_and_logged(b: &dyn Backend) {
         let opid = opid.clone();
         let id = id.clone();
         async move {
-            log_of(&ledger, &opid)
-                .await
-                .contains(&format!("CALL_FAILED callId={id} error=dropped without end or fail"))
+            log_of(&ledger, &opid).await.contains(&format!(
+                "CALL_FAILED callId={id} error=dropped without end or fail"
+            ))
         }
     })
     .await;
@@ -157,7 +195,10 @@ pub async fn dropped_call_is_failed_and_logged(b: &dyn Backend) {
 
 pub async fn spawned_call_runs_and_returns(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let completions = counter();
     let c = completions.clone();
@@ -195,7 +236,10 @@ pub async fn spawned_call_runs_and_returns(b: &dyn Backend) {
     assert_eq!(call.result_or_none(), Some(42));
     assert_eq!(completions.load(Ordering::SeqCst), 1);
     assert!(op.pending_spawned_calls().is_empty());
-    assert!(store.read(&opid).await.unwrap().call_frames.is_empty(), "frame gone once joined");
+    assert!(
+        store.read(&opid).await.unwrap().call_frames.is_empty(),
+        "frame gone once joined"
+    );
     let log = log_of(&ledger, &opid).await;
     assert!(log.contains(&format!("CALL_SPAWNED callId={cid}")));
     assert!(log.contains(&format!("CALL_COMPLETED callId={cid}")));
@@ -205,31 +249,42 @@ pub async fn spawned_call_runs_and_returns(b: &dyn Backend) {
 
 pub async fn spawned_call_failure_uses_fallback(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let call = op.spawn_call(
         CallOptions::new().callback(CallCallback::new().on_call_crashed(|| async { Some(-1) })),
         |_| async { Err::<i32, _>("boom") },
     );
     assert_eq!(call.join().await.unwrap(), -1);
     assert!(call.is_success());
-    assert!(op.failure().is_none(), "a fallback keeps the operation alive");
+    assert!(
+        op.failure().is_none(),
+        "a fallback keeps the operation alive"
+    );
     op.complete().await.unwrap();
 }
 
 pub async fn spawned_call_null_fallback_fails(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let cleaned = counter();
     let c = cleaned.clone();
     let call = op.spawn_call(
-        CallOptions::new()
-            .fail_on_crash(false)
-            .callback(CallCallback::new().on_call_crashed(|| async { None }).on_cleanup(move || {
-                let c = c.clone();
-                async move {
-                    c.fetch_add(1, Ordering::SeqCst);
-                }
-            })),
+        CallOptions::new().fail_on_crash(false).callback(
+            CallCallback::new()
+                .on_call_crashed(|| async { None })
+                .on_cleanup(move || {
+                    let c = c.clone();
+                    async move {
+                        c.fetch_add(1, Ordering::SeqCst);
+                    }
+                }),
+        ),
         |_| async { Err::<i32, _>("boom") },
     );
     call.wait().await;
@@ -237,16 +292,28 @@ pub async fn spawned_call_null_fallback_fails(b: &dyn Backend) {
     assert_eq!(call.error().as_deref(), Some("boom"));
     assert_eq!(call.result_or(5), 5);
     let err = call.result().unwrap_err();
-    assert_eq!(err.to_string(), format!("call `{}` failed: boom", call.call_id()));
-    assert_eq!(cleaned.load(Ordering::SeqCst), 1, "on_cleanup runs for any failed call");
+    assert_eq!(
+        err.to_string(),
+        format!("call `{}` failed: boom", call.call_id())
+    );
+    assert_eq!(
+        cleaned.load(Ordering::SeqCst),
+        1,
+        "on_cleanup runs for any failed call"
+    );
     assert!(op.failure().is_none(), "fail_on_crash=false is contained");
     op.complete().await.unwrap();
 }
 
 pub async fn spawned_call_failure_fails_operation(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
-    let call = op.spawn_call(CallOptions::<()>::new(), |_| async { Err::<(), _>("fatal") });
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
+    let call = op.spawn_call(CallOptions::<()>::new(), |_| async {
+        Err::<(), _>("fatal")
+    });
     call.wait().await;
     let info = op.failed().await;
     assert_eq!(info.crashed_call_ids, vec![call.call_id().clone()]);
@@ -254,7 +321,10 @@ pub async fn spawned_call_failure_fails_operation(b: &dyn Backend) {
 
 pub async fn cancel_really_stops_the_work(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let dropped = Arc::new(tokio::sync::Notify::new());
     struct OnDrop(Arc<tokio::sync::Notify>);
@@ -278,46 +348,78 @@ pub async fn cancel_really_stops_the_work(b: &dyn Backend) {
     assert!(call.is_cancelled());
     assert!(call.is_failed());
     assert!(matches!(call.result(), Err(Error::Cancelled(_))));
-    assert!(op.failure().is_none(), "cancelling does not fail the operation");
-    assert!(ledger.store().read(op.operation_id()).await.unwrap().call_frames.is_empty());
-    assert!(log_of(&ledger, op.operation_id()).await.contains("CALL_CANCELLED"));
+    assert!(
+        op.failure().is_none(),
+        "cancelling does not fail the operation"
+    );
+    assert!(
+        ledger
+            .store()
+            .read(op.operation_id())
+            .await
+            .unwrap()
+            .call_frames
+            .is_empty()
+    );
+    assert!(
+        log_of(&ledger, op.operation_id())
+            .await
+            .contains("CALL_CANCELLED")
+    );
     op.complete().await.unwrap();
 }
 
 pub async fn kill_without_process_returns_false(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let call = op.spawn_call(CallOptions::<()>::new(), |ctx| async move {
         ctx.token.cancelled().await;
         Ok::<_, Error>(())
     });
     assert!(!call.kill(Signal::SIGTERM));
     call.cancel().await;
-    assert!(!call.kill(Signal::SIGTERM), "finished calls cannot be killed");
+    assert!(
+        !call.kill(Signal::SIGTERM),
+        "finished calls cannot be killed"
+    );
     op.complete().await.unwrap();
 }
 
 pub async fn sync_waits_for_all_and_reports(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let c1 = op.spawn_call(CallOptions::new(), |_| async { Ok::<_, Error>(1) });
     let c2 = op.spawn_call(CallOptions::new(), |_| async {
         tokio::task::yield_now().await;
         Ok::<_, Error>(2)
     });
-    let c3 = op.spawn_call(CallOptions::<i32>::new().fail_on_crash(false), |_| async { Err::<i32, _>("no") });
+    let c3 = op.spawn_call(CallOptions::<i32>::new().fail_on_crash(false), |_| async {
+        Err::<i32, _>("no")
+    });
     let done = counter();
     let d = done.clone();
     let calls: [&dyn TrackedCall; 3] = [&c1, &c2, &c3];
     let result = op
-        .sync(&calls, SyncOptions::new().on_completion(move || {
-            let d = d.clone();
-            async move {
-                d.fetch_add(1, Ordering::SeqCst);
-            }
-        }))
+        .sync(
+            &calls,
+            SyncOptions::new().on_completion(move || {
+                let d = d.clone();
+                async move {
+                    d.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+        )
         .await;
-    assert_eq!(result.successful_calls, vec![c1.call_id().clone(), c2.call_id().clone()]);
+    assert_eq!(
+        result.successful_calls,
+        vec![c1.call_id().clone(), c2.call_id().clone()]
+    );
     assert_eq!(result.failed_calls, vec![c3.call_id().clone()]);
     assert!(result.all_resolved());
     assert!(result.has_failed());
@@ -333,16 +435,22 @@ pub async fn sync_waits_for_all_and_reports(b: &dyn Backend) {
 
 pub async fn sync_empty_returns_at_once(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let done = counter();
     let d = done.clone();
     let result = op
-        .sync(&[], SyncOptions::new().on_completion(move || {
-            let d = d.clone();
-            async move {
-                d.fetch_add(1, Ordering::SeqCst);
-            }
-        }))
+        .sync(
+            &[],
+            SyncOptions::new().on_completion(move || {
+                let d = d.clone();
+                async move {
+                    d.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+        )
         .await;
     assert!(result.all_succeeded());
     assert_eq!(done.load(Ordering::SeqCst), 0);
@@ -351,22 +459,30 @@ pub async fn sync_empty_returns_at_once(b: &dyn Backend) {
 
 pub async fn sync_reports_operation_failure(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let slow = op.spawn_call(CallOptions::<()>::new(), |ctx| async move {
         ctx.token.cancelled().await;
         Ok::<_, Error>(())
     });
-    let failing = op.spawn_call(CallOptions::<()>::new(), |_| async { Err::<(), _>("crash") });
+    let failing = op.spawn_call(CallOptions::<()>::new(), |_| async {
+        Err::<(), _>("crash")
+    });
     let notified = counter();
     let n = notified.clone();
     let calls: [&dyn TrackedCall; 2] = [&slow, &failing];
     let result = op
-        .sync(&calls, SyncOptions::new().on_operation_failed(move |_| {
-            let n = n.clone();
-            async move {
-                n.fetch_add(1, Ordering::SeqCst);
-            }
-        }))
+        .sync(
+            &calls,
+            SyncOptions::new().on_operation_failed(move |_| {
+                let n = n.clone();
+                async move {
+                    n.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+        )
         .await;
     assert!(result.operation_failed);
     assert_eq!(notified.load(Ordering::SeqCst), 1);
@@ -378,11 +494,18 @@ pub async fn sync_reports_operation_failure(b: &dyn Backend) {
 
 pub async fn await_call_single(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
-    let ok = op.spawn_call(CallOptions::new(), |_| async { Ok::<_, Error>("x".to_string()) });
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
+    let ok = op.spawn_call(CallOptions::new(), |_| async {
+        Ok::<_, Error>("x".to_string())
+    });
     let result = op.await_call(&ok, SyncOptions::new()).await;
     assert!(result.all_succeeded());
-    let bad = op.spawn_call(CallOptions::<()>::new().fail_on_crash(false), |_| async { Err::<(), _>("e") });
+    let bad = op.spawn_call(CallOptions::<()>::new().fail_on_crash(false), |_| async {
+        Err::<(), _>("e")
+    });
     let result = op.await_call(&bad, SyncOptions::new()).await;
     assert_eq!(result.failed_calls, vec![bad.call_id().clone()]);
     assert!(!result.operation_failed);
@@ -391,7 +514,10 @@ pub async fn await_call_single(b: &dyn Backend) {
 
 pub async fn wait_for_completion_paths(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let v = op
         .wait_for_completion(async { Ok::<_, String>(3) }, WaitOptions::new())
         .await
@@ -439,13 +565,25 @@ pub async fn leave_cancels_pending_when_asked(b: &dyn Backend) {
     let cli = connect(b, "cli").await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();
     let worker = connect(b, "w").await;
-    let s = worker.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
-    let spawned = s.spawn_call(CallOptions::<()>::new(), |_| std::future::pending::<Result<(), Error>>());
+    let s = worker
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .unwrap();
+    let spawned = s.spawn_call(CallOptions::<()>::new(), |_| {
+        std::future::pending::<Result<(), Error>>()
+    });
     let regular = s.start_call::<()>(CallOptions::new()).await.unwrap();
     assert!(s.leave(false).await.is_err());
     s.leave(true).await.unwrap();
     assert!(spawned.is_cancelled() && spawned.is_failed());
-    assert!(cli.store().read(op.operation_id()).await.unwrap().call_frames.is_empty());
+    assert!(
+        cli.store()
+            .read(op.operation_id())
+            .await
+            .unwrap()
+            .call_frames
+            .is_empty()
+    );
     assert!(op.failure().is_none());
     drop(regular);
     op.complete().await.unwrap();

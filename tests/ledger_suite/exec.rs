@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use tom_dist_ledger::ledger::{CallOptions, ExecWorker, OperationOptions};
 use tom_dist_ledger::Error;
+use tom_dist_ledger::ledger::{CallOptions, ExecWorker, OperationOptions};
 
 use super::{Backend, connect, log_of};
 use crate::common::process::{TestScope, alive, assert_none_left};
@@ -20,7 +20,10 @@ const IGNORE_TERM: &str = env!("CARGO_BIN_EXE_worker-ignore-term");
 const STDERR_LINES: &str = env!("CARGO_BIN_EXE_worker-stderr-lines");
 
 /// A channel that fires when a worker prints `ready` on stdout.
-fn ready_signal() -> (impl FnMut(&str) + Send + 'static, tokio::sync::oneshot::Receiver<()>) {
+fn ready_signal() -> (
+    impl FnMut(&str) + Send + 'static,
+    tokio::sync::oneshot::Receiver<()>,
+) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut tx = Some(tx);
     (
@@ -45,7 +48,10 @@ async fn ready(rx: tokio::sync::oneshot::Receiver<()>) {
 pub async fn stdio_worker_returns_json(b: &dyn Backend) {
     let scope = TestScope::new();
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let exits = Arc::new(Mutex::new(Vec::new()));
     let e = exits.clone();
     let call = op.exec_stdio_worker::<Value>(
@@ -65,7 +71,10 @@ pub async fn stdio_worker_returns_json(b: &dyn Backend) {
 
 pub async fn worker_gets_the_nested_environment(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let script = r#"printf '{"op":"%s","call":"%s","participant":"%s","dir":"%s","url":"%s"}' "$TOM_LEDGER_OPERATION" "$TOM_LEDGER_CALL" "$TOM_LEDGER_PARTICIPANT" "$TOM_LEDGER_DIR" "$TOM_LEDGER_URL""#;
     let call = op.exec_stdio_worker::<Value>(ExecWorker::new("sh").args(["-c", script]));
     let v = call.join().await.unwrap();
@@ -73,7 +82,10 @@ pub async fn worker_gets_the_nested_environment(b: &dyn Backend) {
     assert_eq!(v["call"], call.call_id().as_str());
     assert_eq!(v["participant"], "cli");
     match b.dir() {
-        Some(dir) => assert_eq!(v["dir"], std::path::absolute(dir).unwrap().to_string_lossy().as_ref()),
+        Some(dir) => assert_eq!(
+            v["dir"],
+            std::path::absolute(dir).unwrap().to_string_lossy().as_ref()
+        ),
         None => assert!(!v["url"].as_str().unwrap().is_empty()),
     }
     op.complete().await.unwrap();
@@ -82,7 +94,10 @@ pub async fn worker_gets_the_nested_environment(b: &dyn Backend) {
 pub async fn non_zero_exit_fails_with_code_and_stderr(b: &dyn Backend) {
     let scope = TestScope::new();
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let call = op.exec_stdio_worker::<Value>(
         ExecWorker::new(EXIT)
             .args(["3", "--message", "disk on fire", "--marker", &scope.marker])
@@ -99,7 +114,10 @@ pub async fn non_zero_exit_fails_with_code_and_stderr(b: &dyn Backend) {
 pub async fn file_worker_reads_the_finished_file(b: &dyn Backend) {
     let scope = TestScope::new();
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("result.json");
     let call = op.exec_file_result_worker::<Value>(
@@ -119,18 +137,31 @@ pub async fn file_worker_reads_the_finished_file(b: &dyn Backend) {
     let big = format!("{{\"text\":\"{}\"}}", "y".repeat(20_000));
     let call = op.exec_file_result_worker::<Value>(
         ExecWorker::new(WRITE_RESULT)
-            .args([slow.to_str().unwrap(), "--slow", "--content", &big, "--marker", &scope.marker])
+            .args([
+                slow.to_str().unwrap(),
+                "--slow",
+                "--content",
+                &big,
+                "--marker",
+                &scope.marker,
+            ])
             .delete_result_file(false),
         &slow,
     );
-    assert_eq!(call.join().await.unwrap()["text"].as_str().unwrap().len(), 20_000);
+    assert_eq!(
+        call.join().await.unwrap()["text"].as_str().unwrap().len(),
+        20_000
+    );
     assert!(slow.exists(), "kept with delete_result_file(false)");
     op.complete().await.unwrap();
 }
 
 pub async fn file_worker_without_file_fails_at_once(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("never.json");
     let started = Instant::now();
@@ -142,14 +173,20 @@ pub async fn file_worker_without_file_fails_at_once(b: &dyn Backend) {
     );
     let err = call.join().await.unwrap_err().to_string();
     assert!(err.contains("never.json"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(15), "no endless polling");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "no endless polling"
+    );
     op.complete().await.unwrap();
 }
 
 pub async fn timeout_stops_the_whole_tree(b: &dyn Backend) {
     let scope = TestScope::new();
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.json");
     let call = op.exec_file_result_worker::<Value>(
@@ -168,7 +205,10 @@ pub async fn timeout_stops_the_whole_tree(b: &dyn Backend) {
 pub async fn cancel_runs_the_stop_ladder(b: &dyn Backend) {
     let scope = TestScope::new();
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     op.set_worker_grace(Duration::from_millis(300));
     let dir = tempfile::tempdir().unwrap();
     let (on_line, rx) = ready_signal();
@@ -188,11 +228,22 @@ pub async fn cancel_runs_the_stop_ladder(b: &dyn Backend) {
         let opid = opid.clone();
         let cid = cid.clone();
         async move {
-            store.read(&opid).await.unwrap().frame(&cid).is_some_and(|f| f.process.is_some())
+            store
+                .read(&opid)
+                .await
+                .unwrap()
+                .frame(&cid)
+                .is_some_and(|f| f.process.is_some())
         }
     })
     .await;
-    let frame = store.read(&opid).await.unwrap().frame(&cid).cloned().unwrap();
+    let frame = store
+        .read(&opid)
+        .await
+        .unwrap()
+        .frame(&cid)
+        .cloned()
+        .unwrap();
     let process = frame.process.unwrap();
     assert_eq!(process.pid, process.pgid);
     assert!(process.start_ticks > 0);
@@ -209,7 +260,10 @@ pub async fn cancel_runs_the_stop_ladder(b: &dyn Backend) {
 pub async fn kill_signals_the_group(b: &dyn Backend) {
     let scope = TestScope::new();
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (on_line, rx) = ready_signal();
     let code = Arc::new(Mutex::new(None));
@@ -237,18 +291,26 @@ pub async fn kill_signals_the_group(b: &dyn Backend) {
 
 pub async fn missing_executable_is_a_spawn_error(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
-    let call = op.exec_stdio_worker::<Value>(
-        ExecWorker::new("/nonexistent/tool-xyz").fail_on_crash(false),
-    );
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
+    let call = op
+        .exec_stdio_worker::<Value>(ExecWorker::new("/nonexistent/tool-xyz").fail_on_crash(false));
     let err = call.join().await.unwrap_err().to_string();
-    assert!(err.contains("cannot start `/nonexistent/tool-xyz`"), "{err}");
+    assert!(
+        err.contains("cannot start `/nonexistent/tool-xyz`"),
+        "{err}"
+    );
     op.complete().await.unwrap();
 }
 
 pub async fn stderr_is_streamed_in_whole_lines(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let l = lines.clone();
     let call = op.exec_stdio_worker::<Value>(
@@ -268,7 +330,10 @@ pub async fn stderr_is_streamed_in_whole_lines(b: &dyn Backend) {
 
 pub async fn server_request_times_out(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let call = op.exec_server_request(
         CallOptions::<u32>::new().fail_on_crash(false),
         Some(Duration::from_millis(100)),
@@ -276,7 +341,9 @@ pub async fn server_request_times_out(b: &dyn Backend) {
     );
     let err = call.join().await.unwrap_err().to_string();
     assert!(err.contains("timed out"), "{err}");
-    let ok = op.exec_server_request(CallOptions::<u32>::new(), None, async { Ok::<_, String>(5) });
+    let ok = op.exec_server_request(CallOptions::<u32>::new(), None, async {
+        Ok::<_, String>(5)
+    });
     assert_eq!(ok.join().await.unwrap(), 5);
     assert_eq!(ok.description(), Some("Server request"));
     op.complete().await.unwrap();
@@ -285,17 +352,25 @@ pub async fn server_request_times_out(b: &dyn Backend) {
 pub async fn worker_failure_fails_the_operation(b: &dyn Backend) {
     let scope = TestScope::new();
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     op.set_worker_grace(Duration::from_millis(300));
     let dir = tempfile::tempdir().unwrap();
     let (on_line, rx) = ready_signal();
     let survivor = op.exec_file_result_worker::<Value>(
-        ExecWorker::new(FORK_TREE).args(["2", "--marker", &scope.marker]).on_stdout(on_line),
+        ExecWorker::new(FORK_TREE)
+            .args(["2", "--marker", &scope.marker])
+            .on_stdout(on_line),
         dir.path().join("r.json"),
     );
     ready(rx).await;
-    let failing = op.exec_stdio_worker::<Value>(ExecWorker::new(EXIT).args(["1", "--marker", &scope.marker]));
-    let info = tokio::time::timeout(Duration::from_secs(20), op.failed()).await.expect("operation fails");
+    let failing =
+        op.exec_stdio_worker::<Value>(ExecWorker::new(EXIT).args(["1", "--marker", &scope.marker]));
+    let info = tokio::time::timeout(Duration::from_secs(20), op.failed())
+        .await
+        .expect("operation fails");
     assert_eq!(info.crashed_call_ids, vec![failing.call_id().clone()]);
     // The failure stops the other worker's whole tree.
     survivor.wait().await;

@@ -33,9 +33,16 @@ pub async fn create_registers_initiator(b: &dyn Backend) {
     if let Some(dir) = b.dir() {
         let file = dir.join(format!("{}.operation.json", op.operation_id()));
         assert!(file.is_file());
-        assert!(dir.join(format!("{}.operation.json.lock", op.operation_id())).exists());
+        assert!(
+            dir.join(format!("{}.operation.json.lock", op.operation_id()))
+                .exists()
+        );
     }
-    assert!(log_of(&ledger, op.operation_id()).await.contains("OPERATION_CREATED initiator=cli"));
+    assert!(
+        log_of(&ledger, op.operation_id())
+            .await
+            .contains("OPERATION_CREATED initiator=cli")
+    );
     op.complete().await.unwrap();
 }
 
@@ -52,10 +59,17 @@ pub async fn join_registers_a_second_participant(b: &dyn Backend) {
     let cached = joined.cached_data().expect("cached after join");
     assert_eq!(cached.operation_id, *op.operation_id());
     assert!(cached.participants.contains_key(joined.participant_id()));
-    assert!(log_of(&cli, op.operation_id()).await.contains("PARTICIPANT_JOINED participant=bridge"));
+    assert!(
+        log_of(&cli, op.operation_id())
+            .await
+            .contains("PARTICIPANT_JOINED participant=bridge")
+    );
     joined.leave(false).await.unwrap();
     let data = cli.store().read(op.operation_id()).await.unwrap();
-    assert_eq!(data.participants[joined.participant_id()].state, ParticipantState::Left);
+    assert_eq!(
+        data.participants[joined.participant_id()].state,
+        ParticipantState::Left
+    );
     op.complete().await.unwrap();
 }
 
@@ -79,7 +93,10 @@ pub async fn join_refuses_an_id_held_by_another_live_process(b: &dyn Backend) {
         .await
         .unwrap();
     // Another process (here a live child) claims the same participant id.
-    let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     let impostor = connect_with(b, "worker", |c| c.pid(other.id() as i32)).await;
     let err = impostor
         .join_operation(op.operation_id(), OperationOptions::new())
@@ -97,8 +114,14 @@ pub async fn sessions_are_separate(b: &dyn Backend) {
     let cli = connect(b, "cli").await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();
     let worker = connect(b, "w").await;
-    let s1 = worker.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
-    let s2 = worker.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
+    let s1 = worker
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .unwrap();
+    let s2 = worker
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .unwrap();
     assert_ne!(s1.session_id(), s2.session_id());
     assert_eq!(s1.epoch(), s2.epoch(), "one registration per participant");
     let c1 = s1.start_call::<()>(CallOptions::new()).await.unwrap();
@@ -108,7 +131,10 @@ pub async fn sessions_are_separate(b: &dyn Backend) {
     s2.leave(false).await.unwrap();
     // The participant is still in: s1 is open.
     let data = cli.store().read(op.operation_id()).await.unwrap();
-    assert_eq!(data.participants[s1.participant_id()].state, ParticipantState::Active);
+    assert_eq!(
+        data.participants[s1.participant_id()].state,
+        ParticipantState::Active
+    );
     c1.end(()).await.unwrap();
     s1.leave(false).await.unwrap();
     op.complete().await.unwrap();
@@ -118,10 +144,16 @@ pub async fn complete_archives_with_state_completed(b: &dyn Backend) {
     let archived = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = archived.clone();
     let ledger = connect_with(b, "cli", |c| {
-        c.callback(LedgerCallback::new().on_backup_created(move |p| seen.lock().unwrap().push(p.to_string())))
+        c.callback(
+            LedgerCallback::new()
+                .on_backup_created(move |p| seen.lock().unwrap().push(p.to_string())),
+        )
     })
     .await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let call = op.start_call::<()>(CallOptions::new()).await.unwrap();
     call.end(()).await.unwrap();
     let id = op.operation_id().clone();
@@ -146,7 +178,10 @@ pub async fn complete_refuses_non_initiator_and_open_calls(b: &dyn Backend) {
     let cli = connect(b, "cli").await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();
     let worker = connect(b, "w").await;
-    let joined = worker.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
+    let joined = worker
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .unwrap();
     let err = joined.complete().await.unwrap_err();
     assert!(matches!(err, Error::NotInitiator { .. }), "{err}");
     let call = joined.start_call::<()>(CallOptions::new()).await.unwrap();
@@ -163,7 +198,10 @@ pub async fn leave_checks_pending_calls(b: &dyn Backend) {
     let cli = connect(b, "cli").await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();
     let worker = connect(b, "w").await;
-    let s = worker.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
+    let s = worker
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .unwrap();
     let call = s.start_call::<()>(CallOptions::new()).await.unwrap();
     let err = s.leave(false).await.unwrap_err();
     assert!(matches!(err, Error::PendingCalls { .. }), "{err}");
@@ -177,7 +215,10 @@ pub async fn leave_twice_fails(b: &dyn Backend) {
     let cli = connect(b, "cli").await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();
     let worker = connect(b, "w").await;
-    let s = worker.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
+    let s = worker
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .unwrap();
     s.leave(false).await.unwrap();
     let err = s.leave(false).await.unwrap_err();
     assert!(matches!(err, Error::SessionClosed { .. }), "{err}");
@@ -188,19 +229,31 @@ pub async fn logs_levels_and_debug_log(b: &dyn Backend) {
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = lines.clone();
     let ledger = connect_with(b, "cli", |c| {
-        c.callback(LedgerCallback::new().on_log_line(move |l| seen.lock().unwrap().push(l.to_string())))
+        c.callback(
+            LedgerCallback::new().on_log_line(move |l| seen.lock().unwrap().push(l.to_string())),
+        )
     })
     .await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     op.log("first entry", LogLevel::Info).await.unwrap();
     op.log("careful", LogLevel::Warning).await.unwrap();
     op.log("broken", LogLevel::Error).await.unwrap();
     op.log_message(2, "nested").await.unwrap();
     op.debug_log("only in debug").await.unwrap();
     let log = log_of(&ledger, op.operation_id()).await;
-    let ours: Vec<&str> = log.lines().filter(|l| !l.contains("OPERATION_CREATED")).collect();
+    let ours: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("OPERATION_CREATED"))
+        .collect();
     assert!(ours[0].ends_with(" [INFO] first entry"), "{}", ours[0]);
-    assert!(ours[0].starts_with("20") && ours[0].contains("Z [INFO]"), "RFC3339 UTC: {}", ours[0]);
+    assert!(
+        ours[0].starts_with("20") && ours[0].contains("Z [INFO]"),
+        "RFC3339 UTC: {}",
+        ours[0]
+    );
     assert!(ours[1].ends_with("[WARNING] careful"));
     assert!(ours[2].ends_with("[ERROR] broken"));
     assert!(ours[3].contains(" |         [cli] nested"), "{}", ours[3]);
@@ -212,24 +265,44 @@ pub async fn logs_levels_and_debug_log(b: &dyn Backend) {
         .unwrap()
         .0;
     assert!(debug.trim_end().ends_with("Z only in debug"), "{debug}");
-    assert!(lines.lock().unwrap().iter().any(|l| l.ends_with("[ERROR] broken")));
+    assert!(
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.ends_with("[ERROR] broken"))
+    );
     op.complete().await.unwrap();
 }
 
 pub async fn operation_state_get_and_set(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     assert_eq!(op.operation_state().await.unwrap(), OperationState::Running);
-    op.set_operation_state(OperationState::Cleanup).await.unwrap();
+    op.set_operation_state(OperationState::Cleanup)
+        .await
+        .unwrap();
     assert_eq!(op.operation_state().await.unwrap(), OperationState::Cleanup);
-    assert!(log_of(&ledger, op.operation_id()).await.contains("OPERATION_STATE_CHANGED state=cleanup"));
-    op.set_operation_state(OperationState::Running).await.unwrap();
+    assert!(
+        log_of(&ledger, op.operation_id())
+            .await
+            .contains("OPERATION_STATE_CHANGED state=cleanup")
+    );
+    op.set_operation_state(OperationState::Running)
+        .await
+        .unwrap();
     op.complete().await.unwrap();
 }
 
 pub async fn temp_resources_register_and_unregister(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.tmp");
     let bb = dir.path().join("b.tmp");
@@ -239,7 +312,10 @@ pub async fn temp_resources_register_and_unregister(b: &dyn Backend) {
     let data = ledger.store().read(op.operation_id()).await.unwrap();
     assert_eq!(data.temp_resources.len(), 2);
     assert_eq!(data.temp_resources[0].owner, std::process::id() as i64);
-    assert_eq!(data.temp_resources[0].owner_id.as_ref().unwrap().as_str(), "cli");
+    assert_eq!(
+        data.temp_resources[0].owner_id.as_ref().unwrap().as_str(),
+        "cli"
+    );
     assert_eq!(op.local_temp_resources().len(), 2);
     op.unregister_temp_resource(&a).await.unwrap();
     let data = ledger.store().read(op.operation_id()).await.unwrap();
@@ -251,12 +327,21 @@ pub async fn temp_resources_register_and_unregister(b: &dyn Backend) {
 
 pub async fn list_operations_shows_live_and_archived(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let live = ledger.create_operation(OperationOptions::new()).await.unwrap();
-    let done = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let live = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
+    let done = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let done_id = done.operation_id().clone();
     done.complete().await.unwrap();
     let list = ledger.list_operations().await.unwrap();
-    let live_row = list.iter().find(|s| &s.operation_id == live.operation_id()).unwrap();
+    let live_row = list
+        .iter()
+        .find(|s| &s.operation_id == live.operation_id())
+        .unwrap();
     assert!(!live_row.archived);
     assert_eq!(live_row.state, OperationState::Running);
     assert_eq!(live_row.participants, 1);
@@ -268,7 +353,10 @@ pub async fn list_operations_shows_live_and_archived(b: &dyn Backend) {
 
 pub async fn start_time_and_elapsed(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let iso = op.start_time_iso();
     assert!(iso.ends_with('Z'), "{iso}");
     assert_eq!(op.start_time().timestamp_millis(), op.start_time_ms());
@@ -280,8 +368,15 @@ pub async fn start_time_and_elapsed(b: &dyn Backend) {
 }
 
 pub async fn dispose_stops_heartbeats(b: &dyn Backend) {
-    let ledger = connect_with(b, "cli", |c| c.heartbeat_interval(Duration::from_millis(20)).heartbeat_jitter(Duration::ZERO)).await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let ledger = connect_with(b, "cli", |c| {
+        c.heartbeat_interval(Duration::from_millis(20))
+            .heartbeat_jitter(Duration::ZERO)
+    })
+    .await;
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     let store = ledger.store().clone();
     let id = op.operation_id().clone();
     let seq0 = store.read(&id).await.unwrap().seq;
@@ -303,5 +398,9 @@ pub async fn dispose_stops_heartbeats(b: &dyn Backend) {
         last = now;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(store.read(&id).await.unwrap().seq, last, "no beat after dispose");
+    assert_eq!(
+        store.read(&id).await.unwrap().seq,
+        last,
+        "no beat after dispose"
+    );
 }

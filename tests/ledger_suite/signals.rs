@@ -3,25 +3,46 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tom_dist_ledger::Error;
 use tom_dist_ledger::clock::ManualClock;
 use tom_dist_ledger::ledger::{
     CallOptions, HeartbeatErrorType, HeartbeatOptions, OperationCallback, OperationOptions,
 };
 use tom_dist_ledger::model::{OperationState, ParticipantState};
-use tom_dist_ledger::Error;
 
 use super::{Backend, connect, connect_with, log_of, wait_until, with_clock};
 
 pub async fn abort_flag_set_clear_and_check(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
-    let op = ledger.create_operation(OperationOptions::new()).await.unwrap();
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
     assert!(!op.check_abort().await.unwrap());
     op.set_abort_flag(true).await.unwrap();
-    assert!(ledger.store().read(op.operation_id()).await.unwrap().aborted);
+    assert!(
+        ledger
+            .store()
+            .read(op.operation_id())
+            .await
+            .unwrap()
+            .aborted
+    );
     assert!(op.check_abort().await.unwrap());
     op.set_abort_flag(false).await.unwrap();
-    assert!(!ledger.store().read(op.operation_id()).await.unwrap().aborted);
-    assert!(log_of(&ledger, op.operation_id()).await.contains("ABORT_FLAG_SET value=true"));
+    assert!(
+        !ledger
+            .store()
+            .read(op.operation_id())
+            .await
+            .unwrap()
+            .aborted
+    );
+    assert!(
+        log_of(&ledger, op.operation_id())
+            .await
+            .contains("ABORT_FLAG_SET value=true")
+    );
     op.complete().await.unwrap();
 }
 
@@ -30,15 +51,19 @@ pub async fn trigger_abort_is_local_and_written(b: &dyn Backend) {
     let fired = Arc::new(Mutex::new(0));
     let f = fired.clone();
     let op = ledger
-        .create_operation(OperationOptions::new().callback(OperationCallback::new().on_abort(move |_| {
-            *f.lock().unwrap() += 1;
-        })))
+        .create_operation(
+            OperationOptions::new().callback(OperationCallback::new().on_abort(move |_| {
+                *f.lock().unwrap() += 1;
+            })),
+        )
         .await
         .unwrap();
     assert!(!op.is_aborted());
     op.trigger_abort();
     assert!(op.is_aborted());
-    tokio::time::timeout(Duration::from_secs(5), op.aborted()).await.expect("aborted() resolves");
+    tokio::time::timeout(Duration::from_secs(5), op.aborted())
+        .await
+        .expect("aborted() resolves");
     let store = ledger.store().clone();
     let id = op.operation_id().clone();
     wait_until("abort flag written", || {
@@ -57,7 +82,10 @@ pub async fn abort_reaches_another_participant(b: &dyn Backend) {
     let cli = connect_with(b, "cli", slow).await;
     let worker = connect_with(b, "w", slow).await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();
-    let joined = worker.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
+    let joined = worker
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .unwrap();
     let waiter = tokio::spawn({
         let joined = joined.clone();
         async move {
@@ -78,15 +106,18 @@ pub async fn abort_reaches_another_participant(b: &dyn Backend) {
 }
 
 pub async fn heartbeat_first_beat_is_immediate(b: &dyn Backend) {
-    let ledger = connect_with(b, "cli", |c| c.heartbeat_interval(Duration::from_secs(3600))).await;
+    let ledger = connect_with(b, "cli", |c| {
+        c.heartbeat_interval(Duration::from_secs(3600))
+    })
+    .await;
     let beats = Arc::new(Mutex::new(0));
     let n = beats.clone();
     let op = ledger
-        .create_operation(OperationOptions::new().callback(OperationCallback::new().on_heartbeat_success(
-            move |_, _| {
+        .create_operation(OperationOptions::new().callback(
+            OperationCallback::new().on_heartbeat_success(move |_, _| {
                 *n.lock().unwrap() += 1;
-            },
-        )))
+            }),
+        ))
         .await
         .unwrap();
     wait_until("first heartbeat", || {
@@ -101,7 +132,10 @@ pub async fn heartbeat_result_and_participants_without_calls(b: &dyn Backend) {
     let cli = connect(b, "cli").await;
     let worker = connect(b, "w").await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();
-    let joined = worker.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
+    let joined = worker
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .unwrap();
     let call = op.start_call::<()>(CallOptions::new()).await.unwrap();
     let result = op.heartbeat().await.unwrap();
     assert!(result.ledger_exists && result.heartbeat_updated);
@@ -111,7 +145,11 @@ pub async fn heartbeat_result_and_participants_without_calls(b: &dyn Backend) {
     // The worker holds no call and is still visible.
     let names: Vec<&str> = result.participants.iter().map(|p| p.as_str()).collect();
     assert_eq!(names, vec!["cli", "w"]);
-    assert!(result.participant_heartbeat_ages.contains_key(joined.participant_id()));
+    assert!(
+        result
+            .participant_heartbeat_ages
+            .contains_key(joined.participant_id())
+    );
     assert!(!result.is_stale && !result.has_stale_children());
     let before = result.data_before.unwrap();
     let after = result.data_after.unwrap();
@@ -119,7 +157,11 @@ pub async fn heartbeat_result_and_participants_without_calls(b: &dyn Backend) {
     call.end(()).await.unwrap();
     joined.leave(false).await.unwrap();
     let result = op.heartbeat().await.unwrap();
-    assert_eq!(result.participants.len(), 1, "a participant that left is not counted");
+    assert_eq!(
+        result.participants.len(),
+        1,
+        "a participant that left is not counted"
+    );
     op.complete().await.unwrap();
 }
 
@@ -141,9 +183,11 @@ async fn join_as_remote(
     let joined = remote
         .join_operation(
             op.operation_id(),
-            OperationOptions::new().callback(OperationCallback::new().on_heartbeat_success(move |_, _| {
-                *counter.lock().unwrap() += 1;
-            })),
+            OperationOptions::new().callback(OperationCallback::new().on_heartbeat_success(
+                move |_, _| {
+                    *counter.lock().unwrap() += 1;
+                },
+            )),
         )
         .await
         .unwrap();
@@ -173,9 +217,12 @@ pub async fn stale_participant_detected_with_manual_clock(b: &dyn Backend) {
     let errors = Arc::new(Mutex::new(Vec::new()));
     let e = errors.clone();
     let op = cli
-        .create_operation(OperationOptions::new().callback(OperationCallback::new().on_heartbeat_error(
-            move |_, err| e.lock().unwrap().push(err.clone()),
-        )))
+        .create_operation(
+            OperationOptions::new().callback(
+                OperationCallback::new()
+                    .on_heartbeat_error(move |_, err| e.lock().unwrap().push(err.clone())),
+            ),
+        )
         .await
         .unwrap();
     let joined = join_as_remote(b, &clock, &cli, &op).await;
@@ -187,7 +234,11 @@ pub async fn stale_participant_detected_with_manual_clock(b: &dyn Backend) {
     assert_eq!(stale.stale_participants, vec![me.clone()]);
     assert_eq!(stale.participant_heartbeat_ages[&me], 16_000);
     assert!(stale.is_stale);
-    assert_eq!(stale.participant_heartbeat_ages[op.participant_id()], 0, "own beat is fresh");
+    assert_eq!(
+        stale.participant_heartbeat_ages[op.participant_id()],
+        0,
+        "own beat is fresh"
+    );
     // The joiner beats again and is fresh.
     joined.heartbeat().await.unwrap();
     assert!(op.heartbeat().await.unwrap().stale_participants.is_empty());
@@ -204,7 +255,11 @@ pub async fn stale_participant_detected_with_manual_clock(b: &dyn Backend) {
     wait_until("stale error reported", || {
         let errors = errors.clone();
         async move {
-            errors.lock().unwrap().iter().any(|e| e.kind == HeartbeatErrorType::HeartbeatStale)
+            errors
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| e.kind == HeartbeatErrorType::HeartbeatStale)
         }
     })
     .await;
@@ -213,19 +268,31 @@ pub async fn stale_participant_detected_with_manual_clock(b: &dyn Backend) {
 }
 
 pub async fn heartbeat_reports_abort_flag(b: &dyn Backend) {
-    let ledger = connect_with(b, "cli", |c| c.heartbeat_interval(Duration::from_millis(50)).heartbeat_jitter(Duration::ZERO)).await;
+    let ledger = connect_with(b, "cli", |c| {
+        c.heartbeat_interval(Duration::from_millis(50))
+            .heartbeat_jitter(Duration::ZERO)
+    })
+    .await;
     let errors = Arc::new(Mutex::new(Vec::new()));
     let e = errors.clone();
     let op = ledger
-        .create_operation(OperationOptions::new().callback(OperationCallback::new().on_heartbeat_error(
-            move |_, err| e.lock().unwrap().push(err.kind),
-        )))
+        .create_operation(
+            OperationOptions::new().callback(
+                OperationCallback::new()
+                    .on_heartbeat_error(move |_, err| e.lock().unwrap().push(err.kind)),
+            ),
+        )
         .await
         .unwrap();
     op.set_abort_flag(true).await.unwrap();
     wait_until("abort reported by heartbeat", || {
         let errors = errors.clone();
-        async move { errors.lock().unwrap().contains(&HeartbeatErrorType::AbortFlagSet) }
+        async move {
+            errors
+                .lock()
+                .unwrap()
+                .contains(&HeartbeatErrorType::AbortFlagSet)
+        }
     })
     .await;
     op.complete().await.unwrap();
@@ -235,7 +302,10 @@ pub async fn fenced_participant_writes_are_refused(b: &dyn Backend) {
     let cli = connect(b, "cli").await;
     let worker = connect(b, "w").await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();
-    let joined = worker.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
+    let joined = worker
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .unwrap();
     let me = joined.participant_id().clone();
     // Another participant declares `w` crashed.
     cli.store()
@@ -245,23 +315,31 @@ pub async fn fenced_participant_writes_are_refused(b: &dyn Backend) {
         })
         .await
         .unwrap();
-    let err = joined.start_call::<()>(CallOptions::new()).await.unwrap_err();
+    let err = joined
+        .start_call::<()>(CallOptions::new())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Fenced { .. }), "{err}");
     assert!(err.to_string().contains("is fenced out of operation"));
-    let info = tokio::time::timeout(Duration::from_secs(10), joined.failed()).await.expect("fenced participant stops");
+    let info = tokio::time::timeout(Duration::from_secs(10), joined.failed())
+        .await
+        .expect("fenced participant stops");
     assert!(info.reason.unwrap().contains("fenced"));
     op.complete().await.unwrap();
 }
 
 pub async fn corrupt_operation_file_is_a_clear_error(b: &dyn Backend) {
     let Some(dir) = b.dir() else { return };
-    let ledger = connect_with(b, "cli", |c| c.heartbeat_interval(Duration::from_secs(3600))).await;
+    let ledger = connect_with(b, "cli", |c| {
+        c.heartbeat_interval(Duration::from_secs(3600))
+    })
+    .await;
     let beats = Arc::new(Mutex::new(0));
     let n = beats.clone();
     let op = ledger
-        .create_operation(OperationOptions::new().callback(OperationCallback::new().on_heartbeat_success(
-            move |_, _| *n.lock().unwrap() += 1,
-        )))
+        .create_operation(OperationOptions::new().callback(
+            OperationCallback::new().on_heartbeat_success(move |_, _| *n.lock().unwrap() += 1),
+        ))
         .await
         .unwrap();
     // Let the first beat land; the next one is an hour away.
@@ -287,7 +365,10 @@ pub async fn failure_deletes_temp_resources_and_archives(b: &dyn Backend) {
     let cli = connect(b, "cli").await;
     let worker = connect(b, "w").await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();
-    let joined = worker.join_operation(op.operation_id(), OperationOptions::new()).await.unwrap();
+    let joined = worker
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mine = dir.path().join("cli.tmp");
     let theirs = dir.path().join("w-dir");
@@ -298,7 +379,9 @@ pub async fn failure_deletes_temp_resources_and_archives(b: &dyn Backend) {
     joined.register_temp_resource(&theirs).await.unwrap();
     let call = joined.start_call::<()>(CallOptions::new()).await.unwrap();
     op.fail("build broke").await.unwrap();
-    let info = tokio::time::timeout(Duration::from_secs(10), joined.failed()).await.expect("peer sees failure");
+    let info = tokio::time::timeout(Duration::from_secs(10), joined.failed())
+        .await
+        .expect("peer sees failure");
     assert_eq!(info.reason.as_deref(), Some("build broke"));
     let store = cli.store().clone();
     let id = op.operation_id().clone();
@@ -324,7 +407,10 @@ pub async fn stale_remote_participant_is_declared_crashed_and_fenced(b: &dyn Bac
     let cli = connect_with(b, "cli", |c| slow(with_clock(clock.clone())(c))).await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();
     let joined = join_as_remote(b, &clock, &cli, &op).await;
-    let call = joined.start_call::<()>(CallOptions::new().fail_on_crash(false)).await.unwrap();
+    let call = joined
+        .start_call::<()>(CallOptions::new().fail_on_crash(false))
+        .await
+        .unwrap();
     let me = joined.participant_id().clone();
     // No sleeping for the threshold: the clock jumps past it.
     clock.advance(Duration::from_secs(16));
@@ -339,13 +425,22 @@ pub async fn stale_remote_participant_is_declared_crashed_and_fenced(b: &dyn Bac
         let store = store.clone();
         let id = id.clone();
         let me = me.clone();
-        async move { store.read(&id).await.unwrap().participants[&me].state == ParticipantState::Crashed }
+        async move {
+            store.read(&id).await.unwrap().participants[&me].state == ParticipantState::Crashed
+        }
     })
     .await;
     let data = store.read(&id).await.unwrap();
-    assert_eq!(data.operation_state, OperationState::Running, "fail_on_crash=false: contained");
+    assert_eq!(
+        data.operation_state,
+        OperationState::Running,
+        "fail_on_crash=false: contained"
+    );
     assert!(data.call_frames.is_empty());
-    let err = joined.start_call::<()>(CallOptions::new()).await.unwrap_err();
+    let err = joined
+        .start_call::<()>(CallOptions::new())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Fenced { .. }), "{err}");
     drop(call);
     op.complete().await.unwrap();

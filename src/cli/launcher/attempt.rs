@@ -72,7 +72,10 @@ pub(super) async fn run(ctx: &CallContext, launch: Launch) -> WorkerOutcome {
             };
             let grace = (!kill).then_some(grace);
             let status = stop_group(&mut worker, grace, why, &mut stop).await;
-            (status.ok_or_else(|| "the worker did not exit".to_string()), Some(reason))
+            (
+                status.ok_or_else(|| "the worker did not exit".to_string()),
+                Some(reason),
+            )
         }
     };
     let captured = readers.finish().await;
@@ -127,7 +130,10 @@ fn spawn_error(spec: &WorkerSpec, e: Error) -> String {
 enum End {
     Exited(Result<ExitStatus, String>),
     /// Stopped from outside; `kill` skips the grace.
-    Stopped { reason: StopReason, kill: bool },
+    Stopped {
+        reason: StopReason,
+        kill: bool,
+    },
 }
 
 async fn wait_for_end(
@@ -147,7 +153,12 @@ async fn wait_for_end(
                     kill: true,
                 };
             }
-            Some(StopMode::Graceful(reason)) => return End::Stopped { reason, kill: false },
+            Some(StopMode::Graceful(reason)) => {
+                return End::Stopped {
+                    reason,
+                    kill: false,
+                };
+            }
             None => {}
         }
         tokio::select! {
@@ -208,7 +219,9 @@ struct Readers {
 impl Readers {
     fn start(worker: &mut Worker, spec: &WorkerSpec, routing: &Routing) -> Readers {
         let captured = if spec.kind == Kind::Stdio {
-            worker.take_stdout().map(|out| tokio::spawn(read_bounded(out)))
+            worker
+                .take_stdout()
+                .map(|out| tokio::spawn(read_bounded(out)))
         } else {
             None
         };

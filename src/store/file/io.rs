@@ -163,9 +163,19 @@ const RECYCLED_RETRIES: usize = 1000;
 /// creating an inode (which costs more than the rest of a write on some disks). Only when
 /// no reader holds it (an exclusive `flock` taken without waiting), it has one name, and
 /// it is not the current file `current`; `Ok(false)` when it cannot be recycled.
-pub fn recycle_into(old: &Path, staging: &Path, current: &Path, bytes: &[u8], durable: bool) -> Result<bool> {
+pub fn recycle_into(
+    old: &Path,
+    staging: &Path,
+    current: &Path,
+    bytes: &[u8],
+    durable: bool,
+) -> Result<bool> {
     use std::os::unix::fs::{FileExt, MetadataExt};
-    let file = match OpenOptions::new().write(true).custom_flags(libc::O_NOATIME).open(old) {
+    let file = match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(old)
+    {
         Ok(f) => f,
         Err(_) => return Ok(false),
     };

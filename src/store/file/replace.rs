@@ -54,7 +54,9 @@ pub fn swap_in(
         Some(seq) => {
             let entry = paths.trail_entry(op, seq);
             let recycled = match recycle {
-                Some(old) => recycle_into(&paths.trail_entry(op, old), &entry, &target, bytes, durable)?,
+                Some(old) => {
+                    recycle_into(&paths.trail_entry(op, old), &entry, &target, bytes, durable)?
+                }
                 None => false,
             };
             if !recycled {
