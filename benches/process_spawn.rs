@@ -1,6 +1,12 @@
 //! Spawn overhead of the process layer: 1,000 `true` workers at concurrency 2, through
-//! `WorkerCommand::spawn` + `wait` (with and without the parent-death hook), next to a
-//! bare `tokio::process::Command` loop and `xargs -P2 -n1 true`, all in the same run.
+//! `WorkerCommand::spawn` + `wait` (without a parent-death signal; with it, by either
+//! spawn method; escape-proof), next to a bare `tokio::process::Command` loop and
+//! `xargs -P2 -n1 true`, all in the same run.
+//!
+//! The workers are spawned from the two worker threads of a multi-thread runtime, so a
+//! worker with a parent-death signal is created on the spawner thread; one more row spawns
+//! them from the main thread (two loops on a current-thread runtime), as the CLI does,
+//! where no hop to the spawner thread is needed.
 //!
 //! Run: `cargo bench --bench process_spawn`
 
@@ -8,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tom_dist_ledger::process::{EscapeProof, StdioMode, WorkerCommand};
+use tom_dist_ledger::process::{EscapeProof, SpawnMethod, StdioMode, WorkerCommand};
 
 const N: usize = 1000;
 const CONCURRENCY: usize = 2;
@@ -19,6 +25,8 @@ enum Way {
     Bare,
     LayerFast,
     LayerParentDeath,
+    LayerParentDeathFork,
+    LayerMainThread,
     LayerEscapeProof,
 }
 
@@ -27,7 +35,9 @@ impl Way {
         match self {
             Way::Bare => "bare tokio::process::Command",
             Way::LayerFast => "WorkerCommand, no parent-death signal (no pre_exec)",
-            Way::LayerParentDeath => "WorkerCommand, default (parent-death signal)",
+            Way::LayerParentDeath => "WorkerCommand, default (parent-death signal, vfork)",
+            Way::LayerParentDeathFork => "WorkerCommand, parent-death signal, fork + pre_exec",
+            Way::LayerMainThread => "WorkerCommand, default, spawned on the main thread",
             Way::LayerEscapeProof => "WorkerCommand, escape-proof (cgroup)",
         }
     }
@@ -48,6 +58,7 @@ async fn one(way: Way) {
                 .stderr(StdioMode::Null);
             let cmd = match way {
                 Way::LayerFast => cmd.parent_death_signal(None),
+                Way::LayerParentDeathFork => cmd.spawn_method(SpawnMethod::Fork),
                 Way::LayerEscapeProof => cmd.escape_mode(EscapeProof::Cgroup),
                 _ => cmd,
             };
@@ -80,6 +91,29 @@ async fn run(way: Way, n: usize) -> Duration {
     start.elapsed()
 }
 
+/// `CONCURRENCY` loops of default workers on the calling thread.
+async fn run_here(n: usize) -> Duration {
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    let slot = || async {
+        while next.fetch_add(1, Ordering::Relaxed) < n {
+            one(Way::LayerParentDeath).await;
+        }
+    };
+    let slots: Vec<_> = (0..CONCURRENCY).map(|_| Box::pin(slot())).collect();
+    let mut slots = slots;
+    std::future::poll_fn(|cx| {
+        slots.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if slots.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    start.elapsed()
+}
+
 fn xargs(n: usize) -> Duration {
     let script = format!("seq {n} | xargs -P{CONCURRENCY} -n1 true");
     let start = Instant::now();
@@ -102,7 +136,21 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut ways = vec![Way::Bare, Way::LayerFast, Way::LayerParentDeath];
+    let mut ways = vec![
+        Way::Bare,
+        Way::LayerFast,
+        Way::LayerParentDeath,
+        Way::LayerParentDeathFork,
+        Way::LayerMainThread,
+    ];
+    let here = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let measure = |way: Way, n: usize| match way {
+        Way::LayerMainThread => here.block_on(run_here(n)),
+        _ => runtime.block_on(run(way, n)),
+    };
     let cgroups = runtime.block_on(async {
         WorkerCommand::new("true")
             .escape_mode(EscapeProof::Cgroup)
@@ -112,17 +160,15 @@ fn main() {
     if cgroups {
         ways.push(Way::LayerEscapeProof);
     }
-    runtime.block_on(async {
-        for &way in &ways {
-            run(way, 50).await;
-        }
-    });
+    for &way in &ways {
+        measure(way, 50);
+    }
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); ways.len()];
     let mut xargs_times = Vec::new();
     for _ in 0..ROUNDS {
         xargs_times.push(xargs(N));
         for (i, &way) in ways.iter().enumerate() {
-            times[i].push(runtime.block_on(run(way, N)));
+            times[i].push(measure(way, N));
         }
     }
     let xargs_t = median(xargs_times);

@@ -21,8 +21,13 @@
 //!   differs.
 //! - **Parent death.** Workers get a parent-death signal (SIGKILL by default) so they do
 //!   not outlive a supervisor killed with SIGKILL. Linux ties that signal to the thread
-//!   that forked, so such workers are forked on one thread that lives as long as the
-//!   process (see [`WorkerCommand::spawn`]).
+//!   that created the worker, so such workers are created on a thread that lives as long
+//!   as the process: the main thread when they are spawned from it, else one dedicated
+//!   spawner thread (see [`WorkerCommand::spawn`]).
+//! - **Cheap spawn.** A worker that needs work before `exec` (the parent-death signal, the
+//!   move into its cgroup) is created with `clone(CLONE_VM | CLONE_VFORK)` as
+//!   `posix_spawn` does, not with a `fork` that copies the supervisor's page tables, and
+//!   this layer waits for it through a pidfd (see [`SpawnMethod`]).
 //! - **Registry.** Every live worker group is in a process-wide [`Registry`], so the
 //!   signal handler can stop all of them at once ([`Registry::stop_all`]) or kill them
 //!   on a second Ctrl+C ([`Registry::kill_all`]).

@@ -8,7 +8,10 @@
 //!   the *thread* that created the worker exits, not the process. Tokio's blocking-pool
 //!   threads exit after idling, and a runtime's threads exit with the runtime; a worker
 //!   created there would be killed by surprise. So workers with a parent-death signal are
-//!   always created on one dedicated thread that lives as long as the process. The signal
+//!   created on a thread that lives as long as the process: the main thread when `spawn`
+//!   is called there (a current-thread runtime in `main`, as the CLI runs; returning from
+//!   `main` ends the process), else one dedicated spawner thread, at the price of a hop
+//!   to it and back. The signal
 //!   reaches the worker only, not its descendants: those are stopped through the recorded
 //!   group (see [`stop_recorded`](super::stop_recorded)) or the cgroup.
 //! - **Escape-proof** (off by default): the worker runs in a cgroup of its own, see
@@ -193,13 +196,15 @@ impl WorkerCommand {
     }
 
     /// The signal the worker gets when the supervisor dies, or `None` for no such signal
-    /// (which keeps the fast spawn path unless escape-proof).
+    /// (then, unless escape-proof, the worker goes through Tokio and the standard
+    /// library's `posix_spawn` path).
     ///
-    /// Linux delivers it when the thread that forked the worker ends; this crate forks such
-    /// workers on a dedicated thread that lives as long as the process, so the signal
-    /// comes only when the supervisor process itself ends (exits, crashes, is killed). It
-    /// reaches the worker alone: its own children are stopped through the recorded group
-    /// or the cgroup.
+    /// Linux delivers it when the thread that created the worker ends; this crate creates
+    /// such workers on a thread that lives as long as the process (the calling thread if it
+    /// is the main thread, else a dedicated spawner thread), so the signal comes only when
+    /// the supervisor process itself ends (exits, crashes, is killed). It reaches the
+    /// worker alone: its own children are stopped through the recorded group or the
+    /// cgroup.
     pub fn parent_death_signal(mut self, signal: Option<Signal>) -> Self {
         self.parent_death = signal;
         self
@@ -242,9 +247,11 @@ impl WorkerCommand {
     /// Starts the worker in a process group of its own and registers it in the
     /// process-wide [`registry`](super::registry()).
     ///
-    /// Must be called within a Tokio runtime (with I/O and time enabled). With a
-    /// parent-death signal, the fork happens on the dedicated spawner thread and this call
-    /// blocks for the duration of the fork (well under a millisecond normally).
+    /// Must be called within a Tokio runtime (with I/O and time enabled). Blocks the
+    /// calling thread until the worker has called `execve` (well under a millisecond
+    /// normally). With a parent-death signal, called from any thread but the main thread,
+    /// the process is created on the dedicated spawner thread, and the call waits for it
+    /// (two thread wake-ups more).
     ///
     /// A missing or non-executable program is [`Error::Spawn`] naming it.
     pub fn spawn(&self) -> Result<Worker> {
@@ -353,8 +360,10 @@ impl WorkerCommand {
         child.map(Child::Tokio)
     }
 
-    /// With `clone(CLONE_VM | CLONE_VFORK)`, see `vfork.rs`; on the spawner thread when
-    /// there is a parent-death signal.
+    /// With `clone(CLONE_VM | CLONE_VFORK)`, see `vfork.rs`. With a parent-death signal,
+    /// from a thread that lives as long as the process: the calling thread if it is the
+    /// main thread (a current-thread runtime in `main`, as the CLI runs), else the spawner
+    /// thread (a hop that costs two thread wake-ups, about 0.1 ms on a small VM).
     fn spawn_direct(
         &self,
         tag: Option<(&str, &str)>,
@@ -379,7 +388,7 @@ impl WorkerCommand {
             parent_death: self.parent_death,
         };
         let (prepared, ends) = Prepared::new(&request)?;
-        let spawned = if self.parent_death.is_some() {
+        let spawned = if self.parent_death.is_some() && !on_main_thread() {
             on_spawner_thread(move || prepared.spawn())??
         } else {
             prepared.spawn()?
@@ -459,6 +468,16 @@ fn install_pre_exec(
     unsafe {
         cmd.pre_exec(hook);
     }
+}
+
+/// Whether the calling thread is the process's main thread.
+///
+/// The main thread ends with the process: returning from `main` or `exit` ends every
+/// thread at once. (Only a main thread that calls `pthread_exit` itself while other threads
+/// go on would end first, and fire the parent-death signal of the workers it created.)
+fn on_main_thread() -> bool {
+    // SAFETY: gettid and getpid take no arguments and cannot fail.
+    unsafe { libc::gettid() == libc::getpid() }
 }
 
 type SpawnJob = Box<dyn FnOnce() + Send>;
