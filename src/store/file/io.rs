@@ -133,7 +133,7 @@ pub fn exchange_unsupported(e: &std::io::Error) -> bool {
 /// the current one) and opens the path again.
 pub fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
     for _ in 0..RECYCLED_RETRIES {
-        let mut file = match OpenOptions::new()
+        let file = match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOATIME)
             .open(path)
@@ -146,8 +146,9 @@ pub fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
             Err(std::fs::TryLockError::WouldBlock) => continue,
             Err(std::fs::TryLockError::Error(e)) => return Err(e),
         }
+        let _unlock = Unlock(&file);
         let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize + 1));
-        file.read_to_end(&mut bytes)?;
+        (&file).read_to_end(&mut bytes)?;
         return Ok(bytes);
     }
     Err(std::io::Error::new(
@@ -182,6 +183,7 @@ pub fn recycle_into(
     if file.try_lock().is_err() {
         return Ok(false);
     }
+    let _unlock = Unlock(&file);
     let Ok(meta) = file.metadata() else {
         return Ok(false);
     };
@@ -205,6 +207,21 @@ pub fn recycle_into(
     Ok(true)
 }
 
+/// Releases a `flock` explicitly when dropped, before its file is closed.
+///
+/// Closing the descriptor is not enough: the lock belongs to the open file description,
+/// and a process started by another thread in the meantime holds a copy of every
+/// descriptor until its `exec` closes them (close-on-exec). Until then the lock would
+/// outlive the close, and a file swapped into place right after would still be locked.
+/// An explicit unlock through any copy releases it for all of them.
+struct Unlock<'a>(&'a File);
+
+impl Drop for Unlock<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
 /// Make the directory entries below `path` (creations, renames) durable.
 pub fn sync_dir(path: &Path) -> Result<()> {
     File::open(path)
@@ -218,5 +235,51 @@ pub fn rename_if_present(from: &Path, to: &Path, action: &'static str) -> Result
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io(action, from, e)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    /// Starts, from another thread, a child that holds copies of this process's
+    /// descriptors for `millis` before it `exec`s (and so closes them), as any process
+    /// started by another thread at the wrong moment does for a shorter while. Returns once
+    /// the child is holding them; join the thread to reap it.
+    pub(crate) fn child_holding_descriptors(millis: u32) -> std::thread::JoinHandle<()> {
+        let thread = std::thread::spawn(move || {
+            let mut cmd = std::process::Command::new("true");
+            // SAFETY: usleep is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::usleep(millis * 1000);
+                    Ok(())
+                });
+            }
+            // Returns once the child has exec'd.
+            let mut child = cmd.spawn().expect("spawn");
+            child.wait().expect("wait");
+        });
+        std::thread::sleep(std::time::Duration::from_millis(u64::from(millis) / 4));
+        thread
+    }
+
+    #[test]
+    fn a_released_lock_does_not_stay_with_a_child_that_has_not_exec_d() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"x").unwrap();
+        let file = File::open(&path).unwrap();
+        file.try_lock().unwrap();
+        let unlock = Unlock(&file);
+        let child = child_holding_descriptors(2000);
+        drop(unlock);
+        drop(file);
+        let again = File::open(&path).unwrap();
+        let free = again.try_lock_shared().is_ok();
+        child.join().unwrap();
+        assert!(free, "the lock stayed with the child");
+        assert_eq!(read_whole(&path).unwrap(), b"x");
     }
 }

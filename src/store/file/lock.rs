@@ -26,7 +26,7 @@ pub enum IfMissing {
     RequireOperation,
 }
 
-/// A held lock; released when dropped (closing the descriptor releases the `flock`).
+/// A held lock; released when dropped.
 #[derive(Debug)]
 pub struct OpLock {
     file: File,
@@ -73,7 +73,15 @@ impl OpLock {
     /// Remove the lock file while holding it: only for an operation that is gone.
     pub fn remove(self, paths: &Paths, op: &OperationId) {
         let _ = fs::remove_file(paths.lock(op));
-        drop(self.file);
+    }
+}
+
+impl Drop for OpLock {
+    /// Unlocks explicitly rather than by closing: a process started by another thread
+    /// while the lock was held keeps a copy of the descriptor until its `exec`, and with
+    /// it the lock, so the next writer would wait for that `exec`.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
     }
 }
 
@@ -95,5 +103,30 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
             tokio::task::block_in_place(f)
         }
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::file::io::tests::child_holding_descriptors;
+
+    #[test]
+    fn the_next_writer_does_not_wait_for_a_child_that_has_not_exec_d() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path().to_path_buf());
+        let op = OperationId::parse("op_lock").unwrap();
+        let lock = OpLock::acquire(&paths, &op, IfMissing::Create).unwrap();
+        let child = child_holding_descriptors(2000);
+        drop(lock);
+        let start = std::time::Instant::now();
+        let again = OpLock::acquire(&paths, &op, IfMissing::Create).unwrap();
+        let waited = start.elapsed();
+        drop(again);
+        child.join().unwrap();
+        assert!(
+            waited < std::time::Duration::from_secs(1),
+            "waited {waited:?}"
+        );
     }
 }
