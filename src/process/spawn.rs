@@ -11,9 +11,9 @@
 //!   created on a thread that lives as long as the process: the main thread when `spawn`
 //!   is called there (a current-thread runtime in `main`, as the CLI runs; returning from
 //!   `main` ends the process), else one dedicated spawner thread, at the price of a hop
-//!   to it and back. The signal
-//!   reaches the worker only, not its descendants: those are stopped through the recorded
-//!   group (see [`stop_recorded`](super::stop_recorded)) or the cgroup.
+//!   to it and back. The signal reaches the worker only, not its descendants: those are
+//!   stopped through the recorded group (see [`stop_recorded`](super::stop_recorded)) or
+//!   the cgroup.
 //! - **Escape-proof** (off by default): the worker runs in a cgroup of its own, see
 //!   `cgroup.rs`.
 //!
@@ -100,10 +100,23 @@ pub enum SpawnMethod {
     /// so nothing is copied. The worker is then waited for through a pidfd by this layer.
     /// On kernels without pidfds (before Linux 5.3), [`Fork`](SpawnMethod::Fork) is used.
     ///
-    /// Differences from `Fork`: a program file without a `#!` line is not run through
-    /// `/bin/sh` (as with `posix_spawnp`); the worker is reaped by `waitpid` on its own pid,
-    /// so code in the same process that reaps any child (`waitpid(-1)`) would take its exit
-    /// status from [`Worker::wait`](super::Worker::wait), which then fails.
+    /// Caveats, and differences from `Fork`:
+    ///
+    /// - Until its `execve` the child runs on the supervisor's memory: it only makes
+    ///   system calls on values prepared before (argv, environment, paths, descriptors).
+    ///   The calling thread blocks every signal during the `clone`; the child resets every
+    ///   caught signal and SIGPIPE to the default action and unblocks all signals before
+    ///   `execve`, so the worker starts as the standard library starts processes.
+    /// - A program name without a slash is looked up in the worker's `PATH` (the one set
+    ///   with [`env`](WorkerCommand::env), else the supervisor's, else `/bin:/usr/bin`) as
+    ///   `execvp` does; a file without a `#!` line is not run through `/bin/sh` (as with
+    ///   `posix_spawnp`).
+    /// - The worker is reaped by `waitpid` on its own pid: code in the same process that
+    ///   reaps any child (`waitpid(-1)`, e.g. a SIGCHLD handler that reaps everything)
+    ///   would take its exit status, and [`Worker::wait`](super::Worker::wait) then fails.
+    ///   Tokio does not do that.
+    /// - A [`Worker`](super::Worker) dropped before its process was reaped has its group
+    ///   killed (as with `Fork`); the process is then reaped by a short-lived thread.
     #[default]
     Vfork,
     /// The standard library's `fork` with a `pre_exec` hook, waited for by Tokio.

@@ -171,29 +171,31 @@ impl Prepared {
             errno: AtomicI32::new(0),
             step: AtomicI32::new(Step::None as i32),
         };
-        let pid = STACK.with(|cell| -> io::Result<libc::pid_t> {
-            let mut cell = cell.borrow_mut();
-            let stack = match &mut *cell {
-                Some(stack) => stack,
-                None => cell.insert(ChildStack::new()?),
-            };
-            let blocked = BlockedSignals::all()?;
-            // SAFETY: the child runs `child_main` on a stack of its own that nothing else
-            // uses while this thread is suspended (CLONE_VFORK), with `args`, which lives on
-            // this frame until `clone` returns. It only makes async-signal-safe system calls
-            // and ends in `execve` or `_exit`.
-            let pid = unsafe {
-                libc::clone(
-                    child_main,
-                    stack.top(),
-                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                    (&raw const args).cast_mut().cast(),
-                )
-            };
-            let error = io::Error::last_os_error();
-            drop(blocked);
-            if pid < 0 { Err(error) } else { Ok(pid) }
-        })?;
+        let pid = STACK
+            .try_with(|cell| -> io::Result<libc::pid_t> {
+                let mut cell = cell.borrow_mut();
+                let stack = match &mut *cell {
+                    Some(stack) => stack,
+                    None => cell.insert(ChildStack::new()?),
+                };
+                let blocked = BlockedSignals::all()?;
+                // SAFETY: the child runs `child_main` on a stack of its own that nothing else
+                // uses while this thread is suspended (CLONE_VFORK), with `args`, which lives on
+                // this frame until `clone` returns. It only makes async-signal-safe system calls
+                // and ends in `execve` or `_exit`.
+                let pid = unsafe {
+                    libc::clone(
+                        child_main,
+                        stack.top(),
+                        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                        (&raw const args).cast_mut().cast(),
+                    )
+                };
+                let error = io::Error::last_os_error();
+                drop(blocked);
+                if pid < 0 { Err(error) } else { Ok(pid) }
+            })
+            .map_err(|_| io::Error::other("the spawning thread is ending"))??;
         let errno = args.errno.load(Ordering::Acquire);
         if errno != 0 {
             reap_blocking(pid);
