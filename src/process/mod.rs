@@ -69,6 +69,7 @@ mod signal;
 mod spawn;
 mod stop;
 mod vfork;
+mod vfork_args;
 mod worker;
 
 pub use exit::exited;

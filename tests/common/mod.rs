@@ -62,5 +62,6 @@ pub fn has_lock_waiter(ino: u64) -> bool {
     })
 }
 
+pub mod crash;
 pub mod peer;
 pub mod process;
