@@ -10,8 +10,8 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
 use tom_dist_ledger::ParticipantId;
 use tom_dist_ledger::ledger::{Connect, Ledger, OperationOptions};
 
@@ -37,29 +37,30 @@ async fn ledger(dir: &std::path::Path) -> Ledger {
     .expect("connect")
 }
 
+/// A peer process in `mode` on the operation, once it has said `ready`.
+async fn ready_peer(
+    mode: &str,
+    dir: &std::path::Path,
+    op: &tom_dist_ledger::OperationId,
+) -> (tokio::process::Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = Command::new(PEER)
+        .args([mode, "--ledger", dir.to_str().expect("utf-8"), "--op", op.as_str()])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("peer");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    assert_eq!(lines.next_line().await.expect("read").as_deref(), Some("ready"));
+    (child, lines)
+}
+
 async fn abort_once(dir: &std::path::Path) -> Duration {
     let ledger = ledger(dir).await;
     let op = ledger
         .create_operation(OperationOptions::new())
         .await
         .expect("create");
-    let mut child = Command::new(PEER)
-        .args([
-            "wait-abort",
-            "--ledger",
-            dir.to_str().expect("utf-8"),
-            "--op",
-            op.operation_id().as_str(),
-        ])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("peer");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    assert_eq!(
-        lines.next_line().await.expect("read").as_deref(),
-        Some("ready")
-    );
+    let (mut child, mut lines) = ready_peer("wait-abort", dir, op.operation_id()).await;
     let sent = now_nanos();
     op.set_abort_flag(true).await.expect("abort");
     let line = lines.next_line().await.expect("read").expect("line");
@@ -75,23 +76,7 @@ async fn crash_once(dir: &std::path::Path) -> Duration {
         .create_operation(OperationOptions::new())
         .await
         .expect("create");
-    let mut child = Command::new(PEER)
-        .args([
-            "hang",
-            "--ledger",
-            dir.to_str().expect("utf-8"),
-            "--op",
-            op.operation_id().as_str(),
-        ])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("peer");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    assert_eq!(
-        lines.next_line().await.expect("read").as_deref(),
-        Some("ready")
-    );
+    let (mut child, _lines) = ready_peer("hang", dir, op.operation_id()).await;
     let killed = Instant::now();
     child.start_kill().expect("kill");
     op.failed().await;

@@ -118,13 +118,15 @@ pub(crate) async fn declare_crashed(
             }
             match data.operation_state {
                 OperationState::Running if fatal => {
-                    data.operation_state = OperationState::Cleanup;
-                    data.failure = Some(FailureRecord {
-                        reason: format!("participant `{participant}` crashed ({why})"),
-                        crashed_call_ids: crashed_calls.clone(),
-                        crashed_participants: vec![participant.clone()],
-                        coordinator: Some(me.clone()),
-                    });
+                    data.enter_cleanup(
+                        now,
+                        FailureRecord {
+                            reason: format!("participant `{participant}` crashed ({why})"),
+                            crashed_call_ids: crashed_calls.clone(),
+                            crashed_participants: vec![participant.clone()],
+                            coordinator: Some(me.clone()),
+                        },
+                    );
                     decision = Decision::Coordinate;
                 }
                 OperationState::Running => {

@@ -66,18 +66,15 @@ pub(crate) async fn record_failure(
     let mut became_coordinator = false;
     let result = shared
         .modify(|data, now| {
-            became_coordinator = false;
-            if data.operation_state == OperationState::Running {
-                data.operation_state = OperationState::Cleanup;
-                data.detection_timestamp = Some(now);
-                data.failure = Some(FailureRecord {
+            became_coordinator = data.enter_cleanup(
+                now,
+                FailureRecord {
                     reason: reason.clone(),
                     crashed_call_ids: crashed_calls.clone(),
                     crashed_participants: Vec::new(),
                     coordinator: Some(me.clone()),
-                });
-                became_coordinator = true;
-            }
+                },
+            );
             Ok(())
         })
         .await;
@@ -119,16 +116,15 @@ pub(crate) async fn record_interruption(shared: &Arc<OpShared>, sig: crate::proc
             if initiator {
                 data.aborted = true;
             }
-            if data.operation_state == OperationState::Running {
-                data.operation_state = OperationState::Cleanup;
-                data.detection_timestamp = Some(now);
-                data.failure = Some(FailureRecord {
+            data.enter_cleanup(
+                now,
+                FailureRecord {
                     reason: reason.clone(),
                     crashed_call_ids: Vec::new(),
                     crashed_participants: Vec::new(),
                     coordinator: Some(me.clone()),
-                });
-            }
+                },
+            );
             Ok(())
         })
         .await;

@@ -66,6 +66,19 @@ impl LedgerInner {
             .remove(op);
     }
 
+    /// Append a line to an operation's log and hand it to the log-line callback.
+    pub async fn log(&self, op: &OperationId, level: LogLevel, message: &str) -> Result<()> {
+        let line = crate::model::log_line(&self.clock.now(), level, message);
+        let result = self
+            .store
+            .append_log(op, crate::store::LogKind::Main, &line)
+            .await;
+        if let Some(f) = &self.callback.on_log_line {
+            f(&line);
+        }
+        result
+    }
+
     fn registered(&self, op: &OperationId) -> Option<Arc<OpShared>> {
         self.operations
             .lock()
@@ -379,15 +392,8 @@ impl Ledger {
                 Ok(())
             })
             .await?;
-        let line = format!(
-            "{} [WARNING] ABORT_REQUESTED by={}",
-            crate::model::time::format(&now),
-            self.inner.config.participant
-        );
-        self.inner
-            .store
-            .append_log(op, crate::store::LogKind::Main, &line)
-            .await
+        let message = format!("ABORT_REQUESTED by={}", self.inner.config.participant);
+        self.inner.log(op, LogLevel::Warning, &message).await
     }
 
     /// The operation's data, live or archived; the flag is true when it came from the

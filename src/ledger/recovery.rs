@@ -11,7 +11,6 @@ use crate::ids::{OperationId, ParticipantId};
 use crate::model::{
     FailureRecord, FrameState, LedgerData, OperationState, ParticipantState, ProcessRecord,
 };
-use crate::store::LogKind;
 
 use super::Ledger;
 use super::crash::stop_workers;
@@ -208,10 +207,6 @@ impl Ledger {
     }
 
     async fn log_line(&self, op: &OperationId, message: &str) {
-        let line = format!(
-            "{} [INFO] {message}",
-            crate::model::time::format(&self.inner.clock.now())
-        );
-        let _ = self.inner.store.append_log(op, LogKind::Main, &line).await;
+        let _ = self.inner.log(op, crate::model::LogLevel::Info, message).await;
     }
 }

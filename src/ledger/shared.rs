@@ -20,7 +20,6 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId};
 use crate::model::{LedgerData, LogLevel, ParticipantState};
-use crate::store::LogKind;
 
 use super::LedgerInner;
 use super::callbacks::{BoxFuture, OperationCallback, OperationFailedInfo};
@@ -290,21 +289,7 @@ impl OpShared {
 
     /// Write a line to the operation log (and to the ledger's log-line callback).
     pub async fn log(&self, level: LogLevel, message: &str) -> Result<()> {
-        let line = format!(
-            "{} [{}] {}",
-            crate::model::time::format(&self.now()),
-            level,
-            message
-        );
-        let result = self
-            .ledger
-            .store
-            .append_log(&self.id, LogKind::Main, &line)
-            .await;
-        if let Some(f) = &self.ledger.callback.on_log_line {
-            f(&line);
-        }
-        result
+        self.ledger.log(&self.id, level, message).await
     }
 
     /// Log without failing the caller: log lines are best effort once the state is written.

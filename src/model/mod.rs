@@ -85,6 +85,11 @@ pub enum LogLevel {
     Error,
 }
 
+/// A line of the operation log: `{RFC3339 UTC} [LEVEL] message`.
+pub fn log_line(now: &Timestamp, level: LogLevel, message: &str) -> String {
+    format!("{} [{level}] {message}", time::format(now))
+}
+
 impl LogLevel {
     /// The spelling in log lines: `DEBUG`, `INFO`, `WARNING`, `ERROR`.
     pub fn as_str(self) -> &'static str {
@@ -296,6 +301,18 @@ impl LedgerData {
         let mut out = serde_json::to_vec_pretty(self).expect("ledger data always serialises");
         out.push(b'\n');
         out
+    }
+
+    /// Move a running operation into `cleanup` with `failure`; false (nothing changed) when
+    /// it was not running.
+    pub fn enter_cleanup(&mut self, now: Timestamp, failure: FailureRecord) -> bool {
+        if self.operation_state != OperationState::Running {
+            return false;
+        }
+        self.operation_state = OperationState::Cleanup;
+        self.detection_timestamp = Some(now);
+        self.failure = Some(failure);
+        true
     }
 
     /// True when no call frames and no temp resources are left.
