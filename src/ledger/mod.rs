@@ -415,6 +415,7 @@ impl Ledger {
     }
 
     /// Stop every heartbeat and watch of this ledger. Operations stay as they are.
+    /// Returns once no heartbeat of this ledger can write any more.
     pub async fn dispose(&self) {
         let all: Vec<Arc<OpShared>> = self
             .inner
@@ -425,7 +426,9 @@ impl Ledger {
             .map(|(_, s)| s)
             .collect();
         for shared in all {
-            shared.stop_tasks();
+            for task in shared.stop_tasks() {
+                let _ = task.await;
+            }
         }
     }
 }

@@ -300,18 +300,22 @@ impl OpShared {
     }
 
     /// Stop the background tasks of this participant in this operation.
-    pub fn stop_tasks(&self) {
+    /// Returns the aborted tasks, for callers that must know no write of theirs is still
+    /// in flight (a beat already inside the store finishes before its task ends).
+    pub fn stop_tasks(&self) -> Vec<JoinHandle<()>> {
         let mut local = self.local();
         local.ended = true;
         for id in local.cleanup_ids.drain(..) {
             crate::cleanup::CleanupHandler::global().unregister(id);
         }
-        if let Some(h) = local.heartbeat.take() {
-            h.abort();
+        let tasks: Vec<JoinHandle<()>> = [local.heartbeat.take(), local.watcher.take()]
+            .into_iter()
+            .flatten()
+            .collect();
+        for task in &tasks {
+            task.abort();
         }
-        if let Some(h) = local.watcher.take() {
-            h.abort();
-        }
+        tasks
     }
 
     /// Start following changes of the operation pushed by the store.
