@@ -36,6 +36,24 @@ pub enum Error {
     #[error("corrupt ledger file `{path}`: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 
+    /// An entry of the ledger directory the store did not create: a symlink, something
+    /// other than what the store makes there, or another user's. Never used.
+    #[error("refusing {what} `{path}`: it is {found}")]
+    UntrustedEntry {
+        what: &'static str,
+        path: PathBuf,
+        found: String,
+    },
+
+    /// A ledger directory that others could have written: another user's, or writable by
+    /// group or others. The message says how to fix it.
+    #[error("ledger directory `{path}` {problem}: {fix}")]
+    UntrustedLedgerDir {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
+
     #[error("{action} `{path}`: {source}")]
     Io {
         action: &'static str,

@@ -4,15 +4,27 @@
 //! The operation file moves last: until it has moved the operation is live, so an archive
 //! interrupted half-way is simply done again (what already moved stays; logs are found in
 //! the archive by readers and appenders meanwhile).
+//!
+//! `backup/` may hold things that are not archives (`--ledger .` in a project with a
+//! `backup/` of its own), so retention prunes only directories the store provably wrote:
+//! each archive gets a marker file, written before anything moves in, naming its
+//! operation. Archives written before the marker existed (and by the original) are
+//! recognised by their exact layout instead: nothing but `operation.json`,
+//! `operation.log`, `operation.debug.log` and `trail`, with an `operation.json` that
+//! holds the operation the directory is named after. Anything else is never touched, and
+//! a `backup` that is a symlink or not this user's directory is refused.
 
 use std::fs;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::io::{create_private_dir, rename_if_present, sync_dir};
+use super::io::{read_whole, rename_if_present, sync_dir, write_private};
 use super::lock::{IfMissing, OpLock};
 use super::paths::Paths;
 use super::trail;
+use super::trust::{self, Owner, open_entry};
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
 use crate::model::LedgerData;
@@ -22,12 +34,18 @@ use crate::store::LogKind;
 pub fn archive(paths: &Paths, op: &OperationId, durable: bool) -> Result<PathBuf> {
     let lock = OpLock::acquire(paths, op, IfMissing::RequireOperation)?;
     let current = paths.operation(op);
-    if !current.exists() {
+    if !trust::present(&current) {
         return Err(Error::OperationNotFound(op.clone()));
     }
     let dir = paths.archive_dir(op);
-    create_private_dir(&paths.backup_dir())?;
-    create_private_dir(&dir)?;
+    trust::ensure_private_dir(&paths.backup_dir(), "archive directory")?;
+    trust::ensure_private_dir(&dir, "archive directory")?;
+    // First, so that an archive interrupted half-way is still known to be ours.
+    write_private(
+        &paths.archive_marker(op),
+        marker_text(op).as_bytes(),
+        durable,
+    )?;
     for kind in [LogKind::Main, LogKind::Debug] {
         rename_if_present(
             &paths.log(op, kind),
@@ -36,12 +54,12 @@ pub fn archive(paths: &Paths, op: &OperationId, durable: bool) -> Result<PathBuf
         )?;
     }
     // Entries numbered above the final `seq` were staged by writers that died.
-    if let Ok(Ok(last)) = fs::read(&current).map(|b| LedgerData::from_json(&b)) {
+    if let Ok(Ok(last)) = read_whole(&current).map(|b| LedgerData::from_json(&b)) {
         trail::remove_entries(paths, op, |n| n > last.seq);
     }
     let trail = paths.trail_dir(op);
     let archived_trail = paths.archived_trail(op);
-    if trail.exists() && archived_trail.exists() {
+    if trust::present(&trail) && trust::present(&archived_trail) {
         // Left by an interrupted archive; the live trail is newer.
         fs::remove_dir_all(&archived_trail)
             .map_err(|e| Error::io("replace archived trail", &archived_trail, e))?;
@@ -58,19 +76,20 @@ pub fn archive(paths: &Paths, op: &OperationId, durable: bool) -> Result<PathBuf
     Ok(dir)
 }
 
-/// Keep the newest `max` archives, by archive time and then name; 0 keeps none.
+/// Keep the newest `max` archives, by archive time and then name; 0 keeps none. Only
+/// archives the store wrote count and are pruned; everything else in `backup/` stays.
 pub fn enforce_retention(paths: &Paths, max: usize) -> Result<()> {
-    let backup = paths.backup_dir();
+    let backup = checked_backup_dir(paths)?;
     let mut dirs: Vec<(SystemTime, PathBuf)> = fs::read_dir(&backup)
         .map_err(|e| Error::io("list", &backup, e))?
         .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| {
-            let modified = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .unwrap_or(UNIX_EPOCH);
-            (modified, e.path())
+        .filter_map(|e| {
+            let op = OperationId::parse(e.file_name().to_str()?).ok()?;
+            // `DirEntry::metadata` does not follow a symlink.
+            let meta = e.metadata().ok()?;
+            let ours =
+                meta.is_dir() && meta.uid() == trust::my_uid() && is_store_archive(paths, &op);
+            ours.then(|| (meta.modified().unwrap_or(UNIX_EPOCH), e.path()))
         })
         .collect();
     if dirs.len() <= max {
@@ -88,16 +107,80 @@ pub fn enforce_retention(paths: &Paths, max: usize) -> Result<()> {
 /// Ids of the archived operations, sorted; directories that are not archives are skipped.
 pub fn list(paths: &Paths) -> Result<Vec<OperationId>> {
     let backup = paths.backup_dir();
-    let entries = match fs::read_dir(&backup) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("list", &backup, e)),
+    match fs::symlink_metadata(&backup) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        _ => checked_backup_dir(paths)?,
     };
+    let entries = fs::read_dir(&backup).map_err(|e| Error::io("list", &backup, e))?;
     let mut ids: Vec<OperationId> = entries
         .flatten()
         .filter_map(|e| OperationId::parse(e.file_name().to_str()?).ok())
-        .filter(|op| paths.archived_operation(op).is_file())
+        .filter(|op| {
+            trust::is_own_dir(&paths.archive_dir(op))
+                && fs::symlink_metadata(paths.archived_operation(op)).is_ok_and(|m| m.is_file())
+        })
         .collect();
     ids.sort();
     Ok(ids)
+}
+
+/// `backup/`, refused unless it is a real directory of this user.
+fn checked_backup_dir(paths: &Paths) -> Result<PathBuf> {
+    let backup = paths.backup_dir();
+    let meta = fs::symlink_metadata(&backup).map_err(|e| Error::io("stat", &backup, e))?;
+    trust::check_dir(&backup, &meta, "archive directory")?;
+    Ok(backup)
+}
+
+/// What the marker of the archive of `op` holds.
+fn marker_text(op: &OperationId) -> String {
+    format!("tom-dist-ledger archive of operation {op}\n")
+}
+
+/// Names an archive written before the marker existed may hold, and nothing else.
+const LEGACY_NAMES: [&str; 4] = [
+    "operation.json",
+    "operation.log",
+    "operation.debug.log",
+    "trail",
+];
+
+/// True when `backup/{op}` (already known to be a directory of this user) is an archive
+/// this store wrote: it carries the marker naming `op`, or it has exactly the layout of an
+/// archive from before the marker, holding `op` (see the module notes).
+fn is_store_archive(paths: &Paths, op: &OperationId) -> bool {
+    let expected = marker_text(op);
+    let marker = open_entry(
+        fs::OpenOptions::new().read(true),
+        &paths.archive_marker(op),
+        0,
+        Owner::Me,
+        "read",
+    );
+    if let Ok((file, _)) = marker {
+        let mut found = Vec::with_capacity(expected.len() + 1);
+        return file
+            .take(expected.len() as u64 + 1)
+            .read_to_end(&mut found)
+            .is_ok_and(|_| found == expected.as_bytes());
+    }
+    is_legacy_archive(paths, op)
+}
+
+fn is_legacy_archive(paths: &Paths, op: &OperationId) -> bool {
+    let Ok(entries) = fs::read_dir(paths.archive_dir(op)) else {
+        return false;
+    };
+    let only_archive_names = entries.into_iter().all(|e| {
+        e.is_ok_and(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|name| LEGACY_NAMES.contains(&name))
+        })
+    });
+    only_archive_names
+        && read_whole(&paths.archived_operation(op))
+            .ok()
+            .and_then(|bytes| LedgerData::from_json(&bytes).ok())
+            .is_some_and(|data| &data.operation_id == op)
 }

@@ -6,6 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use super::trust::{self, Owner, open_entry};
 use crate::error::{Error, Result};
 
 /// Mode of every file the store creates.
@@ -14,12 +15,15 @@ pub const FILE_MODE: u32 = 0o600;
 pub const DIR_MODE: u32 = 0o700;
 
 /// Create `path` (one level; the parent must exist) as a private directory. An existing
-/// directory is left as it is.
+/// directory of this user is left as it is; a symlink or anything else is refused.
 pub fn create_private_dir(path: &Path) -> Result<()> {
     match fs::DirBuilder::new().mode(DIR_MODE).create(path) {
         Ok(()) => fs::set_permissions(path, Permissions::from_mode(DIR_MODE))
             .map_err(|e| Error::io("set permissions of", path, e)),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let meta = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
+            trust::check_dir(path, &meta, "directory")
+        }
         Err(e) => Err(Error::io("create directory", path, e)),
     }
 }
@@ -38,16 +42,10 @@ pub fn create_private_dir_all(path: &Path) -> Result<()> {
 /// Open `options` on `path`, making a file it creates private whatever the umask. The
 /// umask can only be read by changing it (racing with other threads), so the mode is
 /// checked after the fact; `fchmod` only when it is off, since it costs a journal entry.
+/// Only a regular file of this user is accepted, never through a symlink (see `trust.rs`).
 pub fn open_private(options: &mut OpenOptions, path: &Path, action: &'static str) -> Result<File> {
-    let file = options
-        .mode(FILE_MODE)
-        .open(path)
-        .map_err(|e| Error::io(action, path, e))?;
-    let mode = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .permissions()
-        .mode();
+    let (file, meta) = open_entry(options.mode(FILE_MODE), path, 0, Owner::Me, action)?;
+    let mode = meta.permissions().mode();
     if mode & 0o7777 != FILE_MODE {
         file.set_permissions(Permissions::from_mode(FILE_MODE))
             .map_err(|e| Error::io("set permissions of", path, e))?;
@@ -124,36 +122,48 @@ pub fn exchange_unsupported(e: &std::io::Error) -> bool {
 
 /// The whole file, read without updating its access time: every write makes a new
 /// inode, whose first read would otherwise cost a journal entry (with `relatime`).
-/// `O_NOATIME` is refused for files of other users; those are read plainly.
+/// `O_NOATIME` is refused for files of other users; those are read plainly. Only a regular
+/// file is read, never through a symlink (see `trust.rs`).
 ///
 /// The reader holds a shared `flock` on the inode while it reads: a writer recycles an old
 /// trail inode as its next staging file only if it can lock it exclusively, so a reader
 /// that opened a file long ago and is still reading never sees it overwritten. A reader
 /// that finds the inode locked exclusively has opened a file being recycled (no longer
 /// the current one) and opens the path again.
-pub fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
+pub fn read_whole(path: &Path) -> Result<Vec<u8>> {
+    let open = |flags| {
+        open_entry(
+            OpenOptions::new().read(true),
+            path,
+            flags,
+            Owner::Anyone,
+            "read",
+        )
+    };
     for _ in 0..RECYCLED_RETRIES {
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOATIME)
-            .open(path)
-        {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path)?,
+        let (file, meta) = match open(libc::O_NOATIME) {
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => open(0)?,
             other => other?,
         };
         match file.try_lock_shared() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => continue,
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
         }
         let _unlock = Unlock(&file);
-        let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize + 1));
-        (&file).read_to_end(&mut bytes)?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+        (&file)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io("read", path, e))?;
         return Ok(bytes);
     }
-    Err(std::io::Error::new(
-        ErrorKind::WouldBlock,
-        "the file kept being replaced while it was opened",
+    Err(Error::io(
+        "read",
+        path,
+        std::io::Error::new(
+            ErrorKind::WouldBlock,
+            "the file kept being replaced while it was opened",
+        ),
     ))
 }
 
@@ -163,7 +173,9 @@ const RECYCLED_RETRIES: usize = 1000;
 /// Turn the old file at `old` into the staging file `staging` holding `bytes`, without
 /// creating an inode (which costs more than the rest of a write on some disks). Only when
 /// no reader holds it (an exclusive `flock` taken without waiting), it has one name, and
-/// it is not the current file `current`; `Ok(false)` when it cannot be recycled.
+/// it is not the current file `current`; `Ok(false)` when it cannot be recycled. Never
+/// through a symlink, and only a regular file of this user: an entry replaced by anything
+/// else is left to pruning, which unlinks the name and never touches a target.
 pub fn recycle_into(
     old: &Path,
     staging: &Path,
@@ -172,22 +184,20 @@ pub fn recycle_into(
     durable: bool,
 ) -> Result<bool> {
     use std::os::unix::fs::{FileExt, MetadataExt};
-    let file = match OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(old)
-    {
-        Ok(f) => f,
-        Err(_) => return Ok(false),
+    let Ok((file, meta)) = open_entry(
+        OpenOptions::new().write(true),
+        old,
+        libc::O_NOATIME,
+        Owner::Me,
+        "recycle",
+    ) else {
+        return Ok(false);
     };
     if file.try_lock().is_err() {
         return Ok(false);
     }
     let _unlock = Unlock(&file);
-    let Ok(meta) = file.metadata() else {
-        return Ok(false);
-    };
-    let current_ino = fs::metadata(current).map(|m| m.ino()).ok();
+    let current_ino = fs::symlink_metadata(current).map(|m| m.ino()).ok();
     if meta.nlink() != 1 || current_ino == Some(meta.ino()) {
         return Ok(false);
     }
@@ -197,6 +207,16 @@ pub fn recycle_into(
             return Ok(false);
         }
         return Err(Error::io("recycle", old, e));
+    }
+    // The name moved must be the file held (the directory is ours alone, so this only
+    // fails if something is badly wrong): never write under a name that is another file.
+    let moved = fs::symlink_metadata(staging).map_err(|e| Error::io("stat", staging, e))?;
+    if moved.ino() != meta.ino() || moved.dev() != meta.dev() {
+        return Err(Error::UntrustedEntry {
+            what: "trail entry",
+            path: old.to_path_buf(),
+            found: "no longer the file that was opened".to_string(),
+        });
     }
     file.write_all_at(bytes, 0)
         .and_then(|()| file.set_len(bytes.len() as u64))

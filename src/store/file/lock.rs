@@ -12,6 +12,7 @@ use std::os::unix::fs::MetadataExt;
 
 use super::io::open_private;
 use super::paths::Paths;
+use super::trust::{Owner, open_entry};
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
 
@@ -37,9 +38,16 @@ impl OpLock {
     pub fn acquire(paths: &Paths, op: &OperationId, missing: IfMissing) -> Result<Self> {
         let path = paths.lock(op);
         loop {
-            let file = match OpenOptions::new().read(true).write(true).open(&path) {
-                Ok(file) => file,
-                Err(e) if e.kind() == ErrorKind::NotFound => {
+            let existing = open_entry(
+                OpenOptions::new().read(true).write(true),
+                &path,
+                0,
+                Owner::Me,
+                "open lock file",
+            );
+            let file = match existing {
+                Ok((file, _)) => file,
+                Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
                     if missing == IfMissing::RequireOperation && !paths.operation(op).exists() {
                         return Err(Error::OperationNotFound(op.clone()));
                     }
@@ -49,7 +57,7 @@ impl OpLock {
                         "create lock file",
                     )?
                 }
-                Err(e) => return Err(Error::io("open lock file", &path, e)),
+                Err(e) => return Err(e),
             };
             match file.try_lock() {
                 Ok(()) => {}
@@ -59,7 +67,7 @@ impl OpLock {
                 Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
             }
             let held = file.metadata().map_err(|e| Error::io("stat", &path, e))?;
-            match fs::metadata(&path) {
+            match fs::symlink_metadata(&path) {
                 Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
                     return Ok(Self { file });
                 }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::io::open_private;
 use super::paths::Paths;
+use super::trust::{Owner, open_entry};
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
 use crate::store::LogKind;
@@ -54,7 +55,8 @@ pub fn append(
 }
 
 fn open_for_append(paths: &Paths, op: &OperationId, kind: LogKind) -> Result<(File, PathBuf)> {
-    if let Some(found) = open_existing(paths, op, kind, OpenOptions::new().append(true))? {
+    if let Some(found) = open_existing(paths, op, kind, Owner::Me, OpenOptions::new().append(true))?
+    {
         return Ok(found);
     }
     // The log is missing (deleted by hand, or a debug log the original never created):
@@ -75,17 +77,19 @@ fn open_for_append(paths: &Paths, op: &OperationId, kind: LogKind) -> Result<(Fi
 }
 
 /// The live log, else the archived one (archiving may move it between the two tries).
+/// Never through a symlink (see `trust.rs`).
 fn open_existing(
     paths: &Paths,
     op: &OperationId,
     kind: LogKind,
-    options: &OpenOptions,
+    owner: Owner,
+    options: &mut OpenOptions,
 ) -> Result<Option<(File, PathBuf)>> {
     for path in [paths.log(op, kind), paths.archived_log(op, kind)] {
-        match options.open(&path) {
-            Ok(file) => return Ok(Some((file, path))),
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("open", &path, e)),
+        match open_entry(options, &path, 0, owner, "open") {
+            Ok((file, _)) => return Ok(Some((file, path))),
+            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(None)
@@ -94,7 +98,13 @@ fn open_existing(
 /// The log from byte `from` on, whole lines only, and the offset to continue from. A line
 /// being appended right now comes with the next call.
 pub fn read(paths: &Paths, op: &OperationId, kind: LogKind, from: u64) -> Result<(String, u64)> {
-    let Some((mut file, path)) = open_existing(paths, op, kind, OpenOptions::new().read(true))?
+    let Some((mut file, path)) = open_existing(
+        paths,
+        op,
+        kind,
+        Owner::Anyone,
+        OpenOptions::new().read(true),
+    )?
     else {
         // An operation whose log was never created has an empty log.
         if paths.operation(op).exists() || paths.archived_operation(op).exists() {

@@ -26,6 +26,10 @@
 //! - Log lines are appended with one `write` on an `O_APPEND` descriptor, outside the lock,
 //!   so concurrent writers never interleave within a line.
 //! - Files are created 0600 and directories 0700 whatever the umask.
+//! - Nothing in the directory is trusted that the store could not have made (see
+//!   `trust.rs`): the directory must be this user's and writable by no one else, files
+//!   are opened without following symlinks, and archive retention prunes only archives
+//!   the store wrote (see `archive.rs`).
 //! - No fsync unless `durable`: the ledger guards against process crashes, not power loss.
 //!   Without it a power cut may leave the newest operation file empty (the trail keeps the
 //!   states before it); with `durable`, every written file and the directories whose
@@ -38,6 +42,7 @@ mod log;
 mod paths;
 mod replace;
 mod trail;
+mod trust;
 mod watch;
 
 use std::fs;
@@ -50,7 +55,7 @@ use super::{Change, ChangeReceiver, LogKind, Store, StoreLocation};
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
 use crate::model::LedgerData;
-use io::{create_private_dir, create_private_dir_all, read_whole};
+use io::{create_private_dir_all, read_whole};
 use lock::{IfMissing, OpLock};
 use paths::Paths;
 
@@ -84,12 +89,15 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Open (creating if needed) a ledger directory.
+    /// Open (creating if needed) a ledger directory. A directory of another user, or one
+    /// that group or others can write, is refused, and so is a `backup` that is not a
+    /// directory of this user (a symlink included): nothing is created in them.
     pub fn open(base: impl Into<PathBuf>, options: FileStoreOptions) -> Result<Self> {
         let base: PathBuf = base.into();
         let paths = Paths::new(base.clone());
         create_private_dir_all(&base)?;
-        create_private_dir(&paths.backup_dir())?;
+        trust::check_ledger_dir(&base)?;
+        trust::ensure_private_dir(&paths.backup_dir(), "archive directory")?;
         let watcher = watch::DirWatcher::new(base);
         Ok(Self {
             paths,
@@ -136,10 +144,10 @@ impl FileStore {
     fn read_sync(&self, path: &Path, op: &OperationId) -> Result<LedgerData> {
         let bytes = match read_whole(path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
                 return Err(Error::OperationNotFound(op.clone()));
             }
-            Err(e) => return Err(Error::io("read", path, e)),
+            Err(e) => return Err(e),
         };
         let data = LedgerData::from_json(&bytes).map_err(|e| Error::Corrupt {
             path: path.to_path_buf(),
@@ -181,10 +189,10 @@ impl FileStore {
     fn create_sync(&self, data: &LedgerData) -> Result<()> {
         let op = &data.operation_id;
         let lock = OpLock::acquire(&self.paths, op, IfMissing::Create)?;
-        if self.paths.operation(op).exists() {
+        if trust::present(&self.paths.operation(op)) {
             return Err(Error::OperationExists(op.clone()));
         }
-        let result = if self.paths.archive_dir(op).exists() {
+        let result = if trust::present(&self.paths.archive_dir(op)) {
             Err(Error::OperationExists(op.clone()))
         } else {
             [LogKind::Main, LogKind::Debug]
@@ -194,7 +202,7 @@ impl FileStore {
                     replace::create(&self.paths, op, &data.to_json(), self.options.durable)
                 })
         };
-        if result.is_err() && !self.paths.operation(op).exists() {
+        if result.is_err() && !trust::present(&self.paths.operation(op)) {
             // No operation came of it: leave no lock file behind.
             lock.remove(&self.paths, op);
         }

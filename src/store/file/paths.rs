@@ -72,6 +72,11 @@ impl Paths {
         self.archive_dir(op).join("operation.json")
     }
 
+    /// The file that marks `backup/{op}` as an archive the store wrote.
+    pub fn archive_marker(&self, op: &OperationId) -> PathBuf {
+        self.archive_dir(op).join(".tom-ledger-archive")
+    }
+
     pub fn archived_trail(&self, op: &OperationId) -> PathBuf {
         self.archive_dir(op).join("trail")
     }

@@ -19,10 +19,9 @@
 use std::fs;
 use std::path::Path;
 
-use super::io::{
-    create_private_dir, exchange, exchange_unsupported, recycle_into, sync_dir, write_private,
-};
+use super::io::{exchange, exchange_unsupported, recycle_into, sync_dir, write_private};
 use super::paths::Paths;
+use super::trust;
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
 
@@ -52,6 +51,8 @@ pub fn swap_in(
     let target = paths.operation(op);
     let staging = match trail_seq {
         Some(seq) => {
+            // Never stage through a trail directory that is a symlink.
+            trust::ensure_private_dir(&paths.trail_dir(op), "trail directory")?;
             let entry = paths.trail_entry(op, seq);
             let recycled = match recycle {
                 Some(old) => {
@@ -60,7 +61,9 @@ pub fn swap_in(
                 None => false,
             };
             if !recycled {
-                stage_in_trail(paths, op, &entry, bytes, durable)?;
+                // An entry already there was staged by a writer that died before its
+                // swap: it is replaced.
+                write_private(&entry, bytes, durable)?;
             }
             entry
         }
@@ -88,24 +91,6 @@ pub fn swap_in(
         }
     }
     Ok(())
-}
-
-/// Write the staging file under the trail entry's name. An entry already there was
-/// staged by a writer that died before its swap: it is replaced.
-fn stage_in_trail(
-    paths: &Paths,
-    op: &OperationId,
-    entry: &Path,
-    bytes: &[u8],
-    durable: bool,
-) -> Result<()> {
-    match write_private(entry, bytes, durable) {
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            create_private_dir(&paths.trail_dir(op))?;
-            write_private(entry, bytes, durable)
-        }
-        other => other,
-    }
 }
 
 /// Without `RENAME_EXCHANGE`: move the staged file aside, link the current file into the

@@ -10,6 +10,7 @@
 use std::fs;
 
 use super::paths::{self, Paths};
+use super::trust;
 use crate::ids::OperationId;
 
 /// Drop entries beyond `keep` after write `seq`. Runs outside the lock, and failures are
@@ -24,8 +25,12 @@ pub fn prune(paths: &Paths, op: &OperationId, seq: u64, keep: u64) {
     }
 }
 
-/// Remove the trail entries whose `seq` matches `doomed`.
+/// Remove the trail entries whose `seq` matches `doomed`; nothing in a trail directory
+/// that is a symlink or not this user's.
 pub fn remove_entries(paths: &Paths, op: &OperationId, doomed: impl Fn(u64) -> bool) {
+    if !trust::is_own_dir(&paths.trail_dir(op)) {
+        return;
+    }
     let Ok(entries) = fs::read_dir(paths.trail_dir(op)) else {
         return;
     };
