@@ -404,3 +404,45 @@ fn a_ledger_directory_others_could_write_is_refused() {
     fs::set_permissions(&fine, fs::Permissions::from_mode(0o755)).unwrap();
     open(&fine, 200, 20).expect("a directory only its owner can write is fine");
 }
+
+/// An archive directory swapped for a symlink is neither read nor appended through, and
+/// is not listed; the files of its target keep their content.
+#[tokio::test]
+async fn a_symlinked_archive_directory_is_refused() {
+    let _watchdog = watchdog();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("ledger");
+    let store = open(&base, 200, 20).unwrap();
+    let id = op("op_archive_link");
+    store.create(&sample(id.as_str())).await.unwrap();
+    store
+        .append_log(&id, LogKind::Main, "before")
+        .await
+        .unwrap();
+    store.archive(&id).await.unwrap();
+    let moved = dir.path().join("moved-archive");
+    fs::rename(store.archive_dir(&id), &moved).unwrap();
+    symlink(&moved, store.archive_dir(&id)).unwrap();
+    let before = snapshot_files(&moved);
+
+    let err = store.read_archived(&id).await.unwrap_err();
+    assert_eq!(untrusted_path(&err), store.archive_dir(&id), "{err}");
+    let err = store
+        .append_log(&id, LogKind::Main, "after")
+        .await
+        .unwrap_err();
+    assert_eq!(untrusted_path(&err), store.archive_dir(&id), "{err}");
+    assert!(store.list_archived().await.unwrap().is_empty());
+    assert_eq!(snapshot_files(&moved), before);
+}
+
+fn snapshot_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| (p.display().to_string(), fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}

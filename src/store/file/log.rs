@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::io::open_private;
 use super::paths::Paths;
-use super::trust::{Owner, open_entry};
+use super::trust::{self, Owner, open_entry};
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
 use crate::store::LogKind;
@@ -77,7 +77,7 @@ fn open_for_append(paths: &Paths, op: &OperationId, kind: LogKind) -> Result<(Fi
 }
 
 /// The live log, else the archived one (archiving may move it between the two tries).
-/// Never through a symlink (see `trust.rs`).
+/// Never through a symlink, nor into an archive directory that is one (see `trust.rs`).
 fn open_existing(
     paths: &Paths,
     op: &OperationId,
@@ -86,6 +86,9 @@ fn open_existing(
     options: &mut OpenOptions,
 ) -> Result<Option<(File, PathBuf)>> {
     for path in [paths.log(op, kind), paths.archived_log(op, kind)] {
+        if path == paths.archived_log(op, kind) {
+            trust::check_dir_if_present(&paths.archive_dir(op), "archive directory")?;
+        }
         match open_entry(options, &path, 0, owner, "open") {
             Ok((file, _)) => return Ok(Some((file, path))),
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}

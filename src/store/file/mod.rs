@@ -253,6 +253,7 @@ impl Store for FileStore {
     }
 
     async fn read_archived(&self, op: &OperationId) -> Result<LedgerData> {
+        trust::check_dir_if_present(&self.paths.archive_dir(op), "archive directory")?;
         self.read_sync(&self.paths.archived_operation(op), op)
     }
 

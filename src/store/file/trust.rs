@@ -118,6 +118,15 @@ pub fn ensure_private_dir(path: &Path, what: &'static str) -> Result<()> {
     }
 }
 
+/// Refuse `path` if it exists and is not a real directory of this user.
+pub fn check_dir_if_present(path: &Path, what: &'static str) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) => check_dir(path, &meta, what),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
 /// Refuse `path` (with its `lstat`) unless it is a directory of this user.
 pub fn check_dir(path: &Path, meta: &Metadata, what: &'static str) -> Result<()> {
     if !meta.is_dir() {
