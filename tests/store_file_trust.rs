@@ -349,7 +349,7 @@ async fn an_operation_file_that_is_a_symlink_or_a_fifo_is_refused() {
 fn a_ledger_directory_others_could_write_is_refused() {
     let _watchdog = watchdog();
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, u32, Option<u32>, &str); 4] = [
+    let cases: [(&str, u32, Option<u32>, &str); 5] = [
         (
             "open-to-all",
             0o777,
@@ -367,6 +367,12 @@ fn a_ledger_directory_others_could_write_is_refused() {
             0o703,
             None,
             "is writable by others (mode 0703): run `chmod 700 ",
+        ),
+        (
+            "shared",
+            0o1777,
+            None,
+            "is writable by group and others (mode 1777): use a ledger directory of your own",
         ),
         (
             "stranger",

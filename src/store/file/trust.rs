@@ -63,10 +63,13 @@ pub fn check_ledger_dir(base: &Path) -> Result<()> {
         (false, true) => "others",
         (true, true) => "group and others",
     };
-    refuse(
-        format!("is writable by {writers} (mode {mode:04o})"),
-        format!("run `chmod 700 {shown}`"),
-    )
+    // A sticky directory (`/tmp`) is shared on purpose: it is not to be made private.
+    let fix = if mode & 0o1000 != 0 {
+        "use a ledger directory of your own".to_string()
+    } else {
+        format!("run `chmod 700 {shown}`")
+    };
+    refuse(format!("is writable by {writers} (mode {mode:04o})"), fix)
 }
 
 /// Open the ledger file `path` with `options` (plus `flags`), refusing a symlink and
