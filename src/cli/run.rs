@@ -181,10 +181,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
     let (mut exit, mut reason) = match &cause {
         Some(Cause::Signal(n)) => (Exit::Signal(*n), Some(cause_reason(&cause, &id))),
         Some(_) => (Exit::Failure, Some(cause_reason(&cause, &id))),
-        None if report.failed => (
-            Exit::Failure,
-            Some(format!("failed: {}", failed.join(", "))),
-        ),
+        None if report.failed => (Exit::Failure, Some(failure_reason(&failed, &op))),
         None => (Exit::Success, None),
     };
     if exit == Exit::Success
@@ -212,6 +209,18 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
     }));
     ledger.dispose().await;
     Ok(exit)
+}
+
+/// Why a run whose schedule failed failed: the fatal workers that did not succeed, else
+/// what the ledger recorded (the operation failed around them), never an empty reason.
+fn failure_reason(failed: &[&str], op: &Operation) -> String {
+    if !failed.is_empty() {
+        return format!("failed: {}", failed.join(", "));
+    }
+    match op.failure().and_then(|f| f.reason) {
+        Some(reason) if !reason.is_empty() => reason,
+        _ => "failed: the operation ended before its workers finished".to_string(),
+    }
 }
 
 fn cause_reason(cause: &Option<Cause>, op: &OperationId) -> String {
