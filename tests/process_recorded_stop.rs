@@ -159,7 +159,10 @@ async fn members_of_a_leaderless_group_are_signalled_only_on_their_own_proof() {
     // Both started after the leader and sit in its group; only one carries the proof.
     let stop = stop_recorded(&record, Some(Duration::from_secs(10))).await;
     assert_eq!(stop.verdict, Verdict::MembersRemained);
-    assert!(!alive(carrying), "the member that proved membership was not stopped");
+    assert!(
+        !alive(carrying),
+        "the member that proved membership was not stopped"
+    );
     assert!(
         stays_alive(bare).await,
         "a member without proof was signalled by group number"

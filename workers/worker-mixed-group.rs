@@ -35,7 +35,9 @@ fn main() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let env = std::fs::read(format!("/proc/{bare}/environ")).unwrap_or_default();
-        let carries = env.split(|b| *b == 0).any(|e| e.starts_with(entry.as_bytes()));
+        let carries = env
+            .split(|b| *b == 0)
+            .any(|e| e.starts_with(entry.as_bytes()));
         let cmdline = std::fs::read(format!("/proc/{bare}/cmdline")).unwrap_or_default();
         let execed = cmdline.split(|b| *b == 0).any(|a| a == b"--bare");
         if execed && !carries {
