@@ -583,7 +583,14 @@ fn a_hostile_ledger_makes_run_and_recover_touch_nothing_that_is_not_ours() {
             json!([temp(&s5, Some("g"), dead)]),
         ),
     );
-    std::os::unix::fs::chown(&f5, Some(me + 4242), None).expect("chown (run as root)");
+    let foreign_owner = match std::os::unix::fs::chown(&f5, Some(me + 4242), None) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("sub-case skipped: cannot give a file to another user here: {e}");
+            std::fs::remove_file(&f5).expect("remove the unused planted file");
+            false
+        }
+    };
     // 6. A participant of another user; pgid 1 and a leaderless group of the test.
     plant(
         &env,
@@ -714,6 +721,9 @@ fn a_hostile_ledger_makes_run_and_recover_touch_nothing_that_is_not_ours() {
         "h5-other-owner",
         "h6-other-user",
     ] {
+        if op == "h5-other-owner" && !foreign_owner {
+            continue;
+        }
         assert!(is_live(&env, op), "run archived {op}");
         assert!(out.stderr.contains(op), "{op} not reported: {}", out.stderr);
     }
@@ -733,11 +743,26 @@ fn a_hostile_ledger_makes_run_and_recover_touch_nothing_that_is_not_ours() {
         "h1-original-fresh",
         "h3-other-namespace",
         "h4-world-writable",
-        "h5-other-owner",
     ] {
         assert!(is_live(&env, op), "recover touched {op}");
     }
-    assert!(out.stderr.contains("h4-world-writable") && out.stderr.contains("h5-other-owner"));
+    assert!(
+        out.stderr
+            .contains("left operation h4-world-writable alone"),
+        "{}",
+        out.stderr
+    );
+    if foreign_owner {
+        assert!(
+            is_live(&env, "h5-other-owner"),
+            "recover touched h5-other-owner"
+        );
+        assert!(
+            out.stderr.contains("left operation h5-other-owner alone"),
+            "{}",
+            out.stderr
+        );
+    }
 
     victim.kill().expect("kill the test's own process");
     victim.wait().expect("reap");

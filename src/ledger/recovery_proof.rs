@@ -6,7 +6,8 @@
 //!   participant registry (written by the original) is abandoned only once its top-level
 //!   and frame heartbeats are all older than the stale threshold.
 //! - **Whose record**: recovery never acts on a record that someone else could have
-//!   written: the store must show it is owned by this user and not writable by others.
+//!   written: where the store can tell (files), it must be owned by this user and not
+//!   writable by others.
 //! - **Automatic recovery** (acting unasked, as `run` does before it starts) further needs
 //!   every participant proven to have run on this host, in this boot, in this PID
 //!   namespace, as this user. Anything else is left to an explicit `tom-ledger recover`.
@@ -64,7 +65,9 @@ pub(crate) fn refusal(
     mode: RecoveryMode,
 ) -> Option<String> {
     let Some(provenance) = provenance else {
-        return Some("its store cannot show who wrote the record".into());
+        // Asked for explicitly, the signals and paths rules still hold.
+        return (mode == RecoveryMode::Automatic)
+            .then(|| "its store cannot show who wrote the record".into());
     };
     if provenance.owner_uid != me.uid {
         return Some(format!(
@@ -143,5 +146,132 @@ fn why_not_ours(data: &LedgerData, t: &TempResource, me: &SelfIdentity) -> Optio
     match p.uid {
         Some(uid) if uid != me.uid => Some(format!("registered by user {uid}")),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::OperationId;
+    use crate::model::Participant;
+
+    fn me() -> SelfIdentity {
+        SelfIdentity {
+            host: "here".into(),
+            boot_id: Some("boot".into()),
+            start_ticks: Some(1),
+            pid_ns: Some(7),
+            uid: 1000,
+        }
+    }
+
+    fn ours(data: &mut LedgerData, id: &str, tweak: impl FnOnce(&mut Participant)) {
+        let now = chrono::Utc::now();
+        let mut p = Participant {
+            pid: 42,
+            start_ticks: Some(1),
+            host: "here".into(),
+            boot_id: Some("boot".into()),
+            pid_namespace: Some(7),
+            uid: Some(1000),
+            epoch: 1,
+            last_heartbeat: now,
+            joined_at: now,
+            state: ParticipantState::Active,
+            spawned_by: None,
+        };
+        tweak(&mut p);
+        data.participants
+            .insert(ParticipantId::parse(id).expect("id"), p);
+    }
+
+    fn data() -> LedgerData {
+        LedgerData::new(
+            OperationId::parse("op").expect("id"),
+            ParticipantId::parse("a").expect("id"),
+            chrono::Utc::now(),
+        )
+    }
+
+    const PRIVATE: Option<Provenance> = Some(Provenance {
+        owner_uid: 1000,
+        writable_by_others: false,
+    });
+
+    #[test]
+    fn automatic_recovery_needs_every_participant_proven_ours() {
+        use RecoveryMode::*;
+        let mut d = data();
+        assert!(
+            refusal(&d, PRIVATE, &me(), Automatic).is_some(),
+            "no registry"
+        );
+        assert_eq!(refusal(&d, PRIVATE, &me(), Explicit), None);
+        ours(&mut d, "a", |_| {});
+        assert_eq!(refusal(&d, PRIVATE, &me(), Automatic), None);
+        let cases: [(&str, fn(&mut Participant)); 5] = [
+            ("host", |p| p.host = "there".into()),
+            ("boot", |p| p.boot_id = Some("other".into())),
+            ("namespace", |p| p.pid_namespace = Some(8)),
+            ("unknown namespace", |p| p.pid_namespace = None),
+            ("user", |p| p.uid = Some(0)),
+        ];
+        for (what, tweak) in cases {
+            let mut d = d.clone();
+            ours(&mut d, "b", tweak);
+            let why = refusal(&d, PRIVATE, &me(), Automatic);
+            assert!(
+                why.as_deref().is_some_and(|w| w.contains("b ")),
+                "{what}: {why:?}"
+            );
+            assert_eq!(refusal(&d, PRIVATE, &me(), Explicit), None, "{what}");
+        }
+    }
+
+    #[test]
+    fn records_others_could_have_written_are_never_acted_on() {
+        let mut d = data();
+        ours(&mut d, "a", |_| {});
+        for mode in [RecoveryMode::Automatic, RecoveryMode::Explicit] {
+            let foreign = Some(Provenance {
+                owner_uid: 0,
+                writable_by_others: false,
+            });
+            let open = Some(Provenance {
+                owner_uid: 1000,
+                writable_by_others: true,
+            });
+            assert!(refusal(&d, foreign, &me(), mode).is_some_and(|w| w.contains("user 0")));
+            assert!(refusal(&d, open, &me(), mode).is_some_and(|w| w.contains("writable")));
+        }
+        assert!(refusal(&d, None, &me(), RecoveryMode::Automatic).is_some());
+        assert_eq!(refusal(&d, None, &me(), RecoveryMode::Explicit), None);
+    }
+
+    #[test]
+    fn only_temps_of_this_host_and_user_are_deleted() {
+        let mut d = data();
+        ours(&mut d, "a", |_| {});
+        ours(&mut d, "remote", |p| p.host = "there".into());
+        ours(&mut d, "root", |p| p.uid = Some(0));
+        let temp = |path: &str, owner: Option<&str>| TempResource {
+            path: path.into(),
+            owner: 42,
+            registered_at: chrono::Utc::now(),
+            owner_id: owner.map(|o| ParticipantId::parse(o).expect("id")),
+        };
+        let temps = vec![
+            temp("/t/mine", Some("a")),
+            temp("/t/remote", Some("remote")),
+            temp("/t/root", Some("root")),
+            temp("/t/stranger", Some("stranger")),
+        ];
+        let (delete, keep) = split_temps(&d, temps.clone(), &me());
+        let deleted: Vec<&str> = delete.iter().map(|t| t.path.as_str()).collect();
+        assert_eq!(deleted, ["/t/mine"]);
+        assert_eq!(keep.len(), 3);
+        // The original's operations record no owners: an explicit recover deletes them.
+        let (delete, _) = split_temps(&data(), temps, &me());
+        assert_eq!(delete.len(), 4);
     }
 }
