@@ -209,7 +209,8 @@ mod tests {
         assert_eq!(refusal(&d, PRIVATE, &me(), Explicit), None);
         ours(&mut d, "a", |_| {});
         assert_eq!(refusal(&d, PRIVATE, &me(), Automatic), None);
-        let cases: [(&str, fn(&mut Participant)); 5] = [
+        type Tweak = fn(&mut Participant);
+        let cases: [(&str, Tweak); 5] = [
             ("host", |p| p.host = "there".into()),
             ("boot", |p| p.boot_id = Some("other".into())),
             ("namespace", |p| p.pid_namespace = Some(8)),
