@@ -133,6 +133,8 @@ async fn prepare(dir: &Path) -> (OperationId, String) {
             start_ticks: Some(123_456),
             host: "bench-host".into(),
             boot_id: Some("0b3c8f0e-5b0c-4d5e-9a55-6f7e8d9c0b1a".into()),
+            pid_namespace: Some(4_026_531_836),
+            uid: Some(1000),
             epoch: n as u64 + 1,
             last_heartbeat: now,
             joined_at: now,

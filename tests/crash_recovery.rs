@@ -117,6 +117,8 @@ async fn a_pid_with_another_start_time_is_never_signalled() {
             start_ticks: Some(1),
             host: tom_dist_ledger::process::hostname(),
             boot_id: tom_dist_ledger::process::boot_id().map(str::to_owned),
+            pid_namespace: tom_dist_ledger::process::pid_namespace(),
+            uid: Some(tom_dist_ledger::process::user_id()),
             epoch: 1,
             last_heartbeat: now,
             joined_at: now,
@@ -141,6 +143,7 @@ async fn a_pid_with_another_start_time_is_never_signalled() {
             pgid: pid,
             start_ticks: ticks + 1,
             boot_id: tom_dist_ledger::process::boot_id().map(str::to_owned),
+            pid_namespace: tom_dist_ledger::process::pid_namespace(),
             command: vec!["sleep".into(), "60".into()],
             cgroup: None,
         }),
@@ -190,6 +193,8 @@ fn ended_operation(id: &str, state: OperationState, pid: i32, start_ticks: u64) 
             start_ticks: Some(start_ticks),
             host: tom_dist_ledger::process::hostname(),
             boot_id: tom_dist_ledger::process::boot_id().map(str::to_owned),
+            pid_namespace: tom_dist_ledger::process::pid_namespace(),
+            uid: Some(tom_dist_ledger::process::user_id()),
             epoch: 1,
             last_heartbeat: now,
             joined_at: now,
@@ -251,4 +256,3 @@ async fn an_ended_operation_is_left_to_its_running_owner_to_archive() {
         OperationState::Completed
     );
 }
-

@@ -70,6 +70,9 @@ pub struct OperationRecovered {
     pub deleted_temp_resources: Vec<String>,
     /// Where the operation was archived.
     pub archive: String,
+    /// What its record named that was not touched, with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub untouched: Vec<String>,
 }
 
 impl From<&tom_dist_ledger::ledger::Recovered> for OperationRecovered {
@@ -81,6 +84,7 @@ impl From<&tom_dist_ledger::ledger::Recovered> for OperationRecovered {
             stopped_workers: r.stopped_workers,
             deleted_temp_resources: r.deleted_temp_resources.clone(),
             archive: r.archive.clone(),
+            untouched: r.untouched.clone(),
         }
     }
 }

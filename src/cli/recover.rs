@@ -1,21 +1,23 @@
 //! `tom-ledger recover`: operations whose participants are all dead (a supervisor killed
 //! with SIGKILL, a machine that rebooted) are cleaned up through the library's recovery:
-//! the worker groups recorded in their call frames are stopped (only processes whose
-//! identity matches the record are signalled), their temp resources deleted, and the
+//! the worker processes recorded in their call frames are stopped (only those that prove
+//! they belong to the record are signalled), their temp resources deleted, and the
 //! operation archived as failed. `run` does the same before it creates its own
-//! operation. `--dry-run` only reports what would be recovered.
+//! operation, but only for operations proven to be its own; it reports the others.
+//! `--dry-run` lists every path that would be deleted and every process that would be
+//! signalled.
 
 use std::io::Write;
 
 use serde::Serialize;
 use serde_json::json;
-use tom_dist_ledger::ledger::Recovered;
-use tom_dist_ledger::{Error, Ledger, ParticipantId};
+use tom_dist_ledger::ledger::{LeftAlone, PlannedRecovery, Recovered};
+use tom_dist_ledger::{Ledger, ParticipantId};
 
 use super::Context;
 use super::args::RecoverArgs;
 use super::exit::{CliResult, Exit};
-use super::inspect::{json_line, out, participant_ids};
+use super::inspect::{json_line, out};
 use super::output::{OperationRecovered, recovered_line};
 
 pub async fn recover(ctx: &Context, args: RecoverArgs) -> CliResult {
@@ -43,6 +45,14 @@ pub async fn recover(ctx: &Context, args: RecoverArgs) -> CliResult {
             out(&format!("{}\n", recovered_line(&r)));
         }
     }
+    for r in &report.recovered {
+        for note in &r.untouched {
+            warn(&format!(
+                "operation {}: not touched: {note}",
+                r.operation_id
+            ));
+        }
+    }
     for (op, why) in &report.skipped {
         if ctx.json {
             json_line(&json!({"operation": op.as_str(), "recovered": false, "error": why}));
@@ -50,7 +60,23 @@ pub async fn recover(ctx: &Context, args: RecoverArgs) -> CliResult {
             super::print_error(&format!("cannot recover operation {op}: {why}"));
         }
     }
-    if report.recovered.is_empty() && report.skipped.is_empty() && !ctx.json {
+    for left in &report.left_alone {
+        if ctx.json {
+            json_line(&json!({
+                "operation": left.operation_id.as_str(), "recovered": false,
+                "left_alone": left.reason,
+            }));
+        }
+        warn(&format!(
+            "left operation {} alone: {}",
+            left.operation_id, left.reason
+        ));
+    }
+    if report.recovered.is_empty()
+        && report.skipped.is_empty()
+        && report.left_alone.is_empty()
+        && !ctx.json
+    {
         out("nothing to recover\n");
     }
     Ok(if report.skipped.is_empty() {
@@ -69,24 +95,47 @@ struct Line<'a> {
     done: bool,
 }
 
-/// Recover what dead participants left in the ledger before `run` creates its operation.
-/// What could not be recovered is a warning on stderr, no reason not to run.
+/// A warning on stderr, one line.
+fn warn(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "tom-ledger: warning: {text}");
+}
+
+/// Recover what dead participants left in the ledger before `run` creates its operation:
+/// only operations proven to be this user's, from this host, boot and PID namespace.
+/// The others are reported, one line each, with the command that would clean them; what
+/// could not be recovered is a warning too, no reason not to run.
 pub async fn before_run(ledger: &Ledger) -> Vec<OperationRecovered> {
-    let warn = |text: String| {
-        let _ = writeln!(std::io::stderr().lock(), "tom-ledger: warning: {text}");
-    };
-    match ledger.recover().await {
+    match ledger.recover_automatically().await {
         Ok(report) => {
             for (op, why) in &report.skipped {
-                warn(format!("cannot recover operation {op}: {why}"));
+                warn(&format!("cannot recover operation {op}: {why}"));
+            }
+            for r in &report.recovered {
+                for note in &r.untouched {
+                    warn(&format!(
+                        "operation {}: not touched: {note}",
+                        r.operation_id
+                    ));
+                }
+            }
+            for left in &report.left_alone {
+                warn(&left_alone_line(left));
             }
             described(ledger, &report.recovered).await
         }
         Err(e) => {
-            warn(format!("cannot look for operations to recover: {e}"));
+            warn(&format!("cannot look for operations to recover: {e}"));
             Vec::new()
         }
     }
+}
+
+/// An abandoned operation `run` did not touch, with the command that would clean it.
+fn left_alone_line(left: &LeftAlone) -> String {
+    format!(
+        "operation {} looks abandoned but was not recovered automatically ({}); `tom-ledger recover --dry-run` shows what `tom-ledger recover` would do with it",
+        left.operation_id, left.reason
+    )
 }
 
 /// The recovered operations with the state they were archived in.
@@ -102,46 +151,87 @@ async fn described(ledger: &Ledger, recovered: &[Recovered]) -> Vec<OperationRec
     out
 }
 
-/// What `recover` would do: the operations whose participants are all dead, unchanged.
+/// What `recover` would do, changing nothing: per abandoned operation, every path it
+/// would delete and every process it would signal, and what it would leave and why.
 async fn dry_run(ctx: &Context, ledger: &Ledger) -> CliResult {
-    let mut found = 0;
-    for id in ledger.abandoned_operations().await? {
-        let data = match ledger.store().read(&id).await {
-            Ok(d) => d,
-            Err(Error::OperationNotFound(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        found += 1;
-        let ids = participant_ids(&data);
-        let names: Vec<&str> = ids.iter().map(ParticipantId::as_str).collect();
-        let workers = data
-            .call_frames
-            .iter()
-            .filter(|f| f.process.is_some())
-            .count();
+    let plans = ledger.recovery_plan().await?;
+    for plan in &plans {
         if ctx.json {
-            json_line(&json!({
-                "operation": id.as_str(), "state": data.operation_state.as_str(),
-                "dead_participants": names, "call_frames": data.call_frames.len(),
-                "recorded_workers": workers,
-                "temp_resources": data.temp_resources.len(), "recovered": false,
-            }));
+            json_line(&plan_json(plan));
         } else {
-            out(&format!(
-                "{id}  {}  every participant is dead ({})  frames {}  workers {workers}  temp {}  needs recovery\n",
-                data.operation_state,
-                if names.is_empty() {
-                    "none registered".to_string()
-                } else {
-                    names.join(", ")
-                },
-                data.call_frames.len(),
-                data.temp_resources.len(),
-            ));
+            out(&plan_text(plan));
         }
     }
-    if found == 0 && !ctx.json {
+    if plans.is_empty() && !ctx.json {
         out("nothing to recover\n");
     }
     Ok(Exit::Success)
+}
+
+fn plan_json(plan: &PlannedRecovery) -> serde_json::Value {
+    let names: Vec<&str> = plan
+        .participants
+        .iter()
+        .map(ParticipantId::as_str)
+        .collect();
+    let signal: Vec<serde_json::Value> = plan
+        .signal
+        .iter()
+        .map(|p| json!({"pid": p.pid, "command": p.command}))
+        .collect();
+    json!({
+        "operation": plan.operation_id.as_str(), "state": plan.state.as_str(),
+        "dead_participants": names, "call_frames": plan.call_frames,
+        "recorded_workers": plan.recorded_workers,
+        "temp_resources": plan.temp_resources,
+        "delete": plan.delete, "signal": signal, "untouched": plan.untouched,
+        "left_alone": plan.left_alone, "automatic": plan.automatic,
+        "recovered": false,
+    })
+}
+
+/// The summary line, then one indented line per path, process and refusal.
+fn plan_text(plan: &PlannedRecovery) -> String {
+    let names: Vec<&str> = plan
+        .participants
+        .iter()
+        .map(ParticipantId::as_str)
+        .collect();
+    let verdict = match &plan.left_alone {
+        Some(_) => "left alone",
+        None => "needs recovery",
+    };
+    let mut text = format!(
+        "{}  {}  every participant is dead ({})  frames {}  workers {}  temp {}  {verdict}\n",
+        plan.operation_id,
+        plan.state,
+        if names.is_empty() {
+            "none registered".to_string()
+        } else {
+            names.join(", ")
+        },
+        plan.call_frames,
+        plan.recorded_workers,
+        plan.temp_resources,
+    );
+    if let Some(why) = &plan.left_alone {
+        text.push_str(&format!("  left alone: {why}\n"));
+    }
+    for path in &plan.delete {
+        text.push_str(&format!("  would delete {path}\n"));
+    }
+    for p in &plan.signal {
+        text.push_str(&format!(
+            "  would signal pid {} ({})\n",
+            p.pid,
+            p.command.join(" ")
+        ));
+    }
+    for note in &plan.untouched {
+        text.push_str(&format!("  would not touch: {note}\n"));
+    }
+    if plan.left_alone.is_none() && !plan.automatic {
+        text.push_str("  not recovered by `run` on its own: not proven to come from this host, boot, PID namespace and user\n");
+    }
+    text
 }

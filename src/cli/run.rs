@@ -183,7 +183,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         Some(_) => (Exit::Failure, Some(cause_reason(&cause, &id))),
         None if report.failed => (
             Exit::Failure,
-            Some(format!("failed: {}", failed.join(", "))),
+            Some(failure_reason(&failed, op.failure().and_then(|f| f.reason))),
         ),
         None => (Exit::Success, None),
     };
@@ -212,6 +212,18 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
     }));
     ledger.dispose().await;
     Ok(exit)
+}
+
+/// Why a run whose schedule failed failed: the fatal workers that did not succeed, else
+/// what the ledger recorded (the operation failed around them), never an empty reason.
+fn failure_reason(failed: &[&str], recorded: Option<String>) -> String {
+    if !failed.is_empty() {
+        return format!("failed: {}", failed.join(", "));
+    }
+    match recorded {
+        Some(reason) if !reason.trim().is_empty() => reason,
+        _ => "the operation failed before its workers finished".to_string(),
+    }
 }
 
 fn cause_reason(cause: &Option<Cause>, op: &OperationId) -> String {
@@ -355,7 +367,7 @@ async fn watch_interrupts(
             }
             info = op.failed(), if !failed => {
                 failed = true;
-                let reason = info.reason.unwrap_or_else(|| "the operation failed".into());
+                let reason = failure_reason(&[], info.reason);
                 record(Cause::OperationFailed(reason), &tx, StopReason::Cancelled);
             }
             _ = sleep_until(deadline), if deadline.is_some() && !timed_out => {
@@ -409,6 +421,27 @@ pub async fn wait_archived(ledger: &Ledger, op: &OperationId, bound: Duration) -
                 let _ = tokio::time::timeout(tick, rx.changed()).await;
             }
             None => tokio::time::sleep(tick).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_reason;
+
+    #[test]
+    fn a_failure_always_carries_a_reason() {
+        assert_eq!(failure_reason(&["cc", "ld"], None), "failed: cc, ld");
+        assert_eq!(
+            failure_reason(&[], Some("participant `run-1` crashed".into())),
+            "participant `run-1` crashed"
+        );
+        for recorded in [None, Some(String::new()), Some("  ".into())] {
+            let reason = failure_reason(&[], recorded);
+            assert!(
+                !reason.trim().is_empty() && reason != "failed: ",
+                "{reason:?}"
+            );
         }
     }
 }

@@ -17,13 +17,14 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::ids::{CallId, ParticipantId};
+use crate::ids::{CallId, OperationId, ParticipantId};
 use crate::model::{
     FailureRecord, FrameState, LedgerData, LogLevel, OperationState, ParticipantState,
     ProcessRecord,
 };
-use crate::process::{ProcessIdentity, RecordedGroup, exited, stop_recorded};
+use crate::process::{ProcessIdentity, RecordedGroup, Verdict, exited, stop_recorded};
 
+use super::exec::ENV_OPERATION;
 use super::failure::{coordinate, remove_path};
 use super::liveness;
 use super::shared::{OpShared, spawn};
@@ -36,7 +37,7 @@ pub(crate) fn watch_peers(shared: &Arc<OpShared>, data: &LedgerData) {
         {
             continue;
         }
-        let Some(start_ticks) = p.start_ticks else {
+        let Some(identity) = liveness::identity_of(p) else {
             continue;
         };
         {
@@ -45,11 +46,6 @@ pub(crate) fn watch_peers(shared: &Arc<OpShared>, data: &LedgerData) {
                 continue;
             }
         }
-        let identity = ProcessIdentity {
-            pid: p.pid,
-            start_ticks,
-            boot_id: p.boot_id.clone(),
-        };
         let weak: Weak<OpShared> = Arc::downgrade(shared);
         let id = id.clone();
         let epoch = p.epoch;
@@ -205,7 +201,7 @@ pub(crate) async fn declare_crashed(
             for path in &temps {
                 remove_path(Path::new(path));
             }
-            stop_workers(&workers, grace_of(shared)).await;
+            stop_workers(&shared.id, &workers, grace_of(shared)).await;
         }
     }
 }
@@ -227,28 +223,51 @@ pub(crate) fn take_temps_of(
     theirs.into_iter().map(|t| t.path).collect()
 }
 
-/// Stop recorded worker groups, each only after its identity checks out.
-pub(crate) async fn stop_workers(workers: &[ProcessRecord], grace: Duration) -> usize {
+/// What a recorded worker group of operation `op` is, for the process layer: its leader's
+/// identity as recorded, and the operation's id in the environment as the proof of
+/// membership its remaining processes must show once the leader is gone.
+pub(crate) fn recorded_group(op: &OperationId, w: &ProcessRecord) -> RecordedGroup {
+    RecordedGroup {
+        leader: ProcessIdentity {
+            pid: w.pid,
+            start_ticks: w.start_ticks,
+            boot_id: w.boot_id.clone(),
+            pid_ns: w.pid_namespace,
+        },
+        pgid: w.pgid,
+        cgroup: w.cgroup.as_ref().map(Into::into),
+        member_proof: Some(format!("{ENV_OPERATION}={op}")),
+    }
+}
+
+/// Stop recorded worker groups, each only on proof; returns how many were stopped.
+pub(crate) async fn stop_workers(
+    op: &OperationId,
+    workers: &[ProcessRecord],
+    grace: Duration,
+) -> usize {
+    stop_workers_reporting(op, workers, grace).await.0
+}
+
+/// [`stop_workers`], also returning what the records named that was refused, and why.
+pub(crate) async fn stop_workers_reporting(
+    op: &OperationId,
+    workers: &[ProcessRecord],
+    grace: Duration,
+) -> (usize, Vec<String>) {
     let mut stopped = 0;
+    let mut refused = Vec::new();
     for w in workers {
-        let group = RecordedGroup {
-            leader: ProcessIdentity {
-                pid: w.pid,
-                start_ticks: w.start_ticks,
-                boot_id: w.boot_id.clone(),
-            },
-            pgid: w.pgid,
-            cgroup: w.cgroup.as_ref().map(Into::into),
-        };
-        let result = stop_recorded(&group, Some(grace)).await;
+        let result = stop_recorded(&recorded_group(op, w), Some(grace)).await;
         if matches!(
             result.verdict,
-            crate::process::Verdict::LeaderAlive | crate::process::Verdict::MembersRemained
+            Verdict::LeaderAlive | Verdict::MembersRemained
         ) {
             stopped += 1;
         }
+        refused.extend(result.refused);
     }
-    stopped
+    (stopped, refused)
 }
 
 fn grace_of(shared: &OpShared) -> Duration {

@@ -412,6 +412,7 @@ pub fn process_record(info: &WorkerInfo) -> ProcessRecord {
         pgid: info.pgid,
         start_ticks: info.identity.start_ticks,
         boot_id: info.identity.boot_id.clone(),
+        pid_namespace: info.identity.pid_ns,
         command: info.command.clone(),
         cgroup: info
             .cgroup

@@ -272,7 +272,7 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
                 .local()
                 .worker_grace
                 .unwrap_or(crate::process::DEFAULT_GRACE);
-            let stopped = super::crash::stop_workers(&dead_workers, grace).await;
+            let stopped = super::crash::stop_workers(&shared.id, &dead_workers, grace).await;
             shared
                 .log_quietly(LogLevel::Info, &format!("WORKERS_STOPPED count={stopped}"))
                 .await;

@@ -1,6 +1,8 @@
-//! Is a participant alive? On the same host and boot: its pid runs and has the same start
-//! time (a reused pid is never mistaken for the old process). Elsewhere: its heartbeat is
-//! younger than the stale threshold.
+//! Is a participant alive? On the same host, boot and PID namespace: its pid runs and has
+//! the same start time (a reused pid is never mistaken for the old process). Elsewhere
+//! (another machine, or a container sharing this one's host name, boot id and a ledger
+//! volume): its heartbeat is younger than the stale threshold. Operations written by the
+//! original, which has no participant registry, are judged by their heartbeats alone.
 
 use crate::clock::age_ms;
 use crate::ids::ParticipantId;
@@ -15,6 +17,8 @@ pub(crate) struct SelfIdentity {
     pub host: String,
     pub boot_id: Option<String>,
     pub start_ticks: Option<u64>,
+    pub pid_ns: Option<u64>,
+    pub uid: u32,
 }
 
 impl SelfIdentity {
@@ -23,13 +27,30 @@ impl SelfIdentity {
             host: identity::hostname(),
             boot_id: identity::boot_id().map(str::to_owned),
             start_ticks: ProcessIdentity::current().map(|i| i.start_ticks),
+            pid_ns: identity::pid_namespace(),
+            uid: identity::user_id(),
         }
     }
 }
 
-/// Whether the participant can be checked by pid (same host, same boot).
+/// Whether the participant can be checked by pid (same host, boot and PID namespace).
 pub(crate) fn is_local(p: &Participant, ledger: &LedgerInner) -> bool {
-    p.host == ledger.identity.host && p.boot_id.is_some() && p.boot_id == ledger.identity.boot_id
+    let me = &ledger.identity;
+    p.host == me.host
+        && p.boot_id.is_some()
+        && p.boot_id == me.boot_id
+        && p.pid_namespace.is_some()
+        && p.pid_namespace == me.pid_ns
+}
+
+/// The participant's identity, for checking its pid from this namespace.
+pub(crate) fn identity_of(p: &Participant) -> Option<ProcessIdentity> {
+    Some(ProcessIdentity {
+        pid: p.pid,
+        start_ticks: p.start_ticks?,
+        boot_id: p.boot_id.clone(),
+        pid_ns: p.pid_namespace,
+    })
 }
 
 /// Liveness of a registered participant.
@@ -42,13 +63,8 @@ pub(crate) fn participant_alive(p: &Participant, ledger: &LedgerInner) -> bool {
 /// archives it next.
 pub(crate) fn process_running(p: &Participant, ledger: &LedgerInner) -> bool {
     if is_local(p, ledger) {
-        return match p.start_ticks {
-            Some(start_ticks) => ProcessIdentity {
-                pid: p.pid,
-                start_ticks,
-                boot_id: p.boot_id.clone(),
-            }
-            .is_same_process_alive(),
+        return match identity_of(p) {
+            Some(identity) => identity.is_same_process_alive(),
             None => ProcessIdentity::of(p.pid).is_some(),
         };
     }
@@ -67,4 +83,17 @@ pub(crate) fn is_live(data: &LedgerData, id: &ParticipantId, ledger: &LedgerInne
         .iter()
         .filter(|f| &f.participant_id == id)
         .any(|f| age_ms(now, f.last_heartbeat) <= threshold)
+}
+
+/// Whether an operation without participant registry (written by the original) shows a
+/// sign of life: its top-level heartbeat or a frame's is younger than the stale threshold.
+/// Nobody being registered proves nothing.
+pub(crate) fn unregistered_alive(data: &LedgerData, ledger: &LedgerInner) -> bool {
+    let threshold = ledger.config.stale_threshold.as_millis() as u64;
+    let now = ledger.clock.now();
+    age_ms(now, data.last_heartbeat) <= threshold
+        || data
+            .call_frames
+            .iter()
+            .any(|f| age_ms(now, f.last_heartbeat) <= threshold)
 }

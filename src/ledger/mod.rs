@@ -14,6 +14,7 @@ mod heartbeat;
 mod liveness;
 mod operation;
 mod recovery;
+mod recovery_proof;
 mod shared;
 mod signals;
 mod spawned;
@@ -39,7 +40,8 @@ pub use exec::{
 };
 pub use heartbeat::{HeartbeatError, HeartbeatErrorType, HeartbeatOptions, HeartbeatResult};
 pub use operation::Operation;
-pub use recovery::{Recovered, RecoveryReport};
+pub use recovery::{LeftAlone, PlannedRecovery, Recovered, RecoveryReport};
+pub use recovery_proof::RecoveryMode;
 pub use spawned::{CallContext, CallStatus, SpawnedCall, TrackedCall};
 pub use sync::{SyncOptions, SyncResult, WaitOptions};
 
@@ -227,6 +229,8 @@ impl Ledger {
             },
             host: id.host.clone(),
             boot_id: id.boot_id.clone(),
+            pid_namespace: id.pid_ns,
+            uid: Some(id.uid),
             epoch,
             last_heartbeat: now,
             joined_at: now,

@@ -1,21 +1,24 @@
 //! Recovery of operations whose participants are all dead (a supervisor SIGKILLed, a
-//! machine rebooted): their recorded workers are stopped (identity verified), their temp
-//! resources deleted, and the operation archived as failed. `tom-ledger recover` runs it,
-//! and so does the next supervisor that opens the ledger.
+//! machine rebooted): their recorded workers are stopped (on proof only), their temp
+//! resources deleted, and the operation archived as failed. `tom-ledger recover` runs it
+//! explicitly; the next supervisor that opens the ledger runs it automatically, on the
+//! operations proven to be its own only (see `recovery_proof.rs` for the rules).
 
 use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::ids::{OperationId, ParticipantId};
-use crate::model::{
-    FailureRecord, FrameState, LedgerData, OperationState, ParticipantState, ProcessRecord,
-};
+use crate::model::{FailureRecord, FrameState, LedgerData, OperationState, ParticipantState};
+use crate::process::{PlannedProcess, plan_recorded};
 
 use super::Ledger;
-use super::crash::stop_workers;
+use super::crash::{recorded_group, stop_workers_reporting};
 use super::failure::remove_path;
-use super::liveness;
+use super::recovery_proof::{RecoveryMode, is_abandoned, refusal, split_temps};
+
+/// Grace between SIGTERM and SIGKILL for the workers recovery stops.
+const RECOVERY_GRACE: Duration = Duration::from_secs(2);
 
 /// What recovery did to one operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +31,15 @@ pub struct Recovered {
     pub deleted_temp_resources: Vec<String>,
     /// Where the operation was archived.
     pub archive: String,
+    /// What the record named that recovery did not touch, one line each with the reason.
+    pub untouched: Vec<String>,
+}
+
+/// An abandoned operation that recovery left alone, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeftAlone {
+    pub operation_id: OperationId,
+    pub reason: String,
 }
 
 /// What `recover` did.
@@ -36,6 +48,31 @@ pub struct RecoveryReport {
     pub recovered: Vec<Recovered>,
     /// Operations that could not be read or recovered, with the reason.
     pub skipped: Vec<(OperationId, String)>,
+    /// Abandoned operations that this mode of recovery may not touch, with the reason.
+    pub left_alone: Vec<LeftAlone>,
+}
+
+/// What an explicit recovery would do to one abandoned operation (`recover --dry-run`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedRecovery {
+    pub operation_id: OperationId,
+    pub state: OperationState,
+    /// Registered participants (all dead); empty for the original's operations.
+    pub participants: Vec<ParticipantId>,
+    pub call_frames: usize,
+    /// Call frames that record a worker process.
+    pub recorded_workers: usize,
+    pub temp_resources: usize,
+    /// Paths that would be handed to the removal function.
+    pub delete: Vec<String>,
+    /// Processes that would be signalled now.
+    pub signal: Vec<PlannedProcess>,
+    /// What the record names that would not be touched, with the reason.
+    pub untouched: Vec<String>,
+    /// Set when `recover` would leave the whole operation alone, with the reason.
+    pub left_alone: Option<String>,
+    /// Whether the next `run` would recover it by itself (proven to be its own).
+    pub automatic: bool,
 }
 
 impl Ledger {
@@ -44,7 +81,7 @@ impl Ledger {
         let mut out = Vec::new();
         for id in self.inner.store.list().await? {
             if let Ok(data) = self.inner.store.read(&id).await
-                && self.is_abandoned(&data)
+                && is_abandoned(&data, &self.inner)
             {
                 out.push(id);
             }
@@ -52,58 +89,113 @@ impl Ledger {
         Ok(out)
     }
 
-    fn is_abandoned(&self, data: &LedgerData) -> bool {
-        if data.operation_state.is_final() {
-            // Whoever ended it archives it next: left to them while they run.
-            return !data
-                .participants
-                .values()
-                .any(|p| liveness::process_running(p, &self.inner));
-        }
-        let live_participant = data
-            .participants
-            .iter()
-            .filter(|(_, p)| p.state == ParticipantState::Active)
-            .any(|(id, _)| liveness::is_live(data, id, &self.inner));
-        let live_frame = data
-            .call_frames
-            .iter()
-            .filter(|f| !data.participants.contains_key(&f.participant_id))
-            .any(|f| liveness::is_live(data, &f.participant_id, &self.inner));
-        !live_participant && !live_frame
+    /// Clean up every abandoned operation whose record is ours (`tom-ledger recover`).
+    pub async fn recover(&self) -> Result<RecoveryReport> {
+        self.recover_in(RecoveryMode::Explicit).await
     }
 
-    /// Clean up every operation whose participants are all dead.
-    pub async fn recover(&self) -> Result<RecoveryReport> {
+    /// Clean up only the abandoned operations proven to come from this host, boot, PID
+    /// namespace and user; the others are listed in `left_alone` (what `run` does before
+    /// it starts).
+    pub async fn recover_automatically(&self) -> Result<RecoveryReport> {
+        self.recover_in(RecoveryMode::Automatic).await
+    }
+
+    /// Recovery in the given mode.
+    pub async fn recover_in(&self, mode: RecoveryMode) -> Result<RecoveryReport> {
         let mut report = RecoveryReport::default();
         for id in self.inner.store.list().await? {
-            match self.recover_one(&id).await {
-                Ok(Some(r)) => report.recovered.push(r),
-                Ok(None) => {}
-                Err(Error::OperationNotFound(_)) => {}
+            match self.recover_one(&id, mode).await {
+                Ok(Outcome::Recovered(r)) => report.recovered.push(r),
+                Ok(Outcome::LeftAlone(reason)) => report.left_alone.push(LeftAlone {
+                    operation_id: id,
+                    reason,
+                }),
+                Ok(Outcome::NotAbandoned) | Err(Error::OperationNotFound(_)) => {}
                 Err(e) => report.skipped.push((id, e.to_string())),
             }
         }
         Ok(report)
     }
 
-    async fn recover_one(&self, id: &OperationId) -> Result<Option<Recovered>> {
+    /// What an explicit recovery would do now, changing nothing.
+    pub async fn recovery_plan(&self) -> Result<Vec<PlannedRecovery>> {
+        let store = &self.inner.store;
+        let me = &self.inner.identity;
+        let mut plans = Vec::new();
+        for id in store.list().await? {
+            let data = match store.read(&id).await {
+                Ok(d) => d,
+                Err(Error::OperationNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if !is_abandoned(&data, &self.inner) {
+                continue;
+            }
+            let provenance = match store.provenance(&id).await {
+                Ok(p) => p,
+                Err(Error::OperationNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let left_alone = refusal(&data, provenance, me, RecoveryMode::Explicit);
+            let automatic = refusal(&data, provenance, me, RecoveryMode::Automatic).is_none();
+            let mut plan = PlannedRecovery {
+                operation_id: id.clone(),
+                state: data.operation_state,
+                participants: data.participants.keys().cloned().collect(),
+                call_frames: data.call_frames.len(),
+                recorded_workers: data
+                    .call_frames
+                    .iter()
+                    .filter(|f| f.process.is_some())
+                    .count(),
+                temp_resources: data.temp_resources.len(),
+                delete: Vec::new(),
+                signal: Vec::new(),
+                untouched: Vec::new(),
+                left_alone,
+                automatic,
+            };
+            if plan.left_alone.is_none() {
+                for w in data.call_frames.iter().filter_map(|f| f.process.as_ref()) {
+                    let found = plan_recorded(&recorded_group(&id, w));
+                    plan.signal.extend(found.processes);
+                    plan.untouched.extend(found.refused);
+                }
+                if !data.operation_state.is_final() {
+                    let (delete, keep) = split_temps(&data, data.temp_resources.clone(), me);
+                    plan.delete = delete.into_iter().map(|t| t.path).collect();
+                    plan.untouched.extend(
+                        keep.into_iter()
+                            .map(|(t, why)| format!("temp resource `{}`: {why}", t.path)),
+                    );
+                }
+            }
+            plans.push(plan);
+        }
+        Ok(plans)
+    }
+
+    async fn recover_one(&self, id: &OperationId, mode: RecoveryMode) -> Result<Outcome> {
         let store = &self.inner.store;
         let data = store.read(id).await?;
-        if !self.is_abandoned(&data) {
-            return Ok(None);
+        if !is_abandoned(&data, &self.inner) {
+            return Ok(Outcome::NotAbandoned);
+        }
+        let provenance = store.provenance(id).await?;
+        if let Some(reason) = refusal(&data, provenance, &self.inner.identity, mode) {
+            return Ok(Outcome::LeftAlone(reason));
         }
         let me = self.inner.config.participant.clone();
-        let host = self.inner.identity.host.clone();
         let now = self.inner.clock.now();
         let mut dead = Vec::new();
-        let mut workers: Vec<ProcessRecord> = Vec::new();
+        let mut workers = Vec::new();
         // Phase 1: fence the dead and take the cleanup over (unless someone else did).
         let marked = store
             .modify(id, &mut |data: &mut LedgerData| {
                 dead.clear();
                 workers.clear();
-                if !self.is_abandoned(data) {
+                if !is_abandoned(data, &self.inner) {
                     return Err(Error::invalid(
                         format!("operation `{id}`"),
                         "has live participants",
@@ -145,7 +237,7 @@ impl Ledger {
             .await;
         let final_state = match marked {
             Ok(data) => data.operation_state,
-            Err(Error::Invalid { .. }) => return Ok(None),
+            Err(Error::Invalid { .. }) => return Ok(Outcome::NotAbandoned),
             Err(e) => return Err(e),
         };
         for p in &dead {
@@ -156,31 +248,28 @@ impl Ledger {
             .await;
         }
         // Phase 2: stop what they left running, delete what they left behind.
-        let stopped = stop_workers(&workers, Duration::from_secs(2)).await;
+        let (stopped, mut untouched) = stop_workers_reporting(id, &workers, RECOVERY_GRACE).await;
         let mut deleted = Vec::new();
         if !final_state.is_final() {
+            let identity = &self.inner.identity;
+            let mut kept = Vec::new();
             store
                 .modify(id, &mut |data: &mut LedgerData| {
-                    deleted.clear();
                     let temps = std::mem::take(&mut data.temp_resources);
-                    for t in temps {
-                        let owner_host = t
-                            .owner_id
-                            .as_ref()
-                            .and_then(|o| data.participants.get(o))
-                            .map(|p| p.host.clone());
-                        if owner_host.is_none_or(|h| h.is_empty() || h == host) {
-                            deleted.push(t.path);
-                        } else {
-                            data.temp_resources.push(t);
-                        }
-                    }
+                    let (delete, keep) = split_temps(data, temps, identity);
+                    deleted = delete.iter().map(|t| t.path.clone()).collect();
+                    kept = keep
+                        .iter()
+                        .map(|(t, why)| format!("temp resource `{}`: {why}", t.path))
+                        .collect();
+                    data.temp_resources = keep.into_iter().map(|(t, _)| t).collect();
                     data.call_frames.clear();
                     data.operation_state = OperationState::Failed;
                     data.removal_timestamp = Some(now);
                     Ok(())
                 })
                 .await?;
+            untouched.extend(kept);
             for path in &deleted {
                 remove_path(Path::new(path));
             }
@@ -193,20 +282,34 @@ impl Ledger {
             )
             .await;
         }
+        for note in &untouched {
+            self.log_line(id, &format!("RECOVERY_REFUSED {note}")).await;
+        }
         let archive = store.archive(id).await?;
         if let Some(f) = &self.inner.callback.on_backup_created {
             f(&archive);
         }
-        Ok(Some(Recovered {
+        Ok(Outcome::Recovered(Recovered {
             operation_id: id.clone(),
             dead_participants: dead,
             stopped_workers: stopped,
             deleted_temp_resources: deleted,
             archive,
+            untouched,
         }))
     }
 
     async fn log_line(&self, op: &OperationId, message: &str) {
-        let _ = self.inner.log(op, crate::model::LogLevel::Info, message).await;
+        let _ = self
+            .inner
+            .log(op, crate::model::LogLevel::Info, message)
+            .await;
     }
+}
+
+/// What recovery did with one operation.
+enum Outcome {
+    NotAbandoned,
+    LeftAlone(String),
+    Recovered(Recovered),
 }

@@ -120,6 +120,9 @@ pub struct ProcessRecord {
     pub start_ticks: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
+    /// Inode of the PID namespace the pids were read in: they mean nothing elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<u64>,
     pub command: Vec<String>,
     /// The cgroup the worker runs in, in escape-proof mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +186,12 @@ pub struct Participant {
     pub host: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
+    /// Inode of the participant's PID namespace: its pid is checked only from the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<u64>,
+    /// The participant's user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
     /// Registration epoch: a write carrying an older epoch is fenced.
     pub epoch: u64,
     #[serde(with = "time")]

@@ -89,6 +89,7 @@ fn round_trips_with_original_field_names_and_utc() {
             pgid: 43,
             start_ticks: 99,
             boot_id: None,
+            pid_namespace: None,
             command: vec!["true".into()],
             cgroup: None,
         }),

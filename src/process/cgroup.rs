@@ -79,6 +79,76 @@ fn probe_writable(dir: &Path) -> bool {
     }
 }
 
+/// Prefix of the name of every worker cgroup we create: `tom-ledger-{pid}-{ticks}-{n}`.
+const NAME_PREFIX: &str = "tom-ledger-";
+
+/// A recorded cgroup, accepted only when it is provably one we create: directly under our
+/// own cgroup base, named as we name them, reached without `..` or symlinks, and created
+/// by this process or by one that no longer runs (a live supervisor's worker cgroup is
+/// not ours to kill). `Ok(None)`: it does not exist (any more). `Err`: why it is refused.
+pub(crate) fn owned_cgroup(path: &Path) -> Result<Option<Cgroup>, String> {
+    use std::path::Component;
+    let shown = path.display();
+    if !path.is_absolute()
+        || path
+            .components()
+            .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+    {
+        return Err(format!(
+            "cgroup `{shown}` is not an absolute, normalised path"
+        ));
+    }
+    let Some(base) = base_dir() else {
+        return Err(format!(
+            "cgroup `{shown}` cannot be ours: no cgroup subtree of tom-ledger here"
+        ));
+    };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(format!("cgroup `{shown}` is outside {}", base.display()));
+    };
+    if parent != base {
+        return Err(format!(
+            "cgroup `{shown}` is outside tom-ledger's cgroup subtree {}",
+            base.display()
+        ));
+    }
+    let Some((pid, ticks)) = creator_of(name) else {
+        return Err(format!(
+            "cgroup `{shown}` is not named as tom-ledger names its cgroups"
+        ));
+    };
+    if !path.join("cgroup.procs").exists() {
+        return Ok(None);
+    }
+    match fs::canonicalize(path) {
+        Ok(real) if real == path => {}
+        _ => return Err(format!("cgroup `{shown}` is reached through a symlink")),
+    }
+    let creator = ProcessIdentity {
+        pid,
+        start_ticks: ticks,
+        boot_id: super::identity::boot_id().map(str::to_owned),
+        pid_ns: super::identity::pid_namespace(),
+    };
+    let me = ProcessIdentity::current();
+    if me.as_ref() != Some(&creator) && creator.is_same_process_alive() {
+        return Err(format!(
+            "cgroup `{shown}` belongs to tom-ledger process {pid}, which still runs"
+        ));
+    }
+    Ok(Some(Cgroup::existing(path.to_path_buf())))
+}
+
+/// The creator (pid, start ticks) named by a worker cgroup's name.
+fn creator_of(name: &str) -> Option<(i32, u64)> {
+    let mut parts = name.strip_prefix(NAME_PREFIX)?.split('-');
+    let pid = parts.next()?.parse().ok()?;
+    let ticks = parts.next()?.parse().ok()?;
+    parts.next()?.parse::<u64>().ok()?;
+    parts.next().is_none().then_some((pid, ticks))
+}
+
 /// One worker's cgroup.
 #[derive(Debug)]
 pub(crate) struct Cgroup {
@@ -101,7 +171,7 @@ impl Cgroup {
         let (pid, ticks) = me.map_or((std::process::id() as i32, 0), |m| (m.pid, m.start_ticks));
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = base.join(format!("tom-ledger-{pid}-{ticks}-{n}"));
+            let path = base.join(format!("{NAME_PREFIX}{pid}-{ticks}-{n}"));
             match fs::create_dir(&path) {
                 Ok(()) => {
                     let procs = OpenOptions::new()
@@ -199,4 +269,45 @@ pub(crate) fn enable_subreaper() -> bool {
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_tell_their_creator() {
+        assert_eq!(creator_of("tom-ledger-42-1000-3"), Some((42, 1000)));
+        for bad in [
+            "tom-ledger-42-1000",
+            "tom-ledger-42-1000-3-4",
+            "tom-ledger-x-1-2",
+            "other-42-1000-3",
+            "",
+        ] {
+            assert_eq!(creator_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_outside_the_subtree_are_refused() {
+        for bad in [
+            "relative/tom-ledger-1-2-3",
+            "/sys/fs/cgroup/unified/../tom-ledger-1-2-3",
+            "/",
+            "/tmp/tom-ledger-1-2-3",
+        ] {
+            let err = owned_cgroup(Path::new(bad)).expect_err(bad);
+            assert!(
+                err.contains(bad.trim_end_matches('/')) || bad == "/",
+                "{err}"
+            );
+        }
+        if let Some(base) = base_dir() {
+            let err = owned_cgroup(&base.join("someone-else")).expect_err("foreign name");
+            assert!(err.contains("not named"), "{err}");
+            let gone = base.join("tom-ledger-1-2-999999");
+            assert!(owned_cgroup(&gone).expect("ours by name").is_none());
+        }
+    }
 }

@@ -92,8 +92,9 @@ impl Group {
                     .filter_map(procfs::read_stat)
                     .filter(|s| !s.has_exited())
                     .collect();
-                if !cg.exists() {
-                    // The cgroup is gone (removed from outside): fall back to the group.
+                if !cg.exists() && self.signal_pgid {
+                    // The cgroup is gone (removed from outside): fall back to the group,
+                    // when the group is provably ours.
                     members = group_members(self.pgid);
                 }
                 members

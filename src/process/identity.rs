@@ -4,6 +4,9 @@
 //! process, and signalling it would be a serious bug. A [`ProcessIdentity`] adds the
 //! process start time (in clock ticks since boot, field 22 of `/proc/PID/stat`) and the
 //! boot id: two processes with the same pid never share a start time within one boot.
+//! And the PID namespace: a pid means something only in the namespace it was read in (a
+//! container sharing the host name, boot id and a ledger volume has pids of its own), so
+//! a record from another namespace is never matched against this one's processes.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -18,6 +21,8 @@ pub struct ProcessIdentity {
     pub start_ticks: u64,
     /// `/proc/sys/kernel/random/boot_id` of the boot the process ran in, if known.
     pub boot_id: Option<String>,
+    /// Inode of the PID namespace the pid was read in (`/proc/self/ns/pid`), if known.
+    pub pid_ns: Option<u64>,
 }
 
 impl ProcessIdentity {
@@ -40,6 +45,7 @@ impl ProcessIdentity {
             pid: stat.pid,
             start_ticks: stat.start_ticks,
             boot_id: boot_id().map(str::to_owned),
+            pid_ns: pid_namespace(),
         }
     }
 
@@ -51,11 +57,18 @@ impl ProcessIdentity {
         }
     }
 
-    /// Whether the very process recorded here still runs: same boot, its pid exists, has
-    /// not exited (zombies count as gone) and started at the recorded time. A process that
-    /// reused the pid is never taken for the recorded one.
+    /// Whether the pid was recorded in this PID namespace. Unknown counts as no: a pid
+    /// from an unknown namespace proves nothing here.
+    pub fn is_current_pid_namespace(&self) -> bool {
+        self.pid_ns.is_some() && self.pid_ns == pid_namespace()
+    }
+
+    /// Whether the very process recorded here still runs: same boot and PID namespace,
+    /// its pid exists, has not exited (zombies count as gone) and started at the recorded
+    /// time. A process that reused the pid is never taken for the recorded one.
     pub fn is_same_process_alive(&self) -> bool {
         self.is_current_boot()
+            && self.is_current_pid_namespace()
             && procfs::read_stat(self.pid)
                 .is_some_and(|s| s.start_ticks == self.start_ticks && !s.has_exited())
     }
@@ -85,6 +98,20 @@ pub fn boot_id() -> Option<&'static str> {
         .as_deref()
 }
 
+/// The inode of this process's PID namespace (`/proc/self/ns/pid`), read once.
+pub fn pid_namespace() -> Option<u64> {
+    static PID_NS: OnceLock<Option<u64>> = OnceLock::new();
+    *PID_NS.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+    })
+}
+
+/// The real user id of this process.
+pub fn user_id() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
 /// The host name, or `"localhost"` when it cannot be read.
 pub fn hostname() -> String {
     nix::unistd::gethostname()
@@ -111,6 +138,16 @@ mod tests {
     fn other_start_time_is_not_the_same_process() {
         let mut me = ProcessIdentity::current().expect("own identity");
         me.start_ticks += 1;
+        assert!(!me.is_same_process_alive());
+    }
+
+    #[test]
+    fn other_or_unknown_pid_namespace_is_not_alive() {
+        let mut me = ProcessIdentity::current().expect("own identity");
+        assert!(me.pid_ns.is_some() && me.is_current_pid_namespace());
+        me.pid_ns = me.pid_ns.map(|n| n + 1);
+        assert!(!me.is_same_process_alive());
+        me.pid_ns = None;
         assert!(!me.is_same_process_alive());
     }
 

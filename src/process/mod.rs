@@ -63,6 +63,7 @@ mod group;
 mod identity;
 mod lines;
 mod procfs;
+mod recorded;
 mod registry;
 mod run;
 mod signal;
@@ -73,8 +74,11 @@ mod vfork_args;
 mod worker;
 
 pub use exit::exited;
-pub use identity::{ProcessIdentity, boot_id, hostname};
+pub use identity::{ProcessIdentity, boot_id, hostname, pid_namespace, user_id};
 pub use lines::{DEFAULT_MAX_LINE, LineDecoder, LineTail, TRUNCATED_MARK};
+pub use recorded::{
+    PlannedProcess, RecordedGroup, RecordedStop, StopPlan, Verdict, plan_recorded, stop_recorded,
+};
 pub use registry::{Registry, registry};
 pub use run::{
     DEFAULT_MAX_STDOUT, DEFAULT_STDERR_TAIL, ExitCallback, LineCallback, RunOptions, RunOutput,
@@ -82,8 +86,5 @@ pub use run::{
 };
 pub use signal::{Signal, StopReason, signal_group, signal_pid};
 pub use spawn::{EscapeProof, SpawnMethod, StdioMode, WORKER_TAG_VAR, WorkerCommand};
-pub use stop::{
-    DEFAULT_GRACE, KILL_WAIT, RecordedGroup, RecordedStop, StopEnd, StopOutcome, Verdict,
-    stop_recorded,
-};
+pub use stop::{DEFAULT_GRACE, KILL_WAIT, StopEnd, StopOutcome};
 pub use worker::{Worker, WorkerInfo};

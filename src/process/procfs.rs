@@ -84,6 +84,19 @@ pub(crate) fn environ_contains(pid: i32, entry: &str) -> bool {
     }
 }
 
+/// The command line of `pid` (program and arguments), empty when it cannot be read
+/// (exited, kernel thread).
+pub(crate) fn command_line(pid: i32) -> Vec<String> {
+    match fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(bytes) => bytes
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +138,7 @@ mod tests {
         assert!(s.start_ticks > 0);
         assert!(all_pids().contains(&me));
         assert_eq!(read_stat(-1), None);
+        assert!(!command_line(me).is_empty());
+        assert!(command_line(-1).is_empty());
     }
 }

@@ -312,6 +312,7 @@ impl WorkerCommand {
             pid,
             start_ticks: 0,
             boot_id: super::identity::boot_id().map(str::to_owned),
+            pid_ns: super::identity::pid_namespace(),
         });
         let info = WorkerInfo {
             pid,

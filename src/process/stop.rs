@@ -5,21 +5,16 @@
 //! live process; zombies are not counted, and our own direct child is reaped on the way
 //! so none is left behind.
 //!
-//! [`stop_recorded`] runs the same ladder on a group recorded earlier, possibly by a
-//! supervisor that has died since, and only after checking that the processes it would
-//! signal are the recorded ones.
+//! [`stop_recorded`](super::stop_recorded) runs the same ladder on a group recorded
+//! earlier, possibly by a supervisor that has died since (see `recorded.rs`).
 
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::cgroup::Cgroup;
 use super::child::Child;
-use super::group::{Containment, Group};
-use super::identity::ProcessIdentity;
-use super::procfs;
+use super::group::Group;
 use super::signal::StopReason;
 
 /// Grace between SIGTERM and SIGKILL unless configured otherwise.
@@ -158,104 +153,4 @@ async fn reap(child: &mut Option<&mut Child>, status: Option<ExitStatus>) -> Opt
     }
     let c = child.as_mut()?;
     tokio::time::timeout(KILL_WAIT, c.wait()).await.ok()?.ok()
-}
-
-/// A worker group as recorded in a ledger: enough to stop it safely later, from any
-/// process on the same machine.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordedGroup {
-    /// The worker that leads the group.
-    pub leader: ProcessIdentity,
-    pub pgid: i32,
-    /// The worker's cgroup, in escape-proof mode.
-    pub cgroup: Option<PathBuf>,
-}
-
-/// What [`stop_recorded`] found before it acted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// The leader still runs with the recorded start time: its group was stopped.
-    LeaderAlive,
-    /// The leader is gone, members of its group or cgroup remained and were stopped.
-    MembersRemained,
-    /// Nothing of the group is left.
-    Gone,
-    /// The pid now belongs to another process: nothing was signalled.
-    PidReused,
-    /// Recorded in another boot: nothing of it can be running.
-    OtherBoot,
-}
-
-/// The result of [`stop_recorded`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordedStop {
-    pub verdict: Verdict,
-    pub outcome: StopOutcome,
-}
-
-/// Stops a recorded worker group, signalling only what provably belongs to it.
-///
-/// - Another boot: nothing to do.
-/// - A recorded cgroup that still exists is ours (its name is unique within a boot): its
-///   members are stopped and the cgroup removed.
-/// - Leader alive with the recorded start time: the whole process group is stopped (while
-///   the leader lives, no other group can have its pid as pgid).
-/// - Leader pid taken by a process with another start time: the old group is necessarily
-///   gone (a pid is not reused while it names a group); nothing is signalled.
-/// - Leader gone on the same boot: members still in the group are stopped one by one
-///   through pidfds, and only those started no earlier than the leader.
-///
-/// `grace: None` kills at once.
-pub async fn stop_recorded(group: &RecordedGroup, grace: Option<Duration>) -> RecordedStop {
-    let start = Instant::now();
-    let nothing = |verdict| RecordedStop {
-        verdict,
-        outcome: StopOutcome {
-            end: StopEnd::AlreadyGone,
-            status: None,
-            elapsed: start.elapsed(),
-            groups: 0,
-        },
-    };
-    let leader = &group.leader;
-    if !leader.is_current_boot() {
-        return nothing(Verdict::OtherBoot);
-    }
-    let leader_now = procfs::read_stat(leader.pid);
-    let leader_alive = leader_now
-        .as_ref()
-        .is_some_and(|s| leader.matches(s) && !s.has_exited());
-    let pid_reused = leader_now.as_ref().is_some_and(|s| !leader.matches(s));
-    let cgroup = group
-        .cgroup
-        .clone()
-        .map(Cgroup::existing)
-        .filter(Cgroup::exists);
-
-    let (verdict, containment) = match cgroup {
-        Some(cg) if leader_alive => (Verdict::LeaderAlive, Containment::Cgroup(cg)),
-        Some(cg) => (Verdict::MembersRemained, Containment::Cgroup(cg)),
-        None if leader_alive => (Verdict::LeaderAlive, Containment::Group),
-        None if pid_reused => return nothing(Verdict::PidReused),
-        None => {
-            let members: Vec<_> = super::group::group_members(group.pgid)
-                .into_iter()
-                .filter(|s| s.start_ticks >= leader.start_ticks)
-                .collect();
-            if members.is_empty() {
-                return nothing(Verdict::Gone);
-            }
-            (Verdict::MembersRemained, Containment::Pids(members))
-        }
-    };
-    let mut target = Group::new(leader.pid, leader.start_ticks, containment);
-    target.pgid = group.pgid;
-    target.signal_pgid = leader_alive && group.pgid == leader.pid;
-    let outcome = ladder(&[&target], grace, StopReason::Requested, None).await;
-    let verdict = if outcome.end == StopEnd::AlreadyGone {
-        Verdict::Gone
-    } else {
-        verdict
-    };
-    RecordedStop { verdict, outcome }
 }

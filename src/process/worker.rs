@@ -12,9 +12,10 @@ use super::child::Child;
 
 use super::group::{Containment, Group};
 use super::identity::ProcessIdentity;
+use super::recorded::RecordedGroup;
 use super::registry::Registration;
 use super::signal::{Signal, StopReason, signal_group};
-use super::stop::{RecordedGroup, StopOutcome, ladder};
+use super::stop::{StopOutcome, ladder};
 use crate::error::{Error, Result};
 
 /// What the layer above records about a started worker.
@@ -37,6 +38,7 @@ impl WorkerInfo {
             leader: self.identity.clone(),
             pgid: self.pgid,
             cgroup: self.cgroup.clone(),
+            member_proof: None,
         }
     }
 }

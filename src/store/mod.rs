@@ -47,6 +47,17 @@ pub enum StoreLocation {
     Etcd(Vec<String>),
 }
 
+/// Who can have written a stored operation, where the backend can tell (the file store:
+/// the operation file's owner and whether others may write it). Recovery acts on its own
+/// only on operations whose record nobody else could have written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Provenance {
+    /// User id owning the operation's record.
+    pub owner_uid: u32,
+    /// Whether the group or other users may write it.
+    pub writable_by_others: bool,
+}
+
 /// A change to one operation, applied under the store's lock or CAS loop.
 pub type Change<'a> = &'a mut (dyn FnMut(&mut LedgerData) -> Result<()> + Send);
 
@@ -92,4 +103,10 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     /// Subscribe to changes of one operation.
     fn watch(&self, op: &OperationId) -> Result<ChangeReceiver>;
+
+    /// Who can have written the operation's record; `None` when the backend cannot tell.
+    async fn provenance(&self, op: &OperationId) -> Result<Option<Provenance>> {
+        let _ = op;
+        Ok(None)
+    }
 }

@@ -51,7 +51,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use super::{Change, ChangeReceiver, LogKind, Store, StoreLocation};
+use super::{Change, ChangeReceiver, LogKind, Provenance, Store, StoreLocation};
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
 use crate::model::LedgerData;
@@ -273,5 +273,19 @@ impl Store for FileStore {
 
     fn watch(&self, op: &OperationId) -> Result<ChangeReceiver> {
         self.watcher.subscribe(paths::operation_file_name(op))
+    }
+
+    /// The operation file's owner and mode, read without following a symlink.
+    async fn provenance(&self, op: &OperationId) -> Result<Option<Provenance>> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.paths.operation(op);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) => Ok(Some(Provenance {
+                owner_uid: meta.uid(),
+                writable_by_others: meta.mode() & 0o022 != 0 || !meta.file_type().is_file(),
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::OperationNotFound(op.clone())),
+            Err(e) => Err(Error::io("inspect", &path, e)),
+        }
     }
 }
