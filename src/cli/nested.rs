@@ -14,8 +14,9 @@ use super::launcher::{
     Launch, ProcessLauncher, Routing, WorkerLauncher, request_stop, stop_channel,
 };
 use super::plan::Plan;
-use super::run::{Cause, Signals};
+use super::run::Cause;
 use super::schedule::{Status, StopMode, StopReason};
+use super::signals::{NoDisplay, Signals};
 use super::{Context, absolute, operation_id};
 
 /// The operation to join: `--operation`, else `TOM_LEDGER_OPERATION`.
@@ -87,7 +88,7 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
     let outcome = loop {
         tokio::select! {
             o = &mut run => break o,
-            n = signals.recv() => {
+            n = signals.next_stop(&ledger, &NoDisplay) => {
                 if cause.is_some() {
                     request_stop(&stop_tx, StopMode::Kill);
                 } else {
