@@ -108,14 +108,24 @@ fn participant(env: &Env, op: &str, participant: &str) -> Value {
 #[test]
 fn ctrl_z_stops_the_supervisor_and_every_worker_and_fg_resumes_them() {
     let env = Env::new();
-    let p = plan(&env, &[ticker(&env, "a", ""), ticker(&env, "b", "")]);
-    let mut sup = Supervisor::start(&env, &["--json", "run", "-j", "2", "--plan", &p]);
+    // `nested` runs its ticker through `tom-ledger exec`, in a group of exec's own.
+    let nested = worker(
+        &env,
+        "nested",
+        "tom-ledger exec -- sh -c 'exec worker-ticker $D/stop --marker $0 > $D/c.ticks' $0",
+        "",
+    );
+    let p = plan(
+        &env,
+        &[ticker(&env, "a", ""), ticker(&env, "b", ""), nested],
+    );
+    let mut sup = Supervisor::start(&env, &["--json", "run", "-j", "3", "--plan", &p]);
     let started = sup.event("operation_started", None);
     let (op, me) = (
         started["operation"].as_str().expect("op").to_string(),
         started["participant"].as_str().expect("me").to_string(),
     );
-    let workers: Vec<i32> = ["a", "b"]
+    let workers: Vec<i32> = ["a", "b", "nested"]
         .iter()
         .map(|n| {
             sup.event("worker_started", Some(n))["pid"]
@@ -123,26 +133,36 @@ fn ctrl_z_stops_the_supervisor_and_every_worker_and_fg_resumes_them() {
                 .expect("pid") as i32
         })
         .collect();
-    let (a, b) = (env.path("a.ticks"), env.path("b.ticks"));
-    wait_until("both workers to tick", || ticks(&a) >= 3 && ticks(&b) >= 3);
+    let files = ["a", "b", "c"].map(|n| env.path(&format!("{n}.ticks")));
+    let counts = || files.clone().map(|f| ticks(&f));
+    wait_until("every worker to tick", || counts().iter().all(|&n| n >= 3));
 
     sup.signal_group(Signal::SIGTSTP);
-    wait_until("the supervisor and its workers to be stopped", || {
-        state(sup.pid) == Some('T') && workers.iter().all(|&w| state(w) == Some('T'))
-    });
+    // Every process of the run: the supervisor, its workers, the nested `exec` and the
+    // ticker in exec's own group.
+    wait_until(
+        "the supervisor and every worker process to be stopped",
+        || {
+            let all = env.leftovers();
+            state(sup.pid) == Some('T')
+                && workers.iter().all(|&w| state(w) == Some('T'))
+                && all.len() >= 4
+                && all.iter().all(|&p| state(p) == Some('T'))
+        },
+    );
     assert!(
         participant(&env, &op, &me)["pausedAt"].is_string(),
         "the pause is not recorded: {}",
         participant(&env, &op, &me)
     );
-    let before = (ticks(&a), ticks(&b));
+    let before = counts();
     // Fifty tick intervals: a worker that still ran would have printed by now.
     std::thread::sleep(Duration::from_millis(250));
-    assert_eq!((ticks(&a), ticks(&b)), before, "output grew while stopped");
+    assert_eq!(counts(), before, "output grew while stopped");
 
     sup.signal_group(Signal::SIGCONT);
-    wait_until("both workers to tick again", || {
-        ticks(&a) > before.0 && ticks(&b) > before.1
+    wait_until("every worker to tick again", || {
+        counts().iter().zip(&before).all(|(now, then)| now > then)
     });
     assert_ne!(state(sup.pid), Some('T'), "the supervisor is still stopped");
     wait_until("the resume to be recorded", || {
@@ -152,7 +172,7 @@ fn ctrl_z_stops_the_supervisor_and_every_worker_and_fg_resumes_them() {
     let out = sup.finish();
     out.expect_code(0);
     let events = out.json();
-    for name in ["a", "b"] {
+    for name in ["a", "b", "nested"] {
         assert_eq!(
             events[index_of(&events, "worker_finished", name)]["status"],
             "ok"
