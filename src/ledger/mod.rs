@@ -433,18 +433,9 @@ impl Ledger {
             .values()
             .cloned()
             .collect();
-        let me = self.inner.config.participant.clone();
         let mut first = None;
         for shared in all {
-            let result = shared
-                .modify(|data, now| {
-                    if let Some(p) = data.participants.get_mut(&me) {
-                        p.paused_at = paused.then_some(now);
-                    }
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = result
+            if let Err(e) = signals::record_pause(&shared, paused).await
                 && !failure::is_gone(&e)
             {
                 first.get_or_insert(e);
