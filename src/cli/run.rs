@@ -25,7 +25,7 @@ use super::signals::Signals;
 
 /// One attempt at writing the end of the operation when the ledger does not answer; the
 /// run exits after it whatever the ledger says.
-const LEDGER_TRY: Duration = Duration::from_secs(2);
+const LEDGER_TRY: Duration = Duration::from_secs(5);
 
 /// Why a run was stopped from outside its workers; the first cause counts.
 #[derive(Clone, Debug, PartialEq)]
