@@ -9,6 +9,7 @@
 //! heartbeat too. Timeouts do not count the time stopped (the process layer's
 //! `job_control`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -66,20 +67,24 @@ impl Signals {
         }
     }
 
-    /// The next SIGINT, SIGTERM or SIGHUP, handling job control on the way.
-    pub async fn next_stop(&mut self, ledger: &Ledger, display: &dyn Display) -> i32 {
+    /// The next SIGINT, SIGTERM or SIGHUP, handling job control on the way. Each pause
+    /// or resume runs as a task of its own, so that it is carried through even when the
+    /// caller stops waiting for this (another event won a `select!`).
+    pub async fn next_stop(&mut self, ledger: &Ledger, display: &Arc<dyn Display>) -> i32 {
         loop {
-            match self.recv().await {
+            let (ledger, display) = (ledger.clone(), display.clone());
+            let task = match self.recv().await {
                 Received::Stop(n) => return n,
-                Received::Pause => pause(ledger, display).await,
-                Received::Continue => resume(ledger, display).await,
-            }
+                Received::Pause => tokio::spawn(async move { pause(&ledger, &*display).await }),
+                Received::Continue => tokio::spawn(async move { resume(&ledger, &*display).await }),
+            };
+            let _ = task.await;
         }
     }
 }
 
 /// What job control does to a progress display.
-pub trait Display {
+pub trait Display: Send + Sync {
     fn pause(&self) {}
     fn resume(&self, _paused: Duration) {}
 }
