@@ -140,6 +140,7 @@ async fn prepare(dir: &Path) -> (OperationId, String) {
             joined_at: now,
             state: ParticipantState::Active,
             spawned_by: None,
+            paused_at: None,
         };
         data.participants.insert(
             ParticipantId::parse(format!("peer-{n}")).unwrap(),

@@ -13,6 +13,13 @@
 //! A second signal while this runs skips the grace: every worker group is SIGKILLed, the
 //! temp paths are deleted, and the process exits at once.
 //!
+//! Job control is a separate opt-in ([`CleanupHandler::install_job_control`]), never
+//! installed by the library on its own: on SIGTSTP the *pause* callbacks run (the ledger
+//! records that this participant is paused), every worker group gets SIGTSTP and the
+//! process stops itself; once continued (SIGCONT) the worker groups get SIGCONT and the
+//! *resume* callbacks run (the ledger clears the pause and beats). Timeouts of the process
+//! layer do not count the time stopped.
+//!
 //! Caveats: signals are received through tokio's signal driver, so nothing runs inside an
 //! async-signal context and nothing is printed; the listener lives on the runtime that was
 //! current at [`CleanupHandler::install`] (one runtime per program is the expected use).
@@ -27,7 +34,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::{Error, Result};
 use crate::ledger::BoxFuture;
-use crate::process::{DEFAULT_GRACE, Signal, StopReason, registry};
+use crate::process::{DEFAULT_GRACE, Signal, StopReason, job_control, registry};
 
 /// Id of a registered cleanup callback.
 pub type CleanupId = u64;
@@ -39,6 +46,10 @@ pub enum CleanupPhase {
     Early,
     /// After the workers are stopped (release resources, record outcomes).
     Late,
+    /// Job control: before the workers and this process stop on SIGTSTP.
+    Pause,
+    /// Job control: after this process and its workers continue.
+    Resume,
 }
 
 type Callback = Arc<dyn Fn(Signal) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -55,6 +66,7 @@ pub struct CleanupHandler {
     state: Mutex<State>,
     next: AtomicU64,
     installed: AtomicBool,
+    job_control: AtomicBool,
     running: AtomicBool,
 }
 
@@ -74,6 +86,7 @@ impl CleanupHandler {
             }),
             next: AtomicU64::new(0),
             installed: AtomicBool::new(false),
+            job_control: AtomicBool::new(false),
             running: AtomicBool::new(false),
         })
     }
@@ -167,6 +180,68 @@ impl CleanupHandler {
             self.exit(code);
         });
         Ok(())
+    }
+
+    /// Opt in to job control: handle SIGTSTP and SIGCONT on the current tokio runtime
+    /// (once per process; later calls do nothing). For a program whose Ctrl+Z should
+    /// stop it together with its workers, which live in process groups of their own and
+    /// never see the terminal's SIGTSTP. See the module documentation.
+    pub fn install_job_control(&'static self) -> Result<()> {
+        if self.job_control.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let listen = |sig: Signal| {
+            signal(SignalKind::from_raw(sig as i32)).map_err(|e| {
+                self.job_control.store(false, Ordering::SeqCst);
+                Error::io("listen for", format!("{sig}"), e)
+            })
+        };
+        let mut tstp = listen(Signal::SIGTSTP)?;
+        let mut cont = listen(Signal::SIGCONT)?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(()) = tstp.recv() => self.pause().await,
+                    Some(()) = cont.recv() => self.resume().await,
+                    else => break,
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// SIGTSTP: record the pause, stop every worker group, then this process; once it
+    /// runs again, resume.
+    async fn pause(&self) {
+        if self.is_running() || job_control().is_paused() {
+            return;
+        }
+        self.run_phase(CleanupPhase::Pause, Signal::SIGTSTP).await;
+        job_control().stop_workers();
+        job_control().stop_self();
+        self.resume().await;
+    }
+
+    /// SIGCONT: continue every worker group; if this process had paused, run the resume
+    /// callbacks.
+    async fn resume(&self) {
+        if job_control().continue_workers().is_some() {
+            self.run_phase(CleanupPhase::Resume, Signal::SIGCONT).await;
+        }
+    }
+
+    async fn run_phase(&self, phase: CleanupPhase, sig: Signal) {
+        let (callbacks, timeout) = {
+            let state = self.lock();
+            let picked: Vec<Callback> = state
+                .callbacks
+                .values()
+                .filter(|(p, _)| *p == phase)
+                .map(|(_, f)| f.clone())
+                .collect();
+            (picked, state.callback_timeout)
+        };
+        run_all(&callbacks, sig, timeout).await;
     }
 
     /// The whole first-signal cleanup (without exiting). Runs once; a second call

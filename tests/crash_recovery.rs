@@ -124,6 +124,7 @@ async fn a_pid_with_another_start_time_is_never_signalled() {
             joined_at: now,
             state: ParticipantState::Active,
             spawned_by: None,
+            paused_at: None,
         },
     );
     data.call_frames.push(CallFrame {
@@ -200,6 +201,7 @@ fn ended_operation(id: &str, state: OperationState, pid: i32, start_ticks: u64) 
             joined_at: now,
             state: ParticipantState::Left,
             spawned_by: None,
+            paused_at: None,
         },
     );
     data

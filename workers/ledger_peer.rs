@@ -12,7 +12,9 @@
 //!                   [--worker PATH [--worker-arg A]...] [--contained]
 //!     join, register temp resources, open a call (with `--contained`: fail_on_crash
 //!     off), start the worker as an exec worker and wait until it prints `ready`, print
-//!     `ready`, then wait; prints `fenced` and exits 3 if fenced out of the operation
+//!     `ready`, then wait; prints `fenced` and exits 3 if fenced out of the operation;
+//!     with `--paused`, records itself as paused by job control before `ready` (a test
+//!     then stops it with SIGSTOP)
 //! worker-ledger-peer fail-and-hang ...
 //!     like hang, then fail its call (it becomes the cleanup coordinator) and wait
 //!
@@ -39,6 +41,7 @@ struct Args {
     worker: Option<String>,
     worker_args: Vec<String>,
     contained: bool,
+    paused: bool,
     hb_ms: u64,
     stale_ms: Option<u64>,
     cleanup_wait_ms: Option<u64>,
@@ -57,6 +60,7 @@ fn parse() -> Result<Args, String> {
         worker: None,
         worker_args: Vec::new(),
         contained: false,
+        paused: false,
         hb_ms: 3_600_000,
         stale_ms: None,
         cleanup_wait_ms: None,
@@ -64,6 +68,10 @@ fn parse() -> Result<Args, String> {
     while let Some(flag) = args.next() {
         if flag == "--contained" {
             out.contained = true;
+            continue;
+        }
+        if flag == "--paused" {
+            out.paused = true;
             continue;
         }
         let value = args
@@ -218,6 +226,9 @@ async fn run(args: Args) -> Result<(), String> {
                 }
                 None => None,
             };
+            if args.paused {
+                ledger.set_paused(true).await.map_err(|e| e.to_string())?;
+            }
             say("ready");
             if args.mode == "fail-and-hang" {
                 call.fail("failing on purpose")

@@ -5,8 +5,9 @@
 //!
 //! ```text
 //! worker-supervisor --ledger DIR --fork-tree PATH --temp-dir DIR [--workers N] [--tree K]
-//!                   [--ignore-term] [--grace-ms MS] [--marker X]
+//!                   [--ignore-term] [--grace-ms MS] [--job-control] [--marker X]
 //! ```
+//! `--job-control` opts in to the library's job control (Ctrl+Z stops it and its workers).
 
 use std::io::Write;
 use std::time::Duration;
@@ -22,6 +23,7 @@ struct Args {
     workers: usize,
     tree: usize,
     ignore_term: bool,
+    job_control: bool,
     grace_ms: u64,
     marker: Option<String>,
 }
@@ -34,6 +36,7 @@ fn parse() -> Result<Args, String> {
         workers: 3,
         tree: 2,
         ignore_term: false,
+        job_control: false,
         grace_ms: 5000,
         marker: None,
     };
@@ -41,6 +44,10 @@ fn parse() -> Result<Args, String> {
     while let Some(flag) = it.next() {
         if flag == "--ignore-term" {
             a.ignore_term = true;
+            continue;
+        }
+        if flag == "--job-control" {
+            a.job_control = true;
             continue;
         }
         let v = it
@@ -64,6 +71,11 @@ fn parse() -> Result<Args, String> {
 async fn run(a: Args) -> Result<(), String> {
     let grace = Duration::from_millis(a.grace_ms);
     CleanupHandler::global().set_grace(grace);
+    if a.job_control {
+        CleanupHandler::global()
+            .install_job_control()
+            .map_err(|e| e.to_string())?;
+    }
     let ledger = Ledger::connect(
         Connect::local(&a.ledger)
             .participant(ParticipantId::parse("supervisor").map_err(|e| e.to_string())?),

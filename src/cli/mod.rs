@@ -4,7 +4,8 @@
 //! - [`plan`]: the TOML plan of `run`, validated before anything starts.
 //! - [`schedule`]: the DAG scheduler (`-j`, failure policy, retries).
 //! - [`launcher`]: the seam to the process side: one worker attempt as a tracked call.
-//! - [`run`]: `run`, plus signals, abort and the end of the operation.
+//! - [`run`]: `run`, plus abort, timeouts and the end of the operation.
+//! - [`signals`]: the signals `run` and `exec` handle: stop, and job control (Ctrl+Z).
 //! - [`nested`]: `exec` and `temp`, which join an enclosing operation.
 //! - [`inspect`] and [`trace`]: the read-only commands and `abort`.
 //! - [`recover`]: cleaning up operations left by dead participants.
@@ -21,6 +22,7 @@ mod plan;
 mod recover;
 mod run;
 mod schedule;
+mod signals;
 mod trace;
 
 use std::io::Write;

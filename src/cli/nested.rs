@@ -14,8 +14,9 @@ use super::launcher::{
     Launch, ProcessLauncher, Routing, WorkerLauncher, request_stop, stop_channel,
 };
 use super::plan::Plan;
-use super::run::{Cause, Signals};
+use super::run::Cause;
 use super::schedule::{Status, StopMode, StopReason};
+use super::signals::{Display, NoDisplay, Signals};
 use super::{Context, absolute, operation_id};
 
 /// The operation to join: `--operation`, else `TOM_LEDGER_OPERATION`.
@@ -82,12 +83,13 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
     };
     let run = launcher.run(&op, launch);
     tokio::pin!(run);
+    let no_display: Arc<dyn Display> = Arc::new(NoDisplay);
     let mut cause: Option<Cause> = None;
     let mut watching = true;
     let outcome = loop {
         tokio::select! {
             o = &mut run => break o,
-            n = signals.recv() => {
+            n = signals.next_stop(&ledger, &no_display) => {
                 if cause.is_some() {
                     request_stop(&stop_tx, StopMode::Kill);
                 } else {

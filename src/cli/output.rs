@@ -162,6 +162,22 @@ impl Output {
         self.mode
     }
 
+    /// Job control stops the run: the display stops ticking (it would draw over the
+    /// shell) until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        if let Some(bar) = &self.bar {
+            bar.disable_steady_tick();
+        }
+    }
+
+    /// The run continues after `paused`: the elapsed time shown leaves the pause out.
+    pub fn resume(&self, paused: Duration) {
+        if let Some(bar) = &self.bar {
+            bar.set_elapsed(bar.elapsed().saturating_sub(paused));
+            bar.enable_steady_tick(Duration::from_millis(120));
+        }
+    }
+
     pub fn emit(&self, event: Event) {
         match self.mode {
             Mode::Json => {

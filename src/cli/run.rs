@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+use tom_dist_ledger::process::job_control;
 use tom_dist_ledger::{Error, Ledger, LogLevel, Operation, OperationId, OperationOptions};
 
 use super::Context;
@@ -21,35 +21,11 @@ use super::output::{
 };
 use super::plan::{Plan, WorkerSpec};
 use super::schedule::{Final, Interrupt, Node, Schedule, Started, Status, StopReason};
+use super::signals::{Display, Signals};
 
-/// SIGINT, SIGTERM and SIGHUP, caught from before the operation exists until the end.
-pub struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    pub fn install() -> CliResult<Signals> {
-        let make = |kind: SignalKind| {
-            signal(kind).map_err(|e| Failure::failed(format!("cannot install signal handler: {e}")))
-        };
-        Ok(Signals {
-            int: make(SignalKind::interrupt())?,
-            term: make(SignalKind::terminate())?,
-            hup: make(SignalKind::hangup())?,
-        })
-    }
-
-    /// The next signal's number.
-    pub async fn recv(&mut self) -> i32 {
-        tokio::select! {
-            Some(()) = self.int.recv() => libc::SIGINT,
-            Some(()) = self.term.recv() => libc::SIGTERM,
-            Some(()) = self.hup.recv() => libc::SIGHUP,
-        }
-    }
-}
+/// One attempt at writing the end of the operation when the ledger does not answer; the
+/// run exits after it whatever the ledger says.
+const LEDGER_TRY: Duration = Duration::from_secs(5);
 
 /// Why a run was stopped from outside its workers; the first cause counts.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,7 +68,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         .jobs
         .map(|j| j as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let signals = Signals::install()?;
+    let mut signals = Signals::install()?;
     let ledger = ctx
         .connect(|c| c.cleanup_wait(args.grace + Duration::from_secs(2)))
         .await?;
@@ -102,6 +78,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         .create_operation(OperationOptions::new().description(description))
         .await?;
     let output = Arc::new(Output::new(Mode::choose(ctx.json), plan.workers.len()));
+    let display: Arc<dyn Display> = output.clone();
     output.emit(Event::OperationStarted(OperationStarted {
         operation: op.operation_id().to_string(),
         ledger: ctx.ledger_dir.display().to_string(),
@@ -137,7 +114,8 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
     // The watcher never ends by itself; it runs beside the schedule in this task
     // (`Operation::failed` cannot move between threads).
     let watcher = watch_interrupts(
-        signals,
+        &mut signals,
+        (&ledger, &display),
         op.clone(),
         args.timeout,
         interrupt_tx,
@@ -178,7 +156,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         .map(|(_, w)| w.name.as_str())
         .collect();
     let id = op.operation_id().clone();
-    let (mut exit, mut reason) = match &cause {
+    let (exit, reason) = match &cause {
         Some(Cause::Signal(n)) => (Exit::Signal(*n), Some(cause_reason(&cause, &id))),
         Some(_) => (Exit::Failure, Some(cause_reason(&cause, &id))),
         None if report.failed => (
@@ -187,16 +165,24 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         ),
         None => (Exit::Success, None),
     };
-    if exit == Exit::Success
-        && let Err(e) = op.complete().await
-    {
-        exit = Exit::Failure;
-        reason = Some(e.to_string());
-    }
-    if exit != Exit::Success {
-        let why = reason.clone().unwrap_or_default();
-        end_failed(&ledger, &op, &why, args.grace).await;
-    }
+    let first_signal = match cause {
+        Some(Cause::Signal(n)) => Some(n),
+        _ => None,
+    };
+    // Recording the end is bounded; a signal while it runs ends the run at once (the
+    // workers are gone by now; what is left is the ledger's part).
+    let ending = end_operation(&ledger, &op, exit, reason, args.grace);
+    tokio::pin!(ending);
+    let (exit, reason, settled) = tokio::select! {
+        (exit, reason) = &mut ending => (exit, reason, true),
+        n = signals.next_stop(&ledger, &display) => {
+            let n = first_signal.unwrap_or(n);
+            let why = format!("interrupted by {} while the end was recorded", signal_name(n));
+            (Exit::Signal(n), Some(why), false)
+        }
+    };
+    // Whatever the ledger did, this run's own temp resources go.
+    op.delete_local_temp_resources();
     output.emit(Event::OperationFinished(OperationFinished {
         operation: id.to_string(),
         state: if exit == Exit::Success {
@@ -210,7 +196,10 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         skipped,
         reason,
     }));
-    ledger.dispose().await;
+    if settled {
+        // A heartbeat stuck on a ledger that does not answer does not hold up the exit.
+        let _ = tokio::time::timeout(LEDGER_TRY, ledger.dispose()).await;
+    }
     Ok(exit)
 }
 
@@ -224,6 +213,27 @@ fn failure_reason(failed: &[&str], recorded: Option<String>) -> String {
         Some(reason) if !reason.trim().is_empty() => reason,
         _ => "the operation failed before its workers finished".to_string(),
     }
+}
+
+/// Complete the operation, or fail it: its exit status and the reason it failed.
+async fn end_operation(
+    ledger: &Ledger,
+    op: &Operation,
+    mut exit: Exit,
+    mut reason: Option<String>,
+    grace: Duration,
+) -> (Exit, Option<String>) {
+    if exit == Exit::Success {
+        match tokio::time::timeout(LEDGER_TRY, op.complete()).await {
+            Ok(Ok(())) => return (exit, reason),
+            Ok(Err(e)) => reason = Some(e.to_string()),
+            Err(_) => reason = Some(format!("the ledger did not answer within {LEDGER_TRY:?}")),
+        }
+        exit = Exit::Failure;
+    }
+    let why = reason.clone().unwrap_or_default();
+    end_failed(ledger, op, &why, grace).await;
+    (exit, reason)
 }
 
 fn cause_reason(cause: &Option<Cause>, op: &OperationId) -> String {
@@ -336,13 +346,15 @@ fn finished_event(name: &str, attempt: u32, o: &WorkerOutcome) -> Event {
 /// Turn signals, the abort flag, the operation's failure and the run's timeout into
 /// interrupts of the schedule: the first stops, a second signal kills.
 async fn watch_interrupts(
-    mut signals: Signals,
+    signals: &mut Signals,
+    (ledger, display): (&Ledger, &Arc<dyn Display>),
     op: Operation,
     timeout: Option<Duration>,
     tx: mpsc::UnboundedSender<Interrupt>,
     cause: Arc<Mutex<Option<Cause>>>,
 ) -> std::convert::Infallible {
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    // The run's own timeout does not count time stopped by Ctrl+Z either.
+    let deadline = timeout.map(|t| job_control().deadline(t));
     let (mut signalled, mut aborted, mut failed, mut timed_out) = (false, false, false, false);
     let record = |c: Cause, tx: &mpsc::UnboundedSender<Interrupt>, reason: StopReason| {
         let mut slot = cause.lock().unwrap_or_else(|e| e.into_inner());
@@ -353,7 +365,7 @@ async fn watch_interrupts(
     };
     loop {
         tokio::select! {
-            n = signals.recv() => {
+            n = signals.next_stop(ledger, display) => {
                 if signalled {
                     let _ = tx.send(Interrupt::Kill);
                 } else {
@@ -370,7 +382,7 @@ async fn watch_interrupts(
                 let reason = failure_reason(&[], info.reason);
                 record(Cause::OperationFailed(reason), &tx, StopReason::Cancelled);
             }
-            _ = sleep_until(deadline), if deadline.is_some() && !timed_out => {
+            _ = job_control().sleep_until_opt(deadline.as_ref()), if deadline.is_some() && !timed_out => {
                 timed_out = true;
                 let t = timeout.unwrap_or_default();
                 record(Cause::Timeout(t), &tx, StopReason::Timeout);
@@ -379,38 +391,42 @@ async fn watch_interrupts(
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Fail the operation (the library deletes temp resources and archives it) and wait,
-/// bounded, until it is archived.
+/// bounded, until it is archived. One attempt: when the ledger refuses the failure or
+/// does not answer (corrupt, read-only, full, deleted), nothing is waited for.
 async fn end_failed(ledger: &Ledger, op: &Operation, reason: &str, grace: Duration) {
-    if let Err(e) = op.fail(reason).await
-        && !matches!(
-            e,
-            Error::OperationEnded { .. } | Error::OperationNotFound(_)
-        )
-    {
-        tracing::warn!(operation = %op.operation_id(), error = %e, "failure not recorded");
+    let id = op.operation_id();
+    match tokio::time::timeout(LEDGER_TRY, op.fail(reason)).await {
+        Ok(Ok(())) | Ok(Err(Error::OperationEnded { .. })) => {}
+        // Gone from the ledger: archived by someone, or the directory was deleted.
+        Ok(Err(Error::OperationNotFound(_))) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(operation = %id, error = %e, "failure not recorded in the ledger");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(operation = %id, "failure not recorded: the ledger did not answer within {LEDGER_TRY:?}");
+            return;
+        }
     }
     let bound = grace + Duration::from_secs(10);
-    if !wait_archived(ledger, op.operation_id(), bound).await {
-        tracing::warn!(operation = %op.operation_id(), "operation not archived after {bound:?}");
+    if !wait_archived(ledger, id, bound).await {
+        tracing::warn!(operation = %id, "operation not archived (`tom-ledger recover` cleans it up)");
     }
 }
 
-/// Wait until the operation has left the live ledger (archived).
+/// Wait until the operation has left the live ledger (archived); false at once when it
+/// cannot be read.
 pub async fn wait_archived(ledger: &Ledger, op: &OperationId, bound: Duration) -> bool {
     let store = ledger.store();
     let mut changes = store.watch(op).ok();
     let deadline = Instant::now() + bound;
     loop {
-        if let Err(Error::OperationNotFound(_)) = store.read(op).await {
-            return true;
+        match store.read(op).await {
+            Ok(_) => {}
+            Err(Error::OperationNotFound(_)) => return true,
+            // Unreadable (corrupt, its directory unusable): nobody archives it now.
+            Err(_) => return false,
         }
         if Instant::now() >= deadline {
             return false;

@@ -14,6 +14,8 @@ use super::callbacks::LedgerCallback;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Default age after which a participant counts as stale.
 pub const DEFAULT_STALE_THRESHOLD: Duration = Duration::from_secs(15);
+/// Default longest pause (job control) a peer on another machine is excused for.
+pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(3600);
 
 pub(crate) enum Target {
     Local(PathBuf),
@@ -29,6 +31,7 @@ pub struct Connect {
     pub(crate) heartbeat_jitter: Duration,
     pub(crate) stale_threshold: Duration,
     pub(crate) cleanup_wait: Option<Duration>,
+    pub(crate) max_pause: Duration,
     pub(crate) handle_signals: bool,
     pub(crate) file_options: FileStoreOptions,
     pub(crate) callback: LedgerCallback,
@@ -55,6 +58,7 @@ impl Connect {
             heartbeat_jitter: Duration::from_millis(500),
             stale_threshold: DEFAULT_STALE_THRESHOLD,
             cleanup_wait: None,
+            max_pause: DEFAULT_MAX_PAUSE,
             handle_signals: true,
             file_options: FileStoreOptions::default(),
             callback: LedgerCallback::default(),
@@ -127,6 +131,16 @@ impl Connect {
         self
     }
 
+    /// How long a participant on another machine that recorded a pause (stopped by job
+    /// control, see [`Ledger::set_paused`](super::Ledger::set_paused)) is excused from the
+    /// heartbeat judgement, counted from when it paused (default one hour). After that
+    /// it is judged by heartbeat age again: declared crashed and fenced. A paused
+    /// participant on this machine is judged by its pid instead, for as long as it lasts.
+    pub fn max_pause(mut self, d: Duration) -> Self {
+        self.max_pause = d;
+        self
+    }
+
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
@@ -141,5 +155,6 @@ pub(crate) struct LedgerConfig {
     pub heartbeat_jitter: Duration,
     pub stale_threshold: Duration,
     pub cleanup_wait: Duration,
+    pub max_pause: Duration,
     pub handle_signals: bool,
 }

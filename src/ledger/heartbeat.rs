@@ -115,9 +115,17 @@ pub(crate) async fn beat(shared: &Arc<OpShared>) -> Result<HeartbeatResult> {
                 .or_insert(age);
         }
     }
+    // A participant paused by job control is judged by pid (here) or excused for a
+    // bounded time (elsewhere), not by the age of its last beat.
+    let paused = |id: &ParticipantId| {
+        after
+            .participants
+            .get(id)
+            .is_some_and(|p| super::liveness::pause_excuses(p, &shared.ledger))
+    };
     let stale: Vec<ParticipantId> = ages
         .iter()
-        .filter(|(id, age)| **id != me && **age > threshold)
+        .filter(|(id, age)| **id != me && **age > threshold && !paused(id))
         .map(|(id, _)| id.clone())
         .collect();
     Ok(HeartbeatResult {

@@ -3,6 +3,11 @@
 //! (another machine, or a container sharing this one's host name, boot id and a ledger
 //! volume): its heartbeat is younger than the stale threshold. Operations written by the
 //! original, which has no participant registry, are judged by their heartbeats alone.
+//!
+//! A participant stopped by job control records `pausedAt` before it stops. A paused
+//! participant on this machine is judged by its pid only, however long the pause lasts
+//! (killed while stopped, it is seen at once). One elsewhere cannot be checked: it is
+//! excused for `max_pause` from when it paused, then judged by heartbeat age again.
 
 use crate::clock::age_ms;
 use crate::ids::ParticipantId;
@@ -69,6 +74,19 @@ pub(crate) fn process_running(p: &Participant, ledger: &LedgerInner) -> bool {
         };
     }
     age_ms(ledger.clock.now(), p.last_heartbeat) <= ledger.config.stale_threshold.as_millis() as u64
+        || pause_excuses(p, ledger)
+}
+
+/// Whether a participant that recorded a pause is excused from the heartbeat judgement
+/// now: on this machine while its process exists, elsewhere for `max_pause`.
+pub(crate) fn pause_excuses(p: &Participant, ledger: &LedgerInner) -> bool {
+    let Some(paused_at) = p.paused_at else {
+        return false;
+    };
+    if is_local(p, ledger) {
+        return process_running(p, ledger);
+    }
+    age_ms(ledger.clock.now(), paused_at) <= ledger.config.max_pause.as_millis() as u64
 }
 
 /// Liveness of whoever owns frames under this participant id; frames of participants

@@ -33,7 +33,9 @@ pub use call::{Call, CallOptions};
 pub use callbacks::{
     BoxFuture, CallCallback, LedgerCallback, OperationCallback, OperationFailedInfo,
 };
-pub use connect::{Connect, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_STALE_THRESHOLD};
+pub use connect::{
+    Connect, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PAUSE, DEFAULT_STALE_THRESHOLD,
+};
 pub use exec::{
     Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_URL, ENV_OPERATION, ENV_PARTICIPANT, ExecWorker,
     exit_code, process_record,
@@ -196,6 +198,7 @@ impl Ledger {
             cleanup_wait: connect
                 .cleanup_wait
                 .unwrap_or(connect.heartbeat_interval * 2),
+            max_pause: connect.max_pause,
             handle_signals: connect.handle_signals,
         };
         Ok(Ledger {
@@ -236,6 +239,7 @@ impl Ledger {
             joined_at: now,
             state: ParticipantState::Active,
             spawned_by,
+            paused_at: None,
         }
     }
 
@@ -416,6 +420,32 @@ impl Ledger {
     /// judges it (pid and start time on this machine, heartbeat age elsewhere).
     pub fn is_participant_alive(&self, data: &LedgerData, participant: &ParticipantId) -> bool {
         liveness::is_live(data, participant, &self.inner)
+    }
+
+    /// Record in every live operation of this ledger that this participant is stopped by
+    /// job control (`true`, just before the process stops) or runs again (`false`, just
+    /// after; it counts as a heartbeat). While paused, peers on this machine judge it by
+    /// its pid only, and peers elsewhere excuse it for [`Connect::max_pause`]. The first
+    /// error is returned after every operation was tried; an operation that has ended
+    /// is no error.
+    pub async fn set_paused(&self, paused: bool) -> Result<()> {
+        let all: Vec<Arc<OpShared>> = self
+            .inner
+            .operations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut first = None;
+        for shared in all {
+            if let Err(e) = signals::record_pause(&shared, paused).await
+                && !failure::is_gone(&e)
+            {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Stop every heartbeat and watch of this ledger. Operations stay as they are.

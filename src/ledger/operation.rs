@@ -311,6 +311,21 @@ impl Operation {
         Ok(())
     }
 
+    /// Delete this participant's temp resources now, from what it registered itself, and
+    /// forget them locally; the ledger is not touched. For a process that exits with a
+    /// ledger it cannot write (or at once on a second signal): the paths it registered
+    /// are proof enough that they are its own. Returns how many paths it took.
+    pub fn delete_local_temp_resources(&self) -> usize {
+        let temps: Vec<_> = std::mem::take(&mut self.shared.local().temps)
+            .into_iter()
+            .collect();
+        for path in &temps {
+            super::failure::remove_path(path);
+            CleanupHandler::global().remove_temp_path(path);
+        }
+        temps.len()
+    }
+
     /// Forget a temp resource (locally and in the ledger) without deleting it.
     pub async fn unregister_temp_resource(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = absolute(path.as_ref());

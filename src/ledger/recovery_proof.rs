@@ -179,6 +179,7 @@ mod tests {
             joined_at: now,
             state: ParticipantState::Active,
             spawned_by: None,
+            paused_at: None,
         };
         tweak(&mut p);
         data.participants

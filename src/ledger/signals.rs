@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::cleanup::{CleanupHandler, CleanupPhase};
+use crate::error::Result;
 
 use super::failure;
 use super::shared::OpShared;
@@ -34,5 +35,38 @@ pub(crate) fn register_signal_cleanup(shared: &Arc<OpShared>) {
             }
         })
     });
-    shared.local().cleanup_ids = vec![early, late];
+    // Job control, should the program opt in (`CleanupHandler::install_job_control`).
+    let weak = Arc::downgrade(shared);
+    let pause = handler.register_phase(CleanupPhase::Pause, move |_| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            if let Some(shared) = weak.upgrade() {
+                let _ = record_pause(&shared, true).await;
+            }
+        })
+    });
+    let weak = Arc::downgrade(shared);
+    let resume = handler.register_phase(CleanupPhase::Resume, move |_| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            if let Some(shared) = weak.upgrade() {
+                let _ = record_pause(&shared, false).await;
+            }
+        })
+    });
+    shared.local().cleanup_ids = vec![early, late, pause, resume];
+}
+
+/// Record (`true`) or clear this participant's `pausedAt`; the write is a heartbeat too.
+pub(crate) async fn record_pause(shared: &Arc<OpShared>, paused: bool) -> Result<()> {
+    let me = shared.ledger.config.participant.clone();
+    shared
+        .modify(|data, now| {
+            if let Some(p) = data.participants.get_mut(&me) {
+                p.paused_at = paused.then_some(now);
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
 }

@@ -203,6 +203,14 @@ pub struct Participant {
     /// The call of another participant whose exec worker started this process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spawned_by: Option<CallId>,
+    /// Set while the participant is stopped by job control (Ctrl+Z), from when it
+    /// stopped: peers do not judge it by heartbeat age meanwhile (see `liveness`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::option"
+    )]
+    pub paused_at: Option<Timestamp>,
 }
 
 /// Why an operation failed, recorded when it does.

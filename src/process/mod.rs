@@ -31,6 +31,9 @@
 //! - **Registry.** Every live worker group is in a process-wide [`Registry`], so the
 //!   signal handler can stop all of them at once ([`Registry::stop_all`]) or kill them
 //!   on a second Ctrl+C ([`Registry::kill_all`]).
+//! - **Job control.** [`JobControl`] stops every registered group with SIGTSTP and
+//!   continues it with SIGCONT, for a supervisor that handles Ctrl+Z itself; the time
+//!   spent paused does not count against any timeout of this layer ([`PausableDeadline`]).
 //! - **Runners.** [`run_stdio`] and [`run_file_result`] take a worker from start to
 //!   result: bounded stdout, stderr streamed through a line decoder that handles lines
 //!   across chunk boundaries ([`LineDecoder`]), timeouts and cancellation through the
@@ -62,6 +65,7 @@ mod exit;
 mod group;
 mod identity;
 mod lines;
+mod pause;
 mod procfs;
 mod recorded;
 mod registry;
@@ -76,6 +80,7 @@ mod worker;
 pub use exit::exited;
 pub use identity::{ProcessIdentity, boot_id, hostname, pid_namespace, user_id};
 pub use lines::{DEFAULT_MAX_LINE, LineDecoder, LineTail, TRUNCATED_MARK};
+pub use pause::{JobControl, PausableDeadline, PausedTime, job_control};
 pub use recorded::{
     PlannedProcess, RecordedGroup, RecordedStop, StopPlan, Verdict, plan_recorded, stop_recorded,
 };

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use super::group::Group;
-use super::signal::StopReason;
+use super::signal::{Signal, StopReason};
 use super::stop::{StopOutcome, ladder};
 
 /// The process-wide registry of live worker groups.
@@ -66,6 +66,18 @@ impl Registry {
         let groups = self.snapshot();
         let refs: Vec<&Group> = groups.iter().map(Arc::as_ref).collect();
         ladder(&refs, grace, reason, None).await
+    }
+
+    /// Sends `sig` to every registered group (job control: SIGTSTP, SIGCONT). Returns how
+    /// many groups there were.
+    pub fn signal_all(&self, sig: Signal) -> usize {
+        let groups = self.snapshot();
+        for g in &groups {
+            if !g.is_empty() {
+                g.send(sig);
+            }
+        }
+        groups.len()
     }
 
     /// SIGKILLs every registered group now, without waiting (the second Ctrl+C). Safe to

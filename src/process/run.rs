@@ -51,7 +51,7 @@ pub type ExitCallback = Box<dyn FnOnce(ExitStatus) + Send>;
 
 /// Options of both runners.
 pub struct RunOptions {
-    /// Stop the worker and fail after this long.
+    /// Stop the worker and fail after this long (time stopped by job control excluded).
     pub timeout: Option<Duration>,
     /// Grace between SIGTERM and SIGKILL when stopping.
     pub grace: Duration,
@@ -370,9 +370,10 @@ async fn wait_for_end(
     stdout_task: &mut Option<JoinHandle<std::result::Result<Vec<u8>, ()>>>,
     collected: &mut Option<std::result::Result<Vec<u8>, ()>>,
 ) -> End {
-    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-    let deadline = timeout.map_or(far, |t| Instant::now() + t);
-    let timer = tokio::time::sleep_until(deadline);
+    // Time stopped by job control (Ctrl+Z) does not count.
+    let jobs = super::pause::job_control();
+    let deadline = timeout.map(|t| jobs.deadline(t));
+    let timer = jobs.sleep_until_opt(deadline.as_ref());
     tokio::pin!(timer);
     let cancellable = cancel.is_some();
     let cancel = cancel.unwrap_or_default();

@@ -8,6 +8,7 @@
 pub mod calls;
 pub mod exec;
 pub mod lifecycle;
+pub mod pause;
 pub mod signals;
 
 use std::future::Future;
@@ -135,6 +136,8 @@ macro_rules! ledger_suite {
             signals::corrupt_operation_file_is_a_clear_error,
             signals::failure_deletes_temp_resources_and_archives,
             signals::stale_remote_participant_is_declared_crashed_and_fenced,
+            pause::paused_remote_participant_is_excused_for_max_pause,
+            pause::paused_local_participant_is_judged_by_its_pid,
             exec::stdio_worker_returns_json,
             exec::worker_gets_the_nested_environment,
             exec::non_zero_exit_fails_with_code_and_stderr,

@@ -167,7 +167,7 @@ pub async fn heartbeat_result_and_participants_without_calls(b: &dyn Backend) {
 
 /// A remote-looking participant (`remote`, on "another host") joined to `op`, with its
 /// first heartbeat landed, so that only the manual clock ages it.
-async fn join_as_remote(
+pub(crate) async fn join_as_remote(
     b: &dyn Backend,
     clock: &Arc<ManualClock>,
     cli: &tom_dist_ledger::Ledger,

@@ -142,7 +142,10 @@ async fn wait_for_end(
     timeout: Option<Duration>,
     ctx: &CallContext,
 ) -> End {
-    let timer = timeout.map(|t| tokio::time::sleep_until(Instant::now() + t));
+    // Time stopped by Ctrl+Z does not count against the worker's timeout.
+    let jobs = process::job_control();
+    let deadline = timeout.map(|t| jobs.deadline(t));
+    let timer = jobs.sleep_until_opt(deadline.as_ref());
     tokio::pin!(timer);
     let mut listening = true;
     loop {
@@ -173,7 +176,7 @@ async fn wait_for_end(
             _ = ctx.token.cancelled() => {
                 return End::Stopped { reason: StopReason::Cancelled, kill: false };
             }
-            _ = async { if let Some(t) = timer.as_mut().as_pin_mut() { t.await } }, if timer.is_some() => {
+            _ = &mut timer, if deadline.is_some() => {
                 return End::Stopped { reason: StopReason::Timeout, kill: false };
             }
         }
