@@ -13,7 +13,7 @@ use super::exit::{CliResult, Exit, Failure};
 use super::launcher::{
     Launch, ProcessLauncher, Routing, WorkerLauncher, request_stop, stop_channel,
 };
-use super::plan::Plan;
+use super::plan::{Plan, command_line};
 use super::run::{Cause, Signals};
 use super::schedule::{Status, StopMode, StopReason};
 use super::{Context, absolute, operation_id};
@@ -64,6 +64,11 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
     let mut spec = plan.workers.remove(0);
     spec.timeout = args.timeout;
     let parent = parent_call();
+    // Inside a worker, a crash is reported to the worker's call (the participant is
+    // spawned by it), which decides. From outside, nobody would report it: the frame is
+    // fail-on-crash, so this process dying fails the operation, unless asked not to.
+    // The command's own status goes to whoever started `exec`.
+    let fail_on_crash = parent.is_none() && !args.no_fail_on_crash;
     let mut signals = Signals::install()?;
     let existing = ctx.open_for(&op_id).await?;
     let ledger = existing.ledger.clone();
@@ -76,7 +81,8 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
         grace: args.grace,
         stop: stop_rx,
         parent_call: parent,
-        description: args.description.unwrap_or_else(|| args.cmd.join(" ")),
+        fail_on_crash,
+        description: args.description.unwrap_or_else(|| command_line(&args.cmd)),
         routing: Routing::Inherit,
         on_started: Box::new(|_| {}),
     };
@@ -115,8 +121,12 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
     match cause {
         Some(Cause::Signal(n)) => Ok(Exit::Signal(n)),
         Some(Cause::Aborted) => Err(Failure::failed(format!("operation `{op_id}` was aborted"))),
-        Some(Cause::OperationFailed(reason)) => Err(Failure::failed(reason)),
-        Some(Cause::Timeout(_)) | None => match outcome.status {
+        // Stopped because the operation failed elsewhere; a command that ended by itself
+        // (and may be what failed the operation) reports its own status below.
+        Some(Cause::OperationFailed(reason)) if outcome.status == Status::Cancelled => {
+            Err(Failure::failed(reason))
+        }
+        Some(Cause::OperationFailed(_) | Cause::Timeout(_)) | None => match outcome.status {
             Status::Ok => Ok(Exit::Success),
             // The command ran and ended with a status of its own: pass it through.
             Status::Failed if outcome.exit_code.is_some() || outcome.signal.is_some() => {
@@ -124,7 +134,7 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
             }
             _ => Err(Failure::failed(format!(
                 "`{}`: {}",
-                args.cmd.join(" "),
+                command_line(&args.cmd),
                 outcome
                     .error
                     .unwrap_or_else(|| outcome.status.as_str().into())

@@ -96,6 +96,17 @@ pub enum Event {
     OperationFinished(OperationFinished),
 }
 
+/// Colour (ANSI escapes) on stderr only when it is a terminal and `NO_COLOR` is unset or
+/// empty (<https://no-color.org>): logs and pipes get plain text.
+pub fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    colour_allowed(std::env::var_os("NO_COLOR").as_deref()) && std::io::stderr().is_terminal()
+}
+
+fn colour_allowed(no_color: Option<&std::ffi::OsStr>) -> bool {
+    no_color.is_none_or(|v| v.is_empty())
+}
+
 /// How events are shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

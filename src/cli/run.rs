@@ -85,7 +85,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         Some(file) => (Plan::load(file)?, format!("run --plan {}", file.display())),
         None => (
             Plan::single(&args.cmd, &cwd)?,
-            format!("run {}", args.cmd.join(" ")),
+            format!("run {}", super::plan::command_line(&args.cmd)),
         ),
     };
     let jobs = args
@@ -282,6 +282,8 @@ impl Starter {
                 grace,
                 stop: stop_rx,
                 parent_call: None,
+                // `run` applies its own failure policy (keep-going, fail_on_crash).
+                fail_on_crash: false,
                 description: spec.name.clone(),
                 routing,
                 on_started,

@@ -119,10 +119,19 @@ fn command(spec: &WorkerSpec, routing: &Routing, env: Vec<(String, String)>) -> 
 }
 
 fn spawn_error(spec: &WorkerSpec, e: Error) -> String {
-    let name = spec.command.first().map_or("?", String::as_str);
+    let name = spec
+        .command
+        .first()
+        .map_or("?".into(), |n| n.to_string_lossy());
+    // A program given as a path is looked for only now: say where it was looked for.
+    let resolved = if name.contains('/') {
+        format!(" (`{}`)", spec.program.display())
+    } else {
+        String::new()
+    };
     match e {
-        Error::Spawn { source, .. } => format!("cannot start `{name}`: {source}"),
-        other => format!("cannot start `{name}`: {other}"),
+        Error::Spawn { source, .. } => format!("cannot start `{name}`{resolved}: {source}"),
+        other => format!("cannot start `{name}`{resolved}: {other}"),
     }
 }
 
