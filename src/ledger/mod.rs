@@ -11,6 +11,7 @@ mod crash;
 mod exec;
 mod failure;
 mod heartbeat;
+mod listing;
 mod liveness;
 mod operation;
 mod recovery;
@@ -38,6 +39,7 @@ pub use exec::{
     exit_code, process_record,
 };
 pub use heartbeat::{HeartbeatError, HeartbeatErrorType, HeartbeatOptions, HeartbeatResult};
+pub use listing::ListedOperation;
 pub use operation::Operation;
 pub use recovery::{Recovered, RecoveryReport};
 pub use spawned::{CallContext, CallStatus, SpawnedCall, TrackedCall};

@@ -3,7 +3,7 @@
 //! resources deleted, and the operation archived as failed. `tom-ledger recover` runs it,
 //! and so does the next supervisor that opens the ledger.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -36,6 +36,9 @@ pub struct RecoveryReport {
     pub recovered: Vec<Recovered>,
     /// Operations that could not be read or recovered, with the reason.
     pub skipped: Vec<(OperationId, String)>,
+    /// Files removed that creates which failed part-way left (a full disk, say): no
+    /// operation came of them.
+    pub removed_leftovers: Vec<PathBuf>,
 }
 
 impl Ledger {
@@ -73,9 +76,20 @@ impl Ledger {
         !live_participant && !live_frame
     }
 
-    /// Clean up every operation whose participants are all dead.
+    /// What [`recover`](Self::recover) would remove of creates that failed part-way,
+    /// without removing it.
+    pub async fn failed_create_leftovers(&self) -> Result<Vec<PathBuf>> {
+        self.inner.store.clean_failed_creates(true).await
+    }
+
+    /// Clean up every operation whose participants are all dead, and what creates that
+    /// failed part-way left.
     pub async fn recover(&self) -> Result<RecoveryReport> {
         let mut report = RecoveryReport::default();
+        match self.inner.store.clean_failed_creates(false).await {
+            Ok(removed) => report.removed_leftovers = removed,
+            Err(e) => tracing::warn!(error = %e, "leftovers of failed creates not removed"),
+        }
         for id in self.inner.store.list().await? {
             match self.recover_one(&id).await {
                 Ok(Some(r)) => report.recovered.push(r),

@@ -33,6 +33,7 @@
 
 mod archive;
 mod io;
+mod leftovers;
 mod lock;
 mod log;
 mod paths;
@@ -264,5 +265,9 @@ impl Store for FileStore {
 
     fn watch(&self, op: &OperationId) -> Result<ChangeReceiver> {
         self.watcher.subscribe(paths::operation_file_name(op))
+    }
+
+    async fn clean_failed_creates(&self, dry_run: bool) -> Result<Vec<PathBuf>> {
+        leftovers::clean(&self.paths, dry_run)
     }
 }
