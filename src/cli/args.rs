@@ -93,6 +93,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep_going: bool,
 
+    /// Longest worker output line shown whole above the progress display (on a terminal);
+    /// longer lines are cut there, with a note (e.g. 64K, 16M, 1G)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16M")]
+    pub max_line: usize,
+
     /// The plan: a TOML file of [[worker]] tables
     #[arg(long, value_name = "FILE", conflicts_with = "cmd")]
     pub plan: Option<PathBuf>,
@@ -193,6 +198,45 @@ pub struct TraceArgs {
     pub output: Option<PathBuf>,
 }
 
+/// The smallest `--max-line` accepted.
+pub const MIN_SIZE: usize = 1024;
+/// The largest `--max-line` accepted: a line is held in memory whole before it is shown.
+pub const MAX_SIZE: usize = 1024 * 1024 * 1024;
+
+/// A size in bytes: a number with an optional `K`, `M` or `G` (powers of 1024), between
+/// [`MIN_SIZE`] and [`MAX_SIZE`].
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let refuse = || {
+        format!(
+            "invalid size `{text}`: expected bytes with an optional K, M or G, such as 64K or 16M"
+        )
+    };
+    let unit: u128 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(refuse()),
+    };
+    if number.is_empty() {
+        return Err(refuse());
+    }
+    // Digits only: anything too long for u128 is too large.
+    let bytes = number
+        .parse::<u128>()
+        .map_or(u128::MAX, |n| n.saturating_mul(unit));
+    if bytes > MAX_SIZE as u128 {
+        return Err(format!("invalid size `{text}`: too large (at most 1G)"));
+    }
+    if bytes < MIN_SIZE as u128 {
+        return Err(format!("invalid size `{text}`: too small (at least 1K)"));
+    }
+    Ok(bytes as usize)
+}
+
 /// The shortest duration accepted: a timer under a millisecond cannot be kept.
 pub const MIN_DURATION: Duration = Duration::from_millis(1);
 
@@ -270,6 +314,28 @@ mod tests {
         for large in ["99999999999d", "366d", huge.as_str()] {
             let err = parse_duration(large).expect_err(large);
             assert!(err.ends_with("too large (at most 365d)"), "{err}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64K"), Ok(64 * 1024));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "K", "1.5M", "-1K", "12X"] {
+            let err = parse_size(bad).expect_err(bad);
+            assert!(err.contains("expected bytes"), "{err}");
+        }
+        assert!(
+            parse_size("1023")
+                .unwrap_err()
+                .ends_with("too small (at least 1K)")
+        );
+        let huge = "9".repeat(60);
+        for large in ["2G", "99999999999999999999999G", huge.as_str()] {
+            let err = parse_size(large).expect_err(large);
+            assert!(err.ends_with("too large (at most 1G)"), "{err}");
         }
     }
 

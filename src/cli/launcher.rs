@@ -29,8 +29,9 @@ pub enum Routing {
     Inherit,
     /// Both to our stderr (stdout is reserved for JSON events).
     StdoutToStderr,
-    /// Line by line to a callback (shown above a progress display).
-    Lines(Arc<dyn Fn(&str) + Send + Sync>),
+    /// Line by line to a callback (shown above a progress display); lines longer than
+    /// the limit (bytes) are cut there with a note saying so.
+    Lines(Arc<dyn Fn(&str) + Send + Sync>, usize),
 }
 
 /// Requests to a running worker: the latest one counts; `Kill` is never downgraded.

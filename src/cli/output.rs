@@ -129,6 +129,9 @@ impl Mode {
     }
 }
 
+/// Lines longer than this (bytes) bypass the progress display's own printing.
+const LONG_LINE: usize = 4096;
+
 struct Counts {
     done: u64,
     failed: u64,
@@ -183,11 +186,14 @@ impl Output {
         }
     }
 
-    /// A line a worker wrote, shown above the progress display.
+    /// A line a worker wrote, shown above the progress display. Long lines are written
+    /// while the display is hidden, as they are (the display would measure them first).
     pub fn worker_line(&self, name: &str, line: &str) {
+        let text = format!("[{name}] {line}");
         match &self.bar {
-            Some(bar) => bar.println(format!("[{name}] {line}")),
-            None => eprint_line(&format!("[{name}] {line}")),
+            Some(bar) if text.len() > LONG_LINE => bar.suspend(|| eprint_line(&text)),
+            Some(bar) => bar.println(text),
+            None => eprint_line(&text),
         }
     }
 

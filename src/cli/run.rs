@@ -133,6 +133,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         launcher,
         output: output.clone(),
         grace: args.grace,
+        max_line: args.max_line,
     };
     // The watcher never ends by itself; it runs beside the schedule in this task
     // (`Operation::failed` cannot move between threads).
@@ -224,6 +225,8 @@ struct Starter {
     launcher: Arc<dyn WorkerLauncher>,
     output: Arc<Output>,
     grace: Duration,
+    /// Longest worker line shown whole above the progress display.
+    max_line: usize,
 }
 
 impl Starter {
@@ -233,6 +236,7 @@ impl Starter {
         let launcher = self.launcher.clone();
         let output = self.output.clone();
         let grace = self.grace;
+        let max_line = self.max_line;
         let outcome = Box::pin(async move {
             let begun = Instant::now();
             for path in &spec.temp {
@@ -274,7 +278,8 @@ impl Starter {
                 Mode::Progress => {
                     let output = output.clone();
                     let name = spec.name.clone();
-                    Routing::Lines(Arc::new(move |line: &str| output.worker_line(&name, line)))
+                    let sink = move |line: &str| output.worker_line(&name, line);
+                    Routing::Lines(Arc::new(sink), max_line)
                 }
             };
             let launch = Launch {
