@@ -154,6 +154,14 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
     if cause.is_none() && op.check_abort().await.unwrap_or(false) {
         cause = Some(Cause::Aborted);
     }
+    // Likewise a failure (a participant crashed): the workers it cancelled may end the
+    // schedule before the watcher takes note.
+    if cause.is_none()
+        && let Some(info) = op.failure()
+    {
+        let reason = info.reason.unwrap_or_else(|| "the operation failed".into());
+        cause = Some(Cause::OperationFailed(reason));
+    }
 
     let skipped: Vec<String> = report
         .finals
