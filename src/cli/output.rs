@@ -318,6 +318,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_color_set_to_anything_but_empty_turns_colour_off() {
+        use std::ffi::OsStr;
+        assert!(colour_allowed(None));
+        assert!(colour_allowed(Some(OsStr::new(""))));
+        assert!(!colour_allowed(Some(OsStr::new("1"))));
+        assert!(!colour_allowed(Some(OsStr::new("false"))));
+    }
+
+    #[test]
     fn events_serialise_with_their_name() {
         let e = Event::WorkerFinished(WorkerFinished {
             name: "build".into(),
