@@ -40,6 +40,11 @@ fn start_exec(env: &Env, op: &str, extra: &[&str]) -> (Live, Value) {
     args.extend_from_slice(&["--", "worker-hang", &env.marker]);
     let mut exec = Live::start(env.cmd(&args));
     exec.wait_for_line("the hanging worker's ready", |l| l == "ready");
+    (exec, exec_frame(env, op))
+}
+
+/// Wait until the operation has the frame of an `exec` call with its worker recorded.
+fn exec_frame(env: &Env, op: &str) -> Value {
     let mut frame = Value::Null;
     wait_until("the exec call's frame", || {
         let out = env.run(&["--json", "status", op]);
@@ -65,7 +70,7 @@ fn start_exec(env: &Env, op: &str, extra: &[&str]) -> (Live, Value) {
             None => false,
         }
     });
-    (exec, frame)
+    frame
 }
 
 #[test]
@@ -136,5 +141,31 @@ fn a_failing_command_of_exec_is_reported_to_the_caller_of_exec_only() {
 
     std::fs::write(env.path("release"), "").expect("release");
     run.finish().expect_code(0);
+    env.assert_no_leftovers();
+}
+
+#[test]
+fn a_worker_of_another_operation_is_an_outsider_whose_exec_crash_fails_the_operation() {
+    let env = Env::new();
+    let (run, op) = start_holding_run(&env);
+    // A worker of another run joins `op` with `exec --operation`.
+    let script = format!("exec tom-ledger exec --operation {op} -- worker-hang \"$0\"");
+    let mut other = Live::start(env.cmd(&["run", "--", "sh", "-c", &script, &env.marker]));
+    other.wait_for_line("the hanging worker's ready", |l| l == "ready");
+    let frame = exec_frame(&env, &op);
+    assert_eq!(frame["fail_on_crash"], true, "{frame:#}");
+    assert!(frame["parent_call"].is_null(), "{frame:#}");
+    let status = env.run(&["--json", "status", &op]).json()[0].clone();
+    let exec_pid = status["participants"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["id"] == frame["participant"]))
+        .and_then(|p| p["pid"].as_i64())
+        .expect("the exec participant's pid") as i32;
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(exec_pid), Signal::SIGKILL)
+        .expect("kill exec");
+    run.finish().expect_code(1);
+    other.finish().expect_code(1);
+    assert!(!env.path("held.tmp").exists());
     env.assert_no_leftovers();
 }

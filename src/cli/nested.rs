@@ -29,8 +29,14 @@ fn enclosing_operation(explicit: Option<&str>, command: &'static str) -> CliResu
     }
 }
 
-/// The call whose worker started us (`TOM_LEDGER_CALL`), if it is a valid id.
-fn parent_call() -> Option<CallId> {
+/// The call whose worker started us (`TOM_LEDGER_CALL`), if it is a valid id and of the
+/// operation we join: a worker of one operation taking part in another is, for that
+/// other one, a participant from outside.
+fn parent_call(joining: &OperationId) -> Option<CallId> {
+    let enclosing = std::env::var("TOM_LEDGER_OPERATION").ok()?;
+    if enclosing != joining.as_str() {
+        return None;
+    }
     std::env::var("TOM_LEDGER_CALL")
         .ok()
         .and_then(|c| CallId::parse(c).ok())
@@ -63,7 +69,7 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
     let mut plan = Plan::single(&args.cmd, &cwd)?;
     let mut spec = plan.workers.remove(0);
     spec.timeout = args.timeout;
-    let parent = parent_call();
+    let parent = parent_call(&op_id);
     // Inside a worker, a crash is reported to the worker's call (the participant is
     // spawned by it), which decides. From outside, nobody would report it: the frame is
     // fail-on-crash, so this process dying fails the operation, unless asked not to.
@@ -154,7 +160,7 @@ pub async fn temp(ctx: &Context, args: TempArgs) -> CliResult {
     let ledger = existing.ledger.clone();
     check_joinable(&ledger, &op_id).await?;
     let op = ledger
-        .join_operation(&op_id, join_options(&parent_call()))
+        .join_operation(&op_id, join_options(&parent_call(&op_id)))
         .await?;
     let mut result = Ok(());
     for path in &paths {
