@@ -206,15 +206,13 @@ fn check_ledger_dir(dir: &Path) -> CliResult<()> {
     if existing.is_dir() {
         return Ok(());
     }
-    Err(Failure::usage(if existing == dir {
-        format!("ledger directory `{}` is not a directory", dir.display())
+    let what = format!("ledger directory `{}`", dir.display());
+    let reason = if existing == dir {
+        "is not a directory".to_string()
     } else {
-        format!(
-            "ledger directory `{}` is below `{}`, which is not a directory",
-            dir.display(),
-            existing.display()
-        )
-    }))
+        format!("`{}` above it is not a directory", existing.display())
+    };
+    Err(Error::invalid(what, reason).into())
 }
 
 /// A ledger opened without creating anything: the store makes its `backup/` directory

@@ -53,8 +53,14 @@ pub fn clean(paths: &Paths, dry_run: bool) -> Result<Vec<PathBuf>> {
             continue;
         }
         for (path, must_be_empty) in candidates.into_iter().take(3) {
-            if is_ours(&path, must_be_empty) && fs::remove_file(&path).is_ok() {
-                removed.push(path);
+            if !is_ours(&path, must_be_empty) {
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "leftover not removed")
+                }
             }
         }
         // No operation: its lock file goes too, under the lock, as a failed create does.
