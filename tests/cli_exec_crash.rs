@@ -14,7 +14,7 @@ use serde_json::Value;
 /// temp resource `held.tmp` exists; returns the run and its operation id.
 fn start_holding_run(env: &Env) -> (Live, String) {
     let p = plan(
-        &env,
+        env,
         &[worker(
             env,
             "holder",
