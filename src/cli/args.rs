@@ -1,5 +1,6 @@
 //! The command line, as clap sees it.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -92,13 +93,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep_going: bool,
 
+    /// Longest worker output line shown whole above the progress display (on a terminal);
+    /// longer lines are cut there, with a note (e.g. 64K, 16M, 1G)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16M")]
+    pub max_line: usize,
+
     /// The plan: a TOML file of [[worker]] tables
     #[arg(long, value_name = "FILE", conflicts_with = "cmd")]
     pub plan: Option<PathBuf>,
 
-    /// One command to run as the operation
-    #[arg(last = true, value_name = "CMD")]
-    pub cmd: Vec<String>,
+    /// One command to run as the operation (arguments passed through as bytes)
+    #[arg(last = true, value_name = "CMD", value_parser = clap::value_parser!(OsString))]
+    pub cmd: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -119,9 +125,13 @@ pub struct ExecArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "3s")]
     pub grace: Duration,
 
-    /// The command and its arguments
-    #[arg(last = true, required = true, value_name = "CMD")]
-    pub cmd: Vec<String>,
+    /// A crash of this `exec` (killed, say) does not fail the operation; only its call fails
+    #[arg(long)]
+    pub no_fail_on_crash: bool,
+
+    /// The command and its arguments (passed through as bytes)
+    #[arg(last = true, required = true, value_name = "CMD", value_parser = clap::value_parser!(OsString))]
+    pub cmd: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -188,7 +198,54 @@ pub struct TraceArgs {
     pub output: Option<PathBuf>,
 }
 
-/// A duration such as `500ms`, `30s`, `2m`, `1h` or `1.5s`; a bare number is seconds.
+/// The smallest `--max-line` accepted.
+pub const MIN_SIZE: usize = 1024;
+/// The largest `--max-line` accepted: a line is held in memory whole before it is shown.
+pub const MAX_SIZE: usize = 1024 * 1024 * 1024;
+
+/// A size in bytes: a number with an optional `K`, `M` or `G` (powers of 1024), between
+/// [`MIN_SIZE`] and [`MAX_SIZE`].
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let refuse = || {
+        format!(
+            "invalid size `{text}`: expected bytes with an optional K, M or G, such as 64K or 16M"
+        )
+    };
+    let unit: u128 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(refuse()),
+    };
+    if number.is_empty() {
+        return Err(refuse());
+    }
+    // Digits only: anything too long for u128 is too large.
+    let bytes = number
+        .parse::<u128>()
+        .map_or(u128::MAX, |n| n.saturating_mul(unit));
+    if bytes > MAX_SIZE as u128 {
+        return Err(format!("invalid size `{text}`: too large (at most 1G)"));
+    }
+    if bytes < MIN_SIZE as u128 {
+        return Err(format!("invalid size `{text}`: too small (at least 1K)"));
+    }
+    Ok(bytes as usize)
+}
+
+/// The shortest duration accepted: a timer under a millisecond cannot be kept.
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+
+/// The longest duration accepted (365 days): anything longer is a mistake, and a deadline
+/// this far out still fits every clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A duration such as `500ms`, `30s`, `2m`, `1h`, `1d` or `1.5s`; a bare number is
+/// seconds. Between [`MIN_DURATION`] and [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
@@ -197,18 +254,36 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = t.split_at(split);
     let refuse = || {
         format!(
-            "invalid duration `{text}`: expected a number with a unit, such as 500ms, 30s, 2m or 1h"
+            "invalid duration `{text}`: expected a number with a unit, such as 500ms, 30s, 2m, 1h or 1d"
         )
     };
     let value: f64 = number.parse().map_err(|_| refuse())?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
+    let unit_seconds = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
         _ => return Err(refuse()),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|_| refuse())
+    check_duration_seconds(text, value * unit_seconds)
+}
+
+/// A duration in seconds within [`MIN_DURATION`]..=[`MAX_DURATION`]; `text` is what the
+/// user wrote, for the message.
+pub fn check_duration_seconds(text: &str, seconds: f64) -> Result<Duration, String> {
+    if !seconds.is_finite() || seconds > MAX_DURATION.as_secs_f64() {
+        return Err(format!(
+            "invalid duration `{text}`: too large (at most 365d)"
+        ));
+    }
+    if seconds < MIN_DURATION.as_secs_f64() {
+        return Err(format!(
+            "invalid duration `{text}`: too small (at least 1ms)"
+        ));
+    }
+    // Whole milliseconds: what timers and the ledger keep.
+    Ok(Duration::from_millis((seconds * 1000.0).round() as u64))
 }
 
 #[cfg(test)]
@@ -224,9 +299,43 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86400)));
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
         for bad in ["", "s", "5 parsecs", "-1s", "1..2s", "ms5"] {
             let err = parse_duration(bad).expect_err(bad);
-            assert!(err.starts_with("invalid duration"), "{err}");
+            assert!(err.contains("expected a number with a unit"), "{err}");
+        }
+        for small in ["0", "0s", "0.0000001", "0.5ms"] {
+            let err = parse_duration(small).expect_err(small);
+            assert!(err.ends_with("too small (at least 1ms)"), "{err}");
+        }
+        let huge = "9".repeat(400);
+        for large in ["99999999999d", "366d", huge.as_str()] {
+            let err = parse_duration(large).expect_err(large);
+            assert!(err.ends_with("too large (at most 365d)"), "{err}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64K"), Ok(64 * 1024));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "K", "1.5M", "-1K", "12X"] {
+            let err = parse_size(bad).expect_err(bad);
+            assert!(err.contains("expected bytes"), "{err}");
+        }
+        assert!(
+            parse_size("1023")
+                .unwrap_err()
+                .ends_with("too small (at least 1K)")
+        );
+        let huge = "9".repeat(60);
+        for large in ["2G", "99999999999999999999999G", huge.as_str()] {
+            let err = parse_size(large).expect_err(large);
+            assert!(err.ends_with("too large (at most 1G)"), "{err}");
         }
     }
 
@@ -243,7 +352,7 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(run.jobs, Some(3));
-        assert_eq!(run.cmd, ["echo", "hi"]);
+        assert_eq!(run.cmd, [OsString::from("echo"), OsString::from("hi")]);
         assert!(Cli::try_parse_from(["tom-ledger", "run"]).is_err());
         assert!(Cli::try_parse_from(["tom-ledger", "run", "-j", "0", "--", "true"]).is_err());
         assert!(

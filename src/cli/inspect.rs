@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tom_dist_ledger::ledger::OperationSummary;
+use tom_dist_ledger::ledger::{ListedOperation, OperationSummary};
 use tom_dist_ledger::model::{LedgerData, time};
 use tom_dist_ledger::store::LogKind;
 use tom_dist_ledger::{Error, Ledger, ParticipantId};
@@ -40,20 +40,51 @@ fn age_ms(now: DateTime<Utc>, then: DateTime<Utc>) -> i64 {
     (now - then).num_milliseconds().max(0)
 }
 
+/// Every operation, live and archived, oldest first; one that cannot be read is listed
+/// with its error and does not hide the others.
 pub async fn ls(ctx: &Context) -> CliResult {
     let Some(existing) = ctx.open_existing().await? else {
         return Ok(Exit::Success);
     };
-    let mut ops = existing.ledger.list_operations().await?;
-    ops.sort_by(|a, b| (a.start_time, &a.operation_id).cmp(&(b.start_time, &b.operation_id)));
+    let mut ops = existing.ledger.list_all_operations().await?;
+    ops.sort_by_cached_key(|op| (started(op), op.operation_id.clone()));
     for op in &ops {
-        if ctx.json {
-            json_line(&summary_json(op));
-        } else {
-            out(&format!("{}\n", summary_line(op)));
+        match (&op.summary, ctx.json) {
+            (Ok(summary), true) => json_line(&summary_json(summary)),
+            (Ok(summary), false) => out(&format!("{}\n", summary_line(summary))),
+            (Err(error), true) => json_line(&unreadable_json(op, error)),
+            (Err(error), false) => out(&format!(
+                "{}  {:<9} {:<19} {error}\n",
+                op.operation_id,
+                if op.archived { "archived" } else { "live" },
+                "unreadable",
+            )),
         }
     }
     Ok(Exit::Success)
+}
+
+/// When an operation started: from its data, else from its id (generated ids begin with
+/// the start time, `YYYYMMDDTHHMMSS.mmm`).
+fn started(op: &ListedOperation) -> Option<DateTime<Utc>> {
+    match &op.summary {
+        Ok(summary) => Some(summary.start_time),
+        Err(_) => {
+            let prefix = op.operation_id.as_str().get(..19)?;
+            chrono::NaiveDateTime::parse_from_str(prefix, "%Y%m%dT%H%M%S%.3f")
+                .ok()
+                .map(|t| t.and_utc())
+        }
+    }
+}
+
+fn unreadable_json(op: &ListedOperation, error: &str) -> Value {
+    json!({
+        "operation": op.operation_id.as_str(),
+        "archived": op.archived,
+        "state": Value::Null,
+        "error": error,
+    })
 }
 
 fn summary_json(op: &OperationSummary) -> Value {
@@ -108,16 +139,28 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> CliResult {
     };
     let ledger = &existing.ledger;
     let now = Utc::now();
-    let views: Vec<(LedgerData, bool)> = match requested {
-        Some(op) => vec![ledger.read_operation(&op).await?],
+    // The one asked for must be readable; of every live operation, one that is not is
+    // shown with its error, in its place.
+    let views: Vec<Result<(LedgerData, bool), (ListedOperation, String)>> = match requested {
+        Some(op) => vec![Ok(ledger.read_operation(&op).await?)],
         None => {
             let mut views = Vec::new();
-            for id in ledger.store().list().await? {
-                match ledger.store().read(&id).await {
-                    Ok(data) => views.push((data, false)),
-                    Err(Error::OperationNotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
+            for op in ledger.list_all_operations().await? {
+                if op.archived {
+                    continue;
                 }
+                let view = match &op.summary {
+                    Ok(_) => match ledger.store().read(&op.operation_id).await {
+                        Ok(data) => Ok((data, false)),
+                        Err(Error::OperationNotFound(_)) => continue,
+                        Err(e) => Err((op, e.to_string())),
+                    },
+                    Err(error) => {
+                        let error = error.clone();
+                        Err((op, error))
+                    }
+                };
+                views.push(view);
             }
             if views.is_empty() && !ctx.json {
                 out("no live operations\n");
@@ -125,11 +168,15 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> CliResult {
             views
         }
     };
-    for (data, archived) in &views {
-        if ctx.json {
-            json_line(&status_json(ledger, data, *archived, now));
-        } else {
-            out(&status_text(ledger, data, *archived, now));
+    for view in &views {
+        match (view, ctx.json) {
+            (Ok((data, archived)), true) => json_line(&status_json(ledger, data, *archived, now)),
+            (Ok((data, archived)), false) => out(&status_text(ledger, data, *archived, now)),
+            (Err((op, error)), true) => json_line(&unreadable_json(op, error)),
+            (Err((op, error)), false) => out(&format!(
+                "operation {}\n  unreadable   {error}\n",
+                op.operation_id
+            )),
         }
     }
     Ok(Exit::Success)

@@ -29,8 +29,9 @@ pub enum Routing {
     Inherit,
     /// Both to our stderr (stdout is reserved for JSON events).
     StdoutToStderr,
-    /// Line by line to a callback (shown above a progress display).
-    Lines(Arc<dyn Fn(&str) + Send + Sync>),
+    /// Line by line to a callback (shown above a progress display); lines longer than
+    /// the limit (bytes) are cut there with a note saying so.
+    Lines(Arc<dyn Fn(&str) + Send + Sync>, usize),
 }
 
 /// Requests to a running worker: the latest one counts; `Kill` is never downgraded.
@@ -66,6 +67,9 @@ pub struct Launch {
     pub stop: StopSignal,
     /// The call of another participant this one runs for (nested `exec`).
     pub parent_call: Option<CallId>,
+    /// Recorded on the call's frame: when this process crashes while the worker runs,
+    /// the operation fails. The worker's own failure is reported through the outcome.
+    pub fail_on_crash: bool,
     pub description: String,
     pub routing: Routing,
     /// Called once the process runs.
@@ -117,13 +121,16 @@ impl WorkerLauncher for ProcessLauncher {
         let begun = Instant::now();
         let mut options = CallOptions::<()>::new()
             .description(launch.description.clone())
-            // `run` applies its own failure policy (keep-going, fail_on_crash).
+            // Failures are reported through the outcome; the caller applies its policy.
             .fail_on_crash(false);
         if let Some(parent) = launch.parent_call.clone() {
             options = options.parent(parent);
         }
         let (tx, rx) = oneshot::channel::<WorkerOutcome>();
         let call = op.spawn_supervised(options, move |ctx| async move {
+            if launch.fail_on_crash {
+                ctx.fail_operation_on_crash();
+            }
             let mut outcome = attempt::run(&ctx, launch).await;
             // A worker that failed because the operation was aborted (a nested command
             // that stopped on the abort, say) was cancelled, not broken.

@@ -108,6 +108,7 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(output::colour_on_stderr())
         .without_time()
         .try_init();
 }
@@ -150,6 +151,7 @@ impl Context {
         let ledger_dir = std::path::absolute(&dir).map_err(|e| {
             Failure::usage(format!("invalid ledger directory `{}`: {e}", dir.display()))
         })?;
+        check_ledger_dir(&ledger_dir)?;
         let participant = match &cli.participant {
             Some(p) => ParticipantId::parse(p.as_str())?,
             None => ParticipantId::parse(format!("{}-{}", cli.command.name(), std::process::id()))?,
@@ -194,6 +196,25 @@ impl Context {
             .await?
             .ok_or_else(|| Failure::from(Error::OperationNotFound(op.clone())))
     }
+}
+
+/// The ledger directory, or the nearest of its ancestors that exists, must be a
+/// directory: a regular file there is bad input for every command, refused before
+/// anything reads or writes.
+fn check_ledger_dir(dir: &Path) -> CliResult<()> {
+    let Some(existing) = dir.ancestors().find(|a| a.symlink_metadata().is_ok()) else {
+        return Ok(());
+    };
+    if existing.is_dir() {
+        return Ok(());
+    }
+    let what = format!("ledger directory `{}`", dir.display());
+    let reason = if existing == dir {
+        "is not a directory".to_string()
+    } else {
+        format!("`{}` above it is not a directory", existing.display())
+    };
+    Err(Error::invalid(what, reason).into())
 }
 
 /// A ledger opened without creating anything: the store makes its `backup/` directory

@@ -13,7 +13,7 @@ use super::exit::{CliResult, Exit, Failure};
 use super::launcher::{
     Launch, ProcessLauncher, Routing, WorkerLauncher, request_stop, stop_channel,
 };
-use super::plan::Plan;
+use super::plan::{Plan, command_line};
 use super::run::Cause;
 use super::schedule::{Status, StopMode, StopReason};
 use super::signals::{Display, NoDisplay, Signals};
@@ -30,8 +30,14 @@ fn enclosing_operation(explicit: Option<&str>, command: &'static str) -> CliResu
     }
 }
 
-/// The call whose worker started us (`TOM_LEDGER_CALL`), if it is a valid id.
-fn parent_call() -> Option<CallId> {
+/// The call whose worker started us (`TOM_LEDGER_CALL`), if it is a valid id and of the
+/// operation we join: a worker of one operation taking part in another is, for that
+/// other one, a participant from outside.
+fn parent_call(joining: &OperationId) -> Option<CallId> {
+    let enclosing = std::env::var("TOM_LEDGER_OPERATION").ok()?;
+    if enclosing != joining.as_str() {
+        return None;
+    }
     std::env::var("TOM_LEDGER_CALL")
         .ok()
         .and_then(|c| CallId::parse(c).ok())
@@ -64,7 +70,12 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
     let mut plan = Plan::single(&args.cmd, &cwd)?;
     let mut spec = plan.workers.remove(0);
     spec.timeout = args.timeout;
-    let parent = parent_call();
+    let parent = parent_call(&op_id);
+    // Inside a worker, a crash is reported to the worker's call (the participant is
+    // spawned by it), which decides. From outside, nobody would report it: the frame is
+    // fail-on-crash, so this process dying fails the operation, unless asked not to.
+    // The command's own status goes to whoever started `exec`.
+    let fail_on_crash = parent.is_none() && !args.no_fail_on_crash;
     let mut signals = Signals::install()?;
     let existing = ctx.open_for(&op_id).await?;
     let ledger = existing.ledger.clone();
@@ -77,7 +88,8 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
         grace: args.grace,
         stop: stop_rx,
         parent_call: parent,
-        description: args.description.unwrap_or_else(|| args.cmd.join(" ")),
+        fail_on_crash,
+        description: args.description.unwrap_or_else(|| command_line(&args.cmd)),
         routing: Routing::Inherit,
         on_started: Box::new(|_| {}),
     };
@@ -117,8 +129,12 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
     match cause {
         Some(Cause::Signal(n)) => Ok(Exit::Signal(n)),
         Some(Cause::Aborted) => Err(Failure::failed(format!("operation `{op_id}` was aborted"))),
-        Some(Cause::OperationFailed(reason)) => Err(Failure::failed(reason)),
-        Some(Cause::Timeout(_)) | None => match outcome.status {
+        // Stopped because the operation failed elsewhere; a command that ended by itself
+        // (and may be what failed the operation) reports its own status below.
+        Some(Cause::OperationFailed(reason)) if outcome.status == Status::Cancelled => {
+            Err(Failure::failed(reason))
+        }
+        Some(Cause::OperationFailed(_) | Cause::Timeout(_)) | None => match outcome.status {
             Status::Ok => Ok(Exit::Success),
             // The command ran and ended with a status of its own: pass it through.
             Status::Failed if outcome.exit_code.is_some() || outcome.signal.is_some() => {
@@ -126,7 +142,7 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
             }
             _ => Err(Failure::failed(format!(
                 "`{}`: {}",
-                args.cmd.join(" "),
+                command_line(&args.cmd),
                 outcome
                     .error
                     .unwrap_or_else(|| outcome.status.as_str().into())
@@ -146,7 +162,7 @@ pub async fn temp(ctx: &Context, args: TempArgs) -> CliResult {
     let ledger = existing.ledger.clone();
     check_joinable(&ledger, &op_id).await?;
     let op = ledger
-        .join_operation(&op_id, join_options(&parent_call()))
+        .join_operation(&op_id, join_options(&parent_call(&op_id)))
         .await?;
     let mut result = Ok(());
     for path in &paths {

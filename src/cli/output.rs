@@ -100,6 +100,17 @@ pub enum Event {
     OperationFinished(OperationFinished),
 }
 
+/// Colour (ANSI escapes) on stderr only when it is a terminal and `NO_COLOR` is unset or
+/// empty (<https://no-color.org>): logs and pipes get plain text.
+pub fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    colour_allowed(std::env::var_os("NO_COLOR").as_deref()) && std::io::stderr().is_terminal()
+}
+
+fn colour_allowed(no_color: Option<&std::ffi::OsStr>) -> bool {
+    no_color.is_none_or(|v| v.is_empty())
+}
+
 /// How events are shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -121,6 +132,9 @@ impl Mode {
         }
     }
 }
+
+/// Lines longer than this (bytes) bypass the progress display's own printing.
+const LONG_LINE: usize = 4096;
 
 struct Counts {
     done: u64,
@@ -192,11 +206,14 @@ impl Output {
         }
     }
 
-    /// A line a worker wrote, shown above the progress display.
+    /// A line a worker wrote, shown above the progress display. Long lines are written
+    /// while the display is hidden, as they are (the display would measure them first).
     pub fn worker_line(&self, name: &str, line: &str) {
+        let text = format!("[{name}] {line}");
         match &self.bar {
-            Some(bar) => bar.println(format!("[{name}] {line}")),
-            None => eprint_line(&format!("[{name}] {line}")),
+            Some(bar) if text.len() > LONG_LINE => bar.suspend(|| eprint_line(&text)),
+            Some(bar) => bar.println(text),
+            None => eprint_line(&text),
         }
     }
 
@@ -319,6 +336,15 @@ pub fn recovered_line(r: &OperationRecovered) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_color_set_to_anything_but_empty_turns_colour_off() {
+        use std::ffi::OsStr;
+        assert!(colour_allowed(None));
+        assert!(colour_allowed(Some(OsStr::new(""))));
+        assert!(!colour_allowed(Some(OsStr::new("1"))));
+        assert!(!colour_allowed(Some(OsStr::new("false"))));
+    }
 
     #[test]
     fn events_serialise_with_their_name() {

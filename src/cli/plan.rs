@@ -32,7 +32,7 @@ use serde::Deserialize;
 use tom_dist_ledger::{Error, Result};
 use toml::Spanned;
 
-use super::args::parse_duration;
+use super::args::{check_duration_seconds, parse_duration};
 
 /// What the result of a worker is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -51,10 +51,12 @@ pub enum Kind {
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerSpec {
     pub name: String,
-    /// The program, resolved on `PATH` or relative to `cwd`.
+    /// The program: resolved on `PATH` when it is a bare name; a path (it holds a `/`)
+    /// taken from `cwd` and looked at only when the worker starts, so an earlier worker
+    /// may build it.
     pub program: PathBuf,
-    /// The command as written (program first).
-    pub command: Vec<String>,
+    /// The command as written (program first), passed to the program as bytes.
+    pub command: Vec<OsString>,
     pub kind: Kind,
     /// Absolute, for `kind = "file"`.
     pub result_file: Option<PathBuf>,
@@ -229,10 +231,14 @@ impl Plan {
         Ok(plan)
     }
 
-    /// One command run as the whole operation (`run -- CMD`).
-    pub fn single(command: &[String], cwd: &Path) -> Result<Plan> {
-        let program = resolve_program(&command[0], cwd, None)?;
-        let name = Path::new(&command[0])
+    /// One command run as the whole operation (`run -- CMD`, `exec -- CMD`): nothing
+    /// can build its program first, so it must exist now.
+    pub fn single(command: &[OsString], cwd: &Path) -> Result<Plan> {
+        let Some(first) = command.first() else {
+            return Err(Error::invalid("the command", "is empty"));
+        };
+        let program = resolve_program(first, cwd, None)?;
+        let name = Path::new(first)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .filter(|n| tom_dist_ledger::ids::validate("worker", n, 128).is_ok())
@@ -312,7 +318,8 @@ fn worker_name_reason(e: &Error) -> String {
 
 fn duration(src: &Source<'_>, d: &Spanned<RawDuration>) -> Result<Duration> {
     match d.get_ref() {
-        RawDuration::Seconds(s) => Ok(Duration::from_secs(*s)),
+        RawDuration::Seconds(s) => check_duration_seconds(&s.to_string(), *s as f64)
+            .map_err(|m| src.error(Some(d.span()), m)),
         RawDuration::Text(t) => parse_duration(t).map_err(|m| src.error(Some(d.span()), m)),
     }
 }
@@ -341,12 +348,25 @@ fn resolve_worker(
     };
     let mut env = d.env.clone().unwrap_or_default();
     env.extend(w.env.clone().unwrap_or_default());
+    if let Err(m) = check_env(&env) {
+        return Err(src.error(Some(w.name.span()), in_worker(m)));
+    }
     let command = w.cmd.get_ref().clone();
+    if let Some(arg) = command.iter().find(|a| a.contains('\0')) {
+        let m = format!("`cmd` argument {arg:?} holds a NUL byte");
+        return Err(src.error(Some(w.cmd.span()), in_worker(m)));
+    }
     let Some(program) = command.first() else {
         return Err(src.error(Some(w.cmd.span()), in_worker("`cmd` is empty".into())));
     };
-    let program = resolve_program(program, &cwd, env.get("PATH").map(OsString::from))
-        .map_err(|e| src.error(Some(w.cmd.span()), in_worker(e.to_string())))?;
+    let program = if program.contains('/') {
+        // Looked at when the worker starts: an earlier worker may build it.
+        cwd.join(program)
+    } else {
+        resolve_program(program.as_ref(), &cwd, env.get("PATH").map(OsString::from))
+            .map_err(|e| src.error(Some(w.cmd.span()), in_worker(e.to_string())))?
+    };
+    let command = command.into_iter().map(OsString::from).collect();
     let kind = w
         .kind
         .as_ref()
@@ -380,13 +400,20 @@ fn resolve_worker(
         Some(t) => Some(duration(src, t)?),
         None => default_timeout,
     };
-    let temp = d
-        .temp
-        .iter()
-        .flatten()
-        .chain(w.temp.iter().flatten())
-        .map(|p| cwd.join(p))
-        .collect();
+    let temps = || d.temp.iter().flatten().chain(w.temp.iter().flatten());
+    if let Some(p) = temps().find(|p| p.contains('\0')) {
+        let m = format!("`temp` path {p:?} holds a NUL byte");
+        return Err(src.error(Some(w.name.span()), in_worker(m)));
+    }
+    if let Some(f) = w
+        .result_file
+        .as_ref()
+        .filter(|f| f.get_ref().contains('\0'))
+    {
+        let m = format!("`result_file` {:?} holds a NUL byte", f.get_ref());
+        return Err(src.error(Some(f.span()), in_worker(m)));
+    }
+    let temp = temps().map(|p| cwd.join(p)).collect();
     Ok(WorkerSpec {
         name,
         program,
@@ -405,12 +432,50 @@ fn resolve_worker(
 
 /// Find a program as a shell would: on `PATH` (or the worker's own `PATH`), or, when it
 /// holds a `/`, relative to the working directory.
-pub fn resolve_program(program: &str, cwd: &Path, path: Option<OsString>) -> Result<PathBuf> {
+pub fn resolve_program(
+    program: &std::ffi::OsStr,
+    cwd: &Path,
+    path: Option<OsString>,
+) -> Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
     let path = path.or_else(|| std::env::var_os("PATH"));
     which::which_in(program, path, cwd).map_err(|_| Error::ExecutableNotFound {
-        program: program.to_string(),
-        cwd: program.contains('/').then(|| cwd.to_path_buf()),
+        program: program.to_string_lossy().into_owned(),
+        cwd: program
+            .as_bytes()
+            .contains(&b'/')
+            .then(|| cwd.to_path_buf()),
     })
+}
+
+/// A command as one line of text, for descriptions and messages (bytes that are not
+/// UTF-8 shown as U+FFFD).
+pub fn command_line(command: &[OsString]) -> String {
+    command
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Variables the environment can hold: a name that is not empty and holds no `=`, and
+/// no NUL byte anywhere (it could not be passed to the program).
+fn check_env(env: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+    for (key, value) in env {
+        if key.is_empty() {
+            return Err("`env` has an empty variable name".into());
+        }
+        if key.contains('=') {
+            return Err(format!("`env` variable name {key:?} holds `=`"));
+        }
+        if key.contains('\0') {
+            return Err(format!("`env` variable name {key:?} holds a NUL byte"));
+        }
+        if value.contains('\0') {
+            return Err(format!("`env` value of `{key}` holds a NUL byte"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,8 +11,10 @@ use std::io::Write;
 
 use serde::Serialize;
 use serde_json::json;
+use std::path::Path;
+
 use tom_dist_ledger::ledger::{LeftAlone, PlannedRecovery, Recovered};
-use tom_dist_ledger::{Ledger, ParticipantId};
+use tom_dist_ledger::{Ledger, OperationId, ParticipantId};
 
 use super::Context;
 use super::args::RecoverArgs;
@@ -53,12 +55,11 @@ pub async fn recover(ctx: &Context, args: RecoverArgs) -> CliResult {
             ));
         }
     }
+    for path in &report.removed_leftovers {
+        leftover_line(ctx, path, true);
+    }
     for (op, why) in &report.skipped {
-        if ctx.json {
-            json_line(&json!({"operation": op.as_str(), "recovered": false, "error": why}));
-        } else {
-            super::print_error(&format!("cannot recover operation {op}: {why}"));
-        }
+        unrecoverable(ctx, op, why);
     }
     for left in &report.left_alone {
         if ctx.json {
@@ -72,11 +73,11 @@ pub async fn recover(ctx: &Context, args: RecoverArgs) -> CliResult {
             left.operation_id, left.reason
         ));
     }
-    if report.recovered.is_empty()
+    let nothing = report.recovered.is_empty()
         && report.skipped.is_empty()
         && report.left_alone.is_empty()
-        && !ctx.json
-    {
+        && report.removed_leftovers.is_empty();
+    if nothing && !ctx.json {
         out("nothing to recover\n");
     }
     Ok(if report.skipped.is_empty() {
@@ -84,6 +85,29 @@ pub async fn recover(ctx: &Context, args: RecoverArgs) -> CliResult {
     } else {
         Exit::Failure
     })
+}
+
+/// An operation that cannot be recovered (unreadable, say): stderr, or a JSON line.
+fn unrecoverable(ctx: &Context, op: &OperationId, why: &str) {
+    if ctx.json {
+        json_line(&json!({"operation": op.as_str(), "recovered": false, "error": why}));
+    } else {
+        super::print_error(&format!("cannot recover operation {op}: {why}"));
+    }
+}
+
+/// A file left by a create that failed part-way: removed, or to be removed (`--dry-run`).
+fn leftover_line(ctx: &Context, path: &Path, removed: bool) {
+    let path = path.display().to_string();
+    if ctx.json {
+        json_line(&json!({"leftover": path, "removed": removed}));
+    } else if removed {
+        out(&format!("removed {path} (left by a create that failed)\n"));
+    } else {
+        out(&format!(
+            "{path}  left by a create that failed  would be removed\n"
+        ));
+    }
 }
 
 /// A recovered operation as `recover --json` prints it, fields in order.
@@ -162,10 +186,26 @@ async fn dry_run(ctx: &Context, ledger: &Ledger) -> CliResult {
             out(&plan_text(plan));
         }
     }
-    if plans.is_empty() && !ctx.json {
+    // What `recover` would remove and what it could not recover: the same answers.
+    let leftovers = ledger.failed_create_leftovers().await?;
+    for path in &leftovers {
+        leftover_line(ctx, path, false);
+    }
+    let mut unreadable = 0;
+    for op in ledger.list_all_operations().await? {
+        if let (false, Err(why)) = (op.archived, &op.summary) {
+            unrecoverable(ctx, &op.operation_id, why);
+            unreadable += 1;
+        }
+    }
+    if plans.is_empty() && leftovers.is_empty() && unreadable == 0 && !ctx.json {
         out("nothing to recover\n");
     }
-    Ok(Exit::Success)
+    Ok(if unreadable == 0 {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
 }
 
 fn plan_json(plan: &PlannedRecovery) -> serde_json::Value {

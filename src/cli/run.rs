@@ -61,7 +61,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         Some(file) => (Plan::load(file)?, format!("run --plan {}", file.display())),
         None => (
             Plan::single(&args.cmd, &cwd)?,
-            format!("run {}", args.cmd.join(" ")),
+            format!("run {}", super::plan::command_line(&args.cmd)),
         ),
     };
     let jobs = args
@@ -110,6 +110,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         launcher,
         output: output.clone(),
         grace: args.grace,
+        max_line: args.max_line,
     };
     // The watcher never ends by itself; it runs beside the schedule in this task
     // (`Operation::failed` cannot move between threads).
@@ -130,6 +131,14 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
     // it: the ledger says whether it happened.
     if cause.is_none() && op.check_abort().await.unwrap_or(false) {
         cause = Some(Cause::Aborted);
+    }
+    // Likewise a failure (a participant crashed): the workers it cancelled may end the
+    // schedule before the watcher takes note.
+    if cause.is_none()
+        && let Some(info) = op.failure()
+    {
+        let reason = info.reason.unwrap_or_else(|| "the operation failed".into());
+        cause = Some(Cause::OperationFailed(reason));
     }
 
     let skipped: Vec<String> = report
@@ -246,6 +255,8 @@ struct Starter {
     launcher: Arc<dyn WorkerLauncher>,
     output: Arc<Output>,
     grace: Duration,
+    /// Longest worker line shown whole above the progress display.
+    max_line: usize,
 }
 
 impl Starter {
@@ -255,6 +266,7 @@ impl Starter {
         let launcher = self.launcher.clone();
         let output = self.output.clone();
         let grace = self.grace;
+        let max_line = self.max_line;
         let outcome = Box::pin(async move {
             let begun = Instant::now();
             for path in &spec.temp {
@@ -296,7 +308,8 @@ impl Starter {
                 Mode::Progress => {
                     let output = output.clone();
                     let name = spec.name.clone();
-                    Routing::Lines(Arc::new(move |line: &str| output.worker_line(&name, line)))
+                    let sink = move |line: &str| output.worker_line(&name, line);
+                    Routing::Lines(Arc::new(sink), max_line)
                 }
             };
             let launch = Launch {
@@ -304,6 +317,8 @@ impl Starter {
                 grace,
                 stop: stop_rx,
                 parent_call: None,
+                // `run` applies its own failure policy (keep-going, fail_on_crash).
+                fail_on_crash: false,
                 description: spec.name.clone(),
                 routing,
                 on_started,

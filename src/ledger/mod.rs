@@ -11,6 +11,7 @@ mod crash;
 mod exec;
 mod failure;
 mod heartbeat;
+mod listing;
 mod liveness;
 mod operation;
 mod recovery;
@@ -41,6 +42,7 @@ pub use exec::{
     exit_code, process_record,
 };
 pub use heartbeat::{HeartbeatError, HeartbeatErrorType, HeartbeatOptions, HeartbeatResult};
+pub use listing::ListedOperation;
 pub use operation::Operation;
 pub use recovery::{LeftAlone, PlannedRecovery, Recovered, RecoveryReport};
 pub use recovery_proof::RecoveryMode;

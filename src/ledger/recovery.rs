@@ -4,7 +4,7 @@
 //! explicitly; the next supervisor that opens the ledger runs it automatically, on the
 //! operations proven to be its own only (see `recovery_proof.rs` for the rules).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -50,6 +50,9 @@ pub struct RecoveryReport {
     pub skipped: Vec<(OperationId, String)>,
     /// Abandoned operations that this mode of recovery may not touch, with the reason.
     pub left_alone: Vec<LeftAlone>,
+    /// Files removed that creates which failed part-way left (a full disk, say): no
+    /// operation came of them.
+    pub removed_leftovers: Vec<PathBuf>,
 }
 
 /// What an explicit recovery would do to one abandoned operation (`recover --dry-run`).
@@ -94,6 +97,12 @@ impl Ledger {
         self.recover_in(RecoveryMode::Explicit).await
     }
 
+    /// What [`recover`](Self::recover) would remove of creates that failed part-way,
+    /// without removing it.
+    pub async fn failed_create_leftovers(&self) -> Result<Vec<PathBuf>> {
+        self.inner.store.clean_failed_creates(true).await
+    }
+
     /// Clean up only the abandoned operations proven to come from this host, boot, PID
     /// namespace and user; the others are listed in `left_alone` (what `run` does before
     /// it starts).
@@ -104,6 +113,10 @@ impl Ledger {
     /// Recovery in the given mode.
     pub async fn recover_in(&self, mode: RecoveryMode) -> Result<RecoveryReport> {
         let mut report = RecoveryReport::default();
+        match self.inner.store.clean_failed_creates(false).await {
+            Ok(removed) => report.removed_leftovers = removed,
+            Err(e) => tracing::warn!(error = %e, "leftovers of failed creates not removed"),
+        }
         for id in self.inner.store.list().await? {
             match self.recover_one(&id, mode).await {
                 Ok(Outcome::Recovered(r)) => report.recovered.push(r),
@@ -124,10 +137,9 @@ impl Ledger {
         let me = &self.inner.identity;
         let mut plans = Vec::new();
         for id in store.list().await? {
-            let data = match store.read(&id).await {
-                Ok(d) => d,
-                Err(Error::OperationNotFound(_)) => continue,
-                Err(e) => return Err(e),
+            // Unreadable operations are reported by the caller, as `recover` reports them.
+            let Ok(data) = store.read(&id).await else {
+                continue;
             };
             if !is_abandoned(&data, &self.inner) {
                 continue;

@@ -86,6 +86,16 @@ impl CallContext {
         *lock(&self.killer) = Some(Arc::new(f));
     }
 
+    /// Record on the frame, before [`open_frame`](Self::open_frame) writes it, that a
+    /// crash of this process fails the operation, whatever the call's own
+    /// `fail_on_crash`. For work that reports its own failures to someone else (the
+    /// command `exec`: its caller gets the status) but whose death nobody would report.
+    pub fn fail_operation_on_crash(&self) {
+        if let Some(frame) = lock(&self.pending_frame).as_mut() {
+            frame.fail_on_crash = true;
+        }
+    }
+
     /// Write this call's frame, with the process it runs, for work started with
     /// [`Operation::spawn_supervised`] (once the process runs, so that the frame is written
     /// once, with what recovery needs to find the process again). For other calls, and on

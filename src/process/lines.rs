@@ -20,6 +20,8 @@ pub const TRUNCATED_MARK: &str = " [line truncated]";
 pub struct LineDecoder {
     buf: Vec<u8>,
     max_line: usize,
+    /// Appended to a line cut at `max_line`.
+    mark: std::borrow::Cow<'static, str>,
     /// The current line was cut; drop bytes until its newline.
     skipping: bool,
 }
@@ -33,9 +35,16 @@ impl Default for LineDecoder {
 impl LineDecoder {
     /// A decoder cutting lines longer than `max_line` bytes (at least 1).
     pub fn new(max_line: usize) -> Self {
+        Self::with_mark(max_line, TRUNCATED_MARK)
+    }
+
+    /// Like [`new`](Self::new), with the text appended to a cut line (to say where the
+    /// limit is set, say).
+    pub fn with_mark(max_line: usize, mark: impl Into<std::borrow::Cow<'static, str>>) -> Self {
         LineDecoder {
             buf: Vec::new(),
             max_line: max_line.max(1),
+            mark: mark.into(),
             skipping: false,
         }
     }
@@ -82,7 +91,7 @@ impl LineDecoder {
         }
         let mut line = String::from_utf8_lossy(&bytes).into_owned();
         if truncated {
-            line.push_str(TRUNCATED_MARK);
+            line.push_str(&self.mark);
         }
         line
     }

@@ -109,4 +109,12 @@ pub trait Store: Send + Sync + Debug + 'static {
         let _ = op;
         Ok(None)
     }
+
+    /// Remove what creates that failed part-way left (no operation came of them), and
+    /// return where it was; with `dry_run`, only find it. Backends whose creates are
+    /// atomic leave nothing.
+    async fn clean_failed_creates(&self, dry_run: bool) -> Result<Vec<PathBuf>> {
+        let _ = dry_run;
+        Ok(Vec::new())
+    }
 }

@@ -92,6 +92,25 @@ impl Env {
         c.env("D", self.dir.path());
     }
 
+    /// `tom-ledger --ledger DIR ARGS...` with stdout and stderr on a terminal: run through
+    /// `script` (util-linux), which gives it a pseudo-terminal and copies what it writes
+    /// there to its own stdout. `-e` passes the command's exit status through.
+    pub fn terminal_cmd(&self, args: &[&str]) -> Command {
+        let mut line = shell_quote(BIN);
+        line.push_str(" --ledger ");
+        line.push_str(&shell_quote(
+            self.ledger.to_str().expect("utf-8 ledger path"),
+        ));
+        for a in args {
+            line.push(' ');
+            line.push_str(&shell_quote(a));
+        }
+        let mut c = Command::new("script");
+        c.args(["-qfec", &line, "/dev/null"]);
+        self.prepare(&mut c);
+        c
+    }
+
     /// Run to the end (bounded by the watchdog).
     pub fn run(&self, args: &[&str]) -> Out {
         run(self.cmd(args))
@@ -175,6 +194,11 @@ impl Out {
             .filter(|e| e["event"] == kind)
             .collect()
     }
+}
+
+/// `text` in single quotes for `sh`.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// Run a command to its end with the watchdog.

@@ -94,7 +94,7 @@ fn command(spec: &WorkerSpec, routing: &Routing, env: Vec<(String, String)>) -> 
     let (out, err) = match routing {
         Routing::Inherit => (StdioMode::Inherit, StdioMode::Inherit),
         Routing::StdoutToStderr => (StdioMode::Stderr, StdioMode::Inherit),
-        Routing::Lines(_) => (StdioMode::Piped, StdioMode::Piped),
+        Routing::Lines(..) => (StdioMode::Piped, StdioMode::Piped),
     };
     let out = if spec.kind == Kind::Stdio {
         StdioMode::Piped
@@ -119,10 +119,19 @@ fn command(spec: &WorkerSpec, routing: &Routing, env: Vec<(String, String)>) -> 
 }
 
 fn spawn_error(spec: &WorkerSpec, e: Error) -> String {
-    let name = spec.command.first().map_or("?", String::as_str);
+    let name = spec
+        .command
+        .first()
+        .map_or("?".into(), |n| n.to_string_lossy());
+    // A program given as a path is looked for only now: say where it was looked for.
+    let resolved = if name.contains('/') {
+        format!(" (`{}`)", spec.program.display())
+    } else {
+        String::new()
+    };
     match e {
-        Error::Spawn { source, .. } => format!("cannot start `{name}`: {source}"),
-        other => format!("cannot start `{name}`: {other}"),
+        Error::Spawn { source, .. } => format!("cannot start `{name}`{resolved}: {source}"),
+        other => format!("cannot start `{name}`{resolved}: {other}"),
     }
 }
 
@@ -229,12 +238,12 @@ impl Readers {
             None
         };
         let mut forwarders = Vec::new();
-        if let Routing::Lines(f) = routing {
+        if let Routing::Lines(f, max_line) = routing {
             if let Some(out) = worker.take_stdout() {
-                forwarders.push(tokio::spawn(forward_lines(out, f.clone())));
+                forwarders.push(tokio::spawn(forward_lines(out, f.clone(), *max_line)));
             }
             if let Some(err) = worker.take_stderr() {
-                forwarders.push(tokio::spawn(forward_lines(err, f.clone())));
+                forwarders.push(tokio::spawn(forward_lines(err, f.clone(), *max_line)));
             }
         }
         Readers {
@@ -363,9 +372,15 @@ async fn read_bounded(out: impl AsyncRead + Unpin) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// Each line of `stream` to `f`, decoded across chunk boundaries.
-async fn forward_lines(mut stream: impl AsyncRead + Unpin, f: Arc<dyn Fn(&str) + Send + Sync>) {
-    let mut decoder = LineDecoder::default();
+/// Each line of `stream` to `f`, decoded across chunk boundaries; a line longer than
+/// `max_line` bytes is cut there, and says so.
+async fn forward_lines(
+    mut stream: impl AsyncRead + Unpin,
+    f: Arc<dyn Fn(&str) + Send + Sync>,
+    max_line: usize,
+) {
+    let mark = format!(" [line cut at {max_line} bytes: raise the limit with --max-line]");
+    let mut decoder = LineDecoder::with_mark(max_line, mark);
     let mut emit = |line: String| f(&line);
     let mut buf = vec![0u8; 8 * 1024];
     loop {

@@ -109,9 +109,19 @@ fn bad_values() {
         e,
         "plan.toml:3:7: worker `a`: executable `no-such-program-xyz` not found on PATH"
     );
-    let e = error("[[worker]]\nname = \"a\"\ncmd = [\"./missing.sh\"]\n");
+    // A path is looked for when the worker starts (an earlier worker may build it).
+    let plan = parse("[[worker]]\nname = \"a\"\ncmd = [\"./missing.sh\"]\n").unwrap();
+    assert_eq!(plan.workers[0].program, PathBuf::from("/./missing.sh"));
+    let e = error("[[worker]]\nname = \"a\"\ncmd = [\"true\", \"a\\u0000\"]\n");
     assert!(
-        e.ends_with("executable `./missing.sh` not found in `/`"),
+        e.ends_with("`cmd` argument \"a\\0\" holds a NUL byte"),
+        "{e}"
+    );
+    let e = error("[[worker]]\nname = \"a\"\ncmd = [\"true\"]\nenv = { \"A=B\" = \"1\" }\n");
+    assert!(e.ends_with("`env` variable name \"A=B\" holds `=`"), "{e}");
+    let e = error("[[worker]]\nname = \"a\"\ncmd = [\"true\"]\ntimeout = 0\n");
+    assert!(
+        e.ends_with("invalid duration `0`: too small (at least 1ms)"),
         "{e}"
     );
     let e = error("[[worker]]\nname = \"a\"\ncmd = []\n");

@@ -37,6 +37,7 @@
 
 mod archive;
 mod io;
+mod leftovers;
 mod lock;
 mod log;
 mod paths;
@@ -287,5 +288,9 @@ impl Store for FileStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::OperationNotFound(op.clone())),
             Err(e) => Err(Error::io("inspect", &path, e)),
         }
+    }
+
+    async fn clean_failed_creates(&self, dry_run: bool) -> Result<Vec<PathBuf>> {
+        leftovers::clean(&self.paths, dry_run)
     }
 }
