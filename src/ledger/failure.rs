@@ -179,20 +179,28 @@ pub(crate) async fn self_cleanup(shared: Arc<OpShared>, info: OperationFailedInf
             })
             .collect()
     };
-    for (_, cancel, _, _, on_failed) in &calls {
+    for (id, cancel, _, _, on_failed) in &calls {
         if let Some(token) = cancel {
             token.cancel();
         }
-        if let Some(f) = on_failed {
-            f(info.clone()).await;
+        // A panicking callback must not stop this participant's cleanup.
+        if let Some(f) = on_failed
+            && let Err(panic) = super::panic::guarded(|| f(info.clone())).await
+        {
+            shared
+                .log_quietly(
+                    LogLevel::Error,
+                    &format!(
+                        "CALLBACK_PANICKED callId={id} error=on_operation_failed panicked: {panic}"
+                    ),
+                )
+                .await;
         }
     }
     // Regular calls have nobody else to run their cleanup; spawned calls run it as they fail.
-    for (_, cancel, _, on_cleanup, _) in &calls {
-        if cancel.is_none()
-            && let Some(f) = on_cleanup
-        {
-            f().await;
+    for (id, cancel, _, on_cleanup, _) in &calls {
+        if cancel.is_none() {
+            let _ = super::call::run_cleanup(&shared, id, on_cleanup.as_ref()).await;
         }
     }
     let wait = shared.ledger.config.cleanup_wait;
@@ -321,7 +329,7 @@ pub(crate) async fn archive(shared: &Arc<OpShared>) {
     match shared.ledger.store.archive(&shared.id).await {
         Ok(location) => {
             if let Some(f) = &shared.ledger.callback.on_backup_created {
-                f(&location);
+                super::panic::call_quietly("on_backup_created", || f(&location));
             }
         }
         Err(e) => tracing::warn!(operation = %shared.id, error = %e, "archive failed"),

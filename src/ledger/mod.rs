@@ -13,6 +13,7 @@ mod failure;
 mod heartbeat;
 mod liveness;
 mod operation;
+mod panic;
 mod recovery;
 mod shared;
 mod signals;
@@ -74,7 +75,7 @@ impl LedgerInner {
             .append_log(op, crate::store::LogKind::Main, &line)
             .await;
         if let Some(f) = &self.callback.on_log_line {
-            f(&line);
+            panic::call_quietly("on_log_line", || f(&line));
         }
         result
     }

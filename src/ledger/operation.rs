@@ -143,8 +143,10 @@ impl Operation {
 
     // ----- logs -----
 
-    /// Write `{RFC3339 UTC} [LEVEL] message` to the operation log.
+    /// Write `{RFC3339 UTC} [LEVEL] message` to the operation log. Refused with `Fenced`
+    /// once this participant was declared crashed (the ledger is read first to know).
     pub async fn log(&self, message: &str, level: LogLevel) -> Result<()> {
+        self.shared.check_fenced_now().await?;
         self.shared.log(level, message).await
     }
 
@@ -158,11 +160,13 @@ impl Operation {
             message
         );
         tracing::info!("{line}");
+        self.shared.check_fenced_now().await?;
         self.shared.log(LogLevel::Info, &line).await
     }
 
-    /// Write `{RFC3339 UTC} message` to the debug log.
+    /// Write `{RFC3339 UTC} message` to the debug log (refused with `Fenced` like `log`).
     pub async fn debug_log(&self, message: &str) -> Result<()> {
+        self.shared.check_fenced_now().await?;
         let line = format!(
             "{} {}",
             crate::model::time::format(&self.shared.now()),
@@ -440,7 +444,7 @@ impl Operation {
             .await;
         let location = shared.ledger.store.archive(&shared.id).await?;
         if let Some(f) = &shared.ledger.callback.on_backup_created {
-            f(&location);
+            super::panic::call_quietly("on_backup_created", || f(&location));
         }
         shared.ledger.forget(&shared.id);
         Ok(())
