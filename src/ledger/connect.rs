@@ -30,6 +30,7 @@ pub struct Connect {
     pub(crate) stale_threshold: Duration,
     pub(crate) cleanup_wait: Option<Duration>,
     pub(crate) handle_signals: bool,
+    pub(crate) recover_abandoned: bool,
     pub(crate) file_options: FileStoreOptions,
     pub(crate) callback: LedgerCallback,
     pub(crate) clock: SharedClock,
@@ -56,6 +57,7 @@ impl Connect {
             stale_threshold: DEFAULT_STALE_THRESHOLD,
             cleanup_wait: None,
             handle_signals: true,
+            recover_abandoned: false,
             file_options: FileStoreOptions::default(),
             callback: LedgerCallback::default(),
             clock: Arc::new(SystemClock),
@@ -101,6 +103,18 @@ impl Connect {
     /// deleted, the outcome recorded, and the process exits with 128 + the signal.
     pub fn handle_signals(mut self, on: bool) -> Self {
         self.handle_signals = on;
+        self
+    }
+
+    /// Recover abandoned operations when connecting (default off): every operation whose
+    /// participants are all dead is cleaned up as [`Ledger::recover`] does it (and as
+    /// `tom-ledger run` does before it starts), under the same proof rules. What was done
+    /// is in [`Ledger::connect_recovery`].
+    ///
+    /// [`Ledger::recover`]: super::Ledger::recover
+    /// [`Ledger::connect_recovery`]: super::Ledger::connect_recovery
+    pub fn recover_abandoned(mut self, on: bool) -> Self {
+        self.recover_abandoned = on;
         self
     }
 

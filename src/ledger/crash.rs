@@ -9,7 +9,8 @@
 //!
 //! Declaring a participant crashed (`declare_crashed`) fences it (its epoch is dead, its
 //! later writes are refused), marks its frames `crashed`, and then either starts the
-//! cleanup with this participant as coordinator (a crashed frame had `fail_on_crash`) or
+//! cleanup with this participant as coordinator (a crashed frame had `fail_on_crash`, or
+//! the dead participant is the initiator, without whom the operation can never end) or
 //! contains the crash (only its calls fail; its temp resources and recorded workers are
 //! removed). When the coordinator of a running cleanup dies, the detector takes over.
 
@@ -116,12 +117,21 @@ pub(crate) async fn declare_crashed(
             if reported_to.is_some() {
                 fatal = false;
             }
+            // Only the initiator may complete the operation: without it the operation
+            // could never end, so its death fails the operation whatever its frames.
+            let initiator = data.initiator_id == *participant;
+            fatal |= initiator;
+            let who = if initiator {
+                "initiator"
+            } else {
+                "participant"
+            };
             match data.operation_state {
                 OperationState::Running if fatal => {
                     data.enter_cleanup(
                         now,
                         FailureRecord {
-                            reason: format!("participant `{participant}` crashed ({why})"),
+                            reason: format!("{who} `{participant}` crashed ({why})"),
                             crashed_call_ids: crashed_calls.clone(),
                             crashed_participants: vec![participant.clone()],
                             coordinator: Some(me.clone()),

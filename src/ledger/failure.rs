@@ -338,12 +338,24 @@ pub(crate) async fn archive(shared: &Arc<OpShared>) {
     shared.ledger.forget(&shared.id);
 }
 
-/// The operation file vanished: archived by someone. Learn how it ended.
+/// The operation file vanished: archived by someone. Learn how it ended; calls of this
+/// participant still running (the initiator forced the completion) are cancelled, so
+/// none of its workers outlives the operation.
 pub(crate) async fn on_disappeared(shared: &Arc<OpShared>) {
-    if let Ok(data) = shared.ledger.store.read_archived(&shared.id).await
-        && data.operation_state != OperationState::Completed
-    {
-        shared.fail_locally(info_from(&data, shared.now()));
+    match shared.ledger.store.read_archived(&shared.id).await {
+        Ok(data) if data.operation_state != OperationState::Completed => {
+            shared.fail_locally(info_from(&data, shared.now()));
+        }
+        _ => {
+            let mut calls: Vec<CallId> = shared.local().calls.keys().cloned().collect();
+            calls.sort();
+            if !calls.is_empty() {
+                let shared = shared.clone();
+                super::shared::spawn(async move {
+                    super::call::cancel_calls(&shared, &calls, "operation ended").await;
+                });
+            }
+        }
     }
     shared.stop_tasks();
 }

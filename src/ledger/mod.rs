@@ -10,6 +10,7 @@ mod connect;
 mod crash;
 mod exec;
 mod failure;
+mod follow;
 mod heartbeat;
 mod liveness;
 mod operation;
@@ -38,6 +39,7 @@ pub use exec::{
     Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_URL, ENV_OPERATION, ENV_PARTICIPANT, ExecWorker,
     exit_code, process_record,
 };
+pub use follow::{FollowEnd, Followed, LogFollower};
 pub use heartbeat::{HeartbeatError, HeartbeatErrorType, HeartbeatOptions, HeartbeatResult};
 pub use operation::Operation;
 pub use recovery::{Recovered, RecoveryReport};
@@ -56,6 +58,8 @@ pub(crate) struct LedgerInner {
     pub clock: SharedClock,
     pub identity: SelfIdentity,
     operations: Mutex<HashMap<OperationId, Arc<OpShared>>>,
+    /// What `Connect::recover_abandoned` recovered.
+    connect_recovery: Mutex<Option<RecoveryReport>>,
 }
 
 impl LedgerInner {
@@ -197,7 +201,7 @@ impl Ledger {
                 .unwrap_or(connect.heartbeat_interval * 2),
             handle_signals: connect.handle_signals,
         };
-        Ok(Ledger {
+        let ledger = Ledger {
             inner: Arc::new(LedgerInner {
                 store,
                 config,
@@ -205,8 +209,28 @@ impl Ledger {
                 clock: connect.clock,
                 identity: SelfIdentity::current(),
                 operations: Mutex::new(HashMap::new()),
+                connect_recovery: Mutex::new(None),
             }),
-        })
+        };
+        if connect.recover_abandoned {
+            let report = ledger.recover().await?;
+            *ledger
+                .inner
+                .connect_recovery
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(report);
+        }
+        Ok(ledger)
+    }
+
+    /// What recovery did when connecting with `Connect::recover_abandoned(true)`; `None`
+    /// without it.
+    pub fn connect_recovery(&self) -> Option<RecoveryReport> {
+        self.inner
+            .connect_recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn participant_id(&self) -> &ParticipantId {

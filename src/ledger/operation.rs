@@ -393,18 +393,29 @@ impl Operation {
         Ok(())
     }
 
-    /// Complete the operation (initiator only): refused while other participants still
-    /// hold call frames; archives the operation.
+    /// Complete the operation (initiator only) and archive it. Refused with
+    /// `Error::RunningCalls` while calls of this participant are unfinished (regular
+    /// calls, spawned calls, exec workers: a worker never outlives its operation), and
+    /// with `Error::OpenCalls` while other participants still hold call frames.
     pub async fn complete(&self) -> Result<()> {
-        self.complete_inner(false).await
+        self.complete_inner(false, false).await
     }
 
-    /// Complete even while other participants hold frames.
+    /// Like [`Operation::complete`], but first cancels this participant's unfinished calls
+    /// (exec workers are stopped through the stop ladder and waited for; regular calls
+    /// fail as cancelled and run `on_cleanup`). Still refused while other participants
+    /// hold frames.
+    pub async fn complete_cancelling(&self) -> Result<()> {
+        self.complete_inner(false, true).await
+    }
+
+    /// Complete even while other participants hold frames; this participant's own
+    /// unfinished calls are cancelled first, as by [`Operation::complete_cancelling`].
     pub async fn force_complete(&self) -> Result<()> {
-        self.complete_inner(true).await
+        self.complete_inner(true, true).await
     }
 
-    async fn complete_inner(&self, force: bool) -> Result<()> {
+    async fn complete_inner(&self, force: bool, cancel_own: bool) -> Result<()> {
         let shared = &self.shared;
         if !shared.is_initiator {
             return Err(Error::NotInitiator {
@@ -412,10 +423,38 @@ impl Operation {
                 action: "complete",
             });
         }
+        let own = own_calls(shared);
+        if !own.is_empty() {
+            if !cancel_own {
+                return Err(Error::RunningCalls {
+                    operation: shared.id.clone(),
+                    calls: join_ids(&own),
+                });
+            }
+            super::call::cancel_calls(shared, &own, "operation completed").await;
+        }
         let me = self.participant_id().clone();
         let op = shared.id.clone();
+        // A call started while the others were being cancelled is refused too: its frame
+        // (or, for a worker not yet recorded, its local entry) is still there.
+        let starting = own_calls(shared);
         shared
             .modify(|data, _| {
+                let mut mine: Vec<CallId> = data
+                    .call_frames
+                    .iter()
+                    .filter(|f| f.participant_id == me)
+                    .map(|f| f.call_id.clone())
+                    .collect();
+                mine.extend(starting.iter().cloned());
+                mine.sort();
+                mine.dedup();
+                if !mine.is_empty() {
+                    return Err(Error::RunningCalls {
+                        operation: op.clone(),
+                        calls: join_ids(&mine),
+                    });
+                }
                 let others: Vec<CallId> = data
                     .call_frames
                     .iter()
@@ -453,6 +492,13 @@ impl Operation {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Unfinished calls of this participant in this operation, in every session.
+fn own_calls(shared: &OpShared) -> Vec<CallId> {
+    let mut ids: Vec<CallId> = shared.local().calls.keys().cloned().collect();
+    ids.sort();
+    ids
 }
 
 pub(crate) fn join_ids(ids: &[CallId]) -> String {

@@ -52,7 +52,7 @@ impl Ledger {
         Ok(out)
     }
 
-    fn is_abandoned(&self, data: &LedgerData) -> bool {
+    pub(crate) fn is_abandoned(&self, data: &LedgerData) -> bool {
         if data.operation_state.is_final() {
             // Whoever ended it archives it next: left to them while they run.
             return !data
