@@ -261,6 +261,11 @@ impl Ledger {
     }
 
     /// Create an operation with this participant as initiator; its heartbeat starts.
+    ///
+    /// Only the initiator may complete the operation, so if this process dies before it
+    /// does, the operation fails (whatever `fail_on_crash` its calls had): a surviving
+    /// participant that detects the death coordinates the cleanup, and without one,
+    /// recovery (`Ledger::recover`, `tom-ledger recover`) archives it as failed.
     pub async fn create_operation(&self, options: OperationOptions) -> Result<Operation> {
         let now = self.inner.clock.now();
         let me = self.inner.config.participant.clone();
