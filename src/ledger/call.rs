@@ -89,9 +89,14 @@ impl<T: Clone + Send + 'static> Call<T> {
         self.completed.load(Ordering::SeqCst)
     }
 
+    /// Mark the call finished: refused once it was ended, or cancelled by `leave(true)` or
+    /// `complete_cancelling()` (its cleanup has run, its frame is gone).
     fn finish(&self) -> Result<()> {
         if self.completed.swap(true, Ordering::SeqCst) {
             return Err(Error::CallCompleted(self.id.clone()));
+        }
+        if !self.shared.local().calls.contains_key(&self.id) {
+            return Err(Error::Cancelled(self.id.clone()));
         }
         Ok(())
     }
@@ -207,8 +212,9 @@ impl<T: Clone + Send + 'static> Drop for Call<T> {
             return;
         }
         self.completed.store(true, Ordering::SeqCst);
-        // Already settled by leave(true) or the operation's cleanup.
-        if !self.shared.local().calls.contains_key(&self.id) {
+        // Already settled by leave(true) or complete_cancelling(). Otherwise it stops
+        // counting as running at once (complete() right after the drop is not refused).
+        if self.shared.local().calls.remove(&self.id).is_none() {
             return;
         }
         let shared = self.shared.clone();

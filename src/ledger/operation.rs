@@ -435,20 +435,10 @@ impl Operation {
         }
         let me = self.participant_id().clone();
         let op = shared.id.clone();
-        // A call started while the others were being cancelled is refused too: its frame
-        // (or, for a worker not yet recorded, its local entry) is still there.
-        let starting = own_calls(shared);
         shared
             .modify(|data, _| {
-                let mut mine: Vec<CallId> = data
-                    .call_frames
-                    .iter()
-                    .filter(|f| f.participant_id == me)
-                    .map(|f| f.call_id.clone())
-                    .collect();
-                mine.extend(starting.iter().cloned());
-                mine.sort();
-                mine.dedup();
+                // A call started while the others were being cancelled is refused too.
+                let mine = own_calls(shared);
                 if !mine.is_empty() {
                     return Err(Error::RunningCalls {
                         operation: op.clone(),

@@ -100,6 +100,20 @@ pub async fn complete_refuses_while_own_calls_run_and_cancels_when_asked(b: &dyn
     assert!(data.call_frames.is_empty());
 }
 
+pub async fn complete_right_after_dropping_a_call(b: &dyn Backend) {
+    let ledger = connect(b, "cli").await;
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
+    let call = op
+        .start_call::<()>(CallOptions::new().fail_on_crash(false))
+        .await
+        .unwrap();
+    drop(call);
+    op.complete().await.unwrap();
+}
+
 pub async fn forced_completion_cancels_every_participants_calls(b: &dyn Backend) {
     let scope = TestScope::new();
     let cli = connect(b, "cli").await;
@@ -154,6 +168,8 @@ pub async fn regular_call_cancelled_by_leave_runs_on_cleanup(b: &dyn Backend) {
         .unwrap();
     s.leave(true).await.unwrap();
     assert_eq!(cleaned.load(Ordering::SeqCst), 1, "on_cleanup ran once");
+    let err = call.end(()).await.unwrap_err();
+    assert!(matches!(err, Error::Cancelled(_)), "{err}");
     drop(call);
     assert_eq!(cleaned.load(Ordering::SeqCst), 1, "and not again on drop");
     assert!(op.failure().is_none(), "a cancelled call fails nothing");

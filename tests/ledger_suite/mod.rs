@@ -155,6 +155,7 @@ macro_rules! ledger_suite {
             panics::panic_in_on_cleanup_is_caught,
             panics::panicking_heartbeat_callback_does_not_stop_the_heartbeat,
             ending::complete_refuses_while_own_calls_run_and_cancels_when_asked,
+            ending::complete_right_after_dropping_a_call,
             ending::forced_completion_cancels_every_participants_calls,
             ending::regular_call_cancelled_by_leave_runs_on_cleanup,
             ending::fenced_participant_cannot_log,
