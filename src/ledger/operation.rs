@@ -338,7 +338,9 @@ impl Operation {
     // ----- end of participation -----
 
     /// Leave the operation for this session. With pending calls it fails unless
-    /// `cancel_pending_calls`, which cancels spawned calls and fails open regular calls.
+    /// `cancel_pending_calls`, which cancels spawned calls (their workers are stopped) and
+    /// cancels open regular calls (their `on_cleanup` runs; a later `end` or `fail` of
+    /// them is refused with `Cancelled`).
     /// When the last session leaves, the heartbeat stops and the participant is recorded
     /// as having left.
     pub async fn leave(&self, cancel_pending_calls: bool) -> Result<()> {
