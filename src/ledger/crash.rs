@@ -25,7 +25,7 @@ use crate::model::{
 };
 use crate::process::{ProcessIdentity, RecordedGroup, exited, stop_recorded};
 
-use super::failure::{coordinate, remove_path};
+use super::failure::remove_path;
 use super::liveness;
 use super::shared::{OpShared, spawn};
 
@@ -202,8 +202,7 @@ pub(crate) async fn declare_crashed(
             shared
                 .log_quietly(LogLevel::Info, &format!("CLEANUP_STARTED coordinator={me}"))
                 .await;
-            let coordinator = shared.clone();
-            spawn(async move { coordinate(coordinator).await });
+            super::failure::start_coordination(shared);
         }
         Decision::Contained { temps, workers } => {
             shared

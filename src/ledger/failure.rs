@@ -49,10 +49,16 @@ pub(crate) async fn fail_operation(
     crashed_calls: Vec<CallId>,
 ) -> Result<()> {
     if record_failure(shared, reason, crashed_calls).await? {
-        let coordinator = shared.clone();
-        super::shared::spawn(async move { coordinate(coordinator).await });
+        start_coordination(shared);
     }
     Ok(())
+}
+
+/// Coordinate the cleanup in the background; leave and dispose wait for it.
+pub(crate) fn start_coordination(shared: &Arc<OpShared>) {
+    let coordinator = shared.clone();
+    let task = super::shared::spawn(async move { coordinate(coordinator).await });
+    shared.local().coordination = Some(task);
 }
 
 /// Move a running operation to `cleanup` with this participant as coordinator. Returns
@@ -265,6 +271,9 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
     // Workers recorded by participants that are dead (or declared crashed) have nobody
     // else to stop them.
     if let Ok(data) = shared.ledger.store.read(&shared.id).await {
+        // Never this process's own group: a participant started inside a dead
+        // participant's worker (a nested `exec`) lives in that worker's group.
+        let own_group = nix::unistd::getpgrp().as_raw();
         let dead_workers: Vec<_> = data
             .call_frames
             .iter()
@@ -274,6 +283,7 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
                     || !super::liveness::is_live(&data, &f.participant_id, &shared.ledger)
             })
             .filter_map(|f| f.process.clone())
+            .filter(|p| p.pgid != own_group)
             .collect();
         if !dead_workers.is_empty() {
             let grace = shared

@@ -444,7 +444,8 @@ impl Ledger {
         liveness::is_live(data, participant, &self.inner)
     }
 
-    /// Stop every heartbeat and watch of this ledger. Operations stay as they are.
+    /// Stop every heartbeat and watch of this ledger. Operations stay as they are, except
+    /// that a failure cleanup this participant coordinates is finished first (bounded).
     /// Returns once no heartbeat of this ledger can write any more.
     pub async fn dispose(&self) {
         let all: Vec<Arc<OpShared>> = self
@@ -456,6 +457,7 @@ impl Ledger {
             .map(|(_, s)| s)
             .collect();
         for shared in all {
+            shared.finish_coordination().await;
             for task in shared.stop_tasks() {
                 let _ = task.await;
             }

@@ -372,6 +372,8 @@ impl Operation {
             local.sessions.is_empty()
         };
         if last {
+            // A cleanup this participant coordinates ends with the archive: finish it.
+            shared.finish_coordination().await;
             shared.stop_tasks();
             let me = self.participant_id().clone();
             let result = shared

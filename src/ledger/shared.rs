@@ -55,6 +55,9 @@ pub(crate) struct Local {
     pub watcher: Option<JoinHandle<()>>,
     /// This participant's cleanup after a failure, once started.
     pub self_cleanup: Option<JoinHandle<()>>,
+    /// The cleanup this participant coordinates, once started: leaving or disposing
+    /// waits for it (bounded), so the operation is archived before the process exits.
+    pub coordination: Option<JoinHandle<()>>,
     /// Local peers whose exit is being watched, by id and epoch.
     pub watched_peers: std::collections::HashSet<(crate::ids::ParticipantId, u64)>,
     /// Registrations with the signal cleanup handler.
@@ -109,6 +112,7 @@ impl OpShared {
                 heartbeat_callback: OperationCallback::default(),
                 watcher: None,
                 self_cleanup: None,
+                coordination: None,
                 watched_peers: Default::default(),
                 cleanup_ids: Vec::new(),
                 ended: false,
@@ -353,6 +357,17 @@ impl OpShared {
             task.abort();
         }
         tasks
+    }
+
+    /// Wait (bounded) for the cleanup this participant coordinates, if any.
+    pub async fn finish_coordination(&self) {
+        let task = self.local().coordination.take();
+        if let Some(task) = task {
+            let bound = self.ledger.config.cleanup_wait * 2 + crate::process::DEFAULT_GRACE;
+            if tokio::time::timeout(bound, task).await.is_err() {
+                tracing::warn!(operation = %self.id, "cleanup coordination still running after {bound:?}");
+            }
+        }
     }
 
     /// Start following changes of the operation pushed by the store.
