@@ -93,6 +93,15 @@ pub enum Error {
         calls: String,
     },
 
+    /// `complete` while calls of the completing participant itself are unfinished.
+    #[error(
+        "operation `{operation}` still has running calls of its initiator: {calls} (end or cancel them, or use complete_cancelling)"
+    )]
+    RunningCalls {
+        operation: OperationId,
+        calls: String,
+    },
+
     #[error("session {session} of operation `{operation}` has pending calls: {calls}")]
     PendingCalls {
         operation: OperationId,

@@ -17,6 +17,9 @@
 //!     then stops it with SIGSTOP)
 //! worker-ledger-peer fail-and-hang ...
 //!     like hang, then fail its call (it becomes the cleanup coordinator) and wait
+//! worker-ledger-peer create-hang --ledger DIR --op OP --participant ID [--no-call] ...
+//!     like hang, but creates the operation OP as its initiator; with `--no-call` it
+//!     opens no call and starts no worker (it only heartbeats)
 //!
 //! Timing: --hb-ms (heartbeat interval, default 3600000), --stale-ms (stale threshold),
 //! --cleanup-wait-ms (how long a coordinator waits for the others).
@@ -42,6 +45,7 @@ struct Args {
     worker_args: Vec<String>,
     contained: bool,
     paused: bool,
+    no_call: bool,
     hb_ms: u64,
     stale_ms: Option<u64>,
     cleanup_wait_ms: Option<u64>,
@@ -61,6 +65,7 @@ fn parse() -> Result<Args, String> {
         worker_args: Vec::new(),
         contained: false,
         paused: false,
+        no_call: false,
         hb_ms: 3_600_000,
         stale_ms: None,
         cleanup_wait_ms: None,
@@ -72,6 +77,10 @@ fn parse() -> Result<Args, String> {
         }
         if flag == "--paused" {
             out.paused = true;
+            continue;
+        }
+        if flag == "--no-call" {
+            out.no_call = true;
             continue;
         }
         let value = args
@@ -144,17 +153,22 @@ async fn run(args: Args) -> Result<(), String> {
     {
         options = options.spawned_by(call);
     }
-    let op = ledger
-        .join_operation(
-            &op_id,
-            options.callback(OperationCallback::new().on_heartbeat_success(move |_, _| {
-                if let Some(tx) = beat_tx.lock().ok().and_then(|mut t| t.take()) {
-                    let _ = tx.send(());
-                }
-            })),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let options = options.callback(OperationCallback::new().on_heartbeat_success(move |_, _| {
+        if let Some(tx) = beat_tx.lock().ok().and_then(|mut t| t.take()) {
+            let _ = tx.send(());
+        }
+    }));
+    let op = if args.mode.starts_with("create-") {
+        ledger
+            .create_operation(options.operation_id(op_id))
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        ledger
+            .join_operation(&op_id, options)
+            .await
+            .map_err(|e| e.to_string())?
+    };
     beat_rx
         .await
         .map_err(|_| "no first heartbeat".to_string())?;
@@ -180,7 +194,13 @@ async fn run(args: Args) -> Result<(), String> {
             }
             op.leave(false).await.map_err(|e| e.to_string())?;
         }
-        "hang" | "fail-and-hang" => {
+        "create-hang" if args.no_call => {
+            say("ready");
+            op.failed().await;
+            say("failed");
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
+        "hang" | "fail-and-hang" | "create-hang" => {
             for t in &args.temps {
                 op.register_temp_resource(t)
                     .await

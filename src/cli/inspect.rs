@@ -2,11 +2,10 @@
 //! only sets the abort flag.
 
 use std::io::Write;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tom_dist_ledger::ledger::{ListedOperation, OperationSummary};
+use tom_dist_ledger::ledger::{FollowEnd, Followed, ListedOperation, OperationSummary};
 use tom_dist_ledger::model::{LedgerData, time};
 use tom_dist_ledger::store::LogKind;
 use tom_dist_ledger::{Error, Ledger, ParticipantId};
@@ -335,40 +334,29 @@ fn status_text(ledger: &Ledger, data: &LedgerData, archived: bool, now: DateTime
 pub async fn log(ctx: &Context, args: LogArgs) -> CliResult {
     let op = operation_id(&args.operation)?;
     let existing = ctx.open_for(&op).await?;
-    let store = existing.ledger.store().clone();
-    let (text, mut offset) = store.read_log(&op, LogKind::Main, 0).await?;
-    out(&text);
     if !args.follow {
+        let (text, _) = existing
+            .ledger
+            .store()
+            .read_log(&op, LogKind::Main, 0)
+            .await?;
+        out(&text);
         return Ok(Exit::Success);
     }
-    let mut changes = store.watch(&op).ok();
-    // Once the state is final, the last lines come before the archive; wait for it, bounded.
-    let mut ended: Option<std::time::Instant> = None;
+    // Ends with the operation: archived or ended (0), or abandoned by every participant
+    // (1: nobody will write to it until `recover` cleans it up).
+    let mut follower = existing.ledger.follow_log(&op, LogKind::Main);
     loop {
-        let archived = match store.read(&op).await {
-            Ok(data) => {
-                if data.operation_state.is_final() {
-                    ended.get_or_insert_with(std::time::Instant::now);
-                }
-                false
+        match follower.next().await? {
+            Followed::Text(text) => out(&text),
+            Followed::End(FollowEnd::Abandoned { participants, .. }) => {
+                let names: Vec<&str> = participants.iter().map(ParticipantId::as_str).collect();
+                return Err(Failure::failed(format!(
+                    "operation {op} was abandoned: its participants are all dead ({}); `tom-ledger recover` cleans it up",
+                    names.join(", ")
+                )));
             }
-            Err(Error::OperationNotFound(_)) => true,
-            Err(e) => return Err(e.into()),
-        };
-        let (text, next) = store.read_log(&op, LogKind::Main, offset).await?;
-        out(&text);
-        offset = next;
-        if archived || ended.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
-            let (text, _) = store.read_log(&op, LogKind::Main, offset).await?;
-            out(&text);
-            return Ok(Exit::Success);
-        }
-        let tick = Duration::from_millis(100);
-        match changes.as_mut() {
-            Some(rx) => {
-                let _ = tokio::time::timeout(tick, rx.changed()).await;
-            }
-            None => tokio::time::sleep(tick).await,
+            Followed::End(_) => return Ok(Exit::Success),
         }
     }
 }

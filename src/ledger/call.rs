@@ -89,9 +89,14 @@ impl<T: Clone + Send + 'static> Call<T> {
         self.completed.load(Ordering::SeqCst)
     }
 
+    /// Mark the call finished: refused once it was ended, or cancelled by `leave(true)` or
+    /// `complete_cancelling()` (its cleanup has run, its frame is gone).
     fn finish(&self) -> Result<()> {
         if self.completed.swap(true, Ordering::SeqCst) {
             return Err(Error::CallCompleted(self.id.clone()));
+        }
+        if !self.shared.local().calls.contains_key(&self.id) {
+            return Err(Error::Cancelled(self.id.clone()));
         }
         Ok(())
     }
@@ -100,10 +105,21 @@ impl<T: Clone + Send + 'static> Call<T> {
         (self.shared.now() - self.started_at).num_milliseconds()
     }
 
-    /// End the call successfully; `on_completion` gets the result.
+    /// End the call successfully; `on_completion` gets the result. A panic in
+    /// `on_completion` fails the call instead (`Error::CallFailed` with the panic message).
     pub async fn end(&self, result: T) -> Result<()> {
         self.finish()?;
         remove_frame(&self.shared, &self.id).await?;
+        if let Some(f) = &self.callback.on_completion
+            && let Err(panic) = super::panic::guarded(|| f(result)).await
+        {
+            let message = format!("on_completion {}", super::spawned::panicked(&panic));
+            self.report_failure(&message).await?;
+            return Err(Error::CallFailed {
+                call: self.id.clone(),
+                message,
+            });
+        }
         self.shared
             .log_quietly(
                 LogLevel::Info,
@@ -114,18 +130,23 @@ impl<T: Clone + Send + 'static> Call<T> {
                 ),
             )
             .await;
-        if let Some(f) = &self.callback.on_completion {
-            f(result).await;
-        }
         Ok(())
     }
 
     /// Fail the call: its frame goes, `on_cleanup` runs, and with `fail_on_crash` the
-    /// operation fails.
+    /// operation fails. A panic in `on_cleanup` is logged and returned as
+    /// `Error::CallFailed` once the rest is done.
     pub async fn fail(&self, error: impl std::fmt::Display) -> Result<()> {
         self.finish()?;
-        let message = error.to_string();
         let removed = remove_frame(&self.shared, &self.id).await;
+        let reported = self.report_failure(&error.to_string()).await;
+        removed?;
+        reported
+    }
+
+    /// Log the failure of this call (its frame is gone), run `on_cleanup`, and with
+    /// `fail_on_crash` fail the operation.
+    async fn report_failure(&self, message: &str) -> Result<()> {
         self.shared
             .log_quietly(
                 LogLevel::Error,
@@ -136,9 +157,7 @@ impl<T: Clone + Send + 'static> Call<T> {
                 ),
             )
             .await;
-        if let Some(f) = &self.callback.on_cleanup {
-            f().await;
-        }
+        let cleanup = run_cleanup(&self.shared, &self.id, self.callback.on_cleanup.as_ref()).await;
         if self.fail_on_crash {
             super::failure::fail_operation(
                 &self.shared,
@@ -147,7 +166,34 @@ impl<T: Clone + Send + 'static> Call<T> {
             )
             .await?;
         }
-        removed
+        cleanup
+    }
+}
+
+type Cleanup = Arc<dyn Fn() -> super::callbacks::BoxFuture<'static, ()> + Send + Sync>;
+
+/// Run a call's `on_cleanup`; a panic in it is logged and returned as the call's failure.
+pub(crate) async fn run_cleanup(
+    shared: &Arc<OpShared>,
+    id: &CallId,
+    on_cleanup: Option<&Cleanup>,
+) -> Result<()> {
+    let Some(f) = on_cleanup else { return Ok(()) };
+    match super::panic::guarded(|| f()).await {
+        Ok(()) => Ok(()),
+        Err(panic) => {
+            let message = format!("on_cleanup {}", super::spawned::panicked(&panic));
+            shared
+                .log_quietly(
+                    LogLevel::Error,
+                    &format!("CALLBACK_PANICKED callId={id} error={message}"),
+                )
+                .await;
+            Err(Error::CallFailed {
+                call: id.clone(),
+                message,
+            })
+        }
     }
 }
 
@@ -166,8 +212,9 @@ impl<T: Clone + Send + 'static> Drop for Call<T> {
             return;
         }
         self.completed.store(true, Ordering::SeqCst);
-        // Already settled by leave(true) or the operation's cleanup.
-        if !self.shared.local().calls.contains_key(&self.id) {
+        // Already settled by leave(true) or complete_cancelling(). Otherwise it stops
+        // counting as running at once (complete() right after the drop is not refused).
+        if self.shared.local().calls.remove(&self.id).is_none() {
             return;
         }
         let shared = self.shared.clone();
@@ -187,9 +234,7 @@ impl<T: Clone + Send + 'static> Drop for Call<T> {
                     &format!("CALL_FAILED callId={id} error={message}"),
                 )
                 .await;
-            if let Some(f) = on_cleanup {
-                f().await;
-            }
+            let _ = run_cleanup(&shared, &id, on_cleanup.as_ref()).await;
             if fail_on_crash {
                 let reason = format!("call `{id}` failed: {message}");
                 let _ = super::failure::fail_operation(&shared, reason, vec![id]).await;
@@ -312,6 +357,12 @@ pub(crate) async fn cancel_calls(shared: &Arc<OpShared>, ids: &[CallId], why: &s
                 let _ = done.wait_for(|d| *d).await;
             }
             _ => {
+                // A regular call has no task of its own: its cleanup runs here.
+                let on_cleanup = shared
+                    .local()
+                    .calls
+                    .get(id)
+                    .and_then(|c| c.on_cleanup.clone());
                 let _ = remove_frame(shared, id).await;
                 shared
                     .log_quietly(
@@ -319,6 +370,7 @@ pub(crate) async fn cancel_calls(shared: &Arc<OpShared>, ids: &[CallId], why: &s
                         &format!("CALL_CANCELLED callId={id} reason={why}"),
                     )
                     .await;
+                let _ = run_cleanup(shared, id, on_cleanup.as_ref()).await;
             }
         }
     }

@@ -33,6 +33,7 @@ pub struct Connect {
     pub(crate) cleanup_wait: Option<Duration>,
     pub(crate) max_pause: Duration,
     pub(crate) handle_signals: bool,
+    pub(crate) recover_abandoned: bool,
     pub(crate) file_options: FileStoreOptions,
     pub(crate) callback: LedgerCallback,
     pub(crate) clock: SharedClock,
@@ -60,6 +61,7 @@ impl Connect {
             cleanup_wait: None,
             max_pause: DEFAULT_MAX_PAUSE,
             handle_signals: true,
+            recover_abandoned: false,
             file_options: FileStoreOptions::default(),
             callback: LedgerCallback::default(),
             clock: Arc::new(SystemClock),
@@ -105,6 +107,18 @@ impl Connect {
     /// deleted, the outcome recorded, and the process exits with 128 + the signal.
     pub fn handle_signals(mut self, on: bool) -> Self {
         self.handle_signals = on;
+        self
+    }
+
+    /// Recover abandoned operations when connecting (default off), as `tom-ledger run`
+    /// does before it starts: only operations proven to come from this host, boot, PID
+    /// namespace and user are cleaned up (see [`Ledger::recover_automatically`]); the
+    /// others are listed as left alone. What was done is in [`Ledger::connect_recovery`].
+    ///
+    /// [`Ledger::recover_automatically`]: super::Ledger::recover_automatically
+    /// [`Ledger::connect_recovery`]: super::Ledger::connect_recovery
+    pub fn recover_abandoned(mut self, on: bool) -> Self {
+        self.recover_abandoned = on;
         self
     }
 

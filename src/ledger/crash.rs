@@ -9,7 +9,8 @@
 //!
 //! Declaring a participant crashed (`declare_crashed`) fences it (its epoch is dead, its
 //! later writes are refused), marks its frames `crashed`, and then either starts the
-//! cleanup with this participant as coordinator (a crashed frame had `fail_on_crash`) or
+//! cleanup with this participant as coordinator (a crashed frame had `fail_on_crash`, or
+//! the dead participant is the initiator, without whom the operation can never end) or
 //! contains the crash (only its calls fail; its temp resources and recorded workers are
 //! removed). When the coordinator of a running cleanup dies, the detector takes over.
 
@@ -25,7 +26,7 @@ use crate::model::{
 use crate::process::{ProcessIdentity, RecordedGroup, Verdict, exited, stop_recorded};
 
 use super::exec::ENV_OPERATION;
-use super::failure::{coordinate, remove_path};
+use super::failure::remove_path;
 use super::liveness;
 use super::shared::{OpShared, spawn};
 
@@ -112,12 +113,21 @@ pub(crate) async fn declare_crashed(
             if reported_to.is_some() {
                 fatal = false;
             }
+            // Only the initiator may complete the operation: without it the operation
+            // could never end, so its death fails the operation whatever its frames.
+            let initiator = data.initiator_id == *participant;
+            fatal |= initiator;
+            let who = if initiator {
+                "initiator"
+            } else {
+                "participant"
+            };
             match data.operation_state {
                 OperationState::Running if fatal => {
                     data.enter_cleanup(
                         now,
                         FailureRecord {
-                            reason: format!("participant `{participant}` crashed ({why})"),
+                            reason: format!("{who} `{participant}` crashed ({why})"),
                             crashed_call_ids: crashed_calls.clone(),
                             crashed_participants: vec![participant.clone()],
                             coordinator: Some(me.clone()),
@@ -188,8 +198,7 @@ pub(crate) async fn declare_crashed(
             shared
                 .log_quietly(LogLevel::Info, &format!("CLEANUP_STARTED coordinator={me}"))
                 .await;
-            let coordinator = shared.clone();
-            spawn(async move { coordinate(coordinator).await });
+            super::failure::start_coordination(shared);
         }
         Decision::Contained { temps, workers } => {
             shared

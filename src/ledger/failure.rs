@@ -49,10 +49,16 @@ pub(crate) async fn fail_operation(
     crashed_calls: Vec<CallId>,
 ) -> Result<()> {
     if record_failure(shared, reason, crashed_calls).await? {
-        let coordinator = shared.clone();
-        super::shared::spawn(async move { coordinate(coordinator).await });
+        start_coordination(shared);
     }
     Ok(())
+}
+
+/// Coordinate the cleanup in the background; leave and dispose wait for it.
+pub(crate) fn start_coordination(shared: &Arc<OpShared>) {
+    let coordinator = shared.clone();
+    let task = super::shared::spawn(async move { coordinate(coordinator).await });
+    shared.local().coordination = Some(task);
 }
 
 /// Move a running operation to `cleanup` with this participant as coordinator. Returns
@@ -179,20 +185,28 @@ pub(crate) async fn self_cleanup(shared: Arc<OpShared>, info: OperationFailedInf
             })
             .collect()
     };
-    for (_, cancel, _, _, on_failed) in &calls {
+    for (id, cancel, _, _, on_failed) in &calls {
         if let Some(token) = cancel {
             token.cancel();
         }
-        if let Some(f) = on_failed {
-            f(info.clone()).await;
+        // A panicking callback must not stop this participant's cleanup.
+        if let Some(f) = on_failed
+            && let Err(panic) = super::panic::guarded(|| f(info.clone())).await
+        {
+            shared
+                .log_quietly(
+                    LogLevel::Error,
+                    &format!(
+                        "CALLBACK_PANICKED callId={id} error=on_operation_failed panicked: {panic}"
+                    ),
+                )
+                .await;
         }
     }
     // Regular calls have nobody else to run their cleanup; spawned calls run it as they fail.
-    for (_, cancel, _, on_cleanup, _) in &calls {
-        if cancel.is_none()
-            && let Some(f) = on_cleanup
-        {
-            f().await;
+    for (id, cancel, _, on_cleanup, _) in &calls {
+        if cancel.is_none() {
+            let _ = super::call::run_cleanup(&shared, id, on_cleanup.as_ref()).await;
         }
     }
     let wait = shared.ledger.config.cleanup_wait;
@@ -257,6 +271,9 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
     // Workers recorded by participants that are dead (or declared crashed) have nobody
     // else to stop them.
     if let Ok(data) = shared.ledger.store.read(&shared.id).await {
+        // Never this process's own group: a participant started inside a dead
+        // participant's worker (a nested `exec`) lives in that worker's group.
+        let own_group = nix::unistd::getpgrp().as_raw();
         let dead_workers: Vec<_> = data
             .call_frames
             .iter()
@@ -266,6 +283,7 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
                     || !super::liveness::is_live(&data, &f.participant_id, &shared.ledger)
             })
             .filter_map(|f| f.process.clone())
+            .filter(|p| p.pgid != own_group)
             .collect();
         if !dead_workers.is_empty() {
             let grace = shared
@@ -321,7 +339,7 @@ pub(crate) async fn archive(shared: &Arc<OpShared>) {
     match shared.ledger.store.archive(&shared.id).await {
         Ok(location) => {
             if let Some(f) = &shared.ledger.callback.on_backup_created {
-                f(&location);
+                super::panic::call_quietly("on_backup_created", || f(&location));
             }
         }
         Err(e) => tracing::warn!(operation = %shared.id, error = %e, "archive failed"),
@@ -330,12 +348,24 @@ pub(crate) async fn archive(shared: &Arc<OpShared>) {
     shared.ledger.forget(&shared.id);
 }
 
-/// The operation file vanished: archived by someone. Learn how it ended.
+/// The operation file vanished: archived by someone. Learn how it ended; calls of this
+/// participant still running (the initiator forced the completion) are cancelled, so
+/// none of its workers outlives the operation.
 pub(crate) async fn on_disappeared(shared: &Arc<OpShared>) {
-    if let Ok(data) = shared.ledger.store.read_archived(&shared.id).await
-        && data.operation_state != OperationState::Completed
-    {
-        shared.fail_locally(info_from(&data, shared.now()));
+    match shared.ledger.store.read_archived(&shared.id).await {
+        Ok(data) if data.operation_state != OperationState::Completed => {
+            shared.fail_locally(info_from(&data, shared.now()));
+        }
+        _ => {
+            let mut calls: Vec<CallId> = shared.local().calls.keys().cloned().collect();
+            calls.sort();
+            if !calls.is_empty() {
+                let shared = shared.clone();
+                super::shared::spawn(async move {
+                    super::call::cancel_calls(&shared, &calls, "operation ended").await;
+                });
+            }
+        }
     }
     shared.stop_tasks();
 }

@@ -178,7 +178,7 @@ pub(crate) async fn beat_and_report(shared: &Arc<OpShared>) -> bool {
                     super::crash::check_stale(shared, data, &result.stale_participants).await;
                 }
             } else if let Some(f) = &callback.on_heartbeat_success {
-                f(&op, &result);
+                super::panic::call_quietly("on_heartbeat_success", || f(&op, &result));
             }
             let state = result.data_after.as_ref().map(|d| d.operation_state);
             !matches!(
@@ -220,10 +220,10 @@ fn report_error(
         cause,
     };
     if let Some(f) = &callback.on_heartbeat_error {
-        f(op, &error);
+        super::panic::call_quietly("on_heartbeat_error", || f(op, &error));
     }
     if let Some(f) = &shared.ledger.callback.on_global_heartbeat_error {
-        f(&shared.id, &error);
+        super::panic::call_quietly("on_global_heartbeat_error", || f(&shared.id, &error));
     }
 }
 

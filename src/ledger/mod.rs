@@ -10,10 +10,12 @@ mod connect;
 mod crash;
 mod exec;
 mod failure;
+mod follow;
 mod heartbeat;
 mod listing;
 mod liveness;
 mod operation;
+mod panic;
 mod recovery;
 mod recovery_proof;
 mod shared;
@@ -41,6 +43,7 @@ pub use exec::{
     Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_URL, ENV_OPERATION, ENV_PARTICIPANT, ExecWorker,
     exit_code, process_record,
 };
+pub use follow::{FollowEnd, Followed, LogFollower};
 pub use heartbeat::{HeartbeatError, HeartbeatErrorType, HeartbeatOptions, HeartbeatResult};
 pub use listing::ListedOperation;
 pub use operation::Operation;
@@ -61,6 +64,8 @@ pub(crate) struct LedgerInner {
     pub clock: SharedClock,
     pub identity: SelfIdentity,
     operations: Mutex<HashMap<OperationId, Arc<OpShared>>>,
+    /// What `Connect::recover_abandoned` recovered.
+    connect_recovery: Mutex<Option<RecoveryReport>>,
 }
 
 impl LedgerInner {
@@ -80,7 +85,7 @@ impl LedgerInner {
             .append_log(op, crate::store::LogKind::Main, &line)
             .await;
         if let Some(f) = &self.callback.on_log_line {
-            f(&line);
+            panic::call_quietly("on_log_line", || f(&line));
         }
         result
     }
@@ -203,7 +208,7 @@ impl Ledger {
             max_pause: connect.max_pause,
             handle_signals: connect.handle_signals,
         };
-        Ok(Ledger {
+        let ledger = Ledger {
             inner: Arc::new(LedgerInner {
                 store,
                 config,
@@ -211,8 +216,28 @@ impl Ledger {
                 clock: connect.clock,
                 identity: SelfIdentity::current(),
                 operations: Mutex::new(HashMap::new()),
+                connect_recovery: Mutex::new(None),
             }),
-        })
+        };
+        if connect.recover_abandoned {
+            let report = ledger.recover_automatically().await?;
+            *ledger
+                .inner
+                .connect_recovery
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(report);
+        }
+        Ok(ledger)
+    }
+
+    /// What recovery did when connecting with `Connect::recover_abandoned(true)`; `None`
+    /// without it.
+    pub fn connect_recovery(&self) -> Option<RecoveryReport> {
+        self.inner
+            .connect_recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn participant_id(&self) -> &ParticipantId {
@@ -246,6 +271,11 @@ impl Ledger {
     }
 
     /// Create an operation with this participant as initiator; its heartbeat starts.
+    ///
+    /// Only the initiator may complete the operation, so if this process dies before it
+    /// does, the operation fails (whatever `fail_on_crash` its calls had): a surviving
+    /// participant that detects the death coordinates the cleanup, and without one,
+    /// recovery (`Ledger::recover`, `tom-ledger recover`) archives it as failed.
     pub async fn create_operation(&self, options: OperationOptions) -> Result<Operation> {
         let now = self.inner.clock.now();
         let me = self.inner.config.participant.clone();
@@ -450,7 +480,8 @@ impl Ledger {
         first.map_or(Ok(()), Err)
     }
 
-    /// Stop every heartbeat and watch of this ledger. Operations stay as they are.
+    /// Stop every heartbeat and watch of this ledger. Operations stay as they are, except
+    /// that a failure cleanup this participant coordinates is finished first (bounded).
     /// Returns once no heartbeat of this ledger can write any more.
     pub async fn dispose(&self) {
         let all: Vec<Arc<OpShared>> = self
@@ -462,6 +493,7 @@ impl Ledger {
             .map(|(_, s)| s)
             .collect();
         for shared in all {
+            shared.finish_coordination().await;
             for task in shared.stop_tasks() {
                 let _ = task.await;
             }

@@ -143,8 +143,10 @@ impl Operation {
 
     // ----- logs -----
 
-    /// Write `{RFC3339 UTC} [LEVEL] message` to the operation log.
+    /// Write `{RFC3339 UTC} [LEVEL] message` to the operation log. Refused with `Fenced`
+    /// once this participant was declared crashed (the ledger is read first to know).
     pub async fn log(&self, message: &str, level: LogLevel) -> Result<()> {
+        self.shared.check_fenced_now().await?;
         self.shared.log(level, message).await
     }
 
@@ -158,11 +160,13 @@ impl Operation {
             message
         );
         tracing::info!("{line}");
+        self.shared.check_fenced_now().await?;
         self.shared.log(LogLevel::Info, &line).await
     }
 
-    /// Write `{RFC3339 UTC} message` to the debug log.
+    /// Write `{RFC3339 UTC} message` to the debug log (refused with `Fenced` like `log`).
     pub async fn debug_log(&self, message: &str) -> Result<()> {
+        self.shared.check_fenced_now().await?;
         let line = format!(
             "{} {}",
             crate::model::time::format(&self.shared.now()),
@@ -349,7 +353,9 @@ impl Operation {
     // ----- end of participation -----
 
     /// Leave the operation for this session. With pending calls it fails unless
-    /// `cancel_pending_calls`, which cancels spawned calls and fails open regular calls.
+    /// `cancel_pending_calls`, which cancels spawned calls (their workers are stopped) and
+    /// cancels open regular calls (their `on_cleanup` runs; a later `end` or `fail` of
+    /// them is refused with `Cancelled`).
     /// When the last session leaves, the heartbeat stops and the participant is recorded
     /// as having left.
     pub async fn leave(&self, cancel_pending_calls: bool) -> Result<()> {
@@ -381,6 +387,8 @@ impl Operation {
             local.sessions.is_empty()
         };
         if last {
+            // A cleanup this participant coordinates ends with the archive: finish it.
+            shared.finish_coordination().await;
             shared.stop_tasks();
             let me = self.participant_id().clone();
             let result = shared
@@ -404,18 +412,29 @@ impl Operation {
         Ok(())
     }
 
-    /// Complete the operation (initiator only): refused while other participants still
-    /// hold call frames; archives the operation.
+    /// Complete the operation (initiator only) and archive it. Refused with
+    /// `Error::RunningCalls` while calls of this participant are unfinished (regular
+    /// calls, spawned calls, exec workers: a worker never outlives its operation), and
+    /// with `Error::OpenCalls` while other participants still hold call frames.
     pub async fn complete(&self) -> Result<()> {
-        self.complete_inner(false).await
+        self.complete_inner(false, false).await
     }
 
-    /// Complete even while other participants hold frames.
+    /// Like [`Operation::complete`], but first cancels this participant's unfinished calls
+    /// (exec workers are stopped through the stop ladder and waited for; regular calls
+    /// fail as cancelled and run `on_cleanup`). Still refused while other participants
+    /// hold frames.
+    pub async fn complete_cancelling(&self) -> Result<()> {
+        self.complete_inner(false, true).await
+    }
+
+    /// Complete even while other participants hold frames; this participant's own
+    /// unfinished calls are cancelled first, as by [`Operation::complete_cancelling`].
     pub async fn force_complete(&self) -> Result<()> {
-        self.complete_inner(true).await
+        self.complete_inner(true, true).await
     }
 
-    async fn complete_inner(&self, force: bool) -> Result<()> {
+    async fn complete_inner(&self, force: bool, cancel_own: bool) -> Result<()> {
         let shared = &self.shared;
         if !shared.is_initiator {
             return Err(Error::NotInitiator {
@@ -423,10 +442,28 @@ impl Operation {
                 action: "complete",
             });
         }
+        let own = own_calls(shared);
+        if !own.is_empty() {
+            if !cancel_own {
+                return Err(Error::RunningCalls {
+                    operation: shared.id.clone(),
+                    calls: join_ids(&own),
+                });
+            }
+            super::call::cancel_calls(shared, &own, "operation completed").await;
+        }
         let me = self.participant_id().clone();
         let op = shared.id.clone();
         shared
             .modify(|data, _| {
+                // A call started while the others were being cancelled is refused too.
+                let mine = own_calls(shared);
+                if !mine.is_empty() {
+                    return Err(Error::RunningCalls {
+                        operation: op.clone(),
+                        calls: join_ids(&mine),
+                    });
+                }
                 let others: Vec<CallId> = data
                     .call_frames
                     .iter()
@@ -455,7 +492,7 @@ impl Operation {
             .await;
         let location = shared.ledger.store.archive(&shared.id).await?;
         if let Some(f) = &shared.ledger.callback.on_backup_created {
-            f(&location);
+            super::panic::call_quietly("on_backup_created", || f(&location));
         }
         shared.ledger.forget(&shared.id);
         Ok(())
@@ -464,6 +501,13 @@ impl Operation {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Unfinished calls of this participant in this operation, in every session.
+fn own_calls(shared: &OpShared) -> Vec<CallId> {
+    let mut ids: Vec<CallId> = shared.local().calls.keys().cloned().collect();
+    ids.sort();
+    ids
 }
 
 pub(crate) fn join_ids(ids: &[CallId]) -> String {

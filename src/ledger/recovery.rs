@@ -97,6 +97,11 @@ impl Ledger {
         self.recover_in(RecoveryMode::Explicit).await
     }
 
+    /// Whether every participant of the operation is gone (see `recovery_proof`).
+    pub(crate) fn is_abandoned(&self, data: &LedgerData) -> bool {
+        is_abandoned(data, &self.inner)
+    }
+
     /// What [`recover`](Self::recover) would remove of creates that failed part-way,
     /// without removing it.
     pub async fn failed_create_leftovers(&self) -> Result<Vec<PathBuf>> {

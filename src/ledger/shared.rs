@@ -55,12 +55,18 @@ pub(crate) struct Local {
     pub watcher: Option<JoinHandle<()>>,
     /// This participant's cleanup after a failure, once started.
     pub self_cleanup: Option<JoinHandle<()>>,
+    /// The cleanup this participant coordinates, once started: leaving or disposing
+    /// waits for it (bounded), so the operation is archived before the process exits.
+    pub coordination: Option<JoinHandle<()>>,
     /// Local peers whose exit is being watched, by id and epoch.
     pub watched_peers: std::collections::HashSet<(crate::ids::ParticipantId, u64)>,
     /// Registrations with the signal cleanup handler.
     pub cleanup_ids: Vec<crate::cleanup::CleanupId>,
     /// Completed, left or archived: no more background work.
     pub ended: bool,
+    /// Declared crashed by others (seen in the ledger or refused a write): every later
+    /// write of this participant, log lines included, is refused.
+    pub fenced: bool,
 }
 
 pub(crate) struct OpShared {
@@ -106,9 +112,11 @@ impl OpShared {
                 heartbeat_callback: OperationCallback::default(),
                 watcher: None,
                 self_cleanup: None,
+                coordination: None,
                 watched_peers: Default::default(),
                 cleanup_ids: Vec::new(),
                 ended: false,
+                fenced: false,
             }),
             next_session: AtomicU64::new(1),
             aborted: watch::channel(false).0,
@@ -205,6 +213,7 @@ impl OpShared {
 
     /// This participant was declared crashed by others: stop everything it runs.
     fn on_fenced(self: &Arc<Self>) {
+        self.local().fenced = true;
         let info = OperationFailedInfo {
             operation_id: self.id.clone(),
             failed_at: self.now(),
@@ -258,7 +267,7 @@ impl OpShared {
         }
         for (op, cb) in self.sessions_with_callbacks() {
             if let Some(f) = &cb.on_abort {
-                f(&op);
+                super::panic::call_quietly("on_abort", || f(&op));
             }
         }
     }
@@ -279,7 +288,7 @@ impl OpShared {
         }
         for (op, cb) in self.sessions_with_callbacks() {
             if let Some(f) = &cb.on_failure {
-                f(&op, &info);
+                super::panic::call_quietly("on_failure", || f(&op, &info));
             }
         }
         let shared = self.clone();
@@ -287,8 +296,40 @@ impl OpShared {
         self.local().self_cleanup = Some(task);
     }
 
-    /// Write a line to the operation log (and to the ledger's log-line callback).
+    /// `Fenced` once this participant is known to be declared crashed (from its own
+    /// refused writes or its last view of the ledger).
+    pub fn check_fenced(&self) -> Result<()> {
+        let local = self.local();
+        let me = &self.ledger.config.participant;
+        let declared = local
+            .cached
+            .as_ref()
+            .and_then(|d| d.participants.get(me))
+            .is_some_and(|p| p.epoch != self.epoch || p.state == ParticipantState::Crashed);
+        if local.fenced || declared {
+            return Err(Error::Fenced {
+                operation: self.id.clone(),
+                participant: me.clone(),
+                epoch: self.epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Like [`OpShared::check_fenced`], after reading the ledger: for writes that follow
+    /// no write of this participant (a log line of the user), so a participant that was
+    /// stopped and declared crashed meanwhile learns it before it writes.
+    pub async fn check_fenced_now(self: &Arc<Self>) -> Result<()> {
+        if let Ok(data) = self.ledger.store.read(&self.id).await {
+            self.observe(&data);
+        }
+        self.check_fenced()
+    }
+
+    /// Write a line to the operation log (and to the ledger's log-line callback); refused
+    /// with `Fenced` once this participant is fenced out.
     pub async fn log(&self, level: LogLevel, message: &str) -> Result<()> {
+        self.check_fenced()?;
         self.ledger.log(&self.id, level, message).await
     }
 
@@ -316,6 +357,17 @@ impl OpShared {
             task.abort();
         }
         tasks
+    }
+
+    /// Wait (bounded) for the cleanup this participant coordinates, if any.
+    pub async fn finish_coordination(&self) {
+        let task = self.local().coordination.take();
+        if let Some(task) = task {
+            let bound = self.ledger.config.cleanup_wait * 2 + crate::process::DEFAULT_GRACE;
+            if tokio::time::timeout(bound, task).await.is_err() {
+                tracing::warn!(operation = %self.id, "cleanup coordination still running after {bound:?}");
+            }
+        }
     }
 
     /// Start following changes of the operation pushed by the store.

@@ -347,7 +347,8 @@ impl Operation {
             let outcome = match opened {
                 Err(e) => Outcome::Failed(e.to_string()),
                 Ok(()) => {
-                    let fut = work(ctx);
+                    // A panic of the work fails the call with the panic's message.
+                    let fut = super::panic::guarded(|| work(ctx));
                     let result = if self_managed {
                         Some(fut.await)
                     } else {
@@ -359,8 +360,9 @@ impl Operation {
                     };
                     match result {
                         _ if token.is_cancelled() => Outcome::Cancelled,
-                        Some(Ok(v)) => Outcome::Success(v),
-                        Some(Err(e)) => Outcome::Failed(e.to_string()),
+                        Some(Ok(Ok(v))) => Outcome::Success(v),
+                        Some(Ok(Err(e))) => Outcome::Failed(e.to_string()),
+                        Some(Err(panic)) => Outcome::Failed(panicked(&panic)),
                         None => Outcome::Cancelled,
                     }
                 }
@@ -371,7 +373,14 @@ impl Operation {
     }
 }
 
-/// Record how the call ended: frame removed, log line, callbacks, operation failure.
+/// The failure message of a call whose work or callback panicked.
+pub(crate) fn panicked(message: &str) -> String {
+    format!("panicked: {message}")
+}
+
+/// Record how the call ended: callbacks (each guarded against panics), frame removed, log
+/// line, operation failure. A panicking callback fails the call with the panic message;
+/// `join`, `sync` and `leave` resolve whatever happens.
 async fn finish<T: Clone + Send + Sync + 'static>(
     shared: &Arc<OpShared>,
     inner: &Arc<Inner<T>>,
@@ -380,62 +389,81 @@ async fn finish<T: Clone + Send + Sync + 'static>(
 ) {
     let id = &inner.id;
     let callback = &options.callback;
-    let mut failure = None;
-    if let Outcome::Failed(message) = &outcome {
-        let fallback = match &callback.on_call_crashed {
-            Some(f) => f().await,
-            None => None,
-        };
-        shared
-            .log_quietly(
-                LogLevel::Error,
-                &format!("CALL_FAILED callId={id} error={message}"),
-            )
-            .await;
-        match fallback {
-            Some(v) => {
+    let mut fell_back = false;
+    if let (Outcome::Failed(message), Some(f)) = (&outcome, &callback.on_call_crashed) {
+        match super::panic::guarded(|| f()).await {
+            Ok(Some(v)) => {
                 shared
-                    .log_quietly(LogLevel::Info, &format!("CALL_FALLBACK callId={id}"))
+                    .log_quietly(
+                        LogLevel::Error,
+                        &format!("CALL_FAILED callId={id} error={message}"),
+                    )
                     .await;
+                fell_back = true;
                 outcome = Outcome::Success(v);
             }
-            None => failure = Some(message.clone()),
+            Ok(None) => {}
+            Err(panic) => {
+                outcome =
+                    Outcome::Failed(format!("{message}; on_call_crashed {}", panicked(&panic)))
+            }
+        }
+    }
+    if let (Outcome::Success(v), Some(f)) = (&outcome, &callback.on_completion) {
+        let v = v.clone();
+        if let Err(panic) = super::panic::guarded(|| f(v)).await {
+            outcome = Outcome::Failed(format!("on_completion {}", panicked(&panic)));
         }
     }
     let _ = remove_frame(shared, id).await;
     match &outcome {
+        Outcome::Success(_) if fell_back => {
+            shared
+                .log_quietly(LogLevel::Info, &format!("CALL_FALLBACK callId={id}"))
+                .await;
+        }
         Outcome::Success(_) => {
-            if failure.is_none() {
-                shared
-                    .log_quietly(LogLevel::Info, &format!("CALL_COMPLETED callId={id}"))
-                    .await;
-            }
+            shared
+                .log_quietly(LogLevel::Info, &format!("CALL_COMPLETED callId={id}"))
+                .await;
         }
         Outcome::Cancelled => {
             shared
                 .log_quietly(LogLevel::Warning, &format!("CALL_CANCELLED callId={id}"))
                 .await;
         }
-        Outcome::Failed(_) => {}
+        Outcome::Failed(message) => {
+            shared
+                .log_quietly(
+                    LogLevel::Error,
+                    &format!("CALL_FAILED callId={id} error={message}"),
+                )
+                .await;
+        }
     }
-    let failed_or_cancelled = !matches!(outcome, Outcome::Success(_)) || failure.is_some();
-    let result = match &outcome {
-        Outcome::Success(v) => Some(v.clone()),
-        _ => None,
-    };
-    *lock_outcome(inner) = Some(outcome);
-    if let (Some(v), Some(f)) = (result, &callback.on_completion) {
-        f(v).await;
+    if !matches!(outcome, Outcome::Success(_))
+        && let Some(f) = &callback.on_cleanup
+        && let Err(panic) = super::panic::guarded(|| f()).await
+    {
+        let message = format!("on_cleanup {}", panicked(&panic));
+        shared
+            .log_quietly(
+                LogLevel::Error,
+                &format!("CALLBACK_PANICKED callId={id} error={message}"),
+            )
+            .await;
+        outcome = match outcome {
+            Outcome::Failed(m) => Outcome::Failed(format!("{m}; {message}")),
+            _ => Outcome::Failed(message),
+        };
     }
-    if failed_or_cancelled && let Some(f) = &callback.on_cleanup {
-        f().await;
-    }
-    if let Some(message) = failure
+    if let Outcome::Failed(message) = &outcome
         && options.fail_on_crash
     {
         let reason = format!("call `{id}` failed: {message}");
         let _ = super::failure::fail_operation(shared, reason, vec![id.clone()]).await;
     }
+    *lock_outcome(inner) = Some(outcome);
     inner.done.send_replace(true);
 }
 

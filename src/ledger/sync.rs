@@ -127,9 +127,13 @@ impl<T: Send + 'static> WaitOptions<T> {
 
 impl Operation {
     /// Wait until every call has finished or the operation fails, whichever comes first.
+    /// `on_completion` runs once every call is resolved, so at once for no calls.
     pub async fn sync(&self, calls: &[&dyn TrackedCall], options: SyncOptions) -> SyncResult {
         let mut result = SyncResult::default();
         if calls.is_empty() {
+            if let Some(f) = &options.on_completion {
+                f().await;
+            }
             return result;
         }
         let all_done = async {

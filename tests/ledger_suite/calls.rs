@@ -433,7 +433,7 @@ pub async fn sync_waits_for_all_and_reports(b: &dyn Backend) {
     op.complete().await.unwrap();
 }
 
-pub async fn sync_empty_returns_at_once(b: &dyn Backend) {
+pub async fn sync_empty_returns_at_once_and_calls_on_completion(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
     let op = ledger
         .create_operation(OperationOptions::new())
@@ -453,7 +453,11 @@ pub async fn sync_empty_returns_at_once(b: &dyn Backend) {
         )
         .await;
     assert!(result.all_succeeded());
-    assert_eq!(done.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        1,
+        "no calls: all resolved at once"
+    );
     op.complete().await.unwrap();
 }
 

@@ -20,7 +20,7 @@ const IGNORE_TERM: &str = env!("CARGO_BIN_EXE_worker-ignore-term");
 const STDERR_LINES: &str = env!("CARGO_BIN_EXE_worker-stderr-lines");
 
 /// A channel that fires when a worker prints `ready` on stdout.
-fn ready_signal() -> (
+pub fn ready_signal() -> (
     impl FnMut(&str) + Send + 'static,
     tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -38,7 +38,7 @@ fn ready_signal() -> (
     )
 }
 
-async fn ready(rx: tokio::sync::oneshot::Receiver<()>) {
+pub async fn ready(rx: tokio::sync::oneshot::Receiver<()>) {
     tokio::time::timeout(Duration::from_secs(20), rx)
         .await
         .expect("worker ready in time")

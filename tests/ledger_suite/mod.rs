@@ -6,8 +6,10 @@
 #![allow(dead_code)]
 
 pub mod calls;
+pub mod ending;
 pub mod exec;
 pub mod lifecycle;
+pub mod panics;
 pub mod pause;
 pub mod signals;
 
@@ -120,7 +122,7 @@ macro_rules! ledger_suite {
             calls::cancel_really_stops_the_work,
             calls::kill_without_process_returns_false,
             calls::sync_waits_for_all_and_reports,
-            calls::sync_empty_returns_at_once,
+            calls::sync_empty_returns_at_once_and_calls_on_completion,
             calls::sync_reports_operation_failure,
             calls::await_call_single,
             calls::wait_for_completion_paths,
@@ -149,7 +151,18 @@ macro_rules! ledger_suite {
             exec::missing_executable_is_a_spawn_error,
             exec::stderr_is_streamed_in_whole_lines,
             exec::server_request_times_out,
-            exec::worker_failure_fails_the_operation
+            exec::worker_failure_fails_the_operation,
+            panics::panic_in_spawned_work_fails_the_call,
+            panics::panic_in_spawned_work_with_fail_on_crash_fails_the_operation,
+            panics::panic_in_on_completion_fails_the_call,
+            panics::panic_in_on_cleanup_is_caught,
+            panics::panicking_heartbeat_callback_does_not_stop_the_heartbeat,
+            ending::complete_refuses_while_own_calls_run_and_cancels_when_asked,
+            ending::complete_right_after_dropping_a_call,
+            ending::forced_completion_cancels_every_participants_calls,
+            ending::regular_call_cancelled_by_leave_runs_on_cleanup,
+            ending::fenced_participant_cannot_log,
+            ending::connect_recovers_abandoned_operations_when_asked
         );
     };
     (@tests $make:expr; $($group:ident :: $name:ident),* $(,)?) => {
