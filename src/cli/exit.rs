@@ -87,6 +87,7 @@ pub fn is_input_error(e: &Error) -> bool {
             | Error::Plan { .. }
             | Error::ExecutableNotFound { .. }
             | Error::NoOperation { .. }
+            | Error::TempPathRefused { .. }
     )
 }
 

@@ -24,7 +24,7 @@ mod schedule;
 mod trace;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
 use tom_dist_ledger::{Connect, Error, Ledger, OperationId, ParticipantId};
@@ -212,9 +212,4 @@ impl Drop for Existing {
 /// Parse an operation id given on the command line or in the environment.
 pub fn operation_id(value: &str) -> CliResult<OperationId> {
     Ok(OperationId::parse(value)?)
-}
-
-/// A path made absolute against the current directory.
-pub fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }

@@ -13,7 +13,6 @@
 //! contains the crash (only its calls fail; its temp resources and recorded workers are
 //! removed). When the coordinator of a running cleanup dies, the detector takes over.
 
-use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use crate::model::{
 };
 use crate::process::{ProcessIdentity, RecordedGroup, exited, stop_recorded};
 
-use super::failure::{coordinate, remove_path};
+use super::failure::coordinate;
 use super::liveness;
 use super::shared::{OpShared, spawn};
 
@@ -202,9 +201,7 @@ pub(crate) async fn declare_crashed(
                     &format!("CRASH_CONTAINED participant={participant} calls=[{calls}] reason={why}{origin}"),
                 )
                 .await;
-            for path in &temps {
-                remove_path(Path::new(path));
-            }
+            super::temps::delete_stored(&shared.ledger, &shared.id, &temps).await;
             stop_workers(&workers, grace_of(shared)).await;
         }
     }

@@ -3,7 +3,6 @@
 //! resources deleted, and the operation archived as failed. `tom-ledger recover` runs it,
 //! and so does the next supervisor that opens the ledger.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -14,7 +13,6 @@ use crate::model::{
 
 use super::Ledger;
 use super::crash::stop_workers;
-use super::failure::remove_path;
 use super::liveness;
 
 /// What recovery did to one operation.
@@ -181,9 +179,7 @@ impl Ledger {
                     Ok(())
                 })
                 .await?;
-            for path in &deleted {
-                remove_path(Path::new(path));
-            }
+            super::temps::delete_stored(&self.inner, id, &deleted).await;
             self.log_line(
                 id,
                 &format!(
