@@ -179,7 +179,7 @@ impl Ledger {
                     Ok(())
                 })
                 .await?;
-            super::temps::delete_stored(&self.inner, id, &deleted).await;
+            deleted = super::temps::delete_stored(&self.inner, id, &deleted).await;
             self.log_line(
                 id,
                 &format!(

@@ -37,15 +37,25 @@ pub(crate) fn registrable(inner: &LedgerInner, path: &Path) -> Result<PathBuf> {
 }
 
 /// Delete temp resources given in their stored form; log what was refused or failed.
-pub(crate) async fn delete_stored(inner: &LedgerInner, op: &OperationId, stored: &[String]) {
+/// Returns those that are gone now (deleted, or not there), for reports.
+pub(crate) async fn delete_stored(
+    inner: &LedgerInner,
+    op: &OperationId,
+    stored: &[String],
+) -> Vec<String> {
+    let mut gone = Vec::new();
     if stored.is_empty() {
-        return;
+        return gone;
     }
     let protected = protected(inner);
     for s in stored {
         let (path, outcome) = temp_path::remove_stored(s, &protected);
         report(inner, op, &path, &outcome).await;
+        if outcome.is_gone() {
+            gone.push(s.clone());
+        }
     }
+    gone
 }
 
 /// Delete temp resources given as paths; log what was refused or failed.

@@ -42,6 +42,15 @@ pub enum Removal {
 }
 
 impl Removal {
+    /// Whether the deletion did all it may: nothing was there, or everything but the
+    /// mounts inside is gone.
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            Removal::Removed | Removal::RemovedExceptMounts(_) | Removal::NotFound
+        )
+    }
+
     /// The operation-log line that reports this outcome; `None` for a plain deletion.
     pub fn report(&self, path: &Path) -> Option<String> {
         let shown = path.display();
