@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cli_common::{Env, Out, only_operation, run};
+use cli_common::{Env, Out, only_operation, plan, run, worker};
 use tom_dist_ledger::model::TempResource;
 
 /// A directory with a file in it that must survive.
@@ -87,7 +87,10 @@ fn root_home_and_ledger_are_refused_at_registration() {
 
     let read = |name: &str| std::fs::read_to_string(env.path(name)).unwrap();
     for (case, says) in [
-        ("root", "refusing temp resource `/`: it is the root directory".to_string()),
+        (
+            "root",
+            "refusing temp resource `/`: it is the root directory".to_string(),
+        ),
         (
             "home",
             format!(
@@ -96,7 +99,10 @@ fn root_home_and_ledger_are_refused_at_registration() {
                 home.display()
             ),
         ),
-        ("parent", format!("refusing temp resource `{}`", env.dir.path().display())),
+        (
+            "parent",
+            format!("refusing temp resource `{}`", env.dir.path().display()),
+        ),
         (
             "ledger",
             format!(
@@ -262,7 +268,10 @@ fn a_non_utf8_path_is_stored_exactly_and_only_it_is_deleted() {
         "{stored}"
     );
     assert_eq!(
-        TempResource::decode_path(stored).unwrap().as_os_str().as_bytes(),
+        TempResource::decode_path(stored)
+            .unwrap()
+            .as_os_str()
+            .as_bytes(),
         &raw[..],
         "the exact bytes round-trip"
     );
@@ -274,4 +283,37 @@ fn a_non_utf8_path_is_stored_exactly_and_only_it_is_deleted() {
     let bytes = std::fs::read(&archived).unwrap();
     serde_json::from_slice::<serde_json::Value>(&bytes).expect("archived file is valid JSON");
     env.assert_no_leftovers();
+}
+
+#[test]
+fn a_plan_temp_path_that_is_refused_stops_the_run_before_it_starts() {
+    let env = Env::new();
+    let home = env.path("home");
+    let home_sentinel = sentinel_dir(&home);
+    let extra = format!(
+        "temp = [\"{}\", \"{}\"]",
+        env.path("ok.tmp").display(),
+        home.display()
+    );
+    let plan = plan(&env, &[worker(&env, "w", "touch $D/started", &extra)]);
+    let mut cmd = env.cmd(&["run", "--plan", &plan]);
+    cmd.env("HOME", &home);
+    let out = run(cmd);
+    out.expect_code(2);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("refusing temp resource `{}`", home.display())),
+        "{}",
+        out.stderr
+    );
+    assert!(!env.path("started").exists(), "the worker ran");
+    let ls = env.run(&["ls", "--json"]);
+    ls.expect_code(0);
+    assert!(
+        ls.json().is_empty(),
+        "an operation was created: {}",
+        ls.stdout
+    );
+    assert!(home_sentinel.exists());
 }
