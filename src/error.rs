@@ -172,7 +172,7 @@ pub enum Error {
     },
 
     /// A temp resource that must never be deleted: `/`, the home directory, a mount
-    /// point, the ledger directory or one of their ancestors (refused at registration and
+    /// point, the ledger directory (or anything in it), or an ancestor of them (refused at registration and
     /// again at deletion).
     #[error("refusing temp resource `{path}`: {reason}")]
     TempPathRefused { path: PathBuf, reason: String },

@@ -288,8 +288,8 @@ impl Operation {
     ///
     /// The path is stored absolute and normalised (relative to the current directory; see
     /// [`crate::temp_path::normalise`]) and losslessly (any bytes). `/`, the home
-    /// directory, mount points, the ledger directory and their ancestors are refused with
-    /// [`Error::TempPathRefused`], and nothing is registered.
+    /// directory, mount points, the ledger directory (and its content) and their ancestors
+    /// are refused with [`Error::TempPathRefused`], and nothing is registered.
     pub async fn register_temp_resource(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = super::temps::registrable(&self.shared.ledger, path.as_ref())?;
         self.shared.local().temps.insert(path.clone());

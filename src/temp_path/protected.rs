@@ -1,6 +1,6 @@
 //! What a temp path may never be: `/`, the home directory, a mount point, the ledger
-//! directory, or an ancestor of the home or ledger directory (deleting it would delete
-//! them). Checked at registration and again, with fresh facts, right before deletion:
+//! directory or anything in it, or an ancestor of the home or ledger directory (deleting
+//! it would delete them). Checked at registration and again, with fresh facts, right before deletion:
 //! a path read back from a ledger is input, not proof.
 
 use std::collections::BTreeSet;
@@ -22,6 +22,8 @@ pub enum Refusal {
     Home(PathBuf),
     /// The ledger directory, or a directory that contains it.
     LedgerDir(PathBuf),
+    /// Inside the ledger directory: the store's own files are never temp resources.
+    InsideLedger(PathBuf),
     /// The root of a mounted file system (or bind mount).
     MountPoint,
     /// A directory on the way to the path is a symlink now (it was not at registration).
@@ -44,6 +46,9 @@ impl fmt::Display for Refusal {
                     "it is or contains the ledger directory `{}`",
                     d.display()
                 )
+            }
+            Refusal::InsideLedger(d) => {
+                write!(f, "it is inside the ledger directory `{}`", d.display())
             }
             Refusal::MountPoint => write!(f, "it is a mount point"),
             Refusal::ThroughSymlink(p) => {
@@ -93,6 +98,9 @@ impl Protected {
         }
         if let Some(d) = self.ledger_dirs.iter().find(|d| d.starts_with(path)) {
             return Err(Refusal::LedgerDir(d.clone()));
+        }
+        if let Some(d) = self.ledger_dirs.iter().find(|d| path.starts_with(d)) {
+            return Err(Refusal::InsideLedger(d.clone()));
         }
         if self.mounts.contains(path) {
             return Err(Refusal::MountPoint);
@@ -215,15 +223,23 @@ mod tests {
                 "{ancestor}"
             );
         }
-        // Inside them is fine; so are siblings sharing a name prefix.
+        // Inside the home is fine; so are siblings sharing a name prefix.
         for ok in [
             "/home/ann/build.tmp",
             "/home/anna",
             "/srv/proj/out",
             "/srv/pro",
+            "/srv/proj/_ai/operation_ledger2",
         ] {
             assert_eq!(refused(&p, ok), None, "{ok}");
         }
+        // The ledger's own files are not temp resources.
+        assert_eq!(
+            refused(&p, "/srv/proj/_ai/operation_ledger/op.operation.json"),
+            Some(Refusal::InsideLedger(
+                "/srv/proj/_ai/operation_ledger".into()
+            ))
+        );
     }
 
     #[test]

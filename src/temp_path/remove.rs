@@ -349,6 +349,28 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_swapped_after_it_was_listed_is_not_entered() {
+        let (_keep, d) = scratch();
+        std::fs::create_dir_all(d.join("listed")).unwrap();
+        std::fs::create_dir_all(d.join("other")).unwrap();
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+        let parent = openat(AT_FDCWD, &d, flags, Mode::empty()).unwrap();
+        let nofollow = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+        let listed = fstatat(&parent, "listed", nofollow).unwrap();
+        // Another directory now sits under the listed name.
+        std::fs::rename(d.join("listed"), d.join("moved")).unwrap();
+        std::fs::rename(d.join("other"), d.join("listed")).unwrap();
+        assert_eq!(
+            open_dir_checked(&parent, c"listed", &listed).unwrap_err(),
+            Errno::ESTALE
+        );
+        // A symlink to the listed directory now sits under its name: not followed.
+        std::fs::remove_dir(d.join("listed")).unwrap();
+        std::os::unix::fs::symlink(d.join("moved"), d.join("listed")).unwrap();
+        assert!(open_dir_checked(&parent, c"listed", &listed).is_err());
+    }
+
+    #[test]
     fn a_file_on_the_way_means_nothing_is_there() {
         let (_keep, d) = scratch();
         std::fs::write(d.join("f"), "x").unwrap();
