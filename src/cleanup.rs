@@ -35,6 +35,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::error::{Error, Result};
 use crate::ledger::BoxFuture;
 use crate::process::{DEFAULT_GRACE, Signal, StopReason, job_control, registry};
+use crate::temp_path::{Protected, remove};
 
 /// Id of a registered cleanup callback.
 pub type CleanupId = u64;
@@ -57,6 +58,9 @@ type Callback = Arc<dyn Fn(Signal) -> BoxFuture<'static, ()> + Send + Sync>;
 struct State {
     callbacks: BTreeMap<CleanupId, (CleanupPhase, Callback)>,
     temps: BTreeSet<PathBuf>,
+    /// Ledger directories whose temp paths are registered: never deleted, nor their
+    /// ancestors.
+    protected: BTreeSet<PathBuf>,
     grace: Duration,
     callback_timeout: Duration,
 }
@@ -81,6 +85,7 @@ impl CleanupHandler {
             state: Mutex::new(State {
                 callbacks: BTreeMap::new(),
                 temps: BTreeSet::new(),
+                protected: BTreeSet::new(),
                 grace: DEFAULT_GRACE,
                 callback_timeout: DEFAULT_CALLBACK_TIMEOUT,
             }),
@@ -119,9 +124,15 @@ impl CleanupHandler {
         self.lock().callbacks.remove(&id);
     }
 
-    /// Delete `path` (a file, or a directory with its content) on a signal.
+    /// Delete `path` (a file, a symlink, or a directory with its content) on a signal,
+    /// through the same refusal rules as every temp-resource deletion.
     pub fn add_temp_path(&self, path: impl Into<PathBuf>) {
         self.lock().temps.insert(path.into());
+    }
+
+    /// Refuse to delete `dir` (a ledger directory) or any ancestor of it.
+    pub(crate) fn protect_dir(&self, dir: PathBuf) {
+        self.lock().protected.insert(dir);
     }
 
     pub fn remove_temp_path(&self, path: &Path) {
@@ -297,10 +308,22 @@ impl CleanupHandler {
         self.delete_temps();
     }
 
+    /// Delete the temp paths through the one removal function; what it refuses or
+    /// cannot delete is reported on the log (no operation log is at hand here).
     fn delete_temps(&self) {
-        let temps: Vec<PathBuf> = std::mem::take(&mut self.lock().temps).into_iter().collect();
+        let (temps, protected) = {
+            let mut state = self.lock();
+            let temps: Vec<PathBuf> = std::mem::take(&mut state.temps).into_iter().collect();
+            (temps, state.protected.clone())
+        };
+        if temps.is_empty() {
+            return;
+        }
+        let protected = Protected::new(protected.iter().map(PathBuf::as_path));
         for path in temps {
-            crate::ledger::remove_path(&path);
+            if let Some(line) = remove(&path, &protected).report(&path) {
+                tracing::warn!("{line}");
+            }
         }
     }
 

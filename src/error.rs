@@ -198,6 +198,12 @@ pub enum Error {
         cwd: Option<PathBuf>,
     },
 
+    /// A temp resource that must never be deleted: `/`, the home directory, a mount
+    /// point, the ledger directory (or anything in it), or an ancestor of them (refused at registration and
+    /// again at deletion).
+    #[error("refusing temp resource `{path}`: {reason}")]
+    TempPathRefused { path: PathBuf, reason: String },
+
     /// `exec` or `temp` outside an operation.
     #[error(
         "`{command}` needs an operation: run it from a worker of `tom-ledger run` or pass `--operation`"

@@ -89,6 +89,7 @@ pub fn is_input_error(e: &Error) -> bool {
             | Error::NoOperation { .. }
             | Error::UntrustedEntry { .. }
             | Error::UntrustedLedgerDir { .. }
+            | Error::TempPathRefused { .. }
     )
 }
 

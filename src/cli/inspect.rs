@@ -326,7 +326,8 @@ fn status_text(ledger: &Ledger, data: &LedgerData, archived: bool, now: DateTime
             .as_ref()
             .map(|o| o.to_string())
             .unwrap_or_else(|| format!("pid {}", t.owner));
-        s.push_str(&format!("    {}  owner {owner}\n", t.path));
+        let path = tom_dist_ledger::model::TempResource::display_path(&t.path);
+        s.push_str(&format!("    {path}  owner {owner}\n"));
     }
     s
 }

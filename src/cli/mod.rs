@@ -236,8 +236,3 @@ impl Drop for Existing {
 pub fn operation_id(value: &str) -> CliResult<OperationId> {
     Ok(OperationId::parse(value)?)
 }
-
-/// A path made absolute against the current directory.
-pub fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}

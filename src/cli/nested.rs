@@ -3,7 +3,6 @@
 //! `tom-ledger run` they need no flags: `TOM_LEDGER_DIR`, `TOM_LEDGER_OPERATION` and
 //! `TOM_LEDGER_CALL` say where to join.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tom_dist_ledger::{CallId, Error, OperationId, OperationOptions};
@@ -17,7 +16,7 @@ use super::plan::{Plan, command_line};
 use super::run::Cause;
 use super::schedule::{Status, StopMode, StopReason};
 use super::signals::{Display, NoDisplay, Signals};
-use super::{Context, absolute, operation_id};
+use super::{Context, operation_id};
 
 /// The operation to join: `--operation`, else `TOM_LEDGER_OPERATION`.
 fn enclosing_operation(explicit: Option<&str>, command: &'static str) -> CliResult<OperationId> {
@@ -157,15 +156,20 @@ pub async fn temp(ctx: &Context, args: TempArgs) -> CliResult {
         TempAction::Add { paths } => (true, paths),
         TempAction::Rm { paths } => (false, paths),
     };
-    let paths: Vec<PathBuf> = paths.iter().map(|p| absolute(p)).collect();
     let existing = ctx.open_for(&op_id).await?;
     let ledger = existing.ledger.clone();
+    if add {
+        // Every path is checked before any is registered: one refused path changes nothing.
+        for path in paths {
+            ledger.temp_resource_path(path)?;
+        }
+    }
     check_joinable(&ledger, &op_id).await?;
     let op = ledger
         .join_operation(&op_id, join_options(&parent_call(&op_id)))
         .await?;
     let mut result = Ok(());
-    for path in &paths {
+    for path in paths {
         result = if add {
             op.register_temp_resource(path).await
         } else {

@@ -72,6 +72,11 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
     let ledger = ctx
         .connect(|c| c.cleanup_wait(args.grace + Duration::from_secs(2)))
         .await?;
+    // A temp path that may never be deleted (`/`, home, a mount point, the ledger) is an
+    // input error, found before anything runs.
+    for path in plan.workers.iter().flat_map(|w| &w.temp) {
+        ledger.temp_resource_path(path)?;
+    }
     // What a supervisor killed earlier left behind goes first.
     let recovered = super::recover::before_run(&ledger).await;
     let op = ledger

@@ -14,7 +14,6 @@
 //! contains the crash (only its calls fail; its temp resources and recorded workers are
 //! removed). When the coordinator of a running cleanup dies, the detector takes over.
 
-use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -26,7 +25,6 @@ use crate::model::{
 use crate::process::{ProcessIdentity, RecordedGroup, Verdict, exited, stop_recorded};
 
 use super::exec::ENV_OPERATION;
-use super::failure::remove_path;
 use super::liveness;
 use super::shared::{OpShared, spawn};
 
@@ -207,9 +205,7 @@ pub(crate) async fn declare_crashed(
                     &format!("CRASH_CONTAINED participant={participant} calls=[{calls}] reason={why}{origin}"),
                 )
                 .await;
-            for path in &temps {
-                remove_path(Path::new(path));
-            }
+            super::temps::delete_stored(&shared.ledger, &shared.id, &temps).await;
             stop_workers(&shared.id, &workers, grace_of(shared)).await;
         }
     }

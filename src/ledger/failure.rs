@@ -12,7 +12,6 @@
 //!    deletes temp resources left by dead owners, removes all frames, sets `failed` and
 //!    `removalTimestamp`, and archives the operation.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,15 +217,15 @@ pub(crate) async fn self_cleanup(shared: Arc<OpShared>, info: OperationFailedInf
     let temps: Vec<_> = std::mem::take(&mut shared.local().temps)
         .into_iter()
         .collect();
+    super::temps::delete_paths(&shared.ledger, &shared.id, &temps).await;
     for path in &temps {
-        remove_path(path);
         crate::cleanup::CleanupHandler::global().remove_temp_path(path);
     }
     let me = shared.ledger.config.participant.clone();
     let _ = shared
         .modify(|data, _| {
             data.temp_resources
-                .retain(|t| !temps.iter().any(|p| Path::new(&t.path) == p));
+                .retain(|t| t.target().map_or(true, |p| !temps.contains(&p)));
             for frame in data
                 .call_frames
                 .iter_mut()
@@ -322,9 +321,7 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
         tracing::debug!(operation = %shared.id, error = %e, "cleanup not finished here");
         return;
     }
-    for path in &leftovers {
-        remove_path(Path::new(path));
-    }
+    super::temps::delete_stored(&shared.ledger, &shared.id, &leftovers).await;
     shared
         .log_quietly(
             LogLevel::Info,
@@ -368,20 +365,6 @@ pub(crate) async fn on_disappeared(shared: &Arc<OpShared>) {
         }
     }
     shared.stop_tasks();
-}
-
-/// Delete a temp resource: a file, or a directory with its content. Missing is fine.
-pub(crate) fn remove_path(path: &Path) {
-    let result = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(path = %path.display(), error = %e, "temp resource not deleted");
-    }
 }
 
 /// `Error::OperationEnded` and `OperationNotFound` mean the operation is over.

@@ -22,6 +22,7 @@ mod shared;
 mod signals;
 mod spawned;
 mod sync;
+mod temps;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,7 +54,6 @@ pub use spawned::{CallContext, CallStatus, SpawnedCall, TrackedCall};
 pub use sync::{SyncOptions, SyncResult, WaitOptions};
 
 pub(crate) use connect::{LedgerConfig, Target};
-pub(crate) use failure::remove_path;
 use liveness::SelfIdentity;
 use shared::OpShared;
 

@@ -289,14 +289,23 @@ impl Operation {
 
     /// Register a path to delete if the operation fails, is aborted, or this participant
     /// crashes. Recorded in the ledger and locally (for signal cleanup).
+    ///
+    /// The path is stored absolute and normalised (relative to the current directory; see
+    /// [`crate::temp_path::normalise`]) and losslessly (any bytes). `/`, the home
+    /// directory, mount points, the ledger directory (and its content) and their ancestors
+    /// are refused with [`Error::TempPathRefused`], and nothing is registered.
     pub async fn register_temp_resource(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = absolute(path.as_ref());
+        let path = super::temps::registrable(&self.shared.ledger, path.as_ref())?;
         self.shared.local().temps.insert(path.clone());
         if self.shared.ledger.config.handle_signals {
             // A second Ctrl+C skips the ledger work but still deletes these.
-            CleanupHandler::global().add_temp_path(path.clone());
+            let handler = CleanupHandler::global();
+            if let Some(dir) = super::temps::ledger_dir(&self.shared.ledger) {
+                handler.protect_dir(dir);
+            }
+            handler.add_temp_path(path.clone());
         }
-        let text = path.to_string_lossy().into_owned();
+        let text = TempResource::encode_path(&path);
         let pid = i64::from(self.pid());
         let me = self.participant_id().clone();
         self.shared
@@ -323,8 +332,12 @@ impl Operation {
         let temps: Vec<_> = std::mem::take(&mut self.shared.local().temps)
             .into_iter()
             .collect();
+        let protected = super::temps::protected(&self.shared.ledger);
         for path in &temps {
-            super::failure::remove_path(path);
+            let outcome = crate::temp_path::remove(path, &protected);
+            if let Some(line) = outcome.report(path) {
+                tracing::warn!(operation = %self.shared.id, "{line}");
+            }
             CleanupHandler::global().remove_temp_path(path);
         }
         temps.len()
@@ -332,10 +345,10 @@ impl Operation {
 
     /// Forget a temp resource (locally and in the ledger) without deleting it.
     pub async fn unregister_temp_resource(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = absolute(path.as_ref());
+        let path = crate::temp_path::normalise(path.as_ref())?;
         self.shared.local().temps.remove(&path);
         CleanupHandler::global().remove_temp_path(&path);
-        let text = path.to_string_lossy().into_owned();
+        let text = TempResource::encode_path(&path);
         self.shared
             .modify(|data, _| {
                 data.temp_resources.retain(|t| t.path != text);
@@ -497,10 +510,6 @@ impl Operation {
         shared.ledger.forget(&shared.id);
         Ok(())
     }
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Unfinished calls of this participant in this operation, in every session.

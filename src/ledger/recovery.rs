@@ -4,17 +4,18 @@
 //! explicitly; the next supervisor that opens the ledger runs it automatically, on the
 //! operations proven to be its own only (see `recovery_proof.rs` for the rules).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::ids::{OperationId, ParticipantId};
-use crate::model::{FailureRecord, FrameState, LedgerData, OperationState, ParticipantState};
+use crate::model::{
+    FailureRecord, FrameState, LedgerData, OperationState, ParticipantState, TempResource,
+};
 use crate::process::{PlannedProcess, plan_recorded};
 
 use super::Ledger;
 use super::crash::{recorded_group, stop_workers_reporting};
-use super::failure::remove_path;
 use super::recovery_proof::{RecoveryMode, is_abandoned, refusal, split_temps};
 
 /// Grace between SIGTERM and SIGKILL for the workers recovery stops.
@@ -181,11 +182,24 @@ impl Ledger {
                 }
                 if !data.operation_state.is_final() {
                     let (delete, keep) = split_temps(&data, data.temp_resources.clone(), me);
-                    plan.delete = delete.into_iter().map(|t| t.path).collect();
-                    plan.untouched.extend(
-                        keep.into_iter()
-                            .map(|(t, why)| format!("temp resource `{}`: {why}", t.path)),
-                    );
+                    // The removal function's own refusals show here as they would then.
+                    let protected = super::temps::protected(&self.inner);
+                    for t in delete {
+                        let shown = TempResource::display_path(&t.path);
+                        match t.target().map(|p| protected.check(&p)) {
+                            Ok(Ok(())) => plan.delete.push(shown),
+                            Ok(Err(why)) => plan
+                                .untouched
+                                .push(format!("temp resource `{shown}`: refused: {why}")),
+                            Err(e) => plan.untouched.push(format!("temp resource `{shown}`: {e}")),
+                        }
+                    }
+                    plan.untouched.extend(keep.into_iter().map(|(t, why)| {
+                        format!(
+                            "temp resource `{}`: {why}",
+                            TempResource::display_path(&t.path)
+                        )
+                    }));
                 }
             }
             plans.push(plan);
@@ -287,9 +301,7 @@ impl Ledger {
                 })
                 .await?;
             untouched.extend(kept);
-            for path in &deleted {
-                remove_path(Path::new(path));
-            }
+            deleted = super::temps::delete_stored(&self.inner, id, &deleted).await;
             self.log_line(
                 id,
                 &format!(

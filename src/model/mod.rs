@@ -5,6 +5,7 @@
 //! accepts the original's quirks: local timestamps without offset, the legacy `stack`
 //! key, and missing fields with the original's defaults.
 
+mod temp_resource;
 pub mod time;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::ids::{CallId, OperationId, ParticipantId};
+
+pub use temp_resource::{NON_UTF8_PREFIX, TempResource};
 
 /// State of the whole operation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -159,19 +162,6 @@ pub struct CallFrame {
 
 fn yes() -> bool {
     true
-}
-
-/// A path that must be deleted when the operation fails or its owner crashes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TempResource {
-    pub path: String,
-    /// Pid of the process that registered it.
-    pub owner: i64,
-    #[serde(with = "time")]
-    pub registered_at: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner_id: Option<ParticipantId>,
 }
 
 /// A process taking part in the operation, with its own heartbeat.
