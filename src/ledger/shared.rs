@@ -140,7 +140,25 @@ impl OpShared {
     /// as a heartbeat of this participant.
     pub async fn modify(
         self: &Arc<Self>,
+        change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+    ) -> Result<LedgerData> {
+        self.write(change, false).await
+    }
+
+    /// A write that only refreshes heartbeats ([`Store::refresh`]: no trail entry).
+    ///
+    /// [`Store::refresh`]: crate::store::Store::refresh
+    pub async fn refresh(
+        self: &Arc<Self>,
+        change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+    ) -> Result<LedgerData> {
+        self.write(change, true).await
+    }
+
+    async fn write(
+        self: &Arc<Self>,
         mut change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+        heartbeat_only: bool,
     ) -> Result<LedgerData> {
         let now = self.now();
         let me = self.ledger.config.participant.clone();
@@ -166,9 +184,17 @@ impl OpShared {
             data.last_heartbeat = now;
             change(data, now)
         };
-        let result = self.ledger.store.modify(&self.id, &mut apply).await;
+        let store = &self.ledger.store;
+        let result = if heartbeat_only {
+            store.refresh(&self.id, &mut apply).await
+        } else {
+            store.modify(&self.id, &mut apply).await
+        };
         match &result {
             Ok(data) => self.observe(data),
+            // A late write of a participant that left (and was dropped from the
+            // registry) is refused like a fenced one, but it is no crash of ours.
+            Err(Error::Fenced { .. }) if self.local().ended => {}
             Err(Error::Fenced { .. }) => self.on_fenced(),
             Err(_) => {}
         }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::io::{create_private_dir, rename_if_present, sync_dir};
-use super::lock::{IfMissing, OpLock};
+use super::lock::OpLock;
 use super::paths::Paths;
 use super::trail;
 use crate::error::{Error, Result};
@@ -18,9 +18,8 @@ use crate::ids::OperationId;
 use crate::model::LedgerData;
 use crate::store::LogKind;
 
-/// Move `op` into the archive. Returns the archive directory.
-pub fn archive(paths: &Paths, op: &OperationId, durable: bool) -> Result<PathBuf> {
-    let lock = OpLock::acquire(paths, op, IfMissing::RequireOperation)?;
+/// Move `op` into the archive, holding its `lock`. Returns the archive directory.
+pub fn archive(paths: &Paths, op: &OperationId, lock: OpLock, durable: bool) -> Result<PathBuf> {
     let current = paths.operation(op);
     if !current.exists() {
         return Err(Error::OperationNotFound(op.clone()));
@@ -29,6 +28,11 @@ pub fn archive(paths: &Paths, op: &OperationId, durable: bool) -> Result<PathBuf
     create_private_dir(&paths.backup_dir())?;
     create_private_dir(&dir)?;
     for kind in [LogKind::Main, LogKind::Debug] {
+        rename_if_present(
+            &paths.rotated_log(op, kind),
+            &paths.archived_rotated_log(op, kind),
+            "move into archive",
+        )?;
         rename_if_present(
             &paths.log(op, kind),
             &paths.archived_log(op, kind),
