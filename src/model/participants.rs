@@ -59,3 +59,79 @@ impl LedgerData {
         self.recently_left.drain(..excess);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::OperationId;
+    use crate::model::{Participant, TempResource, time};
+
+    fn id(s: &str) -> ParticipantId {
+        ParticipantId::parse(s).unwrap()
+    }
+
+    fn joined(data: &mut LedgerData, who: &str, pid: i32) {
+        let now = time::now();
+        data.participants.insert(
+            id(who),
+            Participant {
+                pid,
+                start_ticks: None,
+                host: "h".into(),
+                boot_id: None,
+                epoch: 1,
+                last_heartbeat: now,
+                joined_at: now,
+                state: ParticipantState::Active,
+                spawned_by: None,
+            },
+        );
+    }
+
+    #[test]
+    fn leaving_in_order_drops_the_participant_and_keeps_a_short_history() {
+        let now = time::now();
+        let mut data = LedgerData::new(OperationId::parse("op").unwrap(), id("cli"), now);
+        joined(&mut data, "cli", 1);
+        for n in 0..40 {
+            let who = format!("exec-{n}");
+            joined(&mut data, &who, 100 + n);
+            data.participant_left(&id(&who), now);
+        }
+        assert_eq!(data.participants.len(), 1, "only the initiator stays");
+        assert_eq!(data.participants_left, 40);
+        assert_eq!(data.recently_left.len(), LEFT_HISTORY);
+        assert_eq!(data.recently_left.last().unwrap().id, id("exec-39"));
+        assert_eq!(data.recently_left.last().unwrap().pid, 139);
+        // The fields survive the file, and a file without them reads.
+        let back = LedgerData::from_json(&data.to_json()).unwrap();
+        assert_eq!(back.participants_left, 40);
+        assert_eq!(back.recently_left.len(), LEFT_HISTORY);
+        assert_eq!(LedgerData::from_json(&back.to_json()).unwrap(), back);
+        let fresh = LedgerData::new(OperationId::parse("op").unwrap(), id("cli"), now);
+        let text = String::from_utf8(fresh.to_json()).unwrap();
+        assert!(!text.contains("participantsLeft") && !text.contains("recentlyLeft"));
+    }
+
+    #[test]
+    fn a_participant_that_leaves_something_behind_stays_registered() {
+        let now = time::now();
+        let mut data = LedgerData::new(OperationId::parse("op").unwrap(), id("cli"), now);
+        joined(&mut data, "cli", 1);
+        joined(&mut data, "owner", 2);
+        data.temp_resources.push(TempResource {
+            path: "/tmp/x".into(),
+            owner: 2,
+            registered_at: now,
+            owner_id: Some(id("owner")),
+        });
+        data.participant_left(&id("owner"), now);
+        data.participant_left(&id("cli"), now);
+        assert_eq!(
+            data.participants[&id("owner")].state,
+            ParticipantState::Left
+        );
+        assert_eq!(data.participants[&id("cli")].state, ParticipantState::Left);
+        assert_eq!(data.participants_left, 0);
+    }
+}
