@@ -88,6 +88,34 @@ fn many_sequential_execs_keep_the_ledger_bounded() {
     env.assert_no_leftovers();
 }
 
+#[test]
+fn a_bad_bound_is_a_usage_error_that_changes_nothing() {
+    let env = Env::new();
+    for (var, value, says) in [
+        ("TOM_LEDGER_TRAIL_MAX_BYTES", "lots", "`lots` is not a size"),
+        (
+            "TOM_LEDGER_LOG_MAX_BYTES",
+            "99999999999999999G",
+            "too large",
+        ),
+        ("TOM_LEDGER_LOCK_TIMEOUT", "0", "must be more than 0"),
+        ("TOM_LEDGER_LOCK_TIMEOUT", "soon", "invalid duration `soon`"),
+        ("TOM_LEDGER_TRAIL_KEEP", "-1", "`-1` is not a count"),
+    ] {
+        let mut cmd = env.cmd(&["run", "--", "true"]);
+        cmd.env(var, value);
+        let out = cli_common::run(cmd);
+        out.expect_code(2);
+        assert!(
+            out.stderr.contains(var) && out.stderr.contains(says),
+            "{var}={value}: {}",
+            out.stderr
+        );
+        assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+        assert!(!env.ledger.exists(), "{var}={value} created the ledger");
+    }
+}
+
 /// Starts the lock holder on `lock` and returns it once it holds the lock.
 fn hold_lock(env: &Env, lock: &Path) -> std::process::Child {
     let mut holder = std::process::Command::new(LOCK_HOLDER)

@@ -240,18 +240,30 @@ mod tests {
         let held = OpLock::acquire(&paths, &op, IfMissing::Create, BOUND)
             .await
             .unwrap();
-        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = ticks.clone();
-        let ticker = tokio::spawn(async move {
-            loop {
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // Another task notes whether it ever runs while the wait is in progress.
+        let (waiting, seen) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let ticker = tokio::spawn({
+            let (waiting, seen) = (waiting.clone(), seen.clone());
+            async move {
+                loop {
+                    if waiting.load(Ordering::SeqCst) {
+                        seen.store(true, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         });
         let bound = Duration::from_millis(500);
+        waiting.store(true, Ordering::SeqCst);
         let err = OpLock::acquire(&paths, &op, IfMissing::Create, bound)
             .await
             .unwrap_err();
+        waiting.store(false, Ordering::SeqCst);
         ticker.abort();
         let message = err.to_string();
         assert!(
@@ -263,7 +275,7 @@ mod tests {
             "{message}"
         );
         assert!(
-            ticks.load(std::sync::atomic::Ordering::Relaxed) >= 5,
+            seen.load(Ordering::SeqCst),
             "the runtime was blocked while the lock was waited for"
         );
         // The abandoned waiter releases the lock it gets once the holder lets go.
