@@ -51,7 +51,7 @@ fn many_sequential_execs_keep_the_ledger_bounded() {
         "participants that left stay registered: {registered:?}"
     );
     assert_eq!(data["participantsLeft"], execs, "every exec left in order");
-    assert!(data["recentlyLeft"].as_array().unwrap().len() <= 16);
+    assert!(data["recentlyLeft"].as_array().unwrap().len() <= 8);
 
     // Every version of the file stayed small, however many execs came before it: the
     // trail holds the last ones, and the final file is one more.
@@ -60,10 +60,14 @@ fn many_sequential_execs_keep_the_ledger_bounded() {
     assert!(!sizes.is_empty());
     let largest = sizes.iter().copied().max().unwrap().max(file);
     assert!(
-        largest < 6 * 1024,
+        largest < 8 * 1024,
         "a version of {largest} bytes: the file grows with the execs"
     );
     let trail_bytes: u64 = sizes.iter().sum();
+    eprintln!(
+        "largest version {largest} bytes, trail {trail_bytes} bytes in {} entries",
+        sizes.len()
+    );
     assert!(
         trail_bytes <= trail_max,
         "trail of {trail_bytes} bytes over its bound {trail_max}"

@@ -15,7 +15,7 @@ use crate::clock::Timestamp;
 use crate::ids::ParticipantId;
 
 /// Participants that left kept in [`LedgerData::recently_left`].
-pub const LEFT_HISTORY: usize = 16;
+pub const LEFT_HISTORY: usize = 8;
 
 /// A participant that left in order and was dropped from the registry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
