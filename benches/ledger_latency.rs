@@ -44,22 +44,13 @@ async fn ready_peer(
     op: &tom_dist_ledger::OperationId,
 ) -> (tokio::process::Child, Lines<BufReader<ChildStdout>>) {
     let mut child = Command::new(PEER)
-        .args([
-            mode,
-            "--ledger",
-            dir.to_str().expect("utf-8"),
-            "--op",
-            op.as_str(),
-        ])
+        .args([mode, "--ledger", dir.to_str().expect("utf-8"), "--op", op.as_str()])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("peer");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    assert_eq!(
-        lines.next_line().await.expect("read").as_deref(),
-        Some("ready")
-    );
+    assert_eq!(lines.next_line().await.expect("read").as_deref(), Some("ready"));
     (child, lines)
 }
 

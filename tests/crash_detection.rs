@@ -8,8 +8,8 @@ use common::crash::{initiator, log, wait_archived, wait_for};
 use common::peer::Peer;
 use common::process::{TestScope, alive, assert_none_left, marked_pids};
 use nix::sys::signal::Signal;
-use tom_dist_ledger::ParticipantId;
 use tom_dist_ledger::ledger::OperationOptions;
+use tom_dist_ledger::ParticipantId;
 use tom_dist_ledger::model::{OperationState, ParticipantState};
 
 const FORK_TREE: &str = env!("CARGO_BIN_EXE_worker-fork-tree");
@@ -327,3 +327,4 @@ async fn a_crashed_participant_started_by_an_exec_worker_is_reported_to_its_call
     );
     op.complete().await.unwrap();
 }
+

@@ -251,3 +251,4 @@ async fn an_ended_operation_is_left_to_its_running_owner_to_archive() {
         OperationState::Completed
     );
 }
+

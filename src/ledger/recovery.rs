@@ -207,9 +207,6 @@ impl Ledger {
     }
 
     async fn log_line(&self, op: &OperationId, message: &str) {
-        let _ = self
-            .inner
-            .log(op, crate::model::LogLevel::Info, message)
-            .await;
+        let _ = self.inner.log(op, crate::model::LogLevel::Info, message).await;
     }
 }

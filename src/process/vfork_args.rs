@@ -26,9 +26,7 @@ pub(super) fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
 
 /// The worker's environment as `NAME=value` strings (the supervisor's, with the
 /// command's variables on top), and its `PATH`.
-pub(super) fn environment(
-    overrides: &[(&OsStr, &OsStr)],
-) -> io::Result<(Vec<CString>, Option<OsString>)> {
+pub(super) fn environment(overrides: &[(&OsStr, &OsStr)]) -> io::Result<(Vec<CString>, Option<OsString>)> {
     let entry = |k: &OsStr, v: &OsStr| {
         let mut s = Vec::with_capacity(k.len() + v.len() + 1);
         s.extend_from_slice(k.as_bytes());
@@ -129,3 +127,4 @@ pub(super) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     Ok((lifted(read)?, lifted(write)?))
 }
+
