@@ -164,6 +164,7 @@ impl OpShared {
         let me = self.ledger.config.participant.clone();
         let epoch = self.epoch;
         let op = self.id.clone();
+        let mut unregistered = false;
         let mut apply = |data: &mut LedgerData| {
             if data.operation_state.is_final() {
                 return Err(Error::OperationEnded {
@@ -176,6 +177,7 @@ impl OpShared {
                 participant: me.clone(),
                 epoch,
             };
+            unregistered = !data.participants.contains_key(&me);
             let record = data.participants.get_mut(&me).ok_or_else(fenced)?;
             if record.epoch != epoch || record.state == ParticipantState::Crashed {
                 return Err(fenced());
@@ -194,7 +196,7 @@ impl OpShared {
             Ok(data) => self.observe(data),
             // A late write of a participant that left (and was dropped from the
             // registry) is refused like a fenced one, but it is no crash of ours.
-            Err(Error::Fenced { .. }) if self.local().ended => {}
+            Err(Error::Fenced { .. }) if unregistered && self.local().ended => {}
             Err(Error::Fenced { .. }) => self.on_fenced(),
             Err(_) => {}
         }
