@@ -6,9 +6,10 @@
 //! on it wakes up holding a lock on an orphan; after locking we therefore check that the
 //! path still names the inode we hold, and start over if not.
 //!
-//! Waiting is bounded and never blocks the caller's thread: the lock is tried at once, and
-//! when another writer holds it a waiter thread (see `waiter.rs`) blocks in `flock` for us
-//! while the caller awaits the hand-over with a deadline. A participant stopped while it
+//! Waiting is bounded and never blocks the caller's thread: the lock is tried at once and
+//! for a moment (yielding between tries), and when another writer still holds it a waiter
+//! thread (see `waiter.rs`) blocks in `flock` for us while the caller awaits the
+//! hand-over with a deadline. A participant stopped while it
 //! holds the lock therefore freezes nobody: the others fail their write after the bound,
 //! with the holder's pid (from `/proc/locks`), and keep handling signals meanwhile.
 //!
@@ -56,10 +57,10 @@ impl OpLock {
         let deadline = Instant::now() + bound;
         loop {
             let file = open_lock_file(paths, op, missing, &path)?;
-            let lock = match file.try_lock() {
-                Ok(()) => OpLock { file },
-                Err(TryLockError::WouldBlock) => wait(file, &path, deadline, bound).await?,
-                Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+            let lock = match try_briefly(&file).await {
+                Ok(true) => OpLock { file },
+                Ok(false) => wait(file, &path, deadline, bound).await?,
+                Err(e) => return Err(Error::io("lock", &path, e)),
             };
             let held = lock
                 .file
@@ -126,6 +127,29 @@ fn open_lock_file(
             )
         }
         Err(e) => Err(Error::io("open lock file", path, e)),
+    }
+}
+
+/// How long a writer keeps trying for the lock itself before it hands the wait to a waiter
+/// thread. Most holders release it within a write or two; taking it on this thread then
+/// saves a hand-over, which on a loaded machine can cost more than the write (the lock
+/// would sit idle until this thread is scheduled again).
+const TRY_FOR: Duration = Duration::from_millis(2);
+
+/// Try for the lock for up to [`TRY_FOR`], giving the CPU away between tries (to the
+/// holder, say) and letting the caller's runtime run its other tasks.
+async fn try_briefly(file: &File) -> std::io::Result<bool> {
+    let start = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(TryLockError::WouldBlock) if start.elapsed() < TRY_FOR => {
+                std::thread::yield_now();
+                tokio::task::yield_now().await;
+            }
+            Err(TryLockError::WouldBlock) => return Ok(false),
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
     }
 }
 
