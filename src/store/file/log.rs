@@ -20,7 +20,7 @@ use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::io::{exchange, exchange_unsupported, open_private, write_private};
+use super::io::{exchange, exchange_unsupported, open_private, sync_dir, write_private};
 use super::paths::{Paths, rotated};
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
@@ -73,7 +73,13 @@ pub fn append(
 
 /// Rotate the live log if it is still larger than `max` (another writer may have done it
 /// meanwhile). The caller holds the operation lock.
-pub fn rotate(paths: &Paths, op: &OperationId, kind: LogKind, max: u64) -> Result<()> {
+pub fn rotate(
+    paths: &Paths,
+    op: &OperationId,
+    kind: LogKind,
+    max: u64,
+    durable: bool,
+) -> Result<()> {
     let live = paths.log(op, kind);
     let file = match File::open(&live) {
         Ok(file) => file,
@@ -103,8 +109,8 @@ pub fn rotate(paths: &Paths, op: &OperationId, kind: LogKind, max: u64) -> Resul
         s.push(".new");
         PathBuf::from(s)
     };
-    write_private(&staging, format!("{header}\n").as_bytes(), false)?;
-    match exchange(&staging, &live) {
+    write_private(&staging, format!("{header}\n").as_bytes(), durable)?;
+    let swapped = match exchange(&staging, &live) {
         Ok(()) => fs::rename(&staging, &previous).map_err(|e| Error::io("rotate", &live, e)),
         Err(e) if exchange_unsupported(&e) => {
             // Without RENAME_EXCHANGE the live log is briefly missing; an appender in
@@ -116,7 +122,11 @@ pub fn rotate(paths: &Paths, op: &OperationId, kind: LogKind, max: u64) -> Resul
             let _ = fs::remove_file(&staging);
             Err(Error::io("rotate", &live, e))
         }
+    };
+    if swapped.is_ok() && durable {
+        sync_dir(paths.base())?;
     }
+    swapped
 }
 
 /// Where the log file starts in the log as a whole: the offset its `LOG_ROTATED` first

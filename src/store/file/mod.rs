@@ -308,7 +308,7 @@ impl Store for FileStore {
             // Rotation is housekeeping: the line is written whatever becomes of it.
             match self.lock(op, IfMissing::RequireOperation).await {
                 Ok(lock) => {
-                    if let Err(e) = log::rotate(&self.paths, op, kind, max) {
+                    if let Err(e) = log::rotate(&self.paths, op, kind, max, self.options.durable) {
                         tracing::debug!(operation = %op, error = %e, "log not rotated");
                     }
                     drop(lock);
