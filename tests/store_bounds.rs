@@ -266,3 +266,72 @@ async fn log_max_bytes_zero_never_rotates() {
     assert_eq!(numbers(&text), (0..100).collect::<Vec<_>>());
     assert!(!dir.path().join(format!("{id}.operation.log.1")).exists());
 }
+
+/// A hand-edited (or hostile) ledger: a huge `seq` and a lock-file note claiming a huge
+/// trail from entry 0. The next write must not walk a trillion numbers; it finishes
+/// promptly and leaves the trail within its bounds.
+#[test]
+fn a_damaged_trail_note_costs_no_long_walk() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(async move {
+            let options = FileStoreOptions {
+                trail_keep: 3,
+                trail_max_bytes: 100_000,
+                ..FileStoreOptions::default()
+            };
+            let store = open(&base, options);
+            let id = op("op_damaged_note");
+            store.create(&sample("op_damaged_note")).await.unwrap();
+            describe(&store, &id, 1).await;
+            let mut data = store.read(&id).await.unwrap();
+            let huge = 1_000_000_000_000u64;
+            data.seq = huge;
+            fs::write(store.operation_path(&id), data.to_json()).unwrap();
+            let note = format!(
+                "tom-ledger-trail seq={huge:020} from={:020} entries={:020} bytes={:020}\n",
+                0, 99_999, 999_999_999
+            );
+            fs::write(store.lock_path(&id), note).unwrap();
+            for n in 0..5 {
+                describe(&store, &id, 10 + n).await;
+            }
+            (trail(&store, &id).len(), trail_bytes(&store, &id))
+        });
+        let _ = tx.send(result);
+    });
+    let (entries, bytes) = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the writes after a damaged note did not finish");
+    assert!(entries <= 3, "{entries} entries");
+    assert!(bytes <= 100_000);
+}
+
+/// Many heartbeat-only writes between two changes leave a long gap in the numbers; the
+/// trail still keeps its bound in entries.
+#[tokio::test]
+async fn a_long_run_of_heartbeats_between_changes_keeps_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStoreOptions {
+        trail_keep: 2,
+        ..FileStoreOptions::default()
+    };
+    let store = open(dir.path(), options);
+    let id = op("op_gap");
+    store.create(&sample("op_gap")).await.unwrap();
+    describe(&store, &id, 1).await;
+    describe(&store, &id, 2).await;
+    for _ in 0..300 {
+        beat(&store, &id).await;
+    }
+    describe(&store, &id, 3).await;
+    describe(&store, &id, 4).await;
+    let seqs: Vec<u64> = trail(&store, &id).iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, vec![303, 304]);
+}

@@ -153,14 +153,31 @@ pub fn plan(
         s.entries > bounds.keep || (bounds.max_bytes > 0 && s.bytes > bounds.max_bytes)
     };
     let mut doomed = Vec::new();
+    let mut misses = 0;
     // The entry made now is numbered `seq`: older ones are below it.
     while over(&state) && state.from < seq {
+        if misses >= MAX_MISSES {
+            // A long gap (many heartbeat-only writes, or numbers from a damaged note):
+            // find the next entry by listing rather than step by step.
+            misses = 0;
+            match next_entry(paths, op, state.from, seq) {
+                Some(n) => state.from = n,
+                None => {
+                    state.from = seq;
+                    break;
+                }
+            }
+        }
         let n = state.from;
         state.from += 1;
-        if let Ok(meta) = fs::symlink_metadata(paths.trail_entry(op, n)) {
-            state.entries = state.entries.saturating_sub(1);
-            state.bytes = state.bytes.saturating_sub(meta.len());
-            doomed.push(n);
+        match fs::symlink_metadata(paths.trail_entry(op, n)) {
+            Ok(meta) => {
+                state.entries = state.entries.saturating_sub(1);
+                state.bytes = state.bytes.saturating_sub(meta.len());
+                doomed.push(n);
+                misses = 0;
+            }
+            Err(_) => misses += 1,
         }
     }
     if state.from >= seq || state.entries == u64::from(record) {
@@ -175,6 +192,19 @@ pub fn plan(
         doomed,
         state: Some(state),
     }
+}
+
+/// Missing entries stepped over before the trail is listed instead.
+const MAX_MISSES: u32 = 32;
+
+/// The lowest entry numbered in `from..below`.
+fn next_entry(paths: &Paths, op: &OperationId, from: u64, below: u64) -> Option<u64> {
+    fs::read_dir(paths.trail_dir(op))
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(paths::trail_seq))
+        .filter(|n| (from..below).contains(n))
+        .min()
 }
 
 /// Remove what the plan doomed (after the lock is released; failures are left to the
