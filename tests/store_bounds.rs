@@ -335,3 +335,30 @@ async fn a_long_run_of_heartbeats_between_changes_keeps_the_bound() {
     let seqs: Vec<u64> = trail(&store, &id).iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, vec![303, 304]);
 }
+
+/// A log whose first line claims an absurd offset is read without panicking, and
+/// rotation goes on from it.
+#[tokio::test]
+async fn a_log_claiming_an_absurd_offset_is_read_and_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileStoreOptions {
+        log_max_bytes: 500,
+        ..FileStoreOptions::default()
+    };
+    let store = open(dir.path(), options);
+    let id = op("op_absurd_log");
+    store.create(&sample("op_absurd_log")).await.unwrap();
+    let live = store.log_path(&id, LogKind::Main);
+    let header = format!(
+        "2026-01-01T00:00:00.000Z [INFO] LOG_ROTATED offset={} earlier lines are elsewhere\n",
+        u64::MAX - 10
+    );
+    fs::write(&live, header).unwrap();
+    for n in 0..30 {
+        append(&store, &id, n).await;
+    }
+    let (text, _) = store.read_log(&id, LogKind::Main, 0).await.unwrap();
+    assert_eq!(numbers(&text).last(), Some(&29));
+    let (_, next) = store.read_log(&id, LogKind::Main, u64::MAX).await.unwrap();
+    assert_eq!(next, u64::MAX);
+}

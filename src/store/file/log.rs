@@ -93,7 +93,7 @@ pub fn rotate(
     if len <= max {
         return Ok(());
     }
-    let offset = base_of(&file) + len;
+    let offset = base_of(&file).saturating_add(len);
     let previous = paths.rotated_log(op, kind);
     let name = previous
         .file_name()
@@ -130,7 +130,8 @@ pub fn rotate(
 }
 
 /// Where the log file starts in the log as a whole: the offset its `LOG_ROTATED` first
-/// line names, else 0 (a first generation).
+/// line names, else 0 (a first generation). The file is input: offsets are only ever
+/// added with saturation.
 fn base_of(file: &File) -> u64 {
     let mut buf = [0u8; 256];
     let n = file.read_at(&mut buf, 0).unwrap_or(0);
@@ -217,7 +218,7 @@ pub fn read(paths: &Paths, op: &OperationId, kind: LogKind, from: u64) -> Result
         .map_err(|e| Error::io("seek", &path, e))?;
     let (lines, consumed) = whole_lines(&mut file, &path)?;
     text.push_str(&lines);
-    Ok((text, from + consumed))
+    Ok((text, from.saturating_add(consumed)))
 }
 
 enum Previous {
@@ -243,7 +244,7 @@ fn read_previous(path: &Path, base: u64, from: u64) -> Result<Previous> {
         .metadata()
         .map_err(|e| Error::io("stat", path, e))?
         .len();
-    if start + len < base {
+    if start.saturating_add(len) < base {
         // Not the generation right before (a rotation is half-way).
         return Ok(Previous::NotYet);
     }
@@ -252,7 +253,7 @@ fn read_previous(path: &Path, base: u64, from: u64) -> Result<Previous> {
     file.seek(SeekFrom::Start(at - start))
         .map_err(|e| Error::io("seek", path, e))?;
     let (lines, consumed) = whole_lines(&mut file, path)?;
-    let next = at + consumed;
+    let next = at.saturating_add(consumed);
     if next - start >= len {
         Ok(Previous::Read(lines, base))
     } else {
