@@ -138,6 +138,15 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// Another writer held the operation's lock for longer than the configured bound
+    /// (it may be stopped or hung); `holder` is its pid when the system says.
+    #[error("timed out after {after:?} waiting for the lock `{path}`{}", holder_suffix(.holder))]
+    LockTimeout {
+        path: PathBuf,
+        after: std::time::Duration,
+        holder: Option<i32>,
+    },
+
     #[error("operation `{operation}` failed: {reason}")]
     OperationFailed {
         operation: OperationId,
@@ -216,6 +225,13 @@ fn stderr_suffix(stderr: &str) -> String {
         String::new()
     } else {
         format!("; stderr: {}", stderr.trim_end().replace('\n', " | "))
+    }
+}
+
+fn holder_suffix(holder: &Option<i32>) -> String {
+    match holder {
+        Some(pid) => format!(" held by pid {pid}"),
+        None => " (holder unknown)".to_string(),
     }
 }
 

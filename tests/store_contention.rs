@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tom_dist_ledger::ids::{OperationId, ParticipantId};
-use tom_dist_ledger::model::{LedgerData, ParticipantState, time};
+use tom_dist_ledger::model::{LedgerData, time};
 use tom_dist_ledger::store::{FileStore, FileStoreOptions, LogKind, Store};
 
 const CONTENDER: &str = env!("CARGO_BIN_EXE_worker-ledger-contender");
@@ -112,11 +112,11 @@ async fn eight_processes_lose_no_frame_and_readers_never_see_half_a_file() {
         data.seq
     );
     assert!(
+        data.participants.is_empty(),
+        "every contender left in order and was dropped from the registry: {:?}",
         data.participants
-            .values()
-            .all(|p| p.state == ParticipantState::Left),
-        "every contender left in order"
     );
+    assert_eq!(data.participants_left, PROCESSES as u64);
 
     let (log, _) = store.read_log(&op, LogKind::Main, 0).await.unwrap();
     let ids = |event: &str| -> (usize, BTreeSet<String>) {

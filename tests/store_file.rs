@@ -58,6 +58,7 @@ fn open(dir: &Path, trail_keep: u64, max_backups: usize) -> FileStore {
         trail_keep,
         max_backups,
         durable: false,
+        ..FileStoreOptions::default()
     };
     FileStore::open(dir, options).expect("open ledger")
 }

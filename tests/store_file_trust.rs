@@ -34,6 +34,7 @@ fn open(base: &Path, trail_keep: u64, max_backups: usize) -> tom_dist_ledger::Re
             trail_keep,
             max_backups,
             durable: false,
+            ..FileStoreOptions::default()
         },
     )
 }

@@ -244,6 +244,11 @@ fn status_json(ledger: &Ledger, data: &LedgerData, archived: bool, now: DateTime
         "age_ms": age_ms(now, data.start_time),
         "failure": data.failure.as_ref().map(|f| &f.reason),
         "participants": participants,
+        "participants_left": data.participants_left,
+        "recently_left": data.recently_left.iter().map(|p| json!({
+            "id": p.id.as_str(), "pid": p.pid,
+            "joined_at": time::format(&p.joined_at), "left_at": time::format(&p.left_at),
+        })).collect::<Vec<Value>>(),
         "frames": frames,
         "temp_resources": temps,
     })
@@ -287,6 +292,14 @@ fn status_text(ledger: &Ledger, data: &LedgerData, archived: bool, now: DateTime
             )),
             None => s.push_str(&format!("    {id}  {alive}  (not registered)\n")),
         }
+    }
+    if data.participants_left > 0 {
+        let latest: Vec<&str> = data.recently_left.iter().map(|p| p.id.as_str()).collect();
+        s.push_str(&format!(
+            "  left in order {} (latest: {})\n",
+            data.participants_left,
+            latest.join(", ")
+        ));
     }
     s.push_str(&format!("  frames ({})\n", data.call_frames.len()));
     for f in &data.call_frames {

@@ -13,6 +13,7 @@
 //! - [`exit`]: exit statuses.
 
 mod args;
+mod bounds;
 mod exit;
 mod inspect;
 mod launcher;
@@ -139,6 +140,8 @@ pub struct Context {
     pub ledger_dir: PathBuf,
     pub participant: ParticipantId,
     pub json: bool,
+    /// The file ledger's bounds (see [`bounds`]).
+    pub store_options: tom_dist_ledger::store::FileStoreOptions,
 }
 
 impl Context {
@@ -160,11 +163,13 @@ impl Context {
             ledger_dir,
             participant,
             json: cli.json,
+            store_options: bounds::from_env()?,
         })
     }
 
     fn connect_options(&self) -> Connect {
         Connect::local(&self.ledger_dir)
+            .file_store_options(self.store_options.clone())
             .participant(self.participant.clone())
             // `run` and `exec` handle signals themselves: they report each worker's end.
             .handle_signals(false)

@@ -134,6 +134,30 @@ impl Connect {
         self
     }
 
+    /// Bytes the trail of one operation may hold, 0 for no byte bound (file store).
+    pub fn trail_max_bytes(mut self, n: u64) -> Self {
+        self.file_options.trail_max_bytes = n;
+        self
+    }
+
+    /// Size past which a live log is rotated to `{log}.1`, 0 never (file store).
+    pub fn log_max_bytes(mut self, n: u64) -> Self {
+        self.file_options.log_max_bytes = n;
+        self
+    }
+
+    /// Longest wait for an operation's lock before a write fails (file store).
+    pub fn lock_timeout(mut self, d: Duration) -> Self {
+        self.file_options.lock_timeout = d;
+        self
+    }
+
+    /// Every file store setting at once.
+    pub fn file_store_options(mut self, options: FileStoreOptions) -> Self {
+        self.file_options = options;
+        self
+    }
+
     /// fsync every write (file store).
     pub fn durable(mut self, on: bool) -> Self {
         self.file_options.durable = on;

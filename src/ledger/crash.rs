@@ -78,6 +78,16 @@ pub(crate) async fn declare_crashed(
     epoch: u64,
     why: &str,
 ) {
+    // A peer that left in order (and was dropped from the registry) is no crash: seen
+    // in a fresh read, that costs no write.
+    if let Ok(data) = shared.ledger.store.read(&shared.id).await
+        && !data
+            .participants
+            .get(participant)
+            .is_some_and(|r| r.epoch == epoch && r.state == ParticipantState::Active)
+    {
+        return;
+    }
     let me = shared.ledger.config.participant.clone();
     let host = shared.ledger.identity.host.clone();
     let mut decision = Decision::Nothing;

@@ -3,7 +3,8 @@
 //! Every participant beats (not only its frames), so a participant with no open call is
 //! still visible. The first beat happens at once, then every interval plus a random jitter.
 //! A beat refreshes the participant's registry entry and its frames, and reports the age
-//! of every other participant against the one stale threshold.
+//! of every other participant against the one stale threshold. Beats are written as
+//! refreshes: the file store keeps no trail entry for them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -86,7 +87,7 @@ pub(crate) async fn beat(shared: &Arc<OpShared>) -> Result<HeartbeatResult> {
     let me = shared.ledger.config.participant.clone();
     let mut before = None;
     let after = shared
-        .modify(|data, now| {
+        .refresh(|data, now| {
             before = Some(data.clone());
             for frame in data
                 .call_frames
@@ -191,6 +192,7 @@ pub(crate) async fn beat_and_report(shared: &Arc<OpShared>) -> bool {
                 Error::OperationNotFound(_) => (HeartbeatErrorType::LedgerNotFound, false),
                 Error::OperationEnded { .. } => return false,
                 Error::Fenced { .. } => (HeartbeatErrorType::Fenced, false),
+                Error::LockTimeout { .. } => (HeartbeatErrorType::LockFailed, true),
                 _ => (HeartbeatErrorType::IoError, true),
             };
             report_error(

@@ -405,10 +405,8 @@ impl Operation {
             shared.stop_tasks();
             let me = self.participant_id().clone();
             let result = shared
-                .modify(|data, _| {
-                    if let Some(p) = data.participants.get_mut(&me) {
-                        p.state = ParticipantState::Left;
-                    }
+                .modify(|data, now| {
+                    data.participant_left(&me, now);
                     Ok(())
                 })
                 .await;

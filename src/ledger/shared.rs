@@ -148,12 +148,31 @@ impl OpShared {
     /// as a heartbeat of this participant.
     pub async fn modify(
         self: &Arc<Self>,
+        change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+    ) -> Result<LedgerData> {
+        self.write(change, false).await
+    }
+
+    /// A write that only refreshes heartbeats ([`Store::refresh`]: no trail entry).
+    ///
+    /// [`Store::refresh`]: crate::store::Store::refresh
+    pub async fn refresh(
+        self: &Arc<Self>,
+        change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+    ) -> Result<LedgerData> {
+        self.write(change, true).await
+    }
+
+    async fn write(
+        self: &Arc<Self>,
         mut change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+        heartbeat_only: bool,
     ) -> Result<LedgerData> {
         let now = self.now();
         let me = self.ledger.config.participant.clone();
         let epoch = self.epoch;
         let op = self.id.clone();
+        let mut unregistered = false;
         let mut apply = |data: &mut LedgerData| {
             if data.operation_state.is_final() {
                 return Err(Error::OperationEnded {
@@ -166,6 +185,7 @@ impl OpShared {
                 participant: me.clone(),
                 epoch,
             };
+            unregistered = !data.participants.contains_key(&me);
             let record = data.participants.get_mut(&me).ok_or_else(fenced)?;
             if record.epoch != epoch || record.state == ParticipantState::Crashed {
                 return Err(fenced());
@@ -174,9 +194,17 @@ impl OpShared {
             data.last_heartbeat = now;
             change(data, now)
         };
-        let result = self.ledger.store.modify(&self.id, &mut apply).await;
+        let store = &self.ledger.store;
+        let result = if heartbeat_only {
+            store.refresh(&self.id, &mut apply).await
+        } else {
+            store.modify(&self.id, &mut apply).await
+        };
         match &result {
             Ok(data) => self.observe(data),
+            // A late write of a participant that left (and was dropped from the
+            // registry) is refused like a fenced one, but it is no crash of ours.
+            Err(Error::Fenced { .. }) if unregistered && self.local().ended => {}
             Err(Error::Fenced { .. }) => self.on_fenced(),
             Err(_) => {}
         }

@@ -5,8 +5,11 @@
 //! accepts the original's quirks: local timestamps without offset, the legacy `stack`
 //! key, and missing fields with the original's defaults.
 
+pub mod participants;
 mod temp_resource;
 pub mod time;
+
+pub use participants::{LEFT_HISTORY, LeftParticipant};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -250,11 +253,21 @@ pub struct LedgerData {
     /// Next registration epoch to hand out.
     #[serde(default)]
     pub next_epoch: u64,
+    /// Participants that left in order and were dropped from `participants`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub participants_left: u64,
+    /// The latest of them, oldest first (at most [`LEFT_HISTORY`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recently_left: Vec<LeftParticipant>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureRecord>,
     /// The original's name for `callFrames`, read only when `callFrames` is absent.
     #[serde(default, rename = "stack", skip_serializing)]
     legacy_stack: Option<Vec<CallFrame>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn unknown_participant() -> ParticipantId {
@@ -287,6 +300,8 @@ impl LedgerData {
             seq: 0,
             participants: BTreeMap::new(),
             next_epoch: 1,
+            participants_left: 0,
+            recently_left: Vec::new(),
             failure: None,
             legacy_stack: None,
         }

@@ -80,6 +80,12 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Read-change-write of a live operation. Returns the data as written.
     async fn modify(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData>;
 
+    /// A change that only refreshes heartbeats: the same as [`modify`](Self::modify), but
+    /// the backend keeps no history of it (the file store makes no trail entry).
+    async fn refresh(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
+        self.modify(op, change).await
+    }
+
     /// Ids of the live (not archived) operations, sorted.
     async fn list(&self) -> Result<Vec<OperationId>>;
 

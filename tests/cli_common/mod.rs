@@ -79,6 +79,10 @@ impl Env {
             "TOM_LEDGER_PARTICIPANT",
             "TOM_LEDGER_URL",
             "TOM_LEDGER_LOG",
+            "TOM_LEDGER_LOCK_TIMEOUT",
+            "TOM_LEDGER_TRAIL_KEEP",
+            "TOM_LEDGER_TRAIL_MAX_BYTES",
+            "TOM_LEDGER_LOG_MAX_BYTES",
         ] {
             c.env_remove(var);
         }

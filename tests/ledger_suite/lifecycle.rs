@@ -65,10 +65,15 @@ pub async fn join_registers_a_second_participant(b: &dyn Backend) {
             .contains("PARTICIPANT_JOINED participant=bridge")
     );
     joined.leave(false).await.unwrap();
+    // Left in order with nothing behind: dropped from the registry, counted, remembered.
     let data = cli.store().read(op.operation_id()).await.unwrap();
-    assert_eq!(
-        data.participants[joined.participant_id()].state,
-        ParticipantState::Left
+    assert!(!data.participants.contains_key(joined.participant_id()));
+    assert_eq!(data.participants_left, 1);
+    assert_eq!(&data.recently_left[0].id, joined.participant_id());
+    assert!(
+        log_of(&cli, op.operation_id())
+            .await
+            .contains("PARTICIPANT_LEFT participant=bridge")
     );
     op.complete().await.unwrap();
 }

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::io::{read_whole, rename_if_present, sync_dir, write_private};
-use super::lock::{IfMissing, OpLock};
+use super::lock::OpLock;
 use super::paths::Paths;
 use super::trail;
 use super::trust::{self, Owner, open_entry};
@@ -30,9 +30,8 @@ use crate::ids::OperationId;
 use crate::model::LedgerData;
 use crate::store::LogKind;
 
-/// Move `op` into the archive. Returns the archive directory.
-pub fn archive(paths: &Paths, op: &OperationId, durable: bool) -> Result<PathBuf> {
-    let lock = OpLock::acquire(paths, op, IfMissing::RequireOperation)?;
+/// Move `op` into the archive, holding its `lock`. Returns the archive directory.
+pub fn archive(paths: &Paths, op: &OperationId, lock: OpLock, durable: bool) -> Result<PathBuf> {
     let current = paths.operation(op);
     if !trust::present(&current) {
         return Err(Error::OperationNotFound(op.clone()));
@@ -47,6 +46,11 @@ pub fn archive(paths: &Paths, op: &OperationId, durable: bool) -> Result<PathBuf
         durable,
     )?;
     for kind in [LogKind::Main, LogKind::Debug] {
+        rename_if_present(
+            &paths.rotated_log(op, kind),
+            &paths.archived_rotated_log(op, kind),
+            "move into archive",
+        )?;
         rename_if_present(
             &paths.log(op, kind),
             &paths.archived_log(op, kind),

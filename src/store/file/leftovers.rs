@@ -12,6 +12,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::lock::{IfMissing, OpLock};
 use super::paths::{OPERATION_SUFFIX, Paths};
@@ -21,7 +22,7 @@ use crate::store::LogKind;
 
 /// The leftovers of failed creates: removed (the paths removed), or with `dry_run` only
 /// found (the paths that would be removed).
-pub fn clean(paths: &Paths, dry_run: bool) -> Result<Vec<PathBuf>> {
+pub async fn clean(paths: &Paths, dry_run: bool, lock_timeout: Duration) -> Result<Vec<PathBuf>> {
     let base = paths.base();
     let mut ops: Vec<OperationId> = fs::read_dir(base)
         .map_err(|e| Error::io("list", base, e))?
@@ -47,7 +48,7 @@ pub fn clean(paths: &Paths, dry_run: bool) -> Result<Vec<PathBuf>> {
             removed.extend(found.map(|(p, _)| p));
             continue;
         }
-        let lock = OpLock::acquire(paths, &op, IfMissing::Create)?;
+        let lock = OpLock::acquire(paths, &op, IfMissing::Create, lock_timeout).await?;
         // A create finishing meanwhile put its file in place: nothing left over then.
         if exists(&paths.operation(&op)) {
             continue;

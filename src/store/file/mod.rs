@@ -21,8 +21,10 @@
 //!   lock; lockers check after locking that they hold the file the path still names
 //!   (see `lock.rs`). Calls on unknown operations leave no lock or log file behind.
 //! - The trail costs no copy: the staging file is the next trail entry, so after the swap
-//!   the old inode lives on there. Pruning the oldest entry happens after the lock is
-//!   released.
+//!   the old inode lives on there. It is bounded in entries and bytes; heartbeat-only
+//!   writes (`refresh`) make no entry. Pruning happens after the lock is released.
+//! - Lock waits are bounded (`lock_timeout`) and happen off the caller's thread.
+//! - Logs are rotated to `{log}.1` past `log_max_bytes` (see `log.rs`).
 //! - Log lines are appended with one `write` on an `O_APPEND` descriptor, outside the lock,
 //!   so concurrent writers never interleave within a line.
 //! - Files are created 0600 and directories 0700 whatever the umask.
@@ -44,11 +46,13 @@ mod paths;
 mod replace;
 mod trail;
 mod trust;
+mod waiter;
 mod watch;
 
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -65,16 +69,35 @@ use paths::Paths;
 pub struct FileStoreOptions {
     /// Trail snapshots kept per operation; 0 disables the trail.
     pub trail_keep: u64,
+    /// Bytes the trail of one operation may hold (oldest entries go first); 0 for no
+    /// byte bound. A version larger than this is not kept.
+    pub trail_max_bytes: u64,
+    /// Size past which a live log is rotated to `{log}.1` (replacing the one before); 0
+    /// never rotates. A log then holds at most about twice this.
+    pub log_max_bytes: u64,
+    /// Longest wait for the operation's lock before a write fails with
+    /// [`Error::LockTimeout`] (a holder that is stopped or hung).
+    pub lock_timeout: Duration,
     /// Archived operations kept in `backup/`; 0 keeps none.
     pub max_backups: usize,
     /// fsync files and directories on every write.
     pub durable: bool,
 }
 
+/// Default of [`FileStoreOptions::trail_max_bytes`]: 8 MiB.
+pub const DEFAULT_TRAIL_MAX_BYTES: u64 = 8 << 20;
+/// Default of [`FileStoreOptions::log_max_bytes`]: 16 MiB.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 16 << 20;
+/// Default of [`FileStoreOptions::lock_timeout`]: 10 s.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Default for FileStoreOptions {
     fn default() -> Self {
         Self {
             trail_keep: 200,
+            trail_max_bytes: DEFAULT_TRAIL_MAX_BYTES,
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
             max_backups: 20,
             durable: false,
         }
@@ -143,6 +166,11 @@ impl FileStore {
     }
 
     fn read_sync(&self, path: &Path, op: &OperationId) -> Result<LedgerData> {
+        self.read_with_len(path, op).map(|(data, _)| data)
+    }
+
+    /// The operation at `path` and the size of its file.
+    fn read_with_len(&self, path: &Path, op: &OperationId) -> Result<(LedgerData, u64)> {
         let bytes = match read_whole(path) {
             Ok(bytes) => bytes,
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
@@ -160,36 +188,54 @@ impl FileStore {
                 reason: format!("holds operation `{}`", data.operation_id),
             });
         }
-        Ok(data)
+        Ok((data, bytes.len() as u64))
     }
 
-    fn modify_sync(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
-        let lock = OpLock::acquire(&self.paths, op, IfMissing::RequireOperation)?;
-        let mut data = self.read_sync(&self.paths.operation(op), op)?;
+    fn lock(&self, op: &OperationId, missing: IfMissing) -> impl Future<Output = Result<OpLock>> {
+        OpLock::acquire(&self.paths, op, missing, self.options.lock_timeout)
+    }
+
+    /// Read-change-write under the lock; `record` says whether the replaced file goes
+    /// into the trail (not for writes that only refresh heartbeats).
+    async fn write(
+        &self,
+        op: &OperationId,
+        change: Change<'_>,
+        record: bool,
+    ) -> Result<LedgerData> {
+        let lock = self.lock(op, IfMissing::RequireOperation).await?;
+        let (mut data, old_len) = self.read_with_len(&self.paths.operation(op), op)?;
         let seq = data.seq + 1;
         change(&mut data)?;
         data.operation_id = op.clone();
         data.seq = seq;
-        let keep = self.options.trail_keep;
-        let trail = (keep > 0).then_some(seq);
-        // The entry the trail is about to drop becomes this write's staging file.
-        let recycle = (keep > 0 && seq > keep).then(|| seq - keep);
+        let bounds = trail::Bounds {
+            keep: self.options.trail_keep,
+            max_bytes: self.options.trail_max_bytes,
+        };
+        let plan = trail::plan(&self.paths, op, &lock, seq, old_len, record, bounds);
+        // The oldest entry that goes becomes this write's staging file.
+        let recycle = plan.entry.and(plan.doomed.first().copied());
         replace::swap_in(
             &self.paths,
             op,
             &data.to_json(),
-            trail,
+            plan.entry,
             recycle,
             self.options.durable,
         )?;
+        if let Some(state) = plan.state {
+            lock.write_note(&state.encode());
+        }
         drop(lock);
-        trail::prune(&self.paths, op, seq, self.options.trail_keep);
+        // A recycled entry has moved: its old name is gone already.
+        trail::prune(&self.paths, op, &plan, bounds.keep);
         Ok(data)
     }
 
-    fn create_sync(&self, data: &LedgerData) -> Result<()> {
+    async fn create_locked(&self, data: &LedgerData) -> Result<()> {
         let op = &data.operation_id;
-        let lock = OpLock::acquire(&self.paths, op, IfMissing::Create)?;
+        let lock = self.lock(op, IfMissing::Create).await?;
         if trust::present(&self.paths.operation(op)) {
             return Err(Error::OperationExists(op.clone()));
         }
@@ -234,7 +280,7 @@ impl Store for FileStore {
     }
 
     async fn create(&self, data: &LedgerData) -> Result<()> {
-        self.create_sync(data)
+        self.create_locked(data).await
     }
 
     async fn read(&self, op: &OperationId) -> Result<LedgerData> {
@@ -242,7 +288,11 @@ impl Store for FileStore {
     }
 
     async fn modify(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
-        self.modify_sync(op, change)
+        self.write(op, change, true).await
+    }
+
+    async fn refresh(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
+        self.write(op, change, false).await
     }
 
     async fn list(&self) -> Result<Vec<OperationId>> {
@@ -259,7 +309,24 @@ impl Store for FileStore {
     }
 
     async fn append_log(&self, op: &OperationId, kind: LogKind, line: &str) -> Result<()> {
-        log::append(&self.paths, op, kind, line, self.options.durable)
+        let size = log::append(&self.paths, op, kind, line, self.options.durable)?;
+        let max = self.options.log_max_bytes;
+        if let Some(size) = size
+            && max > 0
+            && size > max
+        {
+            // Rotation is housekeeping: the line is written whatever becomes of it.
+            match self.lock(op, IfMissing::RequireOperation).await {
+                Ok(lock) => {
+                    if let Err(e) = log::rotate(&self.paths, op, kind, max, self.options.durable) {
+                        tracing::debug!(operation = %op, error = %e, "log not rotated");
+                    }
+                    drop(lock);
+                }
+                Err(e) => tracing::debug!(operation = %op, error = %e, "log not rotated"),
+            }
+        }
+        Ok(())
     }
 
     async fn read_log(&self, op: &OperationId, kind: LogKind, from: u64) -> Result<(String, u64)> {
@@ -267,7 +334,8 @@ impl Store for FileStore {
     }
 
     async fn archive(&self, op: &OperationId) -> Result<String> {
-        let dir = archive::archive(&self.paths, op, self.options.durable)?;
+        let lock = self.lock(op, IfMissing::RequireOperation).await?;
+        let dir = archive::archive(&self.paths, op, lock, self.options.durable)?;
         archive::enforce_retention(&self.paths, self.options.max_backups)?;
         Ok(dir.display().to_string())
     }
@@ -291,6 +359,6 @@ impl Store for FileStore {
     }
 
     async fn clean_failed_creates(&self, dry_run: bool) -> Result<Vec<PathBuf>> {
-        leftovers::clean(&self.paths, dry_run)
+        leftovers::clean(&self.paths, dry_run, self.options.lock_timeout).await
     }
 }

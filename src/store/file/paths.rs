@@ -52,6 +52,11 @@ impl Paths {
         }
     }
 
+    /// The generation before the live log (see `log.rs`).
+    pub fn rotated_log(&self, op: &OperationId, kind: LogKind) -> PathBuf {
+        rotated(self.log(op, kind))
+    }
+
     pub fn trail_dir(&self, op: &OperationId) -> PathBuf {
         self.base.join(format!("{op}_trail"))
     }
@@ -88,4 +93,15 @@ impl Paths {
         };
         self.archive_dir(op).join(name)
     }
+
+    pub fn archived_rotated_log(&self, op: &OperationId, kind: LogKind) -> PathBuf {
+        rotated(self.archived_log(op, kind))
+    }
+}
+
+/// `{log}.1`: the log generation before `log`.
+pub fn rotated(log: PathBuf) -> PathBuf {
+    let mut name = log.into_os_string();
+    name.push(".1");
+    PathBuf::from(name)
 }
