@@ -102,7 +102,7 @@ fn a_bad_bound_is_a_usage_error_that_changes_nothing() {
             "99999999999999999G",
             "too large",
         ),
-        ("TOM_LEDGER_LOCK_TIMEOUT", "0", "must be more than 0"),
+        ("TOM_LEDGER_LOCK_TIMEOUT", "0", "too small (at least 1ms)"),
         ("TOM_LEDGER_LOCK_TIMEOUT", "soon", "invalid duration `soon`"),
         ("TOM_LEDGER_TRAIL_KEEP", "-1", "`-1` is not a count"),
     ] {

@@ -1,22 +1,38 @@
 //! Diagnostics on stderr are plain text unless stderr is a terminal, and `NO_COLOR`
 //! turns colour off there too. The diagnostic used: the warning about a temp resource
-//! that cannot be deleted (its parent is a regular file).
+//! whose deletion is refused (a directory on its path became a symlink after it was
+//! registered).
 
 mod cli_common;
 
 use cli_common::{Env, Out};
 
-/// A plan whose failing worker leaves a temp resource that cannot be deleted.
+/// A plan whose failing worker swaps the directory of its temp resource for a symlink,
+/// so the deletion is refused with a warning.
+/// Each run needs `d` absent when the plan is loaded (an existing symlink would be
+/// resolved at registration); [`fresh`] removes what the previous run left.
 fn failing_plan(env: &Env) -> String {
-    env.write("not-a-dir", "");
+    let dir = env.path("d");
+    let other = env.path("other");
+    let script = format!(
+        "rm -rf '{d}' && mkdir -p '{o}' && ln -s '{o}' '{d}'; exit 1",
+        d = dir.display(),
+        o = other.display()
+    );
     let text = format!(
-        "[[worker]]\nname = \"a\"\ncmd = [\"sh\", \"-c\", \"exit 1\", \"{}\"]\ntemp = [\"not-a-dir/child\"]\n",
-        env.marker
+        "[[worker]]\nname = \"a\"\ncmd = [\"sh\", \"-c\", {script:?}, \"{}\"]\ntemp = [{:?}]\n",
+        env.marker,
+        dir.join("child").display().to_string()
     );
     env.write("plan.toml", &text)
         .to_str()
         .expect("utf-8")
         .into()
+}
+
+/// Remove the symlink a previous run of the plan left.
+fn fresh(env: &Env) {
+    let _ = std::fs::remove_file(env.path("d"));
 }
 
 /// Whether `text` holds an ANSI colour sequence (`ESC [ ... m`).
@@ -34,7 +50,7 @@ fn has_colour(text: &str) -> bool {
 
 fn warning_shown(out: &Out, text: &str) {
     out.expect_code(1);
-    assert!(text.contains("temp resource not deleted"), "{text:?}");
+    assert!(text.contains("TEMP_REFUSED"), "{text:?}");
 }
 
 #[test]
@@ -58,6 +74,7 @@ fn a_terminal_gets_colour_unless_no_color_is_set() {
     assert!(has_colour(&out.stdout), "{:?}", out.stdout);
 
     for value in ["1", "yes"] {
+        fresh(&env);
         let mut c = env.terminal_cmd(&["run", "--plan", &plan]);
         c.env("NO_COLOR", value);
         let out = cli_common::run(c);

@@ -17,9 +17,6 @@ pub fn from_env() -> CliResult<FileStoreOptions> {
     let mut options = FileStoreOptions::default();
     if let Some(v) = var("TOM_LEDGER_LOCK_TIMEOUT")? {
         let d = parse_duration(&v).map_err(|e| invalid("TOM_LEDGER_LOCK_TIMEOUT", &e))?;
-        if d.is_zero() {
-            return Err(invalid("TOM_LEDGER_LOCK_TIMEOUT", "must be more than 0"));
-        }
         options.lock_timeout = d;
     }
     if let Some(v) = var("TOM_LEDGER_TRAIL_KEEP")? {
