@@ -258,3 +258,130 @@ async fn an_ended_operation_is_left_to_its_running_owner_to_archive() {
         OperationState::Completed
     );
 }
+
+const IGNORE_TERM: &str = env!("CARGO_BIN_EXE_worker-ignore-term");
+
+/// A dead participant's operation whose frame records `worker` (pid, start ticks) as
+/// leading its own group.
+fn operation_with_worker(id: &str, worker: i32) -> LedgerData {
+    let ticks: u64 = common::process::stat_field(worker, 22)
+        .expect("worker runs")
+        .parse()
+        .expect("start ticks");
+    let now = chrono::Utc::now();
+    let ghost = ParticipantId::parse("ghost").unwrap();
+    let mut data = LedgerData::new(OperationId::parse(id).unwrap(), ghost.clone(), now);
+    // A participant that cannot be running: no process has start time 1 at that pid.
+    let mut record = ended_operation(id, OperationState::Running, 9_999_999, 1)
+        .participants
+        .pop_first()
+        .unwrap()
+        .1;
+    record.state = ParticipantState::Active;
+    data.participants.insert(ghost.clone(), record);
+    data.call_frames.push(CallFrame {
+        participant_id: ghost,
+        call_id: tom_dist_ledger::CallId::parse("call_ghost_1_0001").unwrap(),
+        pid: 9_999_999,
+        start_time: now,
+        last_heartbeat: now,
+        state: FrameState::Active,
+        description: None,
+        resources: vec![],
+        fail_on_crash: true,
+        session_id: None,
+        parent_call_id: None,
+        process: Some(ProcessRecord {
+            pid: worker,
+            pgid: worker,
+            start_ticks: ticks,
+            boot_id: tom_dist_ledger::process::boot_id().map(str::to_owned),
+            pid_namespace: tom_dist_ledger::process::pid_namespace(),
+            command: vec![IGNORE_TERM.into()],
+            cgroup: None,
+        }),
+    });
+    data
+}
+
+/// A worker that ignores SIGTERM, leading its own process group, once it says `ready`.
+async fn term_ignoring_worker(marker: &str) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(IGNORE_TERM);
+    cmd.args(["--marker", marker])
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("worker ready in time")
+        .unwrap();
+    assert_eq!(ready.as_deref(), Some("ready"));
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_stops_workers_with_the_configured_grace() {
+    let scope = TestScope::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = term_ignoring_worker(&scope.marker).await;
+    let pid = worker.id().unwrap() as i32;
+    let patient = initiator(dir.path(), |c| {
+        c.participant(ParticipantId::parse("recover").unwrap())
+            .worker_grace(Duration::from_secs(600))
+    })
+    .await;
+    let data = operation_with_worker("op-patient", pid);
+    patient.store().create(&data).await.unwrap();
+    let mut recovery = tokio::spawn(async move { patient.recover().await });
+    // Past the default grace (5 s), recovery still gives the worker its 600 s.
+    let early = tokio::time::timeout(Duration::from_secs(8), &mut recovery).await;
+    assert!(
+        early.is_err(),
+        "recovery ended within the default grace: {early:?}"
+    );
+    assert!(
+        alive(pid),
+        "the worker is not killed before the grace is over"
+    );
+    // The worker ends: the grace ends with it and recovery finishes.
+    worker.kill().await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(60), recovery)
+        .await
+        .expect("recovery ends once the worker is gone")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.recovered.len(), 1);
+
+    // A short grace: the worker that ignores SIGTERM is killed after it.
+    let mut worker = term_ignoring_worker(&scope.marker).await;
+    let pid = worker.id().unwrap() as i32;
+    let brisk = initiator(dir.path(), |c| {
+        c.participant(ParticipantId::parse("recover").unwrap())
+            .worker_grace(Duration::from_millis(50))
+    })
+    .await;
+    brisk
+        .store()
+        .create(&operation_with_worker("op-brisk", pid))
+        .await
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(60), brisk.recover())
+        .await
+        .expect("recovery ends")
+        .unwrap();
+    assert_eq!(report.recovered.len(), 1);
+    assert_eq!(report.recovered[0].stopped_workers, 1);
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .expect("worker reaped")
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "killed after the grace"
+    );
+    scope.assert_clean();
+}

@@ -9,6 +9,7 @@ use crate::ids::CallId;
 use crate::model::{CallFrame, FrameState, LogLevel};
 
 use super::callbacks::CallCallback;
+use super::core;
 use super::operation::Operation;
 use super::shared::{ActiveCall, OpShared};
 
@@ -310,16 +311,7 @@ pub(crate) fn new_frame<T>(
 
 pub(crate) async fn add_frame(shared: &Arc<OpShared>, frame: CallFrame) -> Result<()> {
     shared
-        .modify(|data, _| {
-            if data.operation_state != crate::model::OperationState::Running {
-                return Err(Error::OperationFailed {
-                    operation: data.operation_id.clone(),
-                    reason: format!("operation is in {} state", data.operation_state),
-                });
-            }
-            data.call_frames.push(frame.clone());
-            Ok(())
-        })
+        .modify(|data, _| core::frames::start(data, frame.clone()))
         .await?;
     Ok(())
 }
@@ -329,7 +321,7 @@ pub(crate) async fn remove_frame(shared: &Arc<OpShared>, id: &CallId) -> Result<
     shared.local().calls.remove(id);
     let result = shared
         .modify(|data, _| {
-            data.remove_frame(id);
+            core::frames::end(data, id);
             Ok(())
         })
         .await;

@@ -31,6 +31,7 @@ pub struct Connect {
     pub(crate) heartbeat_jitter: Duration,
     pub(crate) stale_threshold: Duration,
     pub(crate) cleanup_wait: Option<Duration>,
+    pub(crate) worker_grace: Duration,
     pub(crate) max_pause: Duration,
     pub(crate) handle_signals: bool,
     pub(crate) recover_abandoned: bool,
@@ -59,6 +60,7 @@ impl Connect {
             heartbeat_jitter: Duration::from_millis(500),
             stale_threshold: DEFAULT_STALE_THRESHOLD,
             cleanup_wait: None,
+            worker_grace: crate::process::DEFAULT_GRACE,
             max_pause: DEFAULT_MAX_PAUSE,
             handle_signals: true,
             recover_abandoned: false,
@@ -99,6 +101,14 @@ impl Connect {
     /// (default: two heartbeat intervals).
     pub fn cleanup_wait(mut self, d: Duration) -> Self {
         self.cleanup_wait = Some(d);
+        self
+    }
+
+    /// Grace between SIGTERM and SIGKILL when workers are stopped (default 5 s): for
+    /// every operation of this ledger, unless set for one (`Operation::set_worker_grace`),
+    /// and for the workers recovery stops.
+    pub fn worker_grace(mut self, d: Duration) -> Self {
+        self.worker_grace = d;
         self
     }
 
@@ -193,6 +203,8 @@ pub(crate) struct LedgerConfig {
     pub heartbeat_jitter: Duration,
     pub stale_threshold: Duration,
     pub cleanup_wait: Duration,
+    /// Default grace for stopping workers (see [`Connect::worker_grace`]).
+    pub worker_grace: Duration,
     pub max_pause: Duration,
     pub handle_signals: bool,
 }

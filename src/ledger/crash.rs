@@ -17,13 +17,12 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::ids::{CallId, OperationId, ParticipantId};
-use crate::model::{
-    FailureRecord, FrameState, LedgerData, LogLevel, OperationState, ParticipantState,
-    ProcessRecord,
-};
+use crate::ids::{OperationId, ParticipantId};
+use crate::model::{LedgerData, ParticipantState, ProcessRecord};
 use crate::process::{ProcessIdentity, RecordedGroup, Verdict, exited, stop_recorded};
 
+use super::LedgerInner;
+use super::core::{self, Here};
 use super::exec::ENV_OPERATION;
 use super::liveness;
 use super::shared::{OpShared, spawn};
@@ -58,20 +57,8 @@ pub(crate) fn watch_peers(shared: &Arc<OpShared>, data: &LedgerData) {
     }
 }
 
-/// What a crash declaration decided.
-enum Decision {
-    /// Nothing to do (already handled, left in order, or re-registered).
-    Nothing,
-    /// The operation fails; this participant coordinates the cleanup.
-    Coordinate,
-    /// The crash is contained to the dead participant's own calls.
-    Contained {
-        temps: Vec<String>,
-        workers: Vec<ProcessRecord>,
-    },
-}
-
-/// Declare `participant` (at `epoch`) crashed, unless that already happened or it left.
+/// Declare `participant` (at `epoch`) crashed, unless that already happened or it left;
+/// the decision is the core's ([`core::crash::declare_crashed`]), carried out here.
 pub(crate) async fn declare_crashed(
     shared: &Arc<OpShared>,
     participant: &ParticipantId,
@@ -89,153 +76,25 @@ pub(crate) async fn declare_crashed(
         return;
     }
     let me = shared.ledger.config.participant.clone();
-    let host = shared.ledger.identity.host.clone();
-    let mut decision = Decision::Nothing;
-    let mut crashed_calls: Vec<CallId> = Vec::new();
+    let here = here(&shared.ledger);
+    let mut effects = Vec::new();
     let result = shared
         .modify(|data, now| {
-            decision = Decision::Nothing;
-            crashed_calls.clear();
-            let Some(record) = data.participants.get_mut(participant) else {
-                return Ok(());
-            };
-            if record.epoch != epoch || record.state != ParticipantState::Active {
-                return Ok(());
-            }
-            record.state = ParticipantState::Crashed;
-            // Started by a call's worker: the crash is that call's to report (its worker
-            // died, and the call fails or has failed with it), so it is contained here and
-            // the call decides through its own `fail_on_crash`.
-            let reported_to = record.spawned_by.clone();
-            let mut fatal = false;
-            for frame in data
-                .call_frames
-                .iter_mut()
-                .filter(|f| &f.participant_id == participant)
-            {
-                frame.state = FrameState::Crashed;
-                fatal |= frame.fail_on_crash;
-                crashed_calls.push(frame.call_id.clone());
-            }
-            data.detection_timestamp.get_or_insert(now);
-            if reported_to.is_some() {
-                fatal = false;
-            }
-            // Only the initiator may complete the operation: without it the operation
-            // could never end, so its death fails the operation whatever its frames.
-            let initiator = data.initiator_id == *participant;
-            fatal |= initiator;
-            let who = if initiator {
-                "initiator"
-            } else {
-                "participant"
-            };
-            match data.operation_state {
-                OperationState::Running if fatal => {
-                    data.enter_cleanup(
-                        now,
-                        FailureRecord {
-                            reason: format!("{who} `{participant}` crashed ({why})"),
-                            crashed_call_ids: crashed_calls.clone(),
-                            crashed_participants: vec![participant.clone()],
-                            coordinator: Some(me.clone()),
-                        },
-                    );
-                    decision = Decision::Coordinate;
-                }
-                OperationState::Running => {
-                    let workers = data
-                        .call_frames
-                        .iter()
-                        .filter(|f| &f.participant_id == participant)
-                        .filter_map(|f| f.process.clone())
-                        .collect();
-                    data.call_frames
-                        .retain(|f| &f.participant_id != participant);
-                    let temps = take_temps_of(data, participant, &host);
-                    decision = Decision::Contained { temps, workers };
-                }
-                OperationState::Cleanup => {
-                    let failure = data.failure.get_or_insert_with(|| FailureRecord {
-                        reason: format!("participant `{participant}` crashed ({why})"),
-                        crashed_call_ids: Vec::new(),
-                        crashed_participants: Vec::new(),
-                        coordinator: None,
-                    });
-                    failure.crashed_participants.push(participant.clone());
-                    failure
-                        .crashed_call_ids
-                        .extend(crashed_calls.iter().cloned());
-                    // The coordinator itself died: this participant finishes the cleanup.
-                    if failure
-                        .coordinator
-                        .as_ref()
-                        .is_none_or(|c| c == participant)
-                    {
-                        failure.coordinator = Some(me.clone());
-                        decision = Decision::Coordinate;
-                    }
-                }
-                _ => {}
-            }
+            effects = core::crash::declare_crashed(data, participant, epoch, why, &me, &here, now);
             Ok(())
         })
         .await;
-    if result.is_err() {
-        return;
-    }
-    let spawned_by = shared
-        .local()
-        .cached
-        .as_ref()
-        .and_then(|d| d.participants.get(participant))
-        .and_then(|p| p.spawned_by.clone());
-    let calls = super::operation::join_ids(&crashed_calls);
-    let origin = spawned_by
-        .map(|c| format!(" spawnedBy={c}"))
-        .unwrap_or_default();
-    match decision {
-        Decision::Nothing => {}
-        Decision::Coordinate => {
-            shared
-                .log_quietly(
-                    LogLevel::Error,
-                    &format!("CRASH_DETECTED participant={participant} calls=[{calls}] reason={why}{origin}"),
-                )
-                .await;
-            shared
-                .log_quietly(LogLevel::Info, &format!("CLEANUP_STARTED coordinator={me}"))
-                .await;
-            super::failure::start_coordination(shared);
-        }
-        Decision::Contained { temps, workers } => {
-            shared
-                .log_quietly(
-                    LogLevel::Warning,
-                    &format!("CRASH_CONTAINED participant={participant} calls=[{calls}] reason={why}{origin}"),
-                )
-                .await;
-            super::temps::delete_stored(&shared.ledger, &shared.id, &temps).await;
-            stop_workers(&shared.id, &workers, grace_of(shared)).await;
-        }
+    if result.is_ok() {
+        super::effects::run(shared, effects).await;
     }
 }
 
-/// Take the temp resources owned by `participant` that this host can delete.
-pub(crate) fn take_temps_of(
-    data: &mut LedgerData,
-    participant: &ParticipantId,
-    host: &str,
-) -> Vec<String> {
-    let owner_host = data.participants.get(participant).map(|p| p.host.clone());
-    if owner_host.is_some_and(|h| !h.is_empty() && h != host) {
-        return Vec::new();
+/// This process as the judge of whose temp resources it may delete.
+pub(crate) fn here(ledger: &LedgerInner) -> Here {
+    Here {
+        host: ledger.identity.host.clone(),
+        uid: ledger.identity.uid,
     }
-    let (theirs, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut data.temp_resources)
-        .into_iter()
-        .partition(|t| t.owner_id.as_ref() == Some(participant));
-    data.temp_resources = rest;
-    theirs.into_iter().map(|t| t.path).collect()
 }
 
 /// What a recorded worker group of operation `op` is, for the process layer: its leader's
@@ -285,11 +144,11 @@ pub(crate) async fn stop_workers_reporting(
     (stopped, refused)
 }
 
-fn grace_of(shared: &OpShared) -> Duration {
+pub(crate) fn grace_of(shared: &OpShared) -> Duration {
     shared
         .local()
         .worker_grace
-        .unwrap_or(crate::process::DEFAULT_GRACE)
+        .unwrap_or(shared.ledger.config.worker_grace)
 }
 
 /// Judge the participants of a heartbeat's view: stale ones are declared crashed.

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::ids::CallId;
 use crate::model::ProcessRecord;
 use crate::process::{
-    DEFAULT_GRACE, RunOptions, RunOutput, Signal, WorkerCommand, WorkerInfo, run_file_result,
-    run_stdio, signal_group,
+    RunOptions, RunOutput, Signal, WorkerCommand, WorkerInfo, run_file_result, run_stdio,
+    signal_group,
 };
 use crate::store::StoreLocation;
 
@@ -372,7 +372,10 @@ impl Operation {
 
     /// Grace between SIGTERM and SIGKILL for this operation's workers.
     pub fn worker_grace(&self) -> Duration {
-        self.shared.local().worker_grace.unwrap_or(DEFAULT_GRACE)
+        self.shared
+            .local()
+            .worker_grace
+            .unwrap_or(self.shared.ledger.config.worker_grace)
     }
 
     /// Set the grace for workers of this operation started from now on.

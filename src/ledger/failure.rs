@@ -11,6 +11,9 @@
 //! 3. Removal: the coordinator waits until every other live participant is done (bounded),
 //!    deletes temp resources left by dead owners, removes all frames, sets `failed` and
 //!    `removalTimestamp`, and archives the operation.
+//!
+//! What changes in the ledger, and when, is decided by the core (`core::failure::fail`,
+//! `core::cleanup`); this module waits, stops, deletes and archives around it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +21,11 @@ use std::time::Duration;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::ids::CallId;
-use crate::model::{FailureRecord, FrameState, LedgerData, LogLevel, OperationState};
+use crate::model::{LedgerData, LogLevel, OperationState};
 
+use super::LedgerInner;
 use super::callbacks::OperationFailedInfo;
+use super::core::{self, Live, failure::Failure};
 use super::shared::OpShared;
 
 /// The failure as participants see it, from the recorded data.
@@ -71,15 +76,9 @@ pub(crate) async fn record_failure(
     let mut became_coordinator = false;
     let result = shared
         .modify(|data, now| {
-            became_coordinator = data.enter_cleanup(
-                now,
-                FailureRecord {
-                    reason: reason.clone(),
-                    crashed_call_ids: crashed_calls.clone(),
-                    crashed_participants: Vec::new(),
-                    coordinator: Some(me.clone()),
-                },
-            );
+            let mut failure = Failure::new(reason.clone(), &me);
+            failure.crashed_calls = crashed_calls.clone();
+            became_coordinator = core::failure::fail(data, now, failure).coordinates();
             Ok(())
         })
         .await;
@@ -121,15 +120,7 @@ pub(crate) async fn record_interruption(shared: &Arc<OpShared>, sig: crate::proc
             if initiator {
                 data.aborted = true;
             }
-            data.enter_cleanup(
-                now,
-                FailureRecord {
-                    reason: reason.clone(),
-                    crashed_call_ids: Vec::new(),
-                    crashed_participants: Vec::new(),
-                    coordinator: Some(me.clone()),
-                },
-            );
+            core::failure::fail(data, now, Failure::new(reason.clone(), &me));
             Ok(())
         })
         .await;
@@ -153,11 +144,7 @@ pub(crate) async fn finish_interruption(shared: Arc<OpShared>) {
     }
     let me = shared.ledger.config.participant.clone();
     let takes_over = match shared.ledger.store.read(&shared.id).await {
-        Ok(data) => data
-            .failure
-            .as_ref()
-            .and_then(|f| f.coordinator.clone())
-            .is_none_or(|c| c == me || !super::liveness::is_live(&data, &c, &shared.ledger)),
+        Ok(data) => core::cleanup::takes_over(&data, &me, &live(&data, &shared.ledger)),
         Err(_) => false,
     };
     if takes_over {
@@ -224,15 +211,7 @@ pub(crate) async fn self_cleanup(shared: Arc<OpShared>, info: OperationFailedInf
     let me = shared.ledger.config.participant.clone();
     let _ = shared
         .modify(|data, _| {
-            data.temp_resources
-                .retain(|t| t.target().map_or(true, |p| !temps.contains(&p)));
-            for frame in data
-                .call_frames
-                .iter_mut()
-                .filter(|f| f.participant_id == me)
-            {
-                frame.state = FrameState::CleanedUp;
-            }
+            core::frames::cleaned_up(data, &me, &temps);
             Ok(())
         })
         .await;
@@ -250,12 +229,7 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
         let Ok(data) = shared.ledger.store.read(&shared.id).await else {
             return;
         };
-        let waiting = data.call_frames.iter().any(|f| {
-            f.state != FrameState::CleanedUp
-                && f.state != FrameState::Crashed
-                && (f.participant_id == me
-                    || super::liveness::is_live(&data, &f.participant_id, &shared.ledger))
-        });
+        let waiting = core::cleanup::waiting(&data, &me, &live(&data, &shared.ledger));
         if !waiting || tokio::time::Instant::now() >= deadline {
             break;
         }
@@ -273,47 +247,21 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
         // Never this process's own group: a participant started inside a dead
         // participant's worker (a nested `exec`) lives in that worker's group.
         let own_group = nix::unistd::getpgrp().as_raw();
-        let dead_workers: Vec<_> = data
-            .call_frames
-            .iter()
-            .filter(|f| f.participant_id != me)
-            .filter(|f| {
-                f.state == FrameState::Crashed
-                    || !super::liveness::is_live(&data, &f.participant_id, &shared.ledger)
-            })
-            .filter_map(|f| f.process.clone())
-            .filter(|p| p.pgid != own_group)
-            .collect();
+        let live = live(&data, &shared.ledger);
+        let dead_workers = core::cleanup::orphaned_workers(&data, &me, &live, own_group);
         if !dead_workers.is_empty() {
-            let grace = shared
-                .local()
-                .worker_grace
-                .unwrap_or(crate::process::DEFAULT_GRACE);
+            let grace = super::crash::grace_of(&shared);
             let stopped = super::crash::stop_workers(&shared.id, &dead_workers, grace).await;
             shared
                 .log_quietly(LogLevel::Info, &format!("WORKERS_STOPPED count={stopped}"))
                 .await;
         }
     }
-    let host = shared.ledger.identity.host.clone();
-    let mut leftovers = Vec::new();
+    let here = super::crash::here(&shared.ledger);
+    let mut swept = Default::default();
     let result = shared
         .modify(|data, now| {
-            leftovers.clear();
-            for t in data.temp_resources.drain(..) {
-                let owner_host = t
-                    .owner_id
-                    .as_ref()
-                    .and_then(|p| data.participants.get(p))
-                    .map(|p| p.host.clone());
-                // Paths of participants on other hosts are theirs to delete.
-                if owner_host.is_none_or(|h| h.is_empty() || h == host) {
-                    leftovers.push(t.path);
-                }
-            }
-            data.call_frames.clear();
-            data.operation_state = OperationState::Failed;
-            data.removal_timestamp = Some(now);
+            swept = core::cleanup::remove(data, &here, now);
             Ok(())
         })
         .await;
@@ -321,14 +269,17 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
         tracing::debug!(operation = %shared.id, error = %e, "cleanup not finished here");
         return;
     }
-    super::temps::delete_stored(&shared.ledger, &shared.id, &leftovers).await;
-    shared
-        .log_quietly(
-            LogLevel::Info,
-            &format!("CLEANUP_COMPLETED coordinator={me}"),
-        )
-        .await;
-    archive(&shared).await;
+    super::effects::run(&shared, core::cleanup::after_removal(swept, &me)).await;
+}
+
+/// Which participants are alive now, for the core's decisions on `data`.
+pub(crate) fn live(data: &LedgerData, ledger: &LedgerInner) -> Live {
+    Live(
+        Live::candidates(data)
+            .into_iter()
+            .filter(|id| super::liveness::is_live(data, id, ledger))
+            .collect(),
+    )
 }
 
 /// Archive the operation and report the location.

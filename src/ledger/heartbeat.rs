@@ -89,13 +89,7 @@ pub(crate) async fn beat(shared: &Arc<OpShared>) -> Result<HeartbeatResult> {
     let after = shared
         .refresh(|data, now| {
             before = Some(data.clone());
-            for frame in data
-                .call_frames
-                .iter_mut()
-                .filter(|f| f.participant_id == me)
-            {
-                frame.last_heartbeat = now;
-            }
+            super::core::frames::beat(data, &me, now);
             Ok(())
         })
         .await?;

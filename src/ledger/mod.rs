@@ -7,7 +7,9 @@
 mod call;
 mod callbacks;
 mod connect;
+mod core;
 mod crash;
+mod effects;
 mod exec;
 mod failure;
 mod follow;
@@ -54,6 +56,7 @@ pub use spawned::{CallContext, CallStatus, SpawnedCall, TrackedCall};
 pub use sync::{SyncOptions, SyncResult, WaitOptions};
 
 pub(crate) use connect::{LedgerConfig, Target};
+use core::registry::{Holder, Joining};
 use liveness::SelfIdentity;
 use shared::OpShared;
 
@@ -98,6 +101,10 @@ impl LedgerInner {
             .cloned()
     }
 }
+
+/// Registrations under the joining id judged in one join before it gives up (each is a
+/// different process that took the id meanwhile).
+const JOIN_VERDICTS: usize = 8;
 
 /// Options of `create_operation` and `join_operation`.
 #[derive(Clone, Default)]
@@ -205,6 +212,7 @@ impl Ledger {
             cleanup_wait: connect
                 .cleanup_wait
                 .unwrap_or(connect.heartbeat_interval * 2),
+            worker_grace: connect.worker_grace,
             max_pause: connect.max_pause,
             handle_signals: connect.handle_signals,
         };
@@ -285,11 +293,10 @@ impl Ledger {
         };
         let mut data = LedgerData::new(id.clone(), me.clone(), now);
         data.description = options.description.clone();
-        data.participants.insert(
-            me.clone(),
+        core::registry::register_initiator(
+            &mut data,
             self.registration(now, 1, options.spawned_by.clone()),
         );
-        data.next_epoch = 2;
         self.inner.store.create(&data).await?;
         let shared = OpShared::new(self.inner.clone(), id.clone(), true, now, 1, data);
         let op = self.activate(shared, options.callback)?;
@@ -317,41 +324,55 @@ impl Ledger {
         let now = self.inner.clock.now();
         let me = self.inner.config.participant.clone();
         let my_pid = self.inner.config.pid;
-        let mut epoch = 0;
-        let mut initiator = false;
         let registration = self.registration(now, 0, options.spawned_by.clone());
-        let inner = self.inner.clone();
-        let data = self
-            .inner
-            .store
-            .modify(id, &mut |data: &mut LedgerData| {
-                if data.operation_state.is_final() {
-                    return Err(Error::OperationEnded {
-                        operation: id.clone(),
-                        state: data.operation_state.to_string(),
-                    });
-                }
-                if let Some(existing) = data.participants.get(&me)
-                    && existing.state == ParticipantState::Active
-                    && existing.pid != my_pid
-                    && liveness::participant_alive(existing, &inner)
-                {
-                    return Err(Error::ParticipantInUse {
-                        operation: id.clone(),
-                        participant: me.clone(),
+        // Whether another process holding this id lives is judged outside the change, and
+        // only when the change asks for it (see `core::registry::join`).
+        let mut holder = Holder::Unknown;
+        let mut verdicts = 0;
+        let (data, epoch, initiator) = loop {
+            let mut joining = None;
+            let result = self
+                .inner
+                .store
+                .modify(id, &mut |data: &mut LedgerData| {
+                    let step = core::registry::join(data, &me, &registration, &holder, now)?;
+                    let judge = matches!(step, Joining::Judge(_));
+                    joining = Some(step);
+                    if judge {
+                        // Nothing changed: give the write up and judge first.
+                        return Err(Error::invalid("join", "needs a liveness verdict"));
+                    }
+                    Ok(())
+                })
+                .await;
+            match (joining, result) {
+                (Some(Joining::Judge(existing)), _) => {
+                    verdicts += 1;
+                    if verdicts > JOIN_VERDICTS {
+                        return Err(Error::ParticipantInUse {
+                            operation: id.clone(),
+                            participant: me.clone(),
+                            pid: existing.pid,
+                        });
+                    }
+                    holder = Holder::Judged {
                         pid: existing.pid,
-                    });
+                        epoch: existing.epoch,
+                        alive: liveness::participant_alive(&existing, &self.inner),
+                    };
                 }
-                epoch = data.next_epoch.max(1);
-                data.next_epoch = epoch + 1;
-                let mut record = registration.clone();
-                record.epoch = epoch;
-                data.participants.insert(me.clone(), record);
-                data.last_heartbeat = now;
-                initiator = data.initiator_id == me;
-                Ok(())
-            })
-            .await?;
+                (Some(Joining::Joined { epoch, initiator }), Ok(data)) => {
+                    break (data, epoch, initiator);
+                }
+                (_, Err(e)) => return Err(e),
+                (None, Ok(_)) => {
+                    return Err(Error::invalid(
+                        format!("operation `{id}`"),
+                        "the store reported a change that never ran",
+                    ));
+                }
+            }
+        };
         let shared = OpShared::new(
             self.inner.clone(),
             id.clone(),
@@ -421,15 +442,7 @@ impl Ledger {
         self.inner
             .store
             .modify(op, &mut |data: &mut LedgerData| {
-                if data.operation_state.is_final() {
-                    return Err(Error::OperationEnded {
-                        operation: op.clone(),
-                        state: data.operation_state.to_string(),
-                    });
-                }
-                data.aborted = true;
-                data.last_heartbeat = now;
-                Ok(())
+                core::registry::abort_from_outside(data, now)
             })
             .await?;
         let message = format!("ABORT_REQUESTED by={}", self.inner.config.participant);

@@ -13,10 +13,11 @@ use crate::cleanup::CleanupHandler;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId, ParticipantId};
-use crate::model::{LedgerData, LogLevel, OperationState, ParticipantState, TempResource};
+use crate::model::{LedgerData, LogLevel, OperationState, TempResource};
 use crate::store::LogKind;
 
 use super::callbacks::OperationFailedInfo;
+use super::core::{self, join_ids};
 use super::shared::OpShared;
 
 /// A session's handle on an operation. Cheap to clone; clones share the session.
@@ -310,14 +311,7 @@ impl Operation {
         let me = self.participant_id().clone();
         self.shared
             .modify(|data, now| {
-                if !data.temp_resources.iter().any(|t| t.path == text) {
-                    data.temp_resources.push(TempResource {
-                        path: text.clone(),
-                        owner: pid,
-                        registered_at: now,
-                        owner_id: Some(me.clone()),
-                    });
-                }
+                core::temps::register(data, &text, pid, &me, now);
                 Ok(())
             })
             .await?;
@@ -351,7 +345,7 @@ impl Operation {
         let text = TempResource::encode_path(&path);
         self.shared
             .modify(|data, _| {
-                data.temp_resources.retain(|t| t.path != text);
+                core::temps::unregister(data, &text);
                 Ok(())
             })
             .await?;
@@ -406,7 +400,7 @@ impl Operation {
             let me = self.participant_id().clone();
             let result = shared
                 .modify(|data, now| {
-                    data.participant_left(&me, now);
+                    core::registry::leave(data, &me, now);
                     Ok(())
                 })
                 .await;
@@ -464,34 +458,10 @@ impl Operation {
             super::call::cancel_calls(shared, &own, "operation completed").await;
         }
         let me = self.participant_id().clone();
-        let op = shared.id.clone();
         shared
             .modify(|data, _| {
                 // A call started while the others were being cancelled is refused too.
-                let mine = own_calls(shared);
-                if !mine.is_empty() {
-                    return Err(Error::RunningCalls {
-                        operation: op.clone(),
-                        calls: join_ids(&mine),
-                    });
-                }
-                let others: Vec<CallId> = data
-                    .call_frames
-                    .iter()
-                    .filter(|f| f.participant_id != me)
-                    .map(|f| f.call_id.clone())
-                    .collect();
-                if !others.is_empty() && !force {
-                    return Err(Error::OpenCalls {
-                        operation: op.clone(),
-                        calls: join_ids(&others),
-                    });
-                }
-                data.operation_state = OperationState::Completed;
-                if let Some(p) = data.participants.get_mut(&me) {
-                    p.state = ParticipantState::Left;
-                }
-                Ok(())
+                core::registry::complete(data, &me, &own_calls(shared), force)
             })
             .await?;
         shared.stop_tasks();
@@ -515,11 +485,4 @@ fn own_calls(shared: &OpShared) -> Vec<CallId> {
     let mut ids: Vec<CallId> = shared.local().calls.keys().cloned().collect();
     ids.sort();
     ids
-}
-
-pub(crate) fn join_ids(ids: &[CallId]) -> String {
-    ids.iter()
-        .map(CallId::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -5,21 +5,24 @@
 //! operations proven to be its own only (see `recovery_proof.rs` for the rules).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::ids::{OperationId, ParticipantId};
-use crate::model::{
-    FailureRecord, FrameState, LedgerData, OperationState, ParticipantState, TempResource,
-};
+use crate::model::{LedgerData, OperationState, TempResource};
 use crate::process::{PlannedProcess, plan_recorded};
 
 use super::Ledger;
+use super::core::{
+    self,
+    recovery::{Roster, TakenOver},
+    temps::Swept,
+};
 use super::crash::{recorded_group, stop_workers_reporting};
-use super::recovery_proof::{RecoveryMode, is_abandoned, refusal, split_temps};
+use super::recovery_proof::{RecoveryMode, here, is_abandoned, refusal};
 
-/// Grace between SIGTERM and SIGKILL for the workers recovery stops.
-const RECOVERY_GRACE: Duration = Duration::from_secs(2);
+/// Judgements of one operation before recovery gives up on it (each time, it changed
+/// between the judgement and the change: someone is writing to it).
+const RECOVERY_ATTEMPTS: usize = 5;
 
 /// What recovery did to one operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,7 +184,8 @@ impl Ledger {
                     plan.untouched.extend(found.refused);
                 }
                 if !data.operation_state.is_final() {
-                    let (delete, keep) = split_temps(&data, data.temp_resources.clone(), me);
+                    let (delete, keep) =
+                        core::temps::split(&data, data.temp_resources.clone(), &here(me));
                     // The removal function's own refusals show here as they would then.
                     let protected = super::temps::protected(&self.inner);
                     for t in delete {
@@ -209,68 +213,48 @@ impl Ledger {
 
     async fn recover_one(&self, id: &OperationId, mode: RecoveryMode) -> Result<Outcome> {
         let store = &self.inner.store;
-        let data = store.read(id).await?;
-        if !is_abandoned(&data, &self.inner) {
-            return Ok(Outcome::NotAbandoned);
-        }
-        let provenance = store.provenance(id).await?;
-        if let Some(reason) = refusal(&data, provenance, &self.inner.identity, mode) {
-            return Ok(Outcome::LeftAlone(reason));
-        }
         let me = self.inner.config.participant.clone();
         let now = self.inner.clock.now();
-        let mut dead = Vec::new();
-        let mut workers = Vec::new();
-        // Phase 1: fence the dead and take the cleanup over (unless someone else did).
-        let marked = store
-            .modify(id, &mut |data: &mut LedgerData| {
-                dead.clear();
-                workers.clear();
-                if !is_abandoned(data, &self.inner) {
+        // Phase 1: judge (outside the change), then fence the dead and take the cleanup
+        // over, unless the operation changed since it was judged: then judge again.
+        let mut attempts = 0;
+        let (taken, final_state) = loop {
+            attempts += 1;
+            let data = store.read(id).await?;
+            if !is_abandoned(&data, &self.inner) {
+                return Ok(Outcome::NotAbandoned);
+            }
+            let provenance = store.provenance(id).await?;
+            if let Some(reason) = refusal(&data, provenance, &self.inner.identity, mode) {
+                return Ok(Outcome::LeftAlone(reason));
+            }
+            let judged = Roster::of(&data);
+            let mut taken = None;
+            let marked = store
+                .modify(id, &mut |data: &mut LedgerData| {
+                    taken = core::recovery::take_over(data, &judged, &me, now);
+                    match taken {
+                        Some(_) => Ok(()),
+                        None => Err(Error::invalid(
+                            format!("operation `{id}`"),
+                            "changed while it was judged",
+                        )),
+                    }
+                })
+                .await;
+            match (marked, taken) {
+                (Ok(data), Some(taken)) => break (taken, data.operation_state),
+                (Err(_), None) if attempts < RECOVERY_ATTEMPTS => continue,
+                (Err(e), _) => return Err(e),
+                (Ok(_), None) => {
                     return Err(Error::invalid(
                         format!("operation `{id}`"),
-                        "has live participants",
+                        "the store reported a change that never ran",
                     ));
                 }
-                for (pid, p) in data.participants.iter_mut() {
-                    if p.state == ParticipantState::Active {
-                        p.state = ParticipantState::Crashed;
-                        dead.push(pid.clone());
-                    }
-                }
-                for f in data.call_frames.iter_mut() {
-                    f.state = FrameState::Crashed;
-                    if !data.participants.contains_key(&f.participant_id)
-                        && !dead.contains(&f.participant_id)
-                    {
-                        dead.push(f.participant_id.clone());
-                    }
-                }
-                workers = data
-                    .call_frames
-                    .iter()
-                    .filter_map(|f| f.process.clone())
-                    .collect();
-                if !data.operation_state.is_final() {
-                    data.operation_state = OperationState::Cleanup;
-                    data.detection_timestamp.get_or_insert(now);
-                    let failure = data.failure.get_or_insert_with(|| FailureRecord {
-                        reason: "recovered: all participants dead".into(),
-                        crashed_call_ids: Vec::new(),
-                        crashed_participants: Vec::new(),
-                        coordinator: None,
-                    });
-                    failure.crashed_participants.extend(dead.iter().cloned());
-                    failure.coordinator = Some(me.clone());
-                }
-                Ok(())
-            })
-            .await;
-        let final_state = match marked {
-            Ok(data) => data.operation_state,
-            Err(Error::Invalid { .. }) => return Ok(Outcome::NotAbandoned),
-            Err(e) => return Err(e),
+            }
         };
+        let TakenOver { dead, workers } = taken;
         for p in &dead {
             self.log_line(
                 id,
@@ -279,29 +263,21 @@ impl Ledger {
             .await;
         }
         // Phase 2: stop what they left running, delete what they left behind.
-        let (stopped, mut untouched) = stop_workers_reporting(id, &workers, RECOVERY_GRACE).await;
+        let grace = self.inner.config.worker_grace;
+        let (stopped, mut untouched) = stop_workers_reporting(id, &workers, grace).await;
         let mut deleted = Vec::new();
         if !final_state.is_final() {
-            let identity = &self.inner.identity;
-            let mut kept = Vec::new();
+            let here = here(&self.inner.identity);
+            let mut swept = Default::default();
             store
                 .modify(id, &mut |data: &mut LedgerData| {
-                    let temps = std::mem::take(&mut data.temp_resources);
-                    let (delete, keep) = split_temps(data, temps, identity);
-                    deleted = delete.iter().map(|t| t.path.clone()).collect();
-                    kept = keep
-                        .iter()
-                        .map(|(t, why)| format!("temp resource `{}`: {why}", t.path))
-                        .collect();
-                    data.temp_resources = keep.into_iter().map(|(t, _)| t).collect();
-                    data.call_frames.clear();
-                    data.operation_state = OperationState::Failed;
-                    data.removal_timestamp = Some(now);
+                    swept = core::cleanup::remove(data, &here, now);
                     Ok(())
                 })
                 .await?;
+            let Swept { delete, kept } = swept;
             untouched.extend(kept);
-            deleted = super::temps::delete_stored(&self.inner, id, &deleted).await;
+            deleted = super::temps::delete_stored(&self.inner, id, &delete).await;
             self.log_line(
                 id,
                 &format!(

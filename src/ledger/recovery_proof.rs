@@ -16,10 +16,11 @@
 //!   was asked for); the removal function applies the path rules.
 
 use crate::ids::ParticipantId;
-use crate::model::{LedgerData, ParticipantState, TempResource};
+use crate::model::{LedgerData, ParticipantState};
 use crate::store::Provenance;
 
 use super::LedgerInner;
+use super::core::Here;
 use super::liveness::{self, SelfIdentity};
 
 /// Who asked for the recovery.
@@ -113,39 +114,13 @@ fn foreign_origin(
     None
 }
 
-/// Splits the temp resources into those recovery hands to the removal function and those
-/// it leaves (with the reason): a path registered by a participant on another host or as
-/// another user is not ours to delete.
-pub(crate) fn split_temps(
-    data: &LedgerData,
-    temps: Vec<TempResource>,
-    me: &SelfIdentity,
-) -> (Vec<TempResource>, Vec<(TempResource, String)>) {
-    let mut delete = Vec::new();
-    let mut keep = Vec::new();
-    for t in temps {
-        match why_not_ours(data, &t, me) {
-            None => delete.push(t),
-            Some(why) => keep.push((t, why)),
-        }
-    }
-    (delete, keep)
-}
-
-fn why_not_ours(data: &LedgerData, t: &TempResource, me: &SelfIdentity) -> Option<String> {
-    if data.participants.is_empty() {
-        return None;
-    }
-    let owner = t.owner_id.as_ref()?;
-    let Some(p) = data.participants.get(owner) else {
-        return Some(format!("registered by {owner}, who is not a participant"));
-    };
-    if !p.host.is_empty() && p.host != me.host {
-        return Some(format!("registered on host `{}`", p.host));
-    }
-    match p.uid {
-        Some(uid) if uid != me.uid => Some(format!("registered by user {uid}")),
-        _ => None,
+/// This process as the judge of whose temp resources recovery may delete (see
+/// `core::temps`): a path registered by a participant on another host or as another user
+/// is not ours to delete.
+pub(crate) fn here(me: &SelfIdentity) -> Here {
+    Here {
+        host: me.host.clone(),
+        uid: me.uid,
     }
 }
 
@@ -248,32 +223,5 @@ mod tests {
         }
         assert!(refusal(&d, None, &me(), RecoveryMode::Automatic).is_some());
         assert_eq!(refusal(&d, None, &me(), RecoveryMode::Explicit), None);
-    }
-
-    #[test]
-    fn only_temps_of_this_host_and_user_are_deleted() {
-        let mut d = data();
-        ours(&mut d, "a", |_| {});
-        ours(&mut d, "remote", |p| p.host = "there".into());
-        ours(&mut d, "root", |p| p.uid = Some(0));
-        let temp = |path: &str, owner: Option<&str>| TempResource {
-            path: path.into(),
-            owner: 42,
-            registered_at: chrono::Utc::now(),
-            owner_id: owner.map(|o| ParticipantId::parse(o).expect("id")),
-        };
-        let temps = vec![
-            temp("/t/mine", Some("a")),
-            temp("/t/remote", Some("remote")),
-            temp("/t/root", Some("root")),
-            temp("/t/stranger", Some("stranger")),
-        ];
-        let (delete, keep) = split_temps(&d, temps.clone(), &me());
-        let deleted: Vec<&str> = delete.iter().map(|t| t.path.as_str()).collect();
-        assert_eq!(deleted, ["/t/mine"]);
-        assert_eq!(keep.len(), 3);
-        // The original's operations record no owners: an explicit recover deletes them.
-        let (delete, _) = split_temps(&data(), temps, &me());
-        assert_eq!(delete.len(), 4);
     }
 }

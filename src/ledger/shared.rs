@@ -174,24 +174,8 @@ impl OpShared {
         let op = self.id.clone();
         let mut unregistered = false;
         let mut apply = |data: &mut LedgerData| {
-            if data.operation_state.is_final() {
-                return Err(Error::OperationEnded {
-                    operation: op.clone(),
-                    state: data.operation_state.to_string(),
-                });
-            }
-            let fenced = || Error::Fenced {
-                operation: op.clone(),
-                participant: me.clone(),
-                epoch,
-            };
             unregistered = !data.participants.contains_key(&me);
-            let record = data.participants.get_mut(&me).ok_or_else(fenced)?;
-            if record.epoch != epoch || record.state == ParticipantState::Crashed {
-                return Err(fenced());
-            }
-            record.last_heartbeat = now;
-            data.last_heartbeat = now;
+            super::core::registry::admit_writer(data, &op, &me, epoch, now)?;
             change(data, now)
         };
         let store = &self.ledger.store;

@@ -62,9 +62,7 @@ pub(crate) async fn record_pause(shared: &Arc<OpShared>, paused: bool) -> Result
     let me = shared.ledger.config.participant.clone();
     shared
         .modify(|data, now| {
-            if let Some(p) = data.participants.get_mut(&me) {
-                p.paused_at = paused.then_some(now);
-            }
+            super::core::registry::record_pause(data, &me, paused, now);
             Ok(())
         })
         .await

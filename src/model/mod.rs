@@ -325,18 +325,6 @@ impl LedgerData {
         out
     }
 
-    /// Move a running operation into `cleanup` with `failure`; false (nothing changed) when
-    /// it was not running.
-    pub fn enter_cleanup(&mut self, now: Timestamp, failure: FailureRecord) -> bool {
-        if self.operation_state != OperationState::Running {
-            return false;
-        }
-        self.operation_state = OperationState::Cleanup;
-        self.detection_timestamp = Some(now);
-        self.failure = Some(failure);
-        true
-    }
-
     /// True when no call frames and no temp resources are left.
     pub fn is_empty(&self) -> bool {
         self.call_frames.is_empty() && self.temp_resources.is_empty()

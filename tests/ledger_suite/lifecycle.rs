@@ -115,6 +115,34 @@ pub async fn join_refuses_an_id_held_by_another_live_process(b: &dyn Backend) {
     op.complete().await.unwrap();
 }
 
+pub async fn join_takes_over_an_id_whose_holder_is_dead(b: &dyn Backend) {
+    let cli = connect(b, "cli").await;
+    let op = cli.create_operation(OperationOptions::new()).await.unwrap();
+    // The id is held by a process that has exited (a reaped child's pid).
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id() as i32;
+    gone.wait().unwrap();
+    let ghost = connect_with(b, "worker", |c| c.pid(dead_pid)).await;
+    let stale = ghost
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .unwrap();
+    let heir = connect(b, "worker").await;
+    let session = heir
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .expect("a dead holder does not keep the id");
+    assert!(
+        session.epoch() > stale.epoch(),
+        "a new epoch fences the old one"
+    );
+    let refused = stale.set_abort_flag(true).await.unwrap_err();
+    assert!(matches!(refused, Error::Fenced { .. }), "{refused}");
+    session.leave(false).await.unwrap();
+    let _ = stale.leave(false).await;
+    op.complete().await.unwrap();
+}
+
 pub async fn sessions_are_separate(b: &dyn Backend) {
     let cli = connect(b, "cli").await;
     let op = cli.create_operation(OperationOptions::new()).await.unwrap();

@@ -99,6 +99,7 @@ macro_rules! ledger_suite {
             lifecycle::join_registers_a_second_participant,
             lifecycle::join_unknown_operation_fails,
             lifecycle::join_refuses_an_id_held_by_another_live_process,
+            lifecycle::join_takes_over_an_id_whose_holder_is_dead,
             lifecycle::sessions_are_separate,
             lifecycle::complete_archives_with_state_completed,
             lifecycle::complete_refuses_non_initiator_and_open_calls,

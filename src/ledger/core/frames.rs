@@ -1,0 +1,142 @@
+//! Call frames: a call's record in the operation while it runs.
+//!
+//! A frame is written when a call starts (only while the operation runs), refreshed by its
+//! owner's heartbeats, and removed when the call ends or fails. A failing call with
+//! `fail_on_crash` then fails the operation ([`super::failure::fail`]). Frames of a dead
+//! owner are marked crashed by the crash declaration ([`super::crash`]); during a failure
+//! cleanup each live owner marks its own frames cleaned up ([`cleaned_up`]).
+
+use std::path::PathBuf;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::ids::{CallId, ParticipantId};
+use crate::model::{CallFrame, FrameState, LedgerData, OperationState};
+
+/// Write a call's frame; refused unless the operation is running.
+pub(crate) fn start(data: &mut LedgerData, frame: CallFrame) -> Result<()> {
+    if data.operation_state != OperationState::Running {
+        return Err(Error::OperationFailed {
+            operation: data.operation_id.clone(),
+            reason: format!("operation is in {} state", data.operation_state),
+        });
+    }
+    data.call_frames.push(frame);
+    Ok(())
+}
+
+/// Remove a call's frame (the last one with its id); ended, failed or cancelled alike.
+pub(crate) fn end(data: &mut LedgerData, call: &CallId) -> Option<CallFrame> {
+    data.remove_frame(call)
+}
+
+/// A heartbeat of `me` refreshes its frames.
+pub(crate) fn beat(data: &mut LedgerData, me: &ParticipantId, now: Timestamp) {
+    for frame in data
+        .call_frames
+        .iter_mut()
+        .filter(|f| &f.participant_id == me)
+    {
+        frame.last_heartbeat = now;
+    }
+}
+
+/// `me` finished its own cleanup: its frames are cleaned up, and the temp resources it
+/// deleted (given as paths) are forgotten.
+pub(crate) fn cleaned_up(data: &mut LedgerData, me: &ParticipantId, deleted: &[PathBuf]) {
+    data.temp_resources
+        .retain(|t| t.target().map_or(true, |p| !deleted.contains(&p)));
+    for frame in data
+        .call_frames
+        .iter_mut()
+        .filter(|f| &f.participant_id == me)
+    {
+        frame.state = FrameState::CleanedUp;
+    }
+}
+
+/// Mark `participant`'s frames crashed; returns their call ids and whether any of them
+/// fails the operation on a crash.
+pub(crate) fn crash(data: &mut LedgerData, participant: &ParticipantId) -> (Vec<CallId>, bool) {
+    let mut calls = Vec::new();
+    let mut fatal = false;
+    for frame in data
+        .call_frames
+        .iter_mut()
+        .filter(|f| &f.participant_id == participant)
+    {
+        frame.state = FrameState::Crashed;
+        fatal |= frame.fail_on_crash;
+        calls.push(frame.call_id.clone());
+    }
+    (calls, fatal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn frames_start_only_while_running_and_end_by_id() {
+        let mut data = operation("init", &[]);
+        start(&mut data, frame("init", "a", true)).expect("running");
+        start(&mut data, frame("init", "b", false)).expect("running");
+        assert_eq!(
+            end(&mut data, &call("a")).map(|f| f.call_id),
+            Some(call("a"))
+        );
+        assert_eq!(end(&mut data, &call("a")), None, "ending twice is harmless");
+        assert_eq!(data.call_frames.len(), 1);
+        for state in [OperationState::Cleanup, OperationState::Failed] {
+            let mut d = data.clone();
+            d.operation_state = state;
+            let r = start(&mut d, frame("init", "c", true));
+            assert!(matches!(r, Err(Error::OperationFailed { .. })), "{state}");
+            assert_eq!(d.call_frames.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_beat_refreshes_only_the_owners_frames() {
+        let mut data = operation("init", &["b"]);
+        data.call_frames.push(frame("init", "a", true));
+        data.call_frames.push(frame("b", "b1", true));
+        beat(&mut data, &pid("init"), at(9));
+        assert_eq!(data.call_frames[0].last_heartbeat, at(9));
+        assert_eq!(data.call_frames[1].last_heartbeat, at(0));
+    }
+
+    #[test]
+    fn a_crash_marks_the_owners_frames_and_says_whether_one_is_fatal() {
+        let mut data = operation("init", &["b"]);
+        data.call_frames.push(frame("b", "contained", false));
+        data.call_frames.push(frame("init", "other", true));
+        assert_eq!(
+            crash(&mut data, &pid("b")),
+            (vec![call("contained")], false)
+        );
+        assert_eq!(data.call_frames[0].state, FrameState::Crashed);
+        assert_eq!(data.call_frames[1].state, FrameState::Active);
+        data.call_frames.push(frame("b", "fatal", true));
+        assert!(crash(&mut data, &pid("b")).1);
+    }
+
+    #[test]
+    fn cleaning_up_marks_own_frames_and_forgets_deleted_temps() {
+        let mut data = operation("init", &["b"]);
+        data.call_frames.push(frame("init", "a", true));
+        data.call_frames.push(frame("b", "b1", true));
+        data.temp_resources.push(temp("/t/gone", Some("init")));
+        data.temp_resources.push(temp("/t/kept", Some("init")));
+        cleaned_up(&mut data, &pid("init"), &[PathBuf::from("/t/gone")]);
+        assert_eq!(data.call_frames[0].state, FrameState::CleanedUp);
+        assert_eq!(data.call_frames[1].state, FrameState::Active);
+        let left: Vec<&str> = data
+            .temp_resources
+            .iter()
+            .map(|t| t.path.as_str())
+            .collect();
+        assert_eq!(left, ["/t/kept"]);
+    }
+}
