@@ -157,7 +157,7 @@ pub(crate) async fn finish_interruption(shared: Arc<OpShared>) {
             .failure
             .as_ref()
             .and_then(|f| f.coordinator.clone())
-            .is_none_or(|c| c == me || !super::liveness::is_live(&data, &c, &shared.ledger)),
+            .is_none_or(|c| c == me || !shared.ledger.presence.is_live(&data, &c)),
         Err(_) => false,
     };
     if takes_over {
@@ -254,7 +254,7 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
             f.state != FrameState::CleanedUp
                 && f.state != FrameState::Crashed
                 && (f.participant_id == me
-                    || super::liveness::is_live(&data, &f.participant_id, &shared.ledger))
+                    || shared.ledger.presence.is_live(&data, &f.participant_id))
         });
         if !waiting || tokio::time::Instant::now() >= deadline {
             break;
@@ -279,7 +279,7 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
             .filter(|f| f.participant_id != me)
             .filter(|f| {
                 f.state == FrameState::Crashed
-                    || !super::liveness::is_live(&data, &f.participant_id, &shared.ledger)
+                    || !shared.ledger.presence.is_live(&data, &f.participant_id)
             })
             .filter_map(|f| f.process.clone())
             .filter(|p| p.pgid != own_group)
