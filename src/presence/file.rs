@@ -137,9 +137,9 @@ impl FileRoster {
 }
 
 impl Roster for FileRoster {
-    fn see(&mut self, data: &LedgerData) {
+    fn see(&mut self, data: &LedgerData) -> bool {
         if self.unchanged(data) {
-            return;
+            return false;
         }
         for (id, p) in &data.participants {
             let seen = self.known.get(id);
@@ -162,6 +162,7 @@ impl Roster for FileRoster {
             .iter()
             .map(|(id, p)| (id.clone(), (p.epoch, p.state)))
             .collect();
+        true
     }
 
     fn ages(&self, data: &LedgerData) -> Ages {

@@ -114,8 +114,10 @@ pub trait Presence: Send + Sync + std::fmt::Debug + 'static {
 /// The participants of one operation as one participant follows them.
 pub trait Roster: Send {
     /// A fresh view of the operation: newly seen active participants are announced as
-    /// joined, and those this backend can watch directly are watched.
-    fn see(&mut self, data: &LedgerData);
+    /// joined, and those this backend can watch directly are watched. Returns whether
+    /// the registry (ids, epochs, states) changed since the last view; a view that only
+    /// moved heartbeats is no news and is not judged again.
+    fn see(&mut self, data: &LedgerData) -> bool;
 
     /// The heartbeat ages in a beat's view, and who is stale.
     fn ages(&self, data: &LedgerData) -> Ages;
