@@ -181,14 +181,14 @@ async fn one_stale_threshold_judges_ages_liveness_and_expiry() {
     roster.see(&data);
 
     clock.advance(Duration::from_secs(10));
-    let ages = roster.ages(&data);
+    let ages = presence.ages(&data, &id("me"));
     assert_eq!(ages.ages[&id("far")], 10_000);
     assert!(ages.stale.is_empty(), "10 s is within 15 s");
     assert!(presence.is_live(&data, &id("far")));
 
     presence.set_stale_threshold(Duration::from_secs(5));
     assert_eq!(presence.stale_threshold(), Duration::from_secs(5));
-    let ages = roster.ages(&data);
+    let ages = presence.ages(&data, &id("me"));
     assert_eq!(
         ages.stale,
         vec![id("far")],
@@ -202,7 +202,7 @@ async fn one_stale_threshold_judges_ages_liveness_and_expiry() {
 
     // Past the longest excused pause, the paused peer is judged by its heartbeat again.
     clock.advance(MAX_PAUSE);
-    let ages = roster.ages(&data);
+    let ages = presence.ages(&data, &id("me"));
     assert_eq!(ages.stale, vec![id("far"), id("paused")]);
 
     // Stale participants are announced as expired; one no longer active is not.

@@ -50,7 +50,8 @@ pub(crate) async fn beat(shared: &Arc<OpShared>) -> Result<HeartbeatResult> {
         .await?;
     let before = before.expect("change ran");
     let now = shared.now();
-    let Ages { ages, stale } = shared.local().roster.ages(&after);
+    // Judged outside the local lock: a paused local peer is judged by reading /proc.
+    let Ages { ages, stale } = shared.ledger.presence.ages(&after, &me);
     Ok(HeartbeatResult {
         abort_flag: after.aborted,
         ledger_exists: true,

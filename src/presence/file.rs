@@ -72,6 +72,10 @@ impl Presence for FilePresence {
         self.judge.unregistered_alive(data)
     }
 
+    fn ages(&self, data: &LedgerData, me: &ParticipantId) -> Ages {
+        self.judge.ages(data, me)
+    }
+
     fn follow(&self, me: ParticipantId) -> (Box<dyn Roster>, PresenceEvents) {
         let (tx, rx) = mpsc::unbounded_channel();
         let roster = FileRoster {
@@ -163,10 +167,6 @@ impl Roster for FileRoster {
             .map(|(id, p)| (id.clone(), (p.epoch, p.state)))
             .collect();
         true
-    }
-
-    fn ages(&self, data: &LedgerData) -> Ages {
-        self.judge.ages(data, &self.me)
     }
 
     fn expire_stale(&mut self, data: &LedgerData, stale: &[ParticipantId]) {

@@ -106,6 +106,9 @@ pub trait Presence: Send + Sync + std::fmt::Debug + 'static {
     /// Whether an operation without participant registry shows a sign of life.
     fn unregistered_alive(&self, data: &LedgerData) -> bool;
 
+    /// The heartbeat ages in a beat's view as `me` sees them now, and who else is stale.
+    fn ages(&self, data: &LedgerData, me: &ParticipantId) -> Ages;
+
     /// Follow the participants of one operation as `me`. Must be called within a tokio
     /// runtime (watches run as tasks).
     fn follow(&self, me: ParticipantId) -> (Box<dyn Roster>, PresenceEvents);
@@ -118,9 +121,6 @@ pub trait Roster: Send {
     /// the registry (ids, epochs, states) changed since the last view; a view that only
     /// moved heartbeats is no news and is not judged again.
     fn see(&mut self, data: &LedgerData) -> bool;
-
-    /// The heartbeat ages in a beat's view, and who is stale.
-    fn ages(&self, data: &LedgerData) -> Ages;
 
     /// Announce the active participants among `stale` as expired.
     fn expire_stale(&mut self, data: &LedgerData, stale: &[ParticipantId]);
