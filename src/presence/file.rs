@@ -52,10 +52,6 @@ impl Presence for FilePresence {
         self.judge.set_stale_threshold(threshold);
     }
 
-    fn is_local(&self, p: &Participant) -> bool {
-        self.judge.is_local(p)
-    }
-
     fn participant_alive(&self, p: &Participant) -> bool {
         self.judge.participant_alive(p)
     }

@@ -88,10 +88,6 @@ pub trait Presence: Send + Sync + std::fmt::Debug + 'static {
     /// Change the one stale threshold (every judgement from now on).
     fn set_stale_threshold(&self, threshold: Duration);
 
-    /// Whether the participant can be checked by its process (same host, boot and PID
-    /// namespace as this one).
-    fn is_local(&self, p: &Participant) -> bool;
-
     /// Whether a registered participant is active and alive.
     fn participant_alive(&self, p: &Participant) -> bool;
 
