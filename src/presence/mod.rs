@@ -4,7 +4,9 @@
 //! Two halves:
 //! - **Keeping oneself alive**: a [`Registration`] is a task that beats at once, then every
 //!   interval plus a random jitter, until a beat says stop or the registration is
-//!   dropped. What a beat writes belongs to the backend.
+//!   dropped. The beat itself is handed in: today the ledger's fenced refresh of the
+//!   participant's heartbeat field (`ledger/heartbeat.rs`, through `Store::refresh`); a
+//!   server or etcd presence hands in its own keep-alive instead, on the same schedule.
 //! - **Following the others**: [`Presence::follow`] gives a [`Roster`] that is shown the
 //!   operation's views as they arrive, and a stream of [`PresenceEvent`]s: a participant
 //!   `Joined` (first seen active at an epoch) or `Expired` (its process is gone, or its
