@@ -10,6 +10,8 @@
 //! - [`store`]: where operations live (`FileStore` embedded; more backends behind the
 //!   same trait). Knows nothing about processes.
 //! - [`process`]: process groups, identity, the stop ladder. Knows nothing about files.
+//! - [`presence`]: participant liveness: heartbeat registrations, pidfd watches, the one
+//!   stale threshold, and a stream of joined/expired participants.
 //! - [`temp_path`]: the registered form of temp paths, what they may never be, and
 //!   their one deletion function.
 //! - `ledger`: operations, calls, heartbeats, abort, crash handling, exec workers.
@@ -21,6 +23,7 @@ pub mod ids;
 pub mod ledger;
 pub mod model;
 pub mod poll;
+pub mod presence;
 pub mod process;
 pub mod store;
 pub mod temp_path;

@@ -12,8 +12,8 @@ use crate::clock::Timestamp;
 use crate::ids::{CallId, OperationId};
 use crate::model::time;
 
-use super::heartbeat::{HeartbeatError, HeartbeatResult};
 use super::operation::Operation;
+use crate::presence::{HeartbeatError, HeartbeatResult};
 
 /// A boxed future, as stored callbacks return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

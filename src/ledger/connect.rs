@@ -92,6 +92,10 @@ impl Connect {
         self
     }
 
+    /// The one age after which a participant's heartbeat counts as stale (default 15 s),
+    /// for every judgement of this connection: each beat's stale list, joins, failure
+    /// cleanups and recovery. `Operation::set_staleness_threshold` changes this same
+    /// threshold later.
     pub fn stale_threshold(mut self, d: Duration) -> Self {
         self.stale_threshold = d;
         self
@@ -201,10 +205,8 @@ pub(crate) struct LedgerConfig {
     pub pid: i32,
     pub heartbeat_interval: Duration,
     pub heartbeat_jitter: Duration,
-    pub stale_threshold: Duration,
     pub cleanup_wait: Duration,
     /// Default grace for stopping workers (see [`Connect::worker_grace`]).
     pub worker_grace: Duration,
-    pub max_pause: Duration,
     pub handle_signals: bool,
 }

@@ -1,11 +1,10 @@
 //! Crash detection: finding dead participants and acting on it.
 //!
-//! - Participants on this machine (same host and boot id) are watched through pidfds: a
-//!   SIGKILLed peer is seen within milliseconds. The recorded start time guards against
-//!   pid reuse.
-//! - Every participant is also judged by heartbeat age at each beat: remote peers, and
-//!   local ones that are alive but hung (SIGSTOP), are declared crashed past the stale
-//!   threshold.
+//! Detection is presence's (`crate::presence`): peers on this machine are watched
+//! through pidfds (a SIGKILLed peer is seen within milliseconds), and every participant
+//! is judged by heartbeat age at each beat (remote peers, and local ones that are alive
+//! but hung by SIGSTOP, expire past the stale threshold). This module follows presence's
+//! expired events and declares those participants crashed.
 //!
 //! Declaring a participant crashed (`declare_crashed`) fences it (its epoch is dead, its
 //! later writes are refused), marks its frames `crashed`, and then either starts the
@@ -18,43 +17,37 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::ids::{OperationId, ParticipantId};
-use crate::model::{LedgerData, ParticipantState, ProcessRecord};
-use crate::process::{ProcessIdentity, RecordedGroup, Verdict, exited, stop_recorded};
+use crate::model::{ParticipantState, ProcessRecord};
+use crate::process::{ProcessIdentity, RecordedGroup, Verdict, stop_recorded};
+
+use crate::presence::{PresenceEvent, PresenceEvents};
 
 use super::LedgerInner;
 use super::core::{self, Here};
 use super::exec::ENV_OPERATION;
-use super::liveness;
 use super::shared::{OpShared, spawn};
 
-/// Start watching the local peers of `data` that are not watched yet.
-pub(crate) fn watch_peers(shared: &Arc<OpShared>, data: &LedgerData) {
-    let me = &shared.ledger.config.participant;
-    for (id, p) in &data.participants {
-        if id == me || p.state != ParticipantState::Active || !liveness::is_local(p, &shared.ledger)
-        {
-            continue;
-        }
-        let Some(identity) = liveness::identity_of(p) else {
-            continue;
-        };
-        {
-            let mut local = shared.local();
-            if !local.watched_peers.insert((id.clone(), p.epoch)) {
+/// Follow the presence events of this operation: every expired participant is
+/// declared crashed, each in a task of its own so one slow containment (stopping a dead
+/// peer's workers) delays no other detection. Ends with the operation's roster.
+pub(crate) fn follow_presence(shared: &Arc<OpShared>, mut events: PresenceEvents) {
+    let weak: Weak<OpShared> = Arc::downgrade(shared);
+    spawn(async move {
+        while let Some(event) = events.recv().await {
+            let PresenceEvent::Expired {
+                participant,
+                epoch,
+                reason,
+            } = event
+            else {
                 continue;
-            }
+            };
+            let Some(shared) = weak.upgrade() else { break };
+            spawn(async move {
+                declare_crashed(&shared, &participant, epoch, &reason).await;
+            });
         }
-        let weak: Weak<OpShared> = Arc::downgrade(shared);
-        let id = id.clone();
-        let epoch = p.epoch;
-        spawn(async move {
-            exited(&identity).await;
-            if let Some(shared) = weak.upgrade() {
-                let why = format!("process {} exited", identity.pid);
-                declare_crashed(&shared, &id, epoch, &why).await;
-            }
-        });
-    }
+    });
 }
 
 /// Declare `participant` (at `epoch`) crashed, unless that already happened or it left;
@@ -149,19 +142,4 @@ pub(crate) fn grace_of(shared: &OpShared) -> Duration {
         .local()
         .worker_grace
         .unwrap_or(shared.ledger.config.worker_grace)
-}
-
-/// Judge the participants of a heartbeat's view: stale ones are declared crashed.
-pub(crate) async fn check_stale(
-    shared: &Arc<OpShared>,
-    data: &LedgerData,
-    stale: &[ParticipantId],
-) {
-    for id in stale {
-        if let Some(p) = data.participants.get(id)
-            && p.state == ParticipantState::Active
-        {
-            declare_crashed(shared, id, p.epoch, "heartbeat stale").await;
-        }
-    }
 }

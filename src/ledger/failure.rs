@@ -277,7 +277,7 @@ pub(crate) fn live(data: &LedgerData, ledger: &LedgerInner) -> Live {
     Live(
         Live::candidates(data)
             .into_iter()
-            .filter(|id| super::liveness::is_live(data, id, ledger))
+            .filter(|id| ledger.presence.is_live(data, id))
             .collect(),
     )
 }

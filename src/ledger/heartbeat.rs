@@ -1,77 +1,26 @@
-//! Participant heartbeats.
+//! What a participant's beat writes and whom it tells.
 //!
 //! Every participant beats (not only its frames), so a participant with no open call is
-//! still visible. The first beat happens at once, then every interval plus a random jitter.
-//! A beat refreshes the participant's registry entry and its frames, and reports the age
-//! of every other participant against the one stale threshold. Beats are written as
-//! refreshes: the file store keeps no trail entry for them.
+//! still visible. The presence registration keeps the time (`presence::Registration`);
+//! a beat here is this participant's fenced refresh of its registry entry and its frames,
+//! the ages of the others as presence judges them, and the callbacks. Beats are written
+//! as refreshes: the file store keeps no trail entry for them. Stale participants are
+//! handed to presence as expired, whose stream the crash declaration follows.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::clock::age_ms;
 use crate::error::{Error, Result};
-use crate::ids::ParticipantId;
-use crate::model::{LedgerData, OperationState, ParticipantState};
+use crate::model::OperationState;
+use crate::presence::{
+    Ages, BeatFuture, BeatSchedule, HeartbeatError, HeartbeatErrorType, HeartbeatResult,
+    Registration,
+};
 
 use super::callbacks::OperationCallback;
 use super::operation::Operation;
-use super::shared::{OpShared, spawn};
-
-/// Kinds of heartbeat failure (the original's, plus `Fenced`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum HeartbeatErrorType {
-    LedgerNotFound,
-    LockFailed,
-    AbortFlagSet,
-    HeartbeatStale,
-    IoError,
-    /// This participant was declared crashed; it must stop.
-    Fenced,
-}
-
-/// A failed or alarming heartbeat.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HeartbeatError {
-    pub kind: HeartbeatErrorType,
-    pub message: String,
-    pub cause: Option<String>,
-}
-
-impl std::fmt::Display for HeartbeatError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HeartbeatError({:?}): {}", self.kind, self.message)
-    }
-}
-
-/// What one heartbeat saw.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HeartbeatResult {
-    pub abort_flag: bool,
-    pub ledger_exists: bool,
-    pub heartbeat_updated: bool,
-    pub call_frame_count: usize,
-    pub temp_resource_count: usize,
-    /// Age of the operation's global heartbeat before this beat.
-    pub heartbeat_age_ms: u64,
-    /// Whether any other participant is stale.
-    pub is_stale: bool,
-    /// Every active participant, registered or only seen in frames.
-    pub participants: Vec<ParticipantId>,
-    pub participant_heartbeat_ages: BTreeMap<ParticipantId, u64>,
-    /// Other participants whose heartbeat is older than the threshold.
-    pub stale_participants: Vec<ParticipantId>,
-    pub data_before: Option<LedgerData>,
-    pub data_after: Option<LedgerData>,
-}
-
-impl HeartbeatResult {
-    pub fn has_stale_children(&self) -> bool {
-        !self.stale_participants.is_empty()
-    }
-}
+use super::shared::OpShared;
 
 /// Heartbeat settings for `start_heartbeat`.
 #[derive(Clone)]
@@ -95,34 +44,8 @@ pub(crate) async fn beat(shared: &Arc<OpShared>) -> Result<HeartbeatResult> {
         .await?;
     let before = before.expect("change ran");
     let now = shared.now();
-    let threshold = shared.local().stale_threshold.as_millis() as u64;
-    let mut ages = BTreeMap::new();
-    for (id, p) in &after.participants {
-        if p.state == ParticipantState::Active {
-            ages.insert(id.clone(), age_ms(now, p.last_heartbeat));
-        }
-    }
-    for frame in &after.call_frames {
-        if !after.participants.contains_key(&frame.participant_id) {
-            let age = age_ms(now, frame.last_heartbeat);
-            ages.entry(frame.participant_id.clone())
-                .and_modify(|a: &mut u64| *a = (*a).min(age))
-                .or_insert(age);
-        }
-    }
-    // A participant paused by job control is judged by pid (here) or excused for a
-    // bounded time (elsewhere), not by the age of its last beat.
-    let paused = |id: &ParticipantId| {
-        after
-            .participants
-            .get(id)
-            .is_some_and(|p| super::liveness::pause_excuses(p, &shared.ledger))
-    };
-    let stale: Vec<ParticipantId> = ages
-        .iter()
-        .filter(|(id, age)| **id != me && **age > threshold && !paused(id))
-        .map(|(id, _)| id.clone())
-        .collect();
+    // Judged outside the local lock: a paused local peer is judged by reading /proc.
+    let Ages { ages, stale } = shared.ledger.presence.ages(&after, &me);
     Ok(HeartbeatResult {
         abort_flag: after.aborted,
         ledger_exists: true,
@@ -170,7 +93,10 @@ pub(crate) async fn beat_and_report(shared: &Arc<OpShared>) -> bool {
                     None,
                 );
                 if let Some(data) = &result.data_after {
-                    super::crash::check_stale(shared, data, &result.stale_participants).await;
+                    shared
+                        .local()
+                        .roster
+                        .expire_stale(data, &result.stale_participants);
                 }
             } else if let Some(f) = &callback.on_heartbeat_success {
                 super::panic::call_quietly("on_heartbeat_success", || f(&op, &result));
@@ -223,29 +149,24 @@ fn report_error(
     }
 }
 
-/// Start (or restart) the heartbeat task of this participant in this operation.
+/// Start (or restart) the heartbeat registration of this participant in this operation.
 pub(crate) fn start(shared: &Arc<OpShared>, options: HeartbeatOptions) {
     let weak: Weak<OpShared> = Arc::downgrade(shared);
-    let task = spawn(async move {
-        loop {
-            let Some(shared) = weak.upgrade() else { break };
-            if !beat_and_report(&shared).await {
-                break;
+    let schedule = BeatSchedule {
+        interval: options.interval,
+        jitter: options.jitter,
+    };
+    let registration = Registration::keep_alive(schedule, move || -> BeatFuture {
+        let weak = weak.clone();
+        Box::pin(async move {
+            match weak.upgrade() {
+                Some(shared) => beat_and_report(&shared).await,
+                None => false,
             }
-            drop(shared);
-            let jitter_ms = options.jitter.as_millis() as u64;
-            let jitter = if jitter_ms == 0 {
-                0
-            } else {
-                rand::random_range(0..=jitter_ms)
-            };
-            tokio::time::sleep(options.interval + Duration::from_millis(jitter)).await;
-        }
+        })
     });
-    let mut local = shared.local();
-    if let Some(old) = local.heartbeat.replace(task) {
-        old.abort();
-    }
+    // The old registration (if any) stops as it is dropped.
+    shared.local().heartbeat = Some(registration);
 }
 
 impl Operation {
@@ -258,8 +179,8 @@ impl Operation {
 
     /// Stop this participant's heartbeat in this operation.
     pub fn stop_heartbeat(&self) {
-        if let Some(h) = self.shared.local().heartbeat.take() {
-            h.abort();
+        if let Some(registration) = self.shared.local().heartbeat.take() {
+            registration.stop();
         }
     }
 

@@ -15,7 +15,6 @@ mod failure;
 mod follow;
 mod heartbeat;
 mod listing;
-mod liveness;
 mod operation;
 mod panic;
 mod recovery;
@@ -33,8 +32,10 @@ use crate::clock::{SharedClock, Timestamp};
 use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId, ParticipantId};
 use crate::model::{LedgerData, LogLevel, OperationState, Participant, ParticipantState};
+use crate::presence::{FilePresence, Presence, PresenceEvents, SelfIdentity};
 use crate::store::{FileStore, Store};
 
+pub use crate::presence::{HeartbeatError, HeartbeatErrorType, HeartbeatResult};
 pub use call::{Call, CallOptions};
 pub use callbacks::{
     BoxFuture, CallCallback, LedgerCallback, OperationCallback, OperationFailedInfo,
@@ -47,7 +48,7 @@ pub use exec::{
     exit_code, process_record,
 };
 pub use follow::{FollowEnd, Followed, LogFollower};
-pub use heartbeat::{HeartbeatError, HeartbeatErrorType, HeartbeatOptions, HeartbeatResult};
+pub use heartbeat::HeartbeatOptions;
 pub use listing::ListedOperation;
 pub use operation::Operation;
 pub use recovery::{LeftAlone, PlannedRecovery, Recovered, RecoveryReport};
@@ -57,7 +58,6 @@ pub use sync::{SyncOptions, SyncResult, WaitOptions};
 
 pub(crate) use connect::{LedgerConfig, Target};
 use core::registry::{Holder, Joining};
-use liveness::SelfIdentity;
 use shared::OpShared;
 
 pub(crate) struct LedgerInner {
@@ -66,6 +66,8 @@ pub(crate) struct LedgerInner {
     pub callback: LedgerCallback,
     pub clock: SharedClock,
     pub identity: SelfIdentity,
+    /// Liveness of the participants: the one stale threshold and every judgement.
+    pub presence: Arc<dyn Presence>,
     operations: Mutex<HashMap<OperationId, Arc<OpShared>>>,
     /// What `Connect::recover_abandoned` recovered.
     connect_recovery: Mutex<Option<RecoveryReport>>,
@@ -208,21 +210,27 @@ impl Ledger {
             pid,
             heartbeat_interval: connect.heartbeat_interval,
             heartbeat_jitter: connect.heartbeat_jitter,
-            stale_threshold: connect.stale_threshold,
             cleanup_wait: connect
                 .cleanup_wait
                 .unwrap_or(connect.heartbeat_interval * 2),
             worker_grace: connect.worker_grace,
-            max_pause: connect.max_pause,
             handle_signals: connect.handle_signals,
         };
+        let identity = SelfIdentity::current();
+        let presence = Arc::new(FilePresence::with_identity(
+            identity.clone(),
+            connect.stale_threshold,
+            connect.max_pause,
+            connect.clock.clone(),
+        ));
         let ledger = Ledger {
             inner: Arc::new(LedgerInner {
                 store,
                 config,
                 callback: connect.callback,
                 clock: connect.clock,
-                identity: SelfIdentity::current(),
+                identity,
+                presence,
                 operations: Mutex::new(HashMap::new()),
                 connect_recovery: Mutex::new(None),
             }),
@@ -298,8 +306,8 @@ impl Ledger {
             self.registration(now, 1, options.spawned_by.clone()),
         );
         self.inner.store.create(&data).await?;
-        let shared = OpShared::new(self.inner.clone(), id.clone(), true, now, 1, data);
-        let op = self.activate(shared, options.callback)?;
+        let (shared, presence) = OpShared::new(self.inner.clone(), id.clone(), true, now, 1, data);
+        let op = self.activate(shared, presence, options.callback)?;
         let description = options.description.as_deref().unwrap_or("");
         op.shared
             .log_quietly(
@@ -358,7 +366,7 @@ impl Ledger {
                     holder = Holder::Judged {
                         pid: existing.pid,
                         epoch: existing.epoch,
-                        alive: liveness::participant_alive(&existing, &self.inner),
+                        alive: self.inner.presence.participant_alive(&existing),
                     };
                 }
                 (Some(Joining::Joined { epoch, initiator }), Ok(data)) => {
@@ -373,7 +381,7 @@ impl Ledger {
                 }
             }
         };
-        let shared = OpShared::new(
+        let (shared, presence) = OpShared::new(
             self.inner.clone(),
             id.clone(),
             initiator,
@@ -381,7 +389,7 @@ impl Ledger {
             epoch,
             data.clone(),
         );
-        let op = self.activate(shared, options.callback)?;
+        let op = self.activate(shared, presence, options.callback)?;
         op.shared
             .log_quietly(
                 LogLevel::Info,
@@ -393,10 +401,16 @@ impl Ledger {
     }
 
     /// Register, watch and heartbeat a freshly created or joined operation.
-    fn activate(&self, shared: Arc<OpShared>, callback: OperationCallback) -> Result<Operation> {
+    fn activate(
+        &self,
+        shared: Arc<OpShared>,
+        presence: PresenceEvents,
+        callback: OperationCallback,
+    ) -> Result<Operation> {
         shared.local().heartbeat_callback = callback.clone();
         let session = shared.open_session(callback.clone());
         shared.start_watching()?;
+        crash::follow_presence(&shared, presence);
         heartbeat::start(
             &shared,
             HeartbeatOptions {
@@ -464,7 +478,7 @@ impl Ledger {
     /// Whether a registered participant of `data` is alive, judged as crash detection
     /// judges it (pid and start time on this machine, heartbeat age elsewhere).
     pub fn is_participant_alive(&self, data: &LedgerData, participant: &ParticipantId) -> bool {
-        liveness::is_live(data, participant, &self.inner)
+        self.inner.presence.is_live(data, participant)
     }
 
     /// Record in every live operation of this ledger that this participant is stopped by

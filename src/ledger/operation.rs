@@ -96,12 +96,17 @@ impl Operation {
         self.shared.epoch
     }
 
+    /// The one stale threshold of this connection (see [`Connect::stale_threshold`]).
+    ///
+    /// [`Connect::stale_threshold`]: super::Connect::stale_threshold
     pub fn staleness_threshold(&self) -> Duration {
-        self.shared.local().stale_threshold
+        self.shared.ledger.presence.stale_threshold()
     }
 
+    /// Change the one stale threshold of this connection: every judgement from now on,
+    /// in every operation of this ledger, uses it (there is no per-operation threshold).
     pub fn set_staleness_threshold(&self, threshold: Duration) {
-        self.shared.local().stale_threshold = threshold;
+        self.shared.ledger.presence.set_stale_threshold(threshold);
     }
 
     // ----- pending calls of this session -----

@@ -21,7 +21,7 @@ use crate::store::Provenance;
 
 use super::LedgerInner;
 use super::core::Here;
-use super::liveness::{self, SelfIdentity};
+use crate::presence::SelfIdentity;
 
 /// Who asked for the recovery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,25 +36,25 @@ pub enum RecoveryMode {
 pub(crate) fn is_abandoned(data: &LedgerData, ledger: &LedgerInner) -> bool {
     if data.participants.is_empty() {
         // The original's operations: no registry, so only heartbeats can tell.
-        return !liveness::unregistered_alive(data, ledger);
+        return !ledger.presence.unregistered_alive(data);
     }
     if data.operation_state.is_final() {
         // Whoever ended it archives it next: left to them while they run.
         return !data
             .participants
             .values()
-            .any(|p| liveness::process_running(p, ledger));
+            .any(|p| ledger.presence.process_running(p));
     }
     let live_participant = data
         .participants
         .iter()
         .filter(|(_, p)| p.state == ParticipantState::Active)
-        .any(|(id, _)| liveness::is_live(data, id, ledger));
+        .any(|(id, _)| ledger.presence.is_live(data, id));
     let live_frame = data
         .call_frames
         .iter()
         .filter(|f| !data.participants.contains_key(&f.participant_id))
-        .any(|f| liveness::is_live(data, &f.participant_id, ledger));
+        .any(|f| ledger.presence.is_live(data, &f.participant_id));
     !live_participant && !live_frame
 }
 

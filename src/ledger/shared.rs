@@ -1,6 +1,6 @@
 //! What all sessions of one operation share inside one process: the participant's
 //! registration (epoch), open calls, local temp resources, the abort and failure signals,
-//! and the background tasks (heartbeat, change watch).
+//! and the background tasks (heartbeat registration, change watch, presence roster).
 //!
 //! Every write of this participant goes through [`OpShared::modify`], which refuses the
 //! write with `Fenced` once the participant was declared crashed or re-registered
@@ -20,6 +20,7 @@ use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId};
 use crate::model::{LedgerData, LogLevel, ParticipantState};
+use crate::presence::{PresenceEvents, Registration, Roster};
 
 use super::LedgerInner;
 use super::callbacks::{BoxFuture, OperationCallback, OperationFailedInfo};
@@ -47,10 +48,9 @@ pub(crate) struct Local {
     pub calls: HashMap<CallId, ActiveCall>,
     pub temps: BTreeSet<PathBuf>,
     pub cached: Option<LedgerData>,
-    pub stale_threshold: Duration,
     /// Grace between SIGTERM and SIGKILL for this operation's workers.
     pub worker_grace: Option<Duration>,
-    pub heartbeat: Option<JoinHandle<()>>,
+    pub heartbeat: Option<Registration>,
     pub heartbeat_callback: OperationCallback,
     pub watcher: Option<JoinHandle<()>>,
     /// This participant's cleanup after a failure, once started.
@@ -58,8 +58,9 @@ pub(crate) struct Local {
     /// The cleanup this participant coordinates, once started: leaving or disposing
     /// waits for it (bounded), so the operation is archived before the process exits.
     pub coordination: Option<JoinHandle<()>>,
-    /// Local peers whose exit is being watched, by id and epoch.
-    pub watched_peers: std::collections::HashSet<(crate::ids::ParticipantId, u64)>,
+    /// The other participants as this one follows them (presence); shown every fresh
+    /// view, it announces the expired ones to the crash declaration.
+    pub roster: Box<dyn Roster>,
     /// Registrations with the signal cleanup handler.
     pub cleanup_ids: Vec<crate::cleanup::CleanupId>,
     /// Completed, left or archived: no more background work.
@@ -92,9 +93,9 @@ impl OpShared {
         start_time: Timestamp,
         epoch: u64,
         data: LedgerData,
-    ) -> Arc<Self> {
-        let stale_threshold = ledger.config.stale_threshold;
-        Arc::new(Self {
+    ) -> (Arc<Self>, PresenceEvents) {
+        let (roster, events) = ledger.presence.follow(ledger.config.participant.clone());
+        let shared = Arc::new(Self {
             ledger,
             id,
             is_initiator,
@@ -106,14 +107,13 @@ impl OpShared {
                 calls: HashMap::new(),
                 temps: BTreeSet::new(),
                 cached: Some(data),
-                stale_threshold,
                 worker_grace: None,
                 heartbeat: None,
                 heartbeat_callback: OperationCallback::default(),
                 watcher: None,
                 self_cleanup: None,
                 coordination: None,
-                watched_peers: Default::default(),
+                roster,
                 cleanup_ids: Vec::new(),
                 ended: false,
                 fenced: false,
@@ -121,7 +121,8 @@ impl OpShared {
             next_session: AtomicU64::new(1),
             aborted: watch::channel(false).0,
             failed: watch::channel(None).0,
-        })
+        });
+        (shared, events)
     }
 
     pub fn local(&self) -> MutexGuard<'_, Local> {
@@ -207,8 +208,11 @@ impl OpShared {
         if data.aborted {
             self.abort_locally();
         }
-        if !self.local().ended {
-            super::crash::watch_peers(self, data);
+        {
+            let mut local = self.local();
+            if !local.ended {
+                local.roster.see(data);
+            }
         }
         let mine = data.participants.get(&self.ledger.config.participant);
         if mine.is_some_and(|p| p.epoch != self.epoch || p.state == ParticipantState::Crashed) {
@@ -361,7 +365,8 @@ impl OpShared {
         for id in local.cleanup_ids.drain(..) {
             crate::cleanup::CleanupHandler::global().unregister(id);
         }
-        let tasks: Vec<JoinHandle<()>> = [local.heartbeat.take(), local.watcher.take()]
+        let heartbeat = local.heartbeat.take().and_then(Registration::stop);
+        let tasks: Vec<JoinHandle<()>> = [heartbeat, local.watcher.take()]
             .into_iter()
             .flatten()
             .collect();
@@ -414,9 +419,8 @@ impl OpShared {
 impl Drop for OpShared {
     fn drop(&mut self) {
         let local = self.local.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = local.heartbeat.take() {
-            h.abort();
-        }
+        // Dropping the registration stops the beats.
+        local.heartbeat.take();
         if let Some(h) = local.watcher.take() {
             h.abort();
         }

@@ -197,7 +197,7 @@ pub struct Participant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spawned_by: Option<CallId>,
     /// Set while the participant is stopped by job control (Ctrl+Z), from when it
-    /// stopped: peers do not judge it by heartbeat age meanwhile (see `liveness`).
+    /// stopped: peers do not judge it by heartbeat age meanwhile (see `presence`).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",

@@ -16,11 +16,13 @@ pub mod signals;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tom_dist_ledger::clock::SharedClock;
+use tom_dist_ledger::ids::OperationId;
 use tom_dist_ledger::ids::ParticipantId;
-use tom_dist_ledger::ledger::{Connect, Ledger};
+use tom_dist_ledger::ledger::{Connect, Ledger, Operation, OperationCallback, OperationOptions};
 use tom_dist_ledger::store::Store;
 
 /// A fresh ledger that several participants can connect to.
@@ -72,6 +74,47 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Create an operation and wait for its first beat. That beat happens at once but on
+/// another task: a test that moves a manual clock waits for it, so a late first beat never
+/// judges the others' ages on the moved clock.
+pub async fn create_and_beat(ledger: &Ledger, callback: OperationCallback) -> Operation {
+    let (callback, beats) = counting_beats(callback);
+    let op = ledger
+        .create_operation(OperationOptions::new().callback(callback))
+        .await
+        .unwrap();
+    first_beat(&beats).await;
+    op
+}
+
+/// Join an operation and wait for its first beat (see [`create_and_beat`]).
+pub async fn join_and_beat(ledger: &Ledger, op: &OperationId) -> Operation {
+    let (callback, beats) = counting_beats(OperationCallback::new());
+    let joined = ledger
+        .join_operation(op, OperationOptions::new().callback(callback))
+        .await
+        .unwrap();
+    first_beat(&beats).await;
+    joined
+}
+
+fn counting_beats(callback: OperationCallback) -> (OperationCallback, Arc<AtomicUsize>) {
+    let beats = Arc::new(AtomicUsize::new(0));
+    let counter = beats.clone();
+    let callback = callback.on_heartbeat_success(move |_, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    (callback, beats)
+}
+
+async fn first_beat(beats: &Arc<AtomicUsize>) {
+    wait_until("the first heartbeat", || {
+        let beats = beats.clone();
+        async move { beats.load(Ordering::SeqCst) >= 1 }
+    })
+    .await;
 }
 
 /// Run a behaviour with a watchdog so a hang fails the test instead of the run.

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use tom_dist_ledger::clock::{Clock, ManualClock, age_ms};
-use tom_dist_ledger::ledger::OperationOptions;
+use tom_dist_ledger::ledger::OperationCallback;
 
 use super::signals::join_as_remote;
-use super::{Backend, connect_with, with_clock};
+use super::{Backend, connect_with, create_and_beat, join_and_beat, with_clock};
 
 const MAX_PAUSE: Duration = Duration::from_secs(60);
 
@@ -20,7 +20,7 @@ pub async fn paused_remote_participant_is_excused_for_max_pause(b: &dyn Backend)
             .max_pause(MAX_PAUSE)
     })
     .await;
-    let op = cli.create_operation(OperationOptions::new()).await.unwrap();
+    let op = create_and_beat(&cli, OperationCallback::new()).await;
     let joined = join_as_remote(b, &clock, &cli, &op).await;
     let remote = joined.participant_id().clone();
     let paused_at = clock.now();
@@ -55,13 +55,10 @@ pub async fn paused_local_participant_is_judged_by_its_pid(b: &dyn Backend) {
             .max_pause(MAX_PAUSE)
     };
     let cli = connect_with(b, "cli", |c| slow(with_clock(clock.clone())(c))).await;
-    let op = cli.create_operation(OperationOptions::new()).await.unwrap();
+    let op = create_and_beat(&cli, OperationCallback::new()).await;
     // A participant on this machine (this very process, so its pid runs).
     let near = connect_with(b, "near", |c| slow(with_clock(clock.clone())(c))).await;
-    let joined = near
-        .join_operation(op.operation_id(), OperationOptions::new())
-        .await
-        .unwrap();
+    let joined = join_and_beat(&near, op.operation_id()).await;
     near.set_paused(true).await.unwrap();
     let me = joined.participant_id().clone();
     let record = |data: &tom_dist_ledger::model::LedgerData| data.participants[&me].clone();

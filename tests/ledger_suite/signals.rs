@@ -10,7 +10,7 @@ use tom_dist_ledger::ledger::{
 };
 use tom_dist_ledger::model::{OperationState, ParticipantState};
 
-use super::{Backend, connect, connect_with, log_of, wait_until, with_clock};
+use super::{Backend, connect, connect_with, create_and_beat, log_of, wait_until, with_clock};
 
 pub async fn abort_flag_set_clear_and_check(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
@@ -216,15 +216,12 @@ pub async fn stale_participant_detected_with_manual_clock(b: &dyn Backend) {
     let cli = connect_with(b, "cli", |c| slow(with_clock(clock.clone())(c))).await;
     let errors = Arc::new(Mutex::new(Vec::new()));
     let e = errors.clone();
-    let op = cli
-        .create_operation(
-            OperationOptions::new().callback(
-                OperationCallback::new()
-                    .on_heartbeat_error(move |_, err| e.lock().unwrap().push(err.clone())),
-            ),
-        )
-        .await
-        .unwrap();
+    let op = create_and_beat(
+        &cli,
+        OperationCallback::new()
+            .on_heartbeat_error(move |_, err| e.lock().unwrap().push(err.clone())),
+    )
+    .await;
     let joined = join_as_remote(b, &clock, &cli, &op).await;
     let me = joined.participant_id().clone();
     let fresh = op.heartbeat().await.unwrap();
@@ -405,7 +402,7 @@ pub async fn stale_remote_participant_is_declared_crashed_and_fenced(b: &dyn Bac
     let clock = ManualClock::starting_now();
     let slow = |c: tom_dist_ledger::Connect| c.heartbeat_interval(Duration::from_secs(3600));
     let cli = connect_with(b, "cli", |c| slow(with_clock(clock.clone())(c))).await;
-    let op = cli.create_operation(OperationOptions::new()).await.unwrap();
+    let op = create_and_beat(&cli, OperationCallback::new()).await;
     let joined = join_as_remote(b, &clock, &cli, &op).await;
     let call = joined
         .start_call::<()>(CallOptions::new().fail_on_crash(false))
