@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod model;
 pub mod poll;
 pub mod process;
+pub mod revision;
 pub mod store;
 pub mod temp_path;
 

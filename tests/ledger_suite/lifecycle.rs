@@ -265,7 +265,11 @@ pub async fn logs_levels_and_debug_log(b: &dyn Backend) {
     assert!(!log.contains("only in debug"));
     let debug = ledger
         .store()
-        .read_log(op.operation_id(), LogKind::Debug, 0)
+        .read_log(
+            op.operation_id(),
+            LogKind::Debug,
+            tom_dist_ledger::store::LogCursor::START,
+        )
         .await
         .unwrap()
         .0;

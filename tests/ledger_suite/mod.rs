@@ -85,7 +85,11 @@ pub async fn guarded(fut: impl Future<Output = ()>) {
 pub async fn log_of(ledger: &Ledger, op: &tom_dist_ledger::OperationId) -> String {
     ledger
         .store()
-        .read_log(op, tom_dist_ledger::store::LogKind::Main, 0)
+        .read_log(
+            op,
+            tom_dist_ledger::store::LogKind::Main,
+            tom_dist_ledger::store::LogCursor::START,
+        )
         .await
         .expect("log")
         .0
