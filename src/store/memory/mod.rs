@@ -14,6 +14,8 @@
 //! - Watch streams carry the revision of every change; each handle has its own feed, as
 //!   each process has its own watcher, and dropping the handle (all its clones) ends the
 //!   streams it gave out.
+//! - Provenance: only this process can have written a record, so it is this user's and
+//!   nobody else's (automatic recovery may act on it).
 //! - Logs are whole lines; a [`LogCursor`] counts bytes of the log.
 
 use std::collections::BTreeMap;
@@ -23,8 +25,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use async_trait::async_trait;
 
 use super::{
-    ArchiveRef, ChangeStream, LogCursor, LogKind, OperationChange, Revision, Store, StoreLocation,
-    Subscribers, Versioned, WriteKind,
+    ArchiveRef, ChangeStream, LogCursor, LogKind, OperationChange, Provenance, Revision, Store,
+    StoreLocation, Subscribers, Versioned, WriteKind,
 };
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
@@ -295,6 +297,15 @@ impl Store for MemoryStore {
         let revision = Revision::new(entry.data.seq);
         ledger.publish(op, OperationChange::archived(Some(revision)));
         Ok(ArchiveRef::new(op.clone(), format!("memory:{op}")))
+    }
+
+    /// Only this process can have written an in-memory record: it is this user's.
+    async fn provenance(&self, op: &OperationId) -> Result<Option<Provenance>> {
+        self.ledger().live(op)?;
+        Ok(Some(Provenance {
+            owner_uid: nix::unistd::geteuid().as_raw(),
+            writable_by_others: false,
+        }))
     }
 
     fn watch(&self, op: &OperationId) -> Result<ChangeStream> {
