@@ -221,6 +221,17 @@ impl<K: Eq + Hash> Subscribers<K> {
         self.by_key.contains_key(key)
     }
 
+    /// How many streams of `key` are open.
+    pub fn count<Q>(&self, key: &Q) -> usize
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.by_key.get(key).map_or(0, |senders| {
+            senders.iter().filter(|s| !s.is_closed()).count()
+        })
+    }
+
     /// Tell every stream to read again (events were lost).
     pub fn resync_all(&mut self) {
         for senders in self.by_key.values_mut() {

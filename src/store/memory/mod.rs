@@ -123,6 +123,24 @@ impl MemoryStore {
         Self::joining(self.shared.clone())
     }
 
+    /// End every watch stream of every handle, as a backend whose watcher restarted (a
+    /// reconnect) would: watchers must notice and subscribe again.
+    pub fn restart_watches(&self) {
+        for feed in self.ledger().feeds.iter().filter_map(Weak::upgrade) {
+            feed.lock().unwrap_or_else(|e| e.into_inner()).end_all();
+        }
+    }
+
+    /// How many watch streams of `op` are open, over every handle.
+    pub fn watch_count(&self, op: &OperationId) -> usize {
+        self.ledger()
+            .feeds
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|feed| feed.lock().unwrap_or_else(|e| e.into_inner()).count(op))
+            .sum()
+    }
+
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         self.shared.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
