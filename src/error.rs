@@ -283,3 +283,31 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use crate::ids::OperationId;
+    use crate::revision::Revision;
+
+    #[test]
+    fn backend_errors_name_what_was_wrong_on_one_line() {
+        let conflict = Error::Conflict {
+            operation: OperationId::parse("op_a").unwrap(),
+            expected: Revision::new(4),
+            found: Revision::new(6),
+        };
+        assert_eq!(
+            conflict.to_string(),
+            "operation `op_a` changed meanwhile: expected revision 4, found 6"
+        );
+        let unavailable = Error::Unavailable {
+            location: "http://ledger.example:19880".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(
+            unavailable.to_string(),
+            "ledger `http://ledger.example:19880` is unavailable: connection refused"
+        );
+    }
+}

@@ -33,3 +33,16 @@ impl fmt::Display for Revision {
         write!(f, "{}", self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Revision;
+
+    #[test]
+    fn next_moves_forward_and_saturates() {
+        assert_eq!(Revision::new(4).next(), Revision::new(5));
+        assert!(Revision::new(5) > Revision::new(4));
+        assert_eq!(Revision::new(u64::MAX).next(), Revision::new(u64::MAX));
+        assert_eq!(Revision::new(7).to_string(), "7");
+    }
+}
