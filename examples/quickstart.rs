@@ -64,7 +64,11 @@ async fn main() -> Result<(), Error> {
     op.complete().await?;
     let (log, _) = ledger
         .store()
-        .read_log(&id, tom_dist_ledger::store::LogKind::Main, 0)
+        .read_log(
+            &id,
+            tom_dist_ledger::store::LogKind::Main,
+            tom_dist_ledger::store::LogCursor::START,
+        )
         .await?;
     println!("--- operation log ---\n{log}");
     Ok(())

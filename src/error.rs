@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use crate::ids::{CallId, OperationId, ParticipantId};
+use crate::revision::Revision;
 
 /// Everything that can go wrong in the ledger, the process layer or the CLI.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,21 @@ pub enum Error {
 
     #[error("operation `{0}` already exists")]
     OperationExists(OperationId),
+
+    /// A compare-and-swap found the operation at another revision than the one it was
+    /// read at: another writer came first. Read-change-write retries on it.
+    #[error(
+        "operation `{operation}` changed meanwhile: expected revision {expected}, found {found}"
+    )]
+    Conflict {
+        operation: OperationId,
+        expected: Revision,
+        found: Revision,
+    },
+
+    /// The ledger's backend cannot be reached (a server or cluster that does not answer).
+    #[error("ledger `{location}` is unavailable: {reason}")]
+    Unavailable { location: String, reason: String },
 
     /// The operation has ended (completed or failed) and takes no more changes.
     #[error("operation `{operation}` is {state}")]
@@ -267,3 +283,31 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use crate::ids::OperationId;
+    use crate::revision::Revision;
+
+    #[test]
+    fn backend_errors_name_what_was_wrong_on_one_line() {
+        let conflict = Error::Conflict {
+            operation: OperationId::parse("op_a").unwrap(),
+            expected: Revision::new(4),
+            found: Revision::new(6),
+        };
+        assert_eq!(
+            conflict.to_string(),
+            "operation `op_a` changed meanwhile: expected revision 4, found 6"
+        );
+        let unavailable = Error::Unavailable {
+            location: "http://ledger.example:19880".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(
+            unavailable.to_string(),
+            "ledger `http://ledger.example:19880` is unavailable: connection refused"
+        );
+    }
+}

@@ -25,6 +25,7 @@ pub mod model;
 pub mod poll;
 pub mod presence;
 pub mod process;
+pub mod revision;
 pub mod store;
 pub mod temp_path;
 

@@ -49,7 +49,7 @@ async fn heartbeats_leave_no_trail_entries() {
         );
         seq = store.read(&id).await.unwrap().seq;
         let mut changes = store.watch(&id).unwrap();
-        let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), changes.next()).await;
     }
     let entries = trail_entries(dir.path(), id.as_str());
     assert!(

@@ -77,7 +77,11 @@ async fn assert_archived_failed(run: &Run, signal: &str) {
     assert!(data.call_frames.is_empty());
     assert!(data.temp_resources.is_empty());
     let (log, _) = store
-        .read_log(&run.op, tom_dist_ledger::store::LogKind::Main, 0)
+        .read_log(
+            &run.op,
+            tom_dist_ledger::store::LogKind::Main,
+            tom_dist_ledger::store::LogCursor::START,
+        )
         .await
         .unwrap();
     assert!(log.contains("CLEANUP_COMPLETED"), "{log}");

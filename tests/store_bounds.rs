@@ -214,7 +214,7 @@ async fn logs_rotate_past_their_bound_and_read_as_one_log() {
     let live = store.log_path(&id, LogKind::Main);
     let rotated = dir.path().join(format!("{id}.operation.log.1"));
     // A follower reading as lines come sees every line once, in order, across rotations.
-    let (mut followed, mut offset) = (Vec::new(), 0);
+    let (mut followed, mut offset) = (Vec::new(), tom_dist_ledger::store::LogCursor::START);
     for n in 0..300 {
         append(&store, &id, n).await;
         let (text, next) = store.read_log(&id, LogKind::Main, offset).await.unwrap();
@@ -235,7 +235,10 @@ async fn logs_rotate_past_their_bound_and_read_as_one_log() {
         "{live_text}"
     );
     // Read from the start: what is kept, contiguous, up to the last line.
-    let (text, _) = store.read_log(&id, LogKind::Main, 0).await.unwrap();
+    let (text, _) = store
+        .read_log(&id, LogKind::Main, tom_dist_ledger::store::LogCursor::START)
+        .await
+        .unwrap();
     let kept = numbers(&text);
     assert_eq!(kept.last(), Some(&299));
     assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{kept:?}");
@@ -245,7 +248,10 @@ async fn logs_rotate_past_their_bound_and_read_as_one_log() {
     let archive = store.archive_dir(&id);
     assert!(archive.join("operation.log.1").is_file());
     assert!(!rotated.exists());
-    let (archived, _) = store.read_log(&id, LogKind::Main, 0).await.unwrap();
+    let (archived, _) = store
+        .read_log(&id, LogKind::Main, tom_dist_ledger::store::LogCursor::START)
+        .await
+        .unwrap();
     assert_eq!(numbers(&archived), kept, "the archive reads the same");
 }
 
@@ -262,7 +268,10 @@ async fn log_max_bytes_zero_never_rotates() {
     for n in 0..100 {
         append(&store, &id, n).await;
     }
-    let (text, _) = store.read_log(&id, LogKind::Main, 0).await.unwrap();
+    let (text, _) = store
+        .read_log(&id, LogKind::Main, tom_dist_ledger::store::LogCursor::START)
+        .await
+        .unwrap();
     assert_eq!(numbers(&text), (0..100).collect::<Vec<_>>());
     assert!(!dir.path().join(format!("{id}.operation.log.1")).exists());
 }
@@ -357,8 +366,12 @@ async fn a_log_claiming_an_absurd_offset_is_read_and_rotated() {
     for n in 0..30 {
         append(&store, &id, n).await;
     }
-    let (text, _) = store.read_log(&id, LogKind::Main, 0).await.unwrap();
+    let (text, _) = store
+        .read_log(&id, LogKind::Main, tom_dist_ledger::store::LogCursor::START)
+        .await
+        .unwrap();
     assert_eq!(numbers(&text).last(), Some(&29));
-    let (_, next) = store.read_log(&id, LogKind::Main, u64::MAX).await.unwrap();
-    assert_eq!(next, u64::MAX);
+    let end = store.log_cursor(u64::MAX);
+    let (_, next) = store.read_log(&id, LogKind::Main, end).await.unwrap();
+    assert_eq!(store.log_offset(next), u64::MAX);
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tom_dist_ledger::ledger::{FollowEnd, Followed, ListedOperation, OperationSummary};
 use tom_dist_ledger::model::{LedgerData, time};
-use tom_dist_ledger::store::LogKind;
+use tom_dist_ledger::store::{LogCursor, LogKind};
 use tom_dist_ledger::{Error, Ledger, ParticipantId};
 
 use super::args::{LogArgs, OpArg, StatusArgs, TraceArgs};
@@ -352,7 +352,7 @@ pub async fn log(ctx: &Context, args: LogArgs) -> CliResult {
         let (text, _) = existing
             .ledger
             .store()
-            .read_log(&op, LogKind::Main, 0)
+            .read_log(&op, LogKind::Main, LogCursor::START)
             .await?;
         out(&text);
         return Ok(Exit::Success);
@@ -402,7 +402,7 @@ pub async fn trace(ctx: &Context, args: TraceArgs) -> CliResult {
     let log = match existing
         .ledger
         .store()
-        .read_log(&op, LogKind::Main, 0)
+        .read_log(&op, LogKind::Main, LogCursor::START)
         .await
     {
         Ok((text, _)) => text,

@@ -454,7 +454,7 @@ pub async fn wait_archived(ledger: &Ledger, op: &OperationId, bound: Duration) -
         let tick = Duration::from_millis(25);
         match changes.as_mut() {
             Some(rx) => {
-                let _ = tokio::time::timeout(tick, rx.changed()).await;
+                rx.next_within(tick).await;
             }
             None => tokio::time::sleep(tick).await,
         }

@@ -400,7 +400,7 @@ fn nested_env(location: &StoreLocation, op: &Operation, call: &CallId) -> Vec<(S
             ));
         }
         StoreLocation::Url(url) => env.push((ENV_LEDGER_URL.to_string(), url.clone())),
-        StoreLocation::Etcd(_) => {}
+        StoreLocation::Etcd(_) | StoreLocation::Memory => {}
     }
     env.push((ENV_OPERATION.to_string(), op.operation_id().to_string()));
     env.push((ENV_CALL.to_string(), call.to_string()));

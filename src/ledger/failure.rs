@@ -236,7 +236,7 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
         let tick = Duration::from_millis(200);
         match changes.as_mut() {
             Some(rx) => {
-                let _ = tokio::time::timeout(tick, rx.changed()).await;
+                rx.next_within(tick).await;
             }
             None => tokio::time::sleep(tick).await,
         }
@@ -287,7 +287,7 @@ pub(crate) async fn archive(shared: &Arc<OpShared>) {
     match shared.ledger.store.archive(&shared.id).await {
         Ok(location) => {
             if let Some(f) = &shared.ledger.callback.on_backup_created {
-                super::panic::call_quietly("on_backup_created", || f(&location));
+                super::panic::call_quietly("on_backup_created", || f(location.location()));
             }
         }
         Err(e) => tracing::warn!(operation = %shared.id, error = %e, "archive failed"),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::ids::{OperationId, ParticipantId};
 use crate::model::{LedgerData, OperationState};
-use crate::store::{ChangeReceiver, LogKind};
+use crate::store::{ChangeStream, LogCursor, LogKind};
 
 use super::Ledger;
 
@@ -49,8 +49,8 @@ pub struct LogFollower {
     ledger: Ledger,
     op: OperationId,
     kind: LogKind,
-    offset: u64,
-    changes: Option<ChangeReceiver>,
+    cursor: LogCursor,
+    changes: Option<ChangeStream>,
     final_since: Option<Instant>,
     end: Option<FollowEnd>,
 }
@@ -63,7 +63,7 @@ impl Ledger {
             ledger: self.clone(),
             op: op.clone(),
             kind,
-            offset: 0,
+            cursor: LogCursor::START,
             changes: self.inner.store.watch(op).ok(),
             final_since: None,
             end: None,
@@ -80,8 +80,8 @@ impl LogFollower {
                 self.end = self.judge().await?;
             }
             let store = &self.ledger.inner.store;
-            let (text, next) = store.read_log(&self.op, self.kind, self.offset).await?;
-            self.offset = next;
+            let (text, next) = store.read_log(&self.op, self.kind, self.cursor).await?;
+            self.cursor = next;
             if !text.is_empty() {
                 return Ok(Followed::Text(text));
             }
@@ -90,7 +90,7 @@ impl LogFollower {
             }
             match self.changes.as_mut() {
                 Some(rx) => {
-                    let _ = tokio::time::timeout(TICK, rx.changed()).await;
+                    rx.next_within(TICK).await;
                 }
                 None => tokio::time::sleep(TICK).await,
             }

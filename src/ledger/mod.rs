@@ -31,8 +31,9 @@ use std::sync::{Arc, Mutex};
 use crate::clock::{SharedClock, Timestamp};
 use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId, ParticipantId};
-use crate::model::{LedgerData, LogLevel, OperationState, Participant, ParticipantState};
+use crate::model::{LedgerData, LogLevel, Participant, ParticipantState};
 use crate::presence::{FilePresence, Presence, PresenceEvents, SelfIdentity};
+pub use crate::store::OperationSummary;
 use crate::store::{FileStore, Store};
 
 pub use crate::presence::{HeartbeatError, HeartbeatErrorType, HeartbeatResult};
@@ -142,39 +143,6 @@ impl OperationOptions {
     pub fn spawned_by(mut self, call: CallId) -> Self {
         self.spawned_by = Some(call);
         self
-    }
-}
-
-/// One line of `list_operations`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OperationSummary {
-    pub operation_id: OperationId,
-    pub state: OperationState,
-    pub aborted: bool,
-    pub initiator_id: ParticipantId,
-    pub description: Option<String>,
-    pub start_time: Timestamp,
-    pub participants: usize,
-    pub call_frames: usize,
-    pub temp_resources: usize,
-    /// Archived (completed or failed and moved to the backup).
-    pub archived: bool,
-}
-
-impl OperationSummary {
-    fn of(data: &LedgerData, archived: bool) -> Self {
-        Self {
-            operation_id: data.operation_id.clone(),
-            state: data.operation_state,
-            aborted: data.aborted,
-            initiator_id: data.initiator_id.clone(),
-            description: data.description.clone(),
-            start_time: data.start_time,
-            participants: data.participants.len(),
-            call_frames: data.call_frames.len(),
-            temp_resources: data.temp_resources.len(),
-            archived,
-        }
     }
 }
 
@@ -430,20 +398,16 @@ impl Ledger {
         Ok(Operation::from_shared(shared, session))
     }
 
-    /// Live and archived operations of the ledger.
+    /// Live and archived operations of the ledger, in one listing of the store; a live
+    /// one that cannot be read fails the call (see
+    /// [`list_all_operations`](Self::list_all_operations) to list it with its error).
     pub async fn list_operations(&self) -> Result<Vec<OperationSummary>> {
-        let store = &self.inner.store;
         let mut out = Vec::new();
-        for id in store.list().await? {
-            match store.read(&id).await {
-                Ok(data) => out.push(OperationSummary::of(&data, false)),
-                Err(Error::OperationNotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        for id in store.list_archived().await? {
-            if let Ok(data) = store.read_archived(&id).await {
-                out.push(OperationSummary::of(&data, true));
+        for entry in self.inner.store.list_summaries().await? {
+            match entry.summary {
+                Ok(summary) => out.push(summary),
+                Err(e) if !entry.archived => return Err(e),
+                Err(_) => {}
             }
         }
         Ok(out)

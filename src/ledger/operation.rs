@@ -478,7 +478,7 @@ impl Operation {
             .await;
         let location = shared.ledger.store.archive(&shared.id).await?;
         if let Some(f) = &shared.ledger.callback.on_backup_created {
-            super::panic::call_quietly("on_backup_created", || f(&location));
+            super::panic::call_quietly("on_backup_created", || f(location.location()));
         }
         shared.ledger.forget(&shared.id);
         Ok(())

@@ -290,7 +290,7 @@ impl Ledger {
         for note in &untouched {
             self.log_line(id, &format!("RECOVERY_REFUSED {note}")).await;
         }
-        let archive = store.archive(id).await?;
+        let archive = store.archive(id).await?.to_string();
         if let Some(f) = &self.inner.callback.on_backup_created {
             f(&archive);
         }

@@ -387,17 +387,29 @@ impl OpShared {
         }
     }
 
-    /// Start following changes of the operation pushed by the store.
+    /// Start following changes of the operation pushed by the store. A stream that ends
+    /// (its feed stopped) is replaced by a new subscription and the operation read again;
+    /// if the store can watch no more, the heartbeat is left as the only way news come.
     pub fn start_watching(self: &Arc<Self>) -> Result<()> {
-        let mut rx = self.ledger.store.watch(&self.id)?;
+        let mut changes = self.ledger.store.watch(&self.id)?;
         let weak: Weak<OpShared> = Arc::downgrade(self);
         let task = spawn(async move {
-            while rx.changed().await.is_ok() {
+            loop {
+                if changes.next().await.is_none() {
+                    let Some(shared) = weak.upgrade() else { break };
+                    match shared.ledger.store.watch(&shared.id) {
+                        Ok(again) => changes = again,
+                        Err(e) => {
+                            tracing::warn!(operation = %shared.id, error = %e, "changes are no longer pushed; heartbeats carry them");
+                            break;
+                        }
+                    }
+                }
                 // Under a storm of writes (many busy participants), read at most once per
                 // interval: changes in between are folded into the next read, and every
                 // participant does not parse every write of every other.
                 tokio::time::sleep(WATCH_COALESCE).await;
-                rx.borrow_and_update();
+                while changes.try_next().is_some() {}
                 let Some(shared) = weak.upgrade() else { break };
                 match shared.ledger.store.read(&shared.id).await {
                     Ok(data) => shared.observe(&data),

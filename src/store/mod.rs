@@ -6,15 +6,36 @@
 //! and the etcd store behave the same.
 //!
 //! Design notes:
-//! - `modify` is the only way to change an operation. A backend either holds a lock around
-//!   read-change-write (files) or retries the closure on a compare-and-swap conflict
-//!   (etcd), which is why the change is `FnMut` and must have no side effects besides the
-//!   data it is handed. An `Err` from the change aborts the write and is returned as is.
-//! - The store bumps `seq` on every write; the trail of the file store is numbered by it.
+//! - The write primitive is compare-and-swap on a [`Revision`]: [`Store::read_versioned`]
+//!   gives the data and its revision, [`Store::compare_and_swap`] replaces it only if the
+//!   revision is still that one and fails with [`Error::Conflict`](crate::Error::Conflict)
+//!   otherwise. File: `seq` checked under the lock; a server: `If-Match`; etcd:
+//!   `mod_revision`. The store sets the written data's `seq` to the new revision.
+//! - Read-change-write ([`Store::modify`], [`Store::refresh`]) is built on it in one place
+//!   (`read_change_write.rs`): read, apply the change to a copy, swap, retry on conflict
+//!   with a bound. A backend may do better (the file store runs the change under its
+//!   lock, one read and one write per change), never differently.
+//! - Change closures are pure: no I/O, no effects besides the data they are handed, and
+//!   they may run more than once (once per conflict). What a change needs from outside
+//!   (the time, whether a process lives) is found before and captured. An `Err` from the
+//!   change aborts the write and is returned as is. The memory store can make every other
+//!   swap conflict so the test suites run each change twice.
 //! - `read` is a consistent snapshot and may be served without any lock.
-//! - `watch` pushes change notifications so abort and state changes need no polling.
+//! - `watch` gives a [`ChangeStream`] of changes with revisions, a resync after a gap and a
+//!   reported end (see `changes.rs`), so abort and state changes need no polling.
+//! - `list_summaries` lists every operation with its head in one call (a remote backend:
+//!   one round trip); an unreadable one is an entry with its error.
+//! - Backends hand out typed references, not their internals: [`ArchiveRef`] for where an
+//!   operation was archived, [`LogCursor`] for a place in a log.
+//! - [`Error::Unavailable`](crate::Error::Unavailable) is for a backend that cannot be
+//!   reached; the file store never returns it.
 
+mod changes;
 pub mod file;
+pub mod memory;
+mod read_change_write;
+mod refs;
+mod summary;
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -25,7 +46,14 @@ use crate::error::Result;
 use crate::ids::OperationId;
 use crate::model::LedgerData;
 
+pub use crate::revision::Revision;
+pub(crate) use changes::Subscribers;
+pub use changes::{ChangeKind, ChangeStream, OperationChange, QUEUE_BOUND};
 pub use file::{FileStore, FileStoreOptions};
+pub use memory::MemoryStore;
+pub use read_change_write::{MAX_ATTEMPTS, read_change_write};
+pub use refs::{ArchiveRef, LogCursor};
+pub use summary::{ListEntry, OperationSummary, list_by_reading};
 
 /// The two logs of an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,6 +73,8 @@ pub enum StoreLocation {
     Url(String),
     /// etcd endpoints.
     Etcd(Vec<String>),
+    /// A store inside this process (tests): other processes cannot join it.
+    Memory,
 }
 
 /// Who can have written a stored operation, where the backend can tell (the file store:
@@ -58,12 +88,24 @@ pub struct Provenance {
     pub writable_by_others: bool,
 }
 
-/// A change to one operation, applied under the store's lock or CAS loop.
+/// A change to one operation: pure, and run again after a conflict (see the notes).
 pub type Change<'a> = &'a mut (dyn FnMut(&mut LedgerData) -> Result<()> + Send);
 
-/// Notifications that an operation changed: the value is a counter that moves on every
-/// change seen (including the operation disappearing into the archive).
-pub type ChangeReceiver = tokio::sync::watch::Receiver<u64>;
+/// An operation as stored, and the revision it is at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versioned {
+    pub data: LedgerData,
+    pub revision: Revision,
+}
+
+/// Whether a write is kept in the operation's history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    /// A change of the operation (the file store makes a trail entry).
+    Change,
+    /// A write that only refreshes heartbeats: no history is kept of it.
+    Refresh,
+}
 
 /// A ledger backend.
 #[async_trait]
@@ -71,19 +113,40 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Where the store lives.
     fn location(&self) -> StoreLocation;
 
-    /// Create a new operation; fails with `OperationExists` if the id is taken.
+    /// Create a new operation; fails with `OperationExists` if the id is taken (live or
+    /// archived).
     async fn create(&self, data: &LedgerData) -> Result<()>;
 
-    /// A consistent snapshot of a live operation; `OperationNotFound` if there is none.
-    async fn read(&self, op: &OperationId) -> Result<LedgerData>;
+    /// A consistent snapshot of a live operation and its revision; `OperationNotFound`
+    /// if there is none.
+    async fn read_versioned(&self, op: &OperationId) -> Result<Versioned>;
 
-    /// Read-change-write of a live operation. Returns the data as written.
-    async fn modify(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData>;
+    /// A consistent snapshot of a live operation.
+    async fn read(&self, op: &OperationId) -> Result<LedgerData> {
+        Ok(self.read_versioned(op).await?.data)
+    }
+
+    /// Replace the live operation with `data` if it is still at revision `expected`;
+    /// [`Error::Conflict`](crate::Error::Conflict) (nothing written) if another write came
+    /// first. The written data keeps the operation's id and gets the new revision as `seq`.
+    async fn compare_and_swap(
+        &self,
+        op: &OperationId,
+        expected: Revision,
+        data: LedgerData,
+        kind: WriteKind,
+    ) -> Result<Versioned>;
+
+    /// Read-change-write of a live operation; returns the data as written. The change is
+    /// pure and may run more than once.
+    async fn modify(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
+        read_change_write(self, op, change, WriteKind::Change).await
+    }
 
     /// A change that only refreshes heartbeats: the same as [`modify`](Self::modify), but
     /// the backend keeps no history of it (the file store makes no trail entry).
     async fn refresh(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
-        self.modify(op, change).await
+        read_change_write(self, op, change, WriteKind::Refresh).await
     }
 
     /// Ids of the live (not archived) operations, sorted.
@@ -95,20 +158,33 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// The final data of an archived operation.
     async fn read_archived(&self, op: &OperationId) -> Result<LedgerData>;
 
+    /// Every operation with its summary, live ones first, each part sorted by id; an
+    /// unreadable one is listed with its error. Fails only when the ledger itself cannot
+    /// be listed.
+    async fn list_summaries(&self) -> Result<Vec<ListEntry>> {
+        list_by_reading(self).await
+    }
+
     /// Append one line (without newline) to a log of the operation. Line breaks inside it
     /// are escaped (`\n`, `\r`), so one call is always one line. Appending to an archived
     /// operation goes to its archived log.
     async fn append_log(&self, op: &OperationId, kind: LogKind, line: &str) -> Result<()>;
 
-    /// The log from byte `from` on (live or archived), and the offset to continue from.
-    async fn read_log(&self, op: &OperationId, kind: LogKind, from: u64) -> Result<(String, u64)>;
+    /// The whole lines of a log (live or archived) after `from`, and the cursor to go on
+    /// from.
+    async fn read_log(
+        &self,
+        op: &OperationId,
+        kind: LogKind,
+        from: LogCursor,
+    ) -> Result<(String, LogCursor)>;
 
-    /// Move a finished operation, its logs and its trail into the archive and apply the
-    /// retention limit. Returns a description of where it went.
-    async fn archive(&self, op: &OperationId) -> Result<String>;
+    /// Move a finished operation, its logs and its history into the archive and apply the
+    /// retention limit.
+    async fn archive(&self, op: &OperationId) -> Result<ArchiveRef>;
 
-    /// Subscribe to changes of one operation.
-    fn watch(&self, op: &OperationId) -> Result<ChangeReceiver>;
+    /// A stream of the operation's changes from now on.
+    fn watch(&self, op: &OperationId) -> Result<ChangeStream>;
 
     /// Who can have written the operation's record; `None` when the backend cannot tell.
     async fn provenance(&self, op: &OperationId) -> Result<Option<Provenance>> {

@@ -47,5 +47,9 @@ pub async fn wait_archived(store: &std::sync::Arc<dyn Store>, op: &OperationId) 
 }
 
 pub async fn log(store: &std::sync::Arc<dyn Store>, op: &OperationId) -> String {
-    store.read_log(op, LogKind::Main, 0).await.unwrap().0
+    store
+        .read_log(op, LogKind::Main, tom_dist_ledger::store::LogCursor::START)
+        .await
+        .unwrap()
+        .0
 }

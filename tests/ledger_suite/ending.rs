@@ -216,7 +216,11 @@ pub async fn fenced_participant_cannot_log(b: &dyn Backend) {
     assert!(!log.contains("after the fence"), "{log}");
     let debug = cli
         .store()
-        .read_log(op.operation_id(), tom_dist_ledger::store::LogKind::Debug, 0)
+        .read_log(
+            op.operation_id(),
+            tom_dist_ledger::store::LogKind::Debug,
+            tom_dist_ledger::store::LogCursor::START,
+        )
         .await
         .map(|(t, _)| t)
         .unwrap_or_default();

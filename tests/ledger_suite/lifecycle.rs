@@ -30,14 +30,6 @@ pub async fn create_registers_initiator(b: &dyn Backend) {
     assert_eq!(me.epoch, 1);
     assert_eq!(me.pid, std::process::id() as i32);
     assert_eq!(me.state, ParticipantState::Active);
-    if let Some(dir) = b.dir() {
-        let file = dir.join(format!("{}.operation.json", op.operation_id()));
-        assert!(file.is_file());
-        assert!(
-            dir.join(format!("{}.operation.json.lock", op.operation_id()))
-                .exists()
-        );
-    }
     assert!(
         log_of(&ledger, op.operation_id())
             .await
@@ -197,14 +189,6 @@ pub async fn complete_archives_with_state_completed(b: &dyn Backend) {
     assert_eq!(final_data.operation_state, OperationState::Completed);
     assert!(log_of(&ledger, &id).await.contains("OPERATION_COMPLETED"));
     assert_eq!(archived.lock().unwrap().len(), 1);
-    if let Some(dir) = b.dir() {
-        let backup = dir.join("backup").join(id.as_str());
-        assert!(backup.join("operation.json").is_file());
-        assert!(backup.join("operation.log").is_file());
-        assert!(backup.join("trail").is_dir());
-        assert!(!dir.join(format!("{id}.operation.json")).exists());
-        assert!(!dir.join(format!("{id}.operation.json.lock")).exists());
-    }
 }
 
 pub async fn complete_refuses_non_initiator_and_open_calls(b: &dyn Backend) {
@@ -293,7 +277,11 @@ pub async fn logs_levels_and_debug_log(b: &dyn Backend) {
     assert!(!log.contains("only in debug"));
     let debug = ledger
         .store()
-        .read_log(op.operation_id(), LogKind::Debug, 0)
+        .read_log(
+            op.operation_id(),
+            LogKind::Debug,
+            tom_dist_ledger::store::LogCursor::START,
+        )
         .await
         .unwrap()
         .0;

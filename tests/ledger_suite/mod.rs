@@ -14,7 +14,6 @@ pub mod pause;
 pub mod signals;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -29,8 +28,10 @@ use tom_dist_ledger::store::Store;
 pub trait Backend: Send + Sync {
     /// Connection settings for one participant.
     fn connect(&self, participant: &str) -> Connect;
-    /// The ledger directory, where the backend has one.
-    fn dir(&self) -> Option<PathBuf>;
+    /// The variable and value through which other processes reach this ledger
+    /// (`TOM_LEDGER_DIR`, `TOM_LEDGER_URL`); `None` for a ledger inside this process,
+    /// on which the behaviours that need a shared ledger are not run (see the macro).
+    fn shared_location(&self) -> Option<(&'static str, String)>;
 }
 
 /// Connect a participant with fast heartbeats (tests never wait for them).
@@ -128,15 +129,33 @@ pub async fn guarded(fut: impl Future<Output = ()>) {
 pub async fn log_of(ledger: &Ledger, op: &tom_dist_ledger::OperationId) -> String {
     ledger
         .store()
-        .read_log(op, tom_dist_ledger::store::LogKind::Main, 0)
+        .read_log(
+            op,
+            tom_dist_ledger::store::LogKind::Main,
+            tom_dist_ledger::store::LogCursor::START,
+        )
         .await
         .expect("log")
         .0
 }
 
+/// `ledger_suite!(make)` runs every behaviour on a backend that other processes can
+/// share; `ledger_suite!(in_process: make)` on one that lives inside the test process,
+/// where the behaviours that need a shared ledger are listed as ignored with that reason
+/// (they show in the test output), not silently left out.
 #[macro_export]
 macro_rules! ledger_suite {
     ($make:expr) => {
+        $crate::ledger_suite!(@every $make; tests);
+    };
+    (in_process: $make:expr) => {
+        $crate::ledger_suite!(@every $make; needs_shared);
+    };
+    (@every $make:expr; $shared:ident) => {
+        // Behaviours that need other processes to reach the same ledger.
+        $crate::ledger_suite!(@$shared $make;
+            exec::worker_gets_the_nested_environment
+        );
         $crate::ledger_suite!(@tests $make;
             lifecycle::create_registers_initiator,
             lifecycle::join_registers_a_second_participant,
@@ -179,13 +198,11 @@ macro_rules! ledger_suite {
             signals::stale_participant_detected_with_manual_clock,
             signals::heartbeat_reports_abort_flag,
             signals::fenced_participant_writes_are_refused,
-            signals::corrupt_operation_file_is_a_clear_error,
             signals::failure_deletes_temp_resources_and_archives,
             signals::stale_remote_participant_is_declared_crashed_and_fenced,
             pause::paused_remote_participant_is_excused_for_max_pause,
             pause::paused_local_participant_is_judged_by_its_pid,
             exec::stdio_worker_returns_json,
-            exec::worker_gets_the_nested_environment,
             exec::non_zero_exit_fails_with_code_and_stderr,
             exec::file_worker_reads_the_finished_file,
             exec::file_worker_without_file_fails_at_once,
@@ -208,6 +225,16 @@ macro_rules! ledger_suite {
             ending::fenced_participant_cannot_log,
             ending::connect_recovers_abandoned_operations_when_asked
         );
+    };
+    (@needs_shared $make:expr; $($group:ident :: $name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs a ledger shared with other processes; this backend lives in the test process"]
+            async fn $name() {
+                let backend = $make;
+                ledger_suite::guarded(ledger_suite::$group::$name(&backend)).await;
+            }
+        )*
     };
     (@tests $make:expr; $($group:ident :: $name:ident),* $(,)?) => {
         $(

@@ -325,39 +325,6 @@ pub async fn fenced_participant_writes_are_refused(b: &dyn Backend) {
     op.complete().await.unwrap();
 }
 
-pub async fn corrupt_operation_file_is_a_clear_error(b: &dyn Backend) {
-    let Some(dir) = b.dir() else { return };
-    let ledger = connect_with(b, "cli", |c| {
-        c.heartbeat_interval(Duration::from_secs(3600))
-    })
-    .await;
-    let beats = Arc::new(Mutex::new(0));
-    let n = beats.clone();
-    let op = ledger
-        .create_operation(OperationOptions::new().callback(
-            OperationCallback::new().on_heartbeat_success(move |_, _| *n.lock().unwrap() += 1),
-        ))
-        .await
-        .unwrap();
-    // Let the first beat land; the next one is an hour away.
-    wait_until("first heartbeat", || {
-        let beats = beats.clone();
-        async move { *beats.lock().unwrap() >= 1 }
-    })
-    .await;
-    op.stop_heartbeat();
-    let path = dir.join(format!("{}.operation.json", op.operation_id()));
-    let garbage = b"{\"operationId\": \"x\", \"callFrames\": [";
-    std::fs::write(&path, garbage).unwrap();
-    let err = op.start_call::<()>(CallOptions::new()).await.unwrap_err();
-    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-    let msg = err.to_string();
-    assert!(msg.starts_with("corrupt ledger file `"), "{msg}");
-    assert!(!msg.contains('\n'));
-    assert_eq!(std::fs::read(&path).unwrap(), garbage, "unchanged");
-    ledger.dispose().await;
-}
-
 pub async fn failure_deletes_temp_resources_and_archives(b: &dyn Backend) {
     let cli = connect(b, "cli").await;
     let worker = connect(b, "w").await;

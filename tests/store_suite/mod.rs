@@ -72,11 +72,16 @@ macro_rules! store_suite {
             change_cannot_rename_the_operation,
             list_and_list_archived_are_sorted,
             archive_moves_the_operation,
-            logs_append_and_read_from_offsets,
+            logs_append_and_read_from_cursors,
             log_lines_stay_whole_lines,
             read_log_continues_into_the_archive,
             watch_fires_on_modify_by_another_handle,
             watch_fires_on_archive,
+            watch_ends_visibly_when_the_store_is_dropped,
+            read_gives_the_revision_and_modify_moves_it,
+            compare_and_swap_replaces_only_the_revision_it_names,
+            list_summaries_lists_live_then_archived,
+            archive_names_the_operation,
             concurrent_modifies_lose_no_update,
         );
     };

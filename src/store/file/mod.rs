@@ -10,6 +10,10 @@
 //! ```
 //!
 //! Design notes:
+//! - Compare-and-swap checks `seq` (the revision) under the lock. `modify` does not need
+//!   it: the change runs under the lock, one read and one write per change, which is the
+//!   store's throughput; it is what the trait's read-change-write would do without the
+//!   retries.
 //! - Writers hold `flock` on the separate `.lock` file and replace the operation file by
 //!   writing a staging file and swapping it in with one atomic rename (`RENAME_EXCHANGE`,
 //!   see `replace.rs`). The locked file is never the replaced one (locking a file that
@@ -56,7 +60,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Change, ChangeReceiver, LogKind, Provenance, Store, StoreLocation};
+use super::{
+    ArchiveRef, Change, ChangeStream, LogCursor, LogKind, Provenance, Revision, Store,
+    StoreLocation, Versioned, WriteKind,
+};
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
 use crate::model::LedgerData;
@@ -163,6 +170,17 @@ impl FileStore {
     /// Path of an operation's archive directory.
     pub fn archive_dir(&self, op: &OperationId) -> PathBuf {
         self.paths.archive_dir(op)
+    }
+
+    /// The cursor at byte `offset` of a log as a whole (rotated generations counted):
+    /// what the file store's log cursors are, for tools and tests.
+    pub fn log_cursor(&self, offset: u64) -> LogCursor {
+        LogCursor::at(offset)
+    }
+
+    /// The byte offset in the whole log that a cursor of this store stands for.
+    pub fn log_offset(&self, cursor: LogCursor) -> u64 {
+        cursor.position()
     }
 
     fn read_sync(&self, path: &Path, op: &OperationId) -> Result<LedgerData> {
@@ -283,8 +301,44 @@ impl Store for FileStore {
         self.create_locked(data).await
     }
 
+    async fn read_versioned(&self, op: &OperationId) -> Result<Versioned> {
+        let data = self.read_sync(&self.paths.operation(op), op)?;
+        let revision = Revision::new(data.seq);
+        Ok(Versioned { data, revision })
+    }
+
     async fn read(&self, op: &OperationId) -> Result<LedgerData> {
         self.read_sync(&self.paths.operation(op), op)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        op: &OperationId,
+        expected: Revision,
+        data: LedgerData,
+        kind: WriteKind,
+    ) -> Result<Versioned> {
+        let mut data = Some(data);
+        let mut swap = |current: &mut LedgerData| {
+            let found = Revision::new(current.seq);
+            if found != expected {
+                return Err(Error::Conflict {
+                    operation: op.clone(),
+                    expected,
+                    found,
+                });
+            }
+            if let Some(new) = data.take() {
+                *current = new;
+            }
+            Ok(())
+        };
+        let written = self.write(op, &mut swap, kind == WriteKind::Change).await?;
+        let revision = Revision::new(written.seq);
+        Ok(Versioned {
+            data: written,
+            revision,
+        })
     }
 
     async fn modify(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
@@ -329,18 +383,24 @@ impl Store for FileStore {
         Ok(())
     }
 
-    async fn read_log(&self, op: &OperationId, kind: LogKind, from: u64) -> Result<(String, u64)> {
-        log::read(&self.paths, op, kind, from)
+    async fn read_log(
+        &self,
+        op: &OperationId,
+        kind: LogKind,
+        from: LogCursor,
+    ) -> Result<(String, LogCursor)> {
+        let (text, next) = log::read(&self.paths, op, kind, from.position())?;
+        Ok((text, LogCursor::at(next)))
     }
 
-    async fn archive(&self, op: &OperationId) -> Result<String> {
+    async fn archive(&self, op: &OperationId) -> Result<ArchiveRef> {
         let lock = self.lock(op, IfMissing::RequireOperation).await?;
         let dir = archive::archive(&self.paths, op, lock, self.options.durable)?;
         archive::enforce_retention(&self.paths, self.options.max_backups)?;
-        Ok(dir.display().to_string())
+        Ok(ArchiveRef::new(op.clone(), dir.display().to_string()))
     }
 
-    fn watch(&self, op: &OperationId) -> Result<ChangeReceiver> {
+    fn watch(&self, op: &OperationId) -> Result<ChangeStream> {
         self.watcher.subscribe(paths::operation_file_name(op))
     }
 

@@ -4,27 +4,31 @@
 //! Writers replace an operation file by rename, which the directory watch reports as
 //! `IN_MOVED_TO` for that name whichever process renamed; archiving reports
 //! `IN_MOVED_FROM`, and a writer of the original format (in place) `IN_CLOSE_WRITE`. A
-//! background thread turns those events into bumps of a per-operation `watch` channel, so
+//! background thread turns those events into changes on the operation's streams, so
 //! waiting tasks learn of an abort within milliseconds instead of at the next heartbeat.
 //! The thread sleeps in `poll` until an event comes or the store is dropped, which closes
 //! the thread's wake-up socket; the drop then joins the thread.
+//!
+//! - Events carry no revision (learning it would cost a read per event); a name that was
+//!   moved away or deleted and is not there any more is reported as archived (a swap in
+//!   by `RENAME_EXCHANGE` also moves the old file away, but the name stays).
+//! - A queue overflow (events lost) is a resync for every stream.
+//! - If the thread stops on an error, every stream ends (its reader sees the end) and the
+//!   next subscription starts a new thread.
 
-use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 
+use crate::error::{Error, Result};
+use crate::store::{ChangeStream, OperationChange, Subscribers};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use tokio::sync::watch;
 
-use crate::error::{Error, Result};
-use crate::store::ChangeReceiver;
-
-type Subscribers = Mutex<HashMap<String, watch::Sender<u64>>>;
+type Shared = Mutex<Subscribers<String>>;
 
 /// The running thread: closing `wake` stops it.
 #[derive(Debug)]
@@ -36,7 +40,7 @@ struct Running {
 #[derive(Debug)]
 pub struct DirWatcher {
     dir: PathBuf,
-    subscribers: Arc<Subscribers>,
+    subscribers: Arc<Shared>,
     running: Mutex<Option<Running>>,
 }
 
@@ -45,28 +49,26 @@ impl DirWatcher {
     pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
-            subscribers: Arc::new(Mutex::new(HashMap::new())),
+            subscribers: Arc::new(Mutex::new(Subscribers::default())),
             running: Mutex::new(None),
         }
     }
 
-    /// Receiver that moves whenever the file `name` in the directory is replaced, written
-    /// or moved away. Events from before this call are not reported.
-    pub fn subscribe(&self, name: String) -> Result<ChangeReceiver> {
-        self.ensure_started()?;
-        let mut subs = lock(&self.subscribers);
-        subs.retain(|_, tx| tx.receiver_count() > 0);
-        let rx = subs
-            .entry(name)
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe();
-        Ok(rx)
+    /// A stream of the changes of the file `name` in the directory (replaced, written or
+    /// moved away). Events from before this call are not reported.
+    pub fn subscribe(&self, name: String) -> Result<ChangeStream> {
+        let mut running = lock(&self.running);
+        self.ensure_started(&mut running)?;
+        // Under the `running` lock: a thread that stopped cannot end this stream unseen.
+        Ok(lock(&self.subscribers).subscribe(name))
     }
 
-    fn ensure_started(&self) -> Result<()> {
-        let mut running = lock(&self.running);
-        if running.is_some() {
+    fn ensure_started(&self, running: &mut Option<Running>) -> Result<()> {
+        if running.as_ref().is_some_and(|r| !r.thread.is_finished()) {
             return Ok(());
+        }
+        if let Some(stopped) = running.take() {
+            let _ = stopped.thread.join();
         }
         let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
             .map_err(|e| Error::sys("inotify_init", e))?;
@@ -80,9 +82,16 @@ impl DirWatcher {
         let (wake, stop) =
             UnixStream::pair().map_err(|e| Error::io("start watcher for", &self.dir, e))?;
         let subscribers = Arc::downgrade(&self.subscribers);
+        let dir = self.dir.clone();
         let thread = std::thread::Builder::new()
             .name("ledger-watch".into())
-            .spawn(move || run(inotify, stop, subscribers))
+            .spawn(move || {
+                run(inotify, stop, &dir, &subscribers);
+                // Whatever stopped the thread, no stream waits on it unknowingly.
+                if let Some(subscribers) = subscribers.upgrade() {
+                    lock(&subscribers).end_all();
+                }
+            })
             .map_err(|e| Error::io("start watcher for", &self.dir, e))?;
         *running = Some(Running { wake, thread });
         Ok(())
@@ -98,7 +107,7 @@ impl Drop for DirWatcher {
     }
 }
 
-fn run(inotify: Inotify, stop: UnixStream, subscribers: Weak<Subscribers>) {
+fn run(inotify: Inotify, stop: UnixStream, dir: &Path, subscribers: &Weak<Shared>) {
     loop {
         let mut fds = [
             PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
@@ -127,21 +136,32 @@ fn run(inotify: Inotify, stop: UnixStream, subscribers: Weak<Subscribers>) {
         let Some(subscribers) = subscribers.upgrade() else {
             return;
         };
-        let subs = lock(&subscribers);
+        let mut subs = lock(&subscribers);
         for event in events {
             if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                 // Events were lost: tell everyone to look again.
-                subs.values().for_each(|tx| tx.send_modify(|n| *n += 1));
+                subs.resync_all();
                 continue;
             }
             let Some(name) = event.name.as_ref().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if let Some(tx) = subs.get(name) {
-                tx.send_modify(|n| *n += 1);
+            if !subs.is_watched(name) {
+                continue;
             }
+            let gone = AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_DELETE;
+            let change = if event.mask.intersects(gone) && !present(&dir.join(name)) {
+                OperationChange::archived(None)
+            } else {
+                OperationChange::changed(None)
+            };
+            subs.publish(name, change);
         }
     }
+}
+
+fn present(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
