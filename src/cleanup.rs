@@ -33,7 +33,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::{Error, Result};
-use crate::ledger::BoxFuture;
+use crate::future::BoxFuture;
 use crate::process::{DEFAULT_GRACE, Signal, StopReason, job_control, registry};
 use crate::temp_path::{Protected, remove};
 

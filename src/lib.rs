@@ -17,11 +17,13 @@
 pub mod cleanup;
 pub mod clock;
 pub mod error;
+pub mod future;
 pub mod ids;
 pub mod ledger;
 pub mod model;
 pub mod poll;
 pub mod process;
+pub mod stop_reason;
 pub mod store;
 pub mod temp_path;
 
