@@ -27,7 +27,7 @@ pub mod stop_reason;
 pub mod store;
 pub mod temp_path;
 
-pub use cleanup::CleanupHandler;
+pub use cleanup::{CleanupHandler, StopSignals};
 pub use error::{Error, Result};
 pub use ids::{CallId, OperationId, ParticipantId};
 pub use ledger::{

@@ -32,7 +32,6 @@ pub struct Connect {
     pub(crate) stale_threshold: Duration,
     pub(crate) cleanup_wait: Option<Duration>,
     pub(crate) max_pause: Duration,
-    pub(crate) handle_signals: bool,
     pub(crate) recover_abandoned: bool,
     pub(crate) file_options: FileStoreOptions,
     pub(crate) callback: LedgerCallback,
@@ -60,7 +59,6 @@ impl Connect {
             stale_threshold: DEFAULT_STALE_THRESHOLD,
             cleanup_wait: None,
             max_pause: DEFAULT_MAX_PAUSE,
-            handle_signals: true,
             recover_abandoned: false,
             file_options: FileStoreOptions::default(),
             callback: LedgerCallback::default(),
@@ -99,14 +97,6 @@ impl Connect {
     /// (default: two heartbeat intervals).
     pub fn cleanup_wait(mut self, d: Duration) -> Self {
         self.cleanup_wait = Some(d);
-        self
-    }
-
-    /// Install the signal cleanup (SIGINT, SIGTERM, SIGHUP) when an operation is created or
-    /// joined (default on): the operation's workers are stopped, its temp resources
-    /// deleted, the outcome recorded, and the process exits with 128 + the signal.
-    pub fn handle_signals(mut self, on: bool) -> Self {
-        self.handle_signals = on;
         self
     }
 
@@ -194,5 +184,4 @@ pub(crate) struct LedgerConfig {
     pub stale_threshold: Duration,
     pub cleanup_wait: Duration,
     pub max_pause: Duration,
-    pub handle_signals: bool,
 }

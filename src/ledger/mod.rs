@@ -206,7 +206,6 @@ impl Ledger {
                 .cleanup_wait
                 .unwrap_or(connect.heartbeat_interval * 2),
             max_pause: connect.max_pause,
-            handle_signals: connect.handle_signals,
         };
         let ledger = Ledger {
             inner: Arc::new(LedgerInner {
@@ -384,9 +383,7 @@ impl Ledger {
                 callback,
             },
         );
-        if self.inner.config.handle_signals {
-            signals::register_signal_cleanup(&shared);
-        }
+        signals::register_signal_cleanup(&shared);
         self.inner
             .operations
             .lock()
