@@ -227,3 +227,48 @@ async fn a_reporting_handler_leaves_the_signal_to_the_application() {
     assert_eq!(std::fs::read_dir(run.temps.path()).unwrap().count(), 0);
     assert_archived_failed(&run, "SIGINT").await;
 }
+
+/// A process has one handler, installed one way: in a child test process (installing
+/// changes the signal dispositions of the whole process).
+#[test]
+fn the_handler_is_installed_once_in_one_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    common::run_alone_in_child("reporting_refuses_a_second_install", dir.path());
+    common::run_alone_in_child("exiting_accepts_a_repeat_and_refuses_reporting", dir.path());
+}
+
+#[tokio::test]
+#[ignore = "run by the_handler_is_installed_once_in_one_mode in a child process"]
+async fn reporting_refuses_a_second_install() {
+    if std::env::var_os(common::CHILD_ENV).is_none() {
+        return;
+    }
+    let handler = tom_dist_ledger::CleanupHandler::global();
+    let _stops = handler.install_reporting().expect("first install");
+    let again = handler
+        .install_reporting()
+        .err()
+        .expect("second install refused");
+    assert!(again.to_string().contains("already installed"), "{again}");
+    let exiting = handler.install().err().expect("exit mode refused");
+    assert!(exiting.to_string().contains("report"), "{exiting}");
+}
+
+#[tokio::test]
+#[ignore = "run by the_handler_is_installed_once_in_one_mode in a child process"]
+async fn exiting_accepts_a_repeat_and_refuses_reporting() {
+    if std::env::var_os(common::CHILD_ENV).is_none() {
+        return;
+    }
+    let handler = tom_dist_ledger::CleanupHandler::global();
+    handler.install().expect("first install");
+    handler.install().expect("a repeat does nothing");
+    let reporting = handler
+        .install_reporting()
+        .err()
+        .expect("reporting refused");
+    assert!(
+        reporting.to_string().contains("already installed"),
+        "{reporting}"
+    );
+}
