@@ -2,13 +2,36 @@
 //! them by heartbeat age, a local one for as long as its process lives, a remote one
 //! for at most `max_pause`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tom_dist_ledger::OperationCallback;
 use tom_dist_ledger::clock::{Clock, ManualClock, age_ms};
 use tom_dist_ledger::ledger::OperationOptions;
 
 use super::signals::join_as_remote;
-use super::{Backend, connect_with, with_clock};
+use super::{Backend, connect_with, wait_until, with_clock};
+
+/// Options that count the participant's successful heartbeats.
+fn counting_beats() -> (OperationOptions, Arc<AtomicUsize>) {
+    let beats = Arc::new(AtomicUsize::new(0));
+    let counter = beats.clone();
+    let callback = OperationCallback::new().on_heartbeat_success(move |_, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    (OperationOptions::new().callback(callback), beats)
+}
+
+/// Until the participant's first (immediate) beat has landed: one that comes only after
+/// the manual clock moved would judge the others by that time.
+async fn first_beat(beats: &Arc<AtomicUsize>) {
+    wait_until("first heartbeat", || {
+        let beats = beats.clone();
+        async move { beats.load(Ordering::SeqCst) >= 1 }
+    })
+    .await;
+}
 
 const MAX_PAUSE: Duration = Duration::from_secs(60);
 
@@ -55,13 +78,17 @@ pub async fn paused_local_participant_is_judged_by_its_pid(b: &dyn Backend) {
             .max_pause(MAX_PAUSE)
     };
     let cli = connect_with(b, "cli", |c| slow(with_clock(clock.clone())(c))).await;
-    let op = cli.create_operation(OperationOptions::new()).await.unwrap();
+    let (options, cli_beats) = counting_beats();
+    let op = cli.create_operation(options).await.unwrap();
     // A participant on this machine (this very process, so its pid runs).
     let near = connect_with(b, "near", |c| slow(with_clock(clock.clone())(c))).await;
+    let (options, near_beats) = counting_beats();
     let joined = near
-        .join_operation(op.operation_id(), OperationOptions::new())
+        .join_operation(op.operation_id(), options)
         .await
         .unwrap();
+    first_beat(&cli_beats).await;
+    first_beat(&near_beats).await;
     near.set_paused(true).await.unwrap();
     let me = joined.participant_id().clone();
     let record = |data: &tom_dist_ledger::model::LedgerData| data.participants[&me].clone();
