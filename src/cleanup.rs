@@ -229,14 +229,13 @@ impl CleanupHandler {
             self.installed
                 .compare_exchange(NOT_INSTALLED, mode, Ordering::SeqCst, Ordering::SeqCst)
         {
-            return match (current, mode) {
-                (EXITS, EXITS) => Ok(None),
-                (REPORTS, EXITS) => Err(Error::invalid(
+            if current == REPORTS && mode == EXITS {
+                return Err(Error::invalid(
                     "signal handler",
                     "already installed to report signals to the application",
-                )),
-                _ => Ok(None),
-            };
+                ));
+            }
+            return Ok(None);
         }
         let mut streams = Vec::new();
         for (kind, sig) in [
