@@ -125,8 +125,7 @@ fn ledger_only(dir: &Path, n: usize) -> Duration {
     runtime.block_on(async {
         let ledger = Ledger::connect(
             Connect::local(dir.join("ledger-only"))
-                .participant(ParticipantId::parse("bench").expect("valid id"))
-                .handle_signals(false),
+                .participant(ParticipantId::parse("bench").expect("valid id")),
         )
         .await
         .expect("connect");

@@ -30,8 +30,7 @@ async fn ledger(dir: &std::path::Path) -> Ledger {
         Connect::local(dir)
             .participant(ParticipantId::parse("bench").expect("valid id"))
             .heartbeat_interval(Duration::from_secs(3600))
-            .cleanup_wait(Duration::from_secs(5))
-            .handle_signals(false),
+            .cleanup_wait(Duration::from_secs(5)),
     )
     .await
     .expect("connect")

@@ -44,9 +44,7 @@ async fn bare(n: usize) -> Duration {
 
 async fn library(dir: &std::path::Path, n: usize) -> Duration {
     let ledger = Ledger::connect(
-        Connect::local(dir)
-            .participant(ParticipantId::parse("bench").expect("valid id"))
-            .handle_signals(false),
+        Connect::local(dir).participant(ParticipantId::parse("bench").expect("valid id")),
     )
     .await
     .expect("connect");

@@ -13,10 +13,14 @@ use std::time::Duration;
 use tom_dist_ledger::ledger::{
     CallOptions, Connect, Ledger, OperationOptions, SyncOptions, TrackedCall,
 };
-use tom_dist_ledger::{Error, ParticipantId};
+use tom_dist_ledger::{CleanupHandler, Error, ParticipantId};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // Opt in to the signal cleanup: Ctrl+C stops the workers, deletes the temp file,
+    // archives the operation as failed and exits with 130. Without it the library
+    // leaves signals alone.
+    CleanupHandler::global().install()?;
     let ledger = Ledger::connect(
         Connect::local("_ai/operation_ledger").participant(ParticipantId::parse("quickstart")?),
     )

@@ -1,6 +1,14 @@
-//! [`CleanupHandler`]: what happens on Ctrl+C, `kill`, or a closed terminal.
+//! [`CleanupHandler`]: what happens on Ctrl+C, `kill`, or a closed terminal, once the
+//! application asks for it.
 //!
-//! On the first SIGINT, SIGTERM or SIGHUP the handler, in this order:
+//! The library installs no signal handler and never ends the process on its own: until
+//! the application calls [`CleanupHandler::install`] (or
+//! [`install_reporting`](CleanupHandler::install_reporting)), SIGINT, SIGTERM and SIGHUP
+//! keep their default disposition. Operations register their part of the cleanup with
+//! the handler whether or not it is installed; registering does nothing else.
+//!
+//! Installed with [`CleanupHandler::install`], on the first SIGINT, SIGTERM or SIGHUP the
+//! handler, in this order:
 //! 1. runs the *early* callbacks (the ledger sets the abort flag of the operations this
 //!    process initiated, so the other participants start stopping at once);
 //! 2. runs the stop ladder on every worker group of this process (SIGTERM + SIGCONT, the
@@ -13,27 +21,33 @@
 //! A second signal while this runs skips the grace: every worker group is SIGKILLed, the
 //! temp paths are deleted, and the process exits at once.
 //!
-//! Job control is a separate opt-in ([`CleanupHandler::install_job_control`]), never
-//! installed by the library on its own: on SIGTSTP the *pause* callbacks run (the ledger
-//! records that this participant is paused), every worker group gets SIGTSTP and the
-//! process stops itself; once continued (SIGCONT) the worker groups get SIGCONT and the
-//! *resume* callbacks run (the ledger clears the pause and beats). Timeouts of the process
-//! layer do not count the time stopped.
+//! Installed with [`CleanupHandler::install_reporting`], the handler only reports each
+//! signal to the application ([`StopSignals`]), which decides what to do: nothing is
+//! stopped, deleted or exited on its behalf ([`CleanupHandler::cleanup`] and
+//! [`CleanupHandler::force`] remain at hand). A program has one handler, installed one
+//! way.
+//!
+//! Job control is a separate opt-in ([`CleanupHandler::install_job_control`]): on SIGTSTP
+//! the *pause* callbacks run (the ledger records that this participant is paused), every
+//! worker group gets SIGTSTP and the process stops itself; once continued (SIGCONT) the
+//! worker groups get SIGCONT and the *resume* callbacks run (the ledger clears the pause
+//! and beats). Timeouts of the process layer do not count the time stopped.
 //!
 //! Caveats: signals are received through tokio's signal driver, so nothing runs inside an
 //! async-signal context and nothing is printed; the listener lives on the runtime that was
-//! current at [`CleanupHandler::install`] (one runtime per program is the expected use).
+//! current at installation (one runtime per program is the expected use).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::ledger::BoxFuture;
+use crate::future::BoxFuture;
 use crate::process::{DEFAULT_GRACE, Signal, StopReason, job_control, registry};
 use crate::temp_path::{Protected, remove};
 
@@ -69,13 +83,33 @@ struct State {
 pub struct CleanupHandler {
     state: Mutex<State>,
     next: AtomicU64,
-    installed: AtomicBool,
+    /// How the handler was installed: [`NOT_INSTALLED`], [`EXITS`] or [`REPORTS`].
+    installed: AtomicU8,
     job_control: AtomicBool,
     running: AtomicBool,
 }
 
 /// Default bound on each cleanup callback.
 pub const DEFAULT_CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+const NOT_INSTALLED: u8 = 0;
+/// Installed by [`CleanupHandler::install`]: clean up, then exit.
+const EXITS: u8 = 1;
+/// Installed by [`CleanupHandler::install_reporting`]: report to the application.
+const REPORTS: u8 = 2;
+
+/// The stop signals (SIGINT, SIGTERM, SIGHUP) this process receives, in order, for an
+/// application that handles them itself ([`CleanupHandler::install_reporting`]).
+pub struct StopSignals {
+    received: mpsc::UnboundedReceiver<Signal>,
+}
+
+impl StopSignals {
+    /// The next stop signal; `None` once the runtime that listens has shut down.
+    pub async fn recv(&mut self) -> Option<Signal> {
+        self.received.recv().await
+    }
+}
 
 impl CleanupHandler {
     /// The handler of this process.
@@ -90,7 +124,7 @@ impl CleanupHandler {
                 callback_timeout: DEFAULT_CALLBACK_TIMEOUT,
             }),
             next: AtomicU64::new(0),
-            installed: AtomicBool::new(false),
+            installed: AtomicU8::new(NOT_INSTALLED),
             job_control: AtomicBool::new(false),
             running: AtomicBool::new(false),
         })
@@ -149,11 +183,59 @@ impl CleanupHandler {
         self.lock().callback_timeout = timeout;
     }
 
-    /// Listen for SIGINT, SIGTERM and SIGHUP on the current tokio runtime (once per
-    /// process; later calls do nothing).
+    /// Take over SIGINT, SIGTERM and SIGHUP on the current tokio runtime: the first one
+    /// runs the cleanup and exits the process with 128 + the signal, a second one cuts
+    /// the cleanup short (see the module documentation). Once per process; later calls
+    /// do nothing. Fails when the handler was installed to report signals instead.
     pub fn install(&'static self) -> Result<()> {
-        if self.installed.swap(true, Ordering::SeqCst) {
-            return Ok(());
+        let mut received = match self.listen(EXITS)? {
+            Some(received) => received,
+            None => return Ok(()),
+        };
+        tokio::spawn(async move {
+            let Some(first) = received.recv().await else {
+                return;
+            };
+            let code = 128 + first as i32;
+            let cleanup = tokio::spawn(async move { self.cleanup(first).await });
+            tokio::select! {
+                _ = cleanup => {}
+                Some(_) = received.recv() => self.force(),
+            }
+            self.exit(code);
+        });
+        Ok(())
+    }
+
+    /// Listen for SIGINT, SIGTERM and SIGHUP on the current tokio runtime and report
+    /// each to the application, which decides what to do: the handler itself stops,
+    /// deletes and exits nothing ([`cleanup`](Self::cleanup) and [`force`](Self::force)
+    /// are there for an application that wants them). Once per process: fails when the
+    /// handler is installed already, either way.
+    pub fn install_reporting(&'static self) -> Result<StopSignals> {
+        match self.listen(REPORTS)? {
+            Some(received) => Ok(StopSignals { received }),
+            None => Err(Error::invalid(
+                "signal handler",
+                "already installed (a process installs it once, in one mode)",
+            )),
+        }
+    }
+
+    /// Start listening in `mode`: the stop signals as they arrive, or `None` when the
+    /// handler listens already (in this mode for [`install`](Self::install) to accept).
+    fn listen(&'static self, mode: u8) -> Result<Option<mpsc::UnboundedReceiver<Signal>>> {
+        if let Err(current) =
+            self.installed
+                .compare_exchange(NOT_INSTALLED, mode, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            if current == REPORTS && mode == EXITS {
+                return Err(Error::invalid(
+                    "signal handler",
+                    "already installed to report signals to the application",
+                ));
+            }
+            return Ok(None);
         }
         let mut streams = Vec::new();
         for (kind, sig) in [
@@ -164,33 +246,23 @@ impl CleanupHandler {
             match signal(kind) {
                 Ok(s) => streams.push((s, sig)),
                 Err(e) => {
-                    self.installed.store(false, Ordering::SeqCst);
+                    self.installed.store(NOT_INSTALLED, Ordering::SeqCst);
                     return Err(Error::io("listen for", format!("{sig}"), e));
                 }
             }
         }
-        tokio::spawn(async move {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            for (mut stream, sig) in streams {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    while stream.recv().await.is_some() {
-                        if tx.send(sig).is_err() {
-                            break;
-                        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        for (mut stream, sig) in streams {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    if tx.send(sig).is_err() {
+                        break;
                     }
-                });
-            }
-            let Some(first) = rx.recv().await else { return };
-            let code = 128 + first as i32;
-            let cleanup = tokio::spawn(async move { self.cleanup(first).await });
-            tokio::select! {
-                _ = cleanup => {}
-                Some(_) = rx.recv() => self.force(),
-            }
-            self.exit(code);
-        });
-        Ok(())
+                }
+            });
+        }
+        Ok(Some(rx))
     }
 
     /// Opt in to job control: handle SIGTSTP and SIGCONT on the current tokio runtime
@@ -293,11 +365,12 @@ impl CleanupHandler {
         self.running.load(Ordering::SeqCst)
     }
 
-    /// Call before returning from `main`: if a signal cleanup is under way, wait for it
-    /// (it ends the process with 128 + the signal); otherwise return at once. Without it,
-    /// `main` returning as the operation fails under a signal would cut the cleanup short.
+    /// Call before returning from `main`: if the handler installed by
+    /// [`install`](Self::install) is cleaning up after a signal, wait for it (it ends the
+    /// process with 128 + the signal); otherwise return at once. Without it, `main`
+    /// returning as the operation fails under a signal would cut the cleanup short.
     pub async fn settle(&self) {
-        if self.is_running() {
+        if self.is_running() && self.installed.load(Ordering::SeqCst) == EXITS {
             std::future::pending::<()>().await;
         }
     }

@@ -195,7 +195,7 @@ pub enum Error {
     #[error("worker `{program}` was stopped: {reason}")]
     WorkerStopped {
         program: String,
-        reason: crate::process::StopReason,
+        reason: crate::stop_reason::StopReason,
     },
 
     #[error("cannot decode result of call `{call}`: {reason}")]

@@ -19,6 +19,7 @@
 pub mod cleanup;
 pub mod clock;
 pub mod error;
+pub mod future;
 pub mod ids;
 pub mod ledger;
 pub mod model;
@@ -26,10 +27,11 @@ pub mod poll;
 pub mod presence;
 pub mod process;
 pub mod revision;
+pub mod stop_reason;
 pub mod store;
 pub mod temp_path;
 
-pub use cleanup::CleanupHandler;
+pub use cleanup::{CleanupHandler, StopSignals};
 pub use error::{Error, Result};
 pub use ids::{CallId, OperationId, ParticipantId};
 pub use ledger::{

@@ -320,10 +320,17 @@ async fn a_crashed_participant_started_by_an_exec_worker_is_reported_to_its_call
         "the call's fail_on_crash decided"
     );
     assert!(data.call_frames.is_empty());
-    assert!(
-        log(&store, &id)
-            .await
-            .contains("CRASH_CONTAINED participant=nested")
-    );
+    // The line is written after the declaration is.
+    while !log(&store, &id)
+        .await
+        .contains("CRASH_CONTAINED participant=nested")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no CRASH_CONTAINED line:\n{}",
+            log(&store, &id).await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     op.complete().await.unwrap();
 }

@@ -27,8 +27,7 @@ async fn heartbeats_leave_no_trail_entries() {
         Connect::local(dir.path())
             .participant(ParticipantId::parse("cli").unwrap())
             .heartbeat_interval(Duration::from_millis(10))
-            .heartbeat_jitter(Duration::ZERO)
-            .handle_signals(false),
+            .heartbeat_jitter(Duration::ZERO),
     )
     .await
     .unwrap();
@@ -66,8 +65,7 @@ async fn a_held_lock_fails_a_heartbeat_as_lock_failed_naming_the_holder() {
         Connect::local(dir.path())
             .participant(ParticipantId::parse("cli").unwrap())
             .heartbeat_interval(Duration::from_secs(3600))
-            .lock_timeout(Duration::from_millis(300))
-            .handle_signals(false),
+            .lock_timeout(Duration::from_millis(300)),
     )
     .await
     .unwrap();

@@ -12,8 +12,7 @@ async fn initiator(dir: &std::path::Path) -> Ledger {
     Ledger::connect(
         Connect::local(dir)
             .participant(ParticipantId::parse("cli").unwrap())
-            .heartbeat_interval(Duration::from_secs(3600))
-            .handle_signals(false),
+            .heartbeat_interval(Duration::from_secs(3600)),
     )
     .await
     .unwrap()

@@ -229,7 +229,6 @@ async fn the_operation_threshold_is_the_connection_threshold() {
     let clock = ManualClock::starting_now();
     let ledger = Ledger::connect(
         Connect::local(dir.path())
-            .handle_signals(false)
             .heartbeat_interval(Duration::from_secs(3600))
             .stale_threshold(THRESHOLD)
             .clock(clock.clone()),

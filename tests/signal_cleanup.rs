@@ -1,5 +1,7 @@
 //! Ctrl+C-safe supervision: a supervisor process with three workers that fork
-//! grandchildren and hold temp files, interrupted by real signals.
+//! grandchildren and hold temp files, interrupted by real signals. The supervisor
+//! installs the library's handler itself (`CleanupHandler::install`, or
+//! `install_reporting`); without it the library leaves signals alone.
 
 mod common;
 
@@ -10,7 +12,7 @@ use common::process::{TestScope, marked_pids};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 use tom_dist_ledger::OperationId;
 use tom_dist_ledger::model::OperationState;
 use tom_dist_ledger::store::{FileStore, FileStoreOptions, Store};
@@ -20,12 +22,19 @@ const FORK_TREE: &str = env!("CARGO_BIN_EXE_worker-fork-tree");
 
 struct Run {
     child: Child,
+    lines: tokio::io::Lines<BufReader<ChildStdout>>,
     op: OperationId,
     ledger: tempfile::TempDir,
     temps: tempfile::TempDir,
 }
 
 async fn start(scope: &TestScope, ignore_term: bool, grace_ms: u64) -> Run {
+    start_with(scope, ignore_term, grace_ms, "exit").await
+}
+
+/// A supervisor whose signal handler is installed in `signals` mode (`exit`, `report`,
+/// or `none` for not at all).
+async fn start_with(scope: &TestScope, ignore_term: bool, grace_ms: u64, signals: &str) -> Run {
     let ledger = tempfile::tempdir().unwrap();
     let temps = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(SUPERVISOR);
@@ -35,6 +44,7 @@ async fn start(scope: &TestScope, ignore_term: bool, grace_ms: u64) -> Run {
         .args(["--workers", "3", "--tree", "2"])
         .args(["--grace-ms", &grace_ms.to_string()])
         .args(["--marker", &scope.marker])
+        .args(["--signals", signals])
         .stdout(Stdio::piped())
         .kill_on_drop(true);
     if ignore_term {
@@ -53,6 +63,7 @@ async fn start(scope: &TestScope, ignore_term: bool, grace_ms: u64) -> Run {
     assert_eq!(std::fs::read_dir(temps.path()).unwrap().count(), 3);
     Run {
         child,
+        lines,
         op,
         ledger,
         temps,
@@ -155,5 +166,113 @@ async fn second_sigint_ends_everything_at_once() {
         std::fs::read_dir(run.temps.path()).unwrap().count(),
         0,
         "temp files deleted"
+    );
+}
+
+/// Whether `pid` catches `sig` (its bit in `SigCgt` of `/proc/PID/status`).
+fn catches(pid: u32, sig: Signal) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .expect("SigCgt line");
+    mask & (1 << (sig as u32 - 1)) != 0
+}
+
+async fn next_line(run: &mut Run) -> String {
+    tokio::time::timeout(Duration::from_secs(60), run.lines.next_line())
+        .await
+        .expect("a line in time")
+        .unwrap()
+        .expect("a line before the end of stdout")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_user_that_never_installs_the_handler_keeps_the_default_sigint() {
+    let scope = TestScope::new();
+    // Operation created, temp resources registered, workers running: all through the
+    // library, and no handler installed.
+    let mut run = start_with(&scope, false, 5000, "none").await;
+    let pid = run.child.id().unwrap();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        assert!(!catches(pid, sig), "{sig} is caught without an install");
+    }
+    signal(&run, Signal::SIGINT);
+    let status = tokio::time::timeout(Duration::from_secs(60), run.child.wait())
+        .await
+        .expect("supervisor ends")
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        (status.code(), status.signal()),
+        (None, Some(Signal::SIGINT as i32)),
+        "killed by SIGINT itself, not an exit with 130"
+    );
+    // Nothing was cleaned up on the library's initiative.
+    assert_eq!(std::fs::read_dir(run.temps.path()).unwrap().count(), 3);
+    let store = FileStore::open(run.ledger.path(), FileStoreOptions::default()).unwrap();
+    let data = store.read(&run.op).await.expect("still live in the ledger");
+    assert_eq!(data.operation_state, OperationState::Running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reporting_handler_leaves_the_signal_to_the_application() {
+    let scope = TestScope::new();
+    let mut run = start_with(&scope, false, 5000, "report").await;
+    let pid = run.child.id().unwrap();
+    assert!(catches(pid, Signal::SIGINT), "the handler listens");
+    signal(&run, Signal::SIGINT);
+    assert_eq!(next_line(&mut run).await, "reported SIGINT");
+    // The application ran the handler's cleanup itself and chose its own exit status.
+    assert_eq!(next_line(&mut run).await, "cleaned up");
+    assert_eq!(wait_exit(&mut run).await, 0);
+    scope.assert_clean();
+    assert_eq!(std::fs::read_dir(run.temps.path()).unwrap().count(), 0);
+    assert_archived_failed(&run, "SIGINT").await;
+}
+
+/// A process has one handler, installed one way: in a child test process (installing
+/// changes the signal dispositions of the whole process).
+#[test]
+fn the_handler_is_installed_once_in_one_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    common::run_alone_in_child("reporting_refuses_a_second_install", dir.path());
+    common::run_alone_in_child("exiting_accepts_a_repeat_and_refuses_reporting", dir.path());
+}
+
+#[tokio::test]
+#[ignore = "run by the_handler_is_installed_once_in_one_mode in a child process"]
+async fn reporting_refuses_a_second_install() {
+    if std::env::var_os(common::CHILD_ENV).is_none() {
+        return;
+    }
+    let handler = tom_dist_ledger::CleanupHandler::global();
+    let _stops = handler.install_reporting().expect("first install");
+    let again = handler
+        .install_reporting()
+        .err()
+        .expect("second install refused");
+    assert!(again.to_string().contains("already installed"), "{again}");
+    let exiting = handler.install().err().expect("exit mode refused");
+    assert!(exiting.to_string().contains("report"), "{exiting}");
+}
+
+#[tokio::test]
+#[ignore = "run by the_handler_is_installed_once_in_one_mode in a child process"]
+async fn exiting_accepts_a_repeat_and_refuses_reporting() {
+    if std::env::var_os(common::CHILD_ENV).is_none() {
+        return;
+    }
+    let handler = tom_dist_ledger::CleanupHandler::global();
+    handler.install().expect("first install");
+    handler.install().expect("a repeat does nothing");
+    let reporting = handler
+        .install_reporting()
+        .err()
+        .expect("reporting refused");
+    assert!(
+        reporting.to_string().contains("already installed"),
+        "{reporting}"
     );
 }

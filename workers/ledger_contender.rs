@@ -164,8 +164,7 @@ impl Caller {
     async fn open(dir: &Path, op: OperationId, me: ParticipantId) -> BoxResult<Self> {
         let connect = Connect::local(dir)
             .participant(me)
-            .heartbeat_interval(Duration::from_secs(3600))
-            .handle_signals(false);
+            .heartbeat_interval(Duration::from_secs(3600));
         let connect = match std::env::var("LEDGER_TRAIL_KEEP")
             .ok()
             .and_then(|v| v.parse().ok())

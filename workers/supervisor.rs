@@ -1,20 +1,34 @@
 //! A supervisor process for signal tests and benchmarks: creates an operation, starts N
 //! `worker-fork-tree` workers (each forking K grandchildren) as exec workers, registers a
-//! temp file per worker, prints `ready {operation}` and waits. The library's signal
-//! cleanup does the rest on SIGINT/SIGTERM/SIGHUP.
+//! temp file per worker, prints `ready {operation}` and waits.
 //!
 //! ```text
 //! worker-supervisor --ledger DIR --fork-tree PATH --temp-dir DIR [--workers N] [--tree K]
 //!                   [--ignore-term] [--grace-ms MS] [--job-control] [--marker X]
+//!                   [--signals exit|report|none]
 //! ```
+//! `--signals` says how it installs the library's signal handler: `exit` (the default)
+//! with `CleanupHandler::install`, whose cleanup ends the process with 128 + N on
+//! SIGINT/SIGTERM/SIGHUP; `report` with `CleanupHandler::install_reporting`: it prints
+//! `reported SIGNAL`, runs the handler's cleanup itself, prints `cleaned up` and exits 0;
+//! `none`: it installs nothing, as a library user who never asks.
 //! `--job-control` opts in to the library's job control (Ctrl+Z stops it and its workers).
 
 use std::io::Write;
 use std::time::Duration;
 
 use serde_json::Value;
+use tom_dist_ledger::cleanup::StopSignals;
 use tom_dist_ledger::ledger::{Connect, ExecWorker, Ledger, OperationOptions, TrackedCall};
 use tom_dist_ledger::{CleanupHandler, ParticipantId, SyncOptions};
+
+/// How the supervisor installs the signal handler.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signals {
+    Exit,
+    Report,
+    None,
+}
 
 struct Args {
     ledger: String,
@@ -26,6 +40,7 @@ struct Args {
     job_control: bool,
     grace_ms: u64,
     marker: Option<String>,
+    signals: Signals,
 }
 
 fn parse() -> Result<Args, String> {
@@ -39,6 +54,7 @@ fn parse() -> Result<Args, String> {
         job_control: false,
         grace_ms: 5000,
         marker: None,
+        signals: Signals::Exit,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,6 +78,14 @@ fn parse() -> Result<Args, String> {
             "--tree" => a.tree = num(&v)? as usize,
             "--grace-ms" => a.grace_ms = num(&v)?,
             "--marker" => a.marker = Some(v),
+            "--signals" => {
+                a.signals = match v.as_str() {
+                    "exit" => Signals::Exit,
+                    "report" => Signals::Report,
+                    "none" => Signals::None,
+                    other => return Err(format!("--signals: unknown mode `{other}`")),
+                }
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -70,7 +94,16 @@ fn parse() -> Result<Args, String> {
 
 async fn run(a: Args) -> Result<(), String> {
     let grace = Duration::from_millis(a.grace_ms);
-    CleanupHandler::global().set_grace(grace);
+    let handler = CleanupHandler::global();
+    handler.set_grace(grace);
+    let mut reported: Option<StopSignals> = None;
+    match a.signals {
+        Signals::Exit => handler.install().map_err(|e| e.to_string())?,
+        Signals::Report => {
+            reported = Some(handler.install_reporting().map_err(|e| e.to_string())?);
+        }
+        Signals::None => {}
+    }
     if a.job_control {
         CleanupHandler::global()
             .install_job_control()
@@ -143,9 +176,27 @@ async fn run(a: Args) -> Result<(), String> {
     let _ = out.flush();
     drop(out);
     let tracked: Vec<&dyn TrackedCall> = calls.iter().map(|c| c as &dyn TrackedCall).collect();
-    op.sync(&tracked, SyncOptions::new()).await;
-    CleanupHandler::global().settle().await;
-    Ok(())
+    let Some(mut stops) = reported else {
+        op.sync(&tracked, SyncOptions::new()).await;
+        handler.settle().await;
+        return Ok(());
+    };
+    tokio::select! {
+        _ = op.sync(&tracked, SyncOptions::new()) => Ok(()),
+        sig = stops.recv() => {
+            let sig = sig.ok_or("the signal listener ended")?;
+            say(&format!("reported {sig}"));
+            handler.cleanup(sig).await;
+            say("cleaned up");
+            Ok(())
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 #[tokio::main]

@@ -171,8 +171,6 @@ impl Context {
         Connect::local(&self.ledger_dir)
             .file_store_options(self.store_options.clone())
             .participant(self.participant.clone())
-            // `run` and `exec` handle signals themselves: they report each worker's end.
-            .handle_signals(false)
     }
 
     /// Connect, creating the ledger directory if needed (`run`).

@@ -15,7 +15,7 @@ use super::launcher::{
 use super::plan::{Plan, command_line};
 use super::run::Cause;
 use super::schedule::{Status, StopMode, StopReason};
-use super::signals::{Display, NoDisplay, Signals};
+use super::signals::Signals;
 use super::{Context, operation_id};
 
 /// The operation to join: `--operation`, else `TOM_LEDGER_OPERATION`.
@@ -94,13 +94,12 @@ pub async fn exec(ctx: &Context, args: ExecArgs) -> CliResult {
     };
     let run = launcher.run(&op, launch);
     tokio::pin!(run);
-    let no_display: Arc<dyn Display> = Arc::new(NoDisplay);
     let mut cause: Option<Cause> = None;
     let mut watching = true;
     let outcome = loop {
         tokio::select! {
             o = &mut run => break o,
-            n = signals.next_stop(&ledger, &no_display) => {
+            n = signals.next_stop() => {
                 if cause.is_some() {
                     request_stop(&stop_tx, StopMode::Kill);
                 } else {

@@ -21,7 +21,7 @@ use super::output::{
 };
 use super::plan::{Plan, WorkerSpec};
 use super::schedule::{Final, Interrupt, Node, Schedule, Started, Status, StopReason};
-use super::signals::{Display, Signals};
+use super::signals::Signals;
 
 /// One attempt at writing the end of the operation when the ledger does not answer; the
 /// run exits after it whatever the ledger says.
@@ -83,7 +83,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
         .create_operation(OperationOptions::new().description(description))
         .await?;
     let output = Arc::new(Output::new(Mode::choose(ctx.json), plan.workers.len()));
-    let display: Arc<dyn Display> = output.clone();
+    let _pauses = signals.show_pauses(output.clone());
     output.emit(Event::OperationStarted(OperationStarted {
         operation: op.operation_id().to_string(),
         ledger: ctx.ledger_dir.display().to_string(),
@@ -121,7 +121,6 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
     // (`Operation::failed` cannot move between threads).
     let watcher = watch_interrupts(
         &mut signals,
-        (&ledger, &display),
         op.clone(),
         args.timeout,
         interrupt_tx,
@@ -189,7 +188,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
     tokio::pin!(ending);
     let (exit, reason, settled) = tokio::select! {
         (exit, reason) = &mut ending => (exit, reason, true),
-        n = signals.next_stop(&ledger, &display) => {
+        n = signals.next_stop() => {
             let n = first_signal.unwrap_or(n);
             let why = format!("interrupted by {} while the end was recorded", signal_name(n));
             (Exit::Signal(n), Some(why), false)
@@ -367,7 +366,6 @@ fn finished_event(name: &str, attempt: u32, o: &WorkerOutcome) -> Event {
 /// interrupts of the schedule: the first stops, a second signal kills.
 async fn watch_interrupts(
     signals: &mut Signals,
-    (ledger, display): (&Ledger, &Arc<dyn Display>),
     op: Operation,
     timeout: Option<Duration>,
     tx: mpsc::UnboundedSender<Interrupt>,
@@ -385,7 +383,7 @@ async fn watch_interrupts(
     };
     loop {
         tokio::select! {
-            n = signals.next_stop(ledger, display) => {
+            n = signals.next_stop() => {
                 if signalled {
                     let _ = tx.send(Interrupt::Kill);
                 } else {

@@ -1,20 +1,23 @@
-//! The signals `run` and `exec` handle themselves, from before their operation exists to
-//! their exit: SIGINT, SIGTERM and SIGHUP stop the run; SIGTSTP (Ctrl+Z) and SIGCONT
-//! (`fg`, `bg`) are job control.
+//! The signals `run` and `exec` handle, from before their operation exists to their exit,
+//! through the library's one signal handler ([`CleanupHandler`]), installed to report:
+//! SIGINT, SIGTERM and SIGHUP are reported to the command, which stops its workers and
+//! records the end itself (each worker's end is reported, the exit is 128 + N); SIGTSTP
+//! (Ctrl+Z) and SIGCONT (`fg`, `bg`) are the handler's job control.
 //!
 //! Workers live in process groups of their own, so the terminal's Ctrl+Z reaches only
-//! this process. On SIGTSTP it records the pause in the ledger (peers then do not take
-//! its silence for a crash), stops every worker group with SIGTSTP, and stops itself.
-//! Once continued it continues every worker group and records the resume, which is a
-//! heartbeat too. Timeouts do not count the time stopped (the process layer's
-//! `job_control`).
+//! this process. On SIGTSTP the handler has every operation of this process record the
+//! pause in the ledger (peers then do not take its silence for a crash), stops every
+//! worker group with SIGTSTP, and stops this process. Once continued it continues every
+//! worker group and the operations record the resume, which is a heartbeat too.
+//! Timeouts do not count the time stopped (the process layer's `job_control`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
-use tom_dist_ledger::Ledger;
+use tokio::time::Instant;
+use tom_dist_ledger::cleanup::{CleanupId, CleanupPhase, StopSignals};
 use tom_dist_ledger::process::job_control;
+use tom_dist_ledger::{CleanupHandler, Error};
 
 use super::exit::{CliResult, Failure};
 
@@ -22,63 +25,63 @@ use super::exit::{CliResult, Failure};
 /// without it (a ledger that cannot be written does not keep Ctrl+Z from working).
 const LEDGER_TRY: Duration = Duration::from_secs(1);
 
-/// A signal the command acts on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Received {
-    /// SIGINT, SIGTERM or SIGHUP: its number.
-    Stop(i32),
-    /// SIGTSTP.
-    Pause,
-    /// SIGCONT.
-    Continue,
-}
-
-/// The command's signal streams.
+/// The stop signals the command receives.
 pub struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-    tstp: tokio::signal::unix::Signal,
-    cont: tokio::signal::unix::Signal,
+    stops: StopSignals,
 }
 
 impl Signals {
+    /// Install the library's handler to report stop signals, and its job control.
     pub fn install() -> CliResult<Signals> {
-        let make = |kind: SignalKind| {
-            signal(kind).map_err(|e| Failure::failed(format!("cannot install signal handler: {e}")))
-        };
-        Ok(Signals {
-            int: make(SignalKind::interrupt())?,
-            term: make(SignalKind::terminate())?,
-            hup: make(SignalKind::hangup())?,
-            tstp: make(SignalKind::from_raw(libc::SIGTSTP))?,
-            cont: make(SignalKind::from_raw(libc::SIGCONT))?,
-        })
+        let handler = CleanupHandler::global();
+        handler.set_callback_timeout(LEDGER_TRY);
+        let failed = |e: Error| Failure::failed(format!("cannot install signal handler: {e}"));
+        let stops = handler.install_reporting().map_err(failed)?;
+        handler.install_job_control().map_err(failed)?;
+        Ok(Signals { stops })
     }
 
-    /// The next signal.
-    pub async fn recv(&mut self) -> Received {
-        tokio::select! {
-            Some(()) = self.int.recv() => Received::Stop(libc::SIGINT),
-            Some(()) = self.term.recv() => Received::Stop(libc::SIGTERM),
-            Some(()) = self.hup.recv() => Received::Stop(libc::SIGHUP),
-            Some(()) = self.tstp.recv() => Received::Pause,
-            Some(()) = self.cont.recv() => Received::Continue,
+    /// Show job control on `display` for as long as the returned registration lives.
+    pub fn show_pauses(&self, display: Arc<dyn Display>) -> PauseDisplay {
+        let handler = CleanupHandler::global();
+        // Time paused before this pause: the resume tells the display how long it lasted.
+        let before = Arc::new(Mutex::new(Duration::ZERO));
+        let paused_so_far = || job_control().paused_time().total_at(Instant::now());
+        let (shown, since) = (display.clone(), before.clone());
+        let pause = handler.register_phase(CleanupPhase::Pause, move |_| {
+            *since.lock().unwrap_or_else(|e| e.into_inner()) = paused_so_far();
+            shown.pause();
+            Box::pin(async {})
+        });
+        let resume = handler.register_phase(CleanupPhase::Resume, move |_| {
+            let before = *before.lock().unwrap_or_else(|e| e.into_inner());
+            display.resume(paused_so_far().saturating_sub(before));
+            Box::pin(async {})
+        });
+        PauseDisplay {
+            ids: [pause, resume],
         }
     }
 
-    /// The next SIGINT, SIGTERM or SIGHUP, handling job control on the way. Each pause
-    /// or resume runs as a task of its own, so that it is carried through even when the
-    /// caller stops waiting for this (another event won a `select!`).
-    pub async fn next_stop(&mut self, ledger: &Ledger, display: &Arc<dyn Display>) -> i32 {
-        loop {
-            let (ledger, display) = (ledger.clone(), display.clone());
-            let task = match self.recv().await {
-                Received::Stop(n) => return n,
-                Received::Pause => tokio::spawn(async move { pause(&ledger, &*display).await }),
-                Received::Continue => tokio::spawn(async move { resume(&ledger, &*display).await }),
-            };
-            let _ = task.await;
+    /// The next SIGINT, SIGTERM or SIGHUP: its number.
+    pub async fn next_stop(&mut self) -> i32 {
+        match self.stops.recv().await {
+            Some(sig) => sig as i32,
+            // The runtime is shutting down: no signal comes any more.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A display registered with the job control; unregistered when dropped.
+pub struct PauseDisplay {
+    ids: [CleanupId; 2],
+}
+
+impl Drop for PauseDisplay {
+    fn drop(&mut self) {
+        for id in self.ids {
+            CleanupHandler::global().unregister(id);
         }
     }
 }
@@ -89,11 +92,6 @@ pub trait Display: Send + Sync {
     fn resume(&self, _paused: Duration) {}
 }
 
-/// No display (`exec`).
-pub struct NoDisplay;
-
-impl Display for NoDisplay {}
-
 impl Display for super::output::Output {
     fn pause(&self) {
         super::output::Output::pause(self)
@@ -101,36 +99,5 @@ impl Display for super::output::Output {
 
     fn resume(&self, paused: Duration) {
         super::output::Output::resume(self, paused)
-    }
-}
-
-/// Ctrl+Z: record the pause, stop every worker group, then this process; once it runs
-/// again (SIGCONT), continue the workers and record the resume.
-pub async fn pause(ledger: &Ledger, display: &dyn Display) {
-    if job_control().is_paused() {
-        return;
-    }
-    // Recorded first, while the workers still run (one of them may hold the ledger lock).
-    record(ledger, true).await;
-    display.pause();
-    job_control().stop_workers();
-    job_control().stop_self();
-    resume(ledger, display).await;
-}
-
-/// SIGCONT: continue every worker group; if this process had paused, the pause ends.
-pub async fn resume(ledger: &Ledger, display: &dyn Display) {
-    if let Some(paused) = job_control().continue_workers() {
-        display.resume(paused);
-        record(ledger, false).await;
-    }
-}
-
-async fn record(ledger: &Ledger, paused: bool) {
-    let what = if paused { "pause" } else { "resume" };
-    match tokio::time::timeout(LEDGER_TRY, ledger.set_paused(paused)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "{what} not recorded in the ledger"),
-        Err(_) => tracing::warn!("{what} not recorded in the ledger within {LEDGER_TRY:?}"),
     }
 }

@@ -5,7 +5,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::clock::Timestamp;
@@ -15,8 +14,7 @@ use crate::model::time;
 use super::operation::Operation;
 use crate::presence::{HeartbeatError, HeartbeatResult};
 
-/// A boxed future, as stored callbacks return.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::future::BoxFuture;
 
 type AsyncFn0<R> = Arc<dyn Fn() -> BoxFuture<'static, R> + Send + Sync>;
 type AsyncFn1<A, R> = Arc<dyn Fn(A) -> BoxFuture<'static, R> + Send + Sync>;

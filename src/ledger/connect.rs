@@ -33,7 +33,6 @@ pub struct Connect {
     pub(crate) cleanup_wait: Option<Duration>,
     pub(crate) worker_grace: Duration,
     pub(crate) max_pause: Duration,
-    pub(crate) handle_signals: bool,
     pub(crate) recover_abandoned: bool,
     pub(crate) file_options: FileStoreOptions,
     pub(crate) callback: LedgerCallback,
@@ -62,7 +61,6 @@ impl Connect {
             cleanup_wait: None,
             worker_grace: crate::process::DEFAULT_GRACE,
             max_pause: DEFAULT_MAX_PAUSE,
-            handle_signals: true,
             recover_abandoned: false,
             file_options: FileStoreOptions::default(),
             callback: LedgerCallback::default(),
@@ -113,14 +111,6 @@ impl Connect {
     /// and for the workers recovery stops.
     pub fn worker_grace(mut self, d: Duration) -> Self {
         self.worker_grace = d;
-        self
-    }
-
-    /// Install the signal cleanup (SIGINT, SIGTERM, SIGHUP) when an operation is created or
-    /// joined (default on): the operation's workers are stopped, its temp resources
-    /// deleted, the outcome recorded, and the process exits with 128 + the signal.
-    pub fn handle_signals(mut self, on: bool) -> Self {
-        self.handle_signals = on;
         self
     }
 
@@ -208,5 +198,4 @@ pub(crate) struct LedgerConfig {
     pub cleanup_wait: Duration,
     /// Default grace for stopping workers (see [`Connect::worker_grace`]).
     pub worker_grace: Duration,
-    pub handle_signals: bool,
 }

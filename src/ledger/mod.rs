@@ -182,7 +182,6 @@ impl Ledger {
                 .cleanup_wait
                 .unwrap_or(connect.heartbeat_interval * 2),
             worker_grace: connect.worker_grace,
-            handle_signals: connect.handle_signals,
         };
         let identity = SelfIdentity::current();
         let presence = Arc::new(FilePresence::with_identity(
@@ -387,9 +386,7 @@ impl Ledger {
                 callback,
             },
         );
-        if self.inner.config.handle_signals {
-            signals::register_signal_cleanup(&shared);
-        }
+        signals::register_signal_cleanup(&shared);
         self.inner
             .operations
             .lock()

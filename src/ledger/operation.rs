@@ -303,14 +303,13 @@ impl Operation {
     pub async fn register_temp_resource(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = super::temps::registrable(&self.shared.ledger, path.as_ref())?;
         self.shared.local().temps.insert(path.clone());
-        if self.shared.ledger.config.handle_signals {
-            // A second Ctrl+C skips the ledger work but still deletes these.
-            let handler = CleanupHandler::global();
-            if let Some(dir) = super::temps::ledger_dir(&self.shared.ledger) {
-                handler.protect_dir(dir);
-            }
-            handler.add_temp_path(path.clone());
+        // For the signal cleanup, should the application install it: a second Ctrl+C
+        // skips the ledger work but still deletes these.
+        let handler = CleanupHandler::global();
+        if let Some(dir) = super::temps::ledger_dir(&self.shared.ledger) {
+            handler.protect_dir(dir);
         }
+        handler.add_temp_path(path.clone());
         let text = TempResource::encode_path(&path);
         let pid = i64::from(self.pid());
         let me = self.participant_id().clone();

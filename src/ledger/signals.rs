@@ -8,15 +8,15 @@ use crate::error::Result;
 use super::failure;
 use super::shared::OpShared;
 
+/// Register the operation's part of the signal cleanup with the process's handler. It
+/// runs only if the application installed the handler ([`CleanupHandler::install`]) or
+/// calls its cleanup itself; registering installs nothing.
+///
 /// On a signal, before the workers are stopped: the initiator sets the abort flag and the
 /// interruption is recorded as the operation's failure (so it, and not a worker stopped
 /// by it, is the reason). After they are stopped: cleanup finished and archived.
 pub(crate) fn register_signal_cleanup(shared: &Arc<OpShared>) {
     let handler = CleanupHandler::global();
-    if let Err(e) = handler.install() {
-        tracing::warn!(error = %e, "signal cleanup not installed");
-        return;
-    }
     let weak = Arc::downgrade(shared);
     let early = handler.register_phase(CleanupPhase::Early, move |sig| {
         let weak = weak.clone();
@@ -41,7 +41,7 @@ pub(crate) fn register_signal_cleanup(shared: &Arc<OpShared>) {
         let weak = weak.clone();
         Box::pin(async move {
             if let Some(shared) = weak.upgrade() {
-                let _ = record_pause(&shared, true).await;
+                warn_unrecorded(&shared, "pause", record_pause(&shared, true).await);
             }
         })
     });
@@ -50,11 +50,20 @@ pub(crate) fn register_signal_cleanup(shared: &Arc<OpShared>) {
         let weak = weak.clone();
         Box::pin(async move {
             if let Some(shared) = weak.upgrade() {
-                let _ = record_pause(&shared, false).await;
+                warn_unrecorded(&shared, "resume", record_pause(&shared, false).await);
             }
         })
     });
     shared.local().cleanup_ids = vec![early, late, pause, resume];
+}
+
+/// Job control goes on when the ledger cannot be written; what was not recorded is said.
+fn warn_unrecorded(shared: &OpShared, what: &str, result: Result<()>) {
+    if let Err(e) = result
+        && !failure::is_gone(&e)
+    {
+        tracing::warn!(operation = %shared.id, error = %e, "{what} not recorded in the ledger");
+    }
 }
 
 /// Record (`true`) or clear this participant's `pausedAt`; the write is a heartbeat too.

@@ -14,8 +14,7 @@ pub async fn initiator(dir: &std::path::Path, tweak: impl FnOnce(Connect) -> Con
     let connect = Connect::local(dir)
         .participant(ParticipantId::parse("cli").unwrap())
         .heartbeat_interval(Duration::from_secs(3600))
-        .cleanup_wait(Duration::from_secs(5))
-        .handle_signals(false);
+        .cleanup_wait(Duration::from_secs(5));
     Ledger::connect(tweak(connect)).await.unwrap()
 }
 

@@ -47,9 +47,7 @@ pub async fn connect_with(
     let connect = backend
         .connect(participant)
         .participant(ParticipantId::parse(participant).expect("valid test id"))
-        .cleanup_wait(Duration::from_secs(5))
-        // The test harness keeps its own signal handling.
-        .handle_signals(false);
+        .cleanup_wait(Duration::from_secs(5));
     Ledger::connect(tweak(connect)).await.expect("connect")
 }
 

@@ -73,8 +73,8 @@ pub(crate) fn after_removal(swept: temps::Swept, me: &ParticipantId) -> Vec<Effe
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::*;
     use super::*;
+    use crate::ledger::core::fixtures::*;
 
     fn live(ids: &[&str]) -> Live {
         Live(ids.iter().map(|s| pid(s)).collect())

@@ -105,8 +105,8 @@ pub(crate) fn declare_crashed(
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::*;
     use super::*;
+    use crate::ledger::core::fixtures::*;
     use crate::model::FrameState;
 
     fn declare(data: &mut LedgerData, who: &str, epoch: u64) -> Vec<Effect> {

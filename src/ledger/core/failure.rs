@@ -109,8 +109,8 @@ pub(crate) fn fail(data: &mut LedgerData, now: Timestamp, failure: Failure) -> F
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::*;
     use super::*;
+    use crate::ledger::core::fixtures::*;
 
     #[test]
     fn a_running_operation_fails_with_the_reporter_as_coordinator() {

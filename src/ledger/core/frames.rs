@@ -74,8 +74,8 @@ pub(crate) fn crash(data: &mut LedgerData, participant: &ParticipantId) -> (Vec<
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::*;
     use super::*;
+    use crate::ledger::core::fixtures::*;
 
     #[test]
     fn frames_start_only_while_running_and_end_by_id() {

@@ -102,9 +102,9 @@ pub(crate) fn take_over(
 
 #[cfg(test)]
 mod tests {
-    use super::super::cleanup::remove;
-    use super::super::fixtures::*;
     use super::*;
+    use crate::ledger::core::cleanup::remove;
+    use crate::ledger::core::fixtures::*;
     use crate::model::{LedgerData, OperationState};
 
     #[test]

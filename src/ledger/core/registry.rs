@@ -204,8 +204,8 @@ pub(crate) fn record_pause(
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::*;
     use super::*;
+    use crate::ledger::core::fixtures::*;
 
     #[test]
     fn joins_get_increasing_epochs_and_the_initiator_is_recognised() {

@@ -104,8 +104,8 @@ fn why_not_ours(data: &LedgerData, t: &TempResource, here: &Here) -> Option<Stri
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::*;
     use super::*;
+    use crate::ledger::core::fixtures::*;
 
     fn paths(temps: &[TempResource]) -> Vec<&str> {
         temps.iter().map(|t| t.path.as_str()).collect()
