@@ -50,6 +50,18 @@ async fn start_with(scope: &TestScope, ignore_term: bool, grace_ms: u64, signals
     if ignore_term {
         cmd.arg("--ignore-term");
     }
+    // The test may run with SIGINT ignored (a background job of a shell without job
+    // control passes that on): start the supervisor with the default dispositions, as
+    // from a terminal, so what it does with signals is its own doing.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())

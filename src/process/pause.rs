@@ -119,6 +119,10 @@ pub fn job_control() -> &'static JobControl {
     })
 }
 
+/// How long [`JobControl::stop_workers`] waits for every worker process to show as
+/// stopped (resending SIGTSTP meanwhile) before the supervisor stops itself.
+const STOP_CONFIRM: Duration = Duration::from_millis(500);
+
 impl JobControl {
     fn time(&self) -> MutexGuard<'_, PausedTime> {
         self.time.lock().unwrap_or_else(|e| e.into_inner())
@@ -147,7 +151,7 @@ impl JobControl {
             return 0;
         }
         self.changes.send_replace(true);
-        registry().signal_all(Signal::SIGTSTP)
+        registry().stop_all_groups(STOP_CONFIRM)
     }
 
     /// Send SIGCONT to every registered worker group and stop counting time as paused.

@@ -80,6 +80,36 @@ impl Registry {
         groups.len()
     }
 
+    /// SIGTSTP to every registered group, then, within `bound`, again to any group with a
+    /// member not yet stopped, until every member is (`T`) or the bound has passed.
+    /// A stop signal can go missing (one that reaches a process between its fork and its
+    /// joining the group, say), and a supervisor must not stop itself while one of its
+    /// workers runs on. Returns how many groups there were.
+    pub fn stop_all_groups(&self, bound: Duration) -> usize {
+        let groups = self.snapshot();
+        let deadline = std::time::Instant::now() + bound;
+        for g in &groups {
+            g.send(Signal::SIGTSTP);
+        }
+        loop {
+            let running: Vec<&Arc<Group>> = groups
+                .iter()
+                .filter(|g| {
+                    g.members()
+                        .iter()
+                        .any(|m| !matches!(m.state, b'T' | b't') && !m.has_exited())
+                })
+                .collect();
+            if running.is_empty() || std::time::Instant::now() >= deadline {
+                return groups.len();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            for g in running {
+                g.send(Signal::SIGTSTP);
+            }
+        }
+    }
+
     /// SIGKILLs every registered group now, without waiting (the second Ctrl+C). Safe to
     /// call from synchronous code.
     pub fn kill_all(&self, reason: StopReason) -> usize {
