@@ -121,9 +121,38 @@ pub enum Error {
     #[error("call `{0}` is not finished yet")]
     CallPending(CallId),
 
-    /// The work of a call failed; the message is the work's own error.
-    #[error("call `{call}` failed: {message}")]
-    CallFailed { call: CallId, message: String },
+    /// The work of a call failed; `cause` is its own error, kept typed (a worker's
+    /// [`Error::Timeout`], [`Error::WorkerFailed`] with its exit status, ...).
+    #[error("call `{call}` failed: {cause}")]
+    CallFailed {
+        call: CallId,
+        cause: std::sync::Arc<Error>,
+    },
+
+    /// The work of a call failed with an error of its own type, kept as its message.
+    #[error("{0}")]
+    WorkFailed(String),
+
+    /// The work of a call panicked.
+    #[error("panicked: {0}")]
+    Panicked(String),
+
+    /// A callback of a call panicked (`on_completion`, `on_cleanup`, `on_call_crashed`),
+    /// after the call's own failure if it had one.
+    #[error("{}{callback} panicked: {message}", after_suffix(.after))]
+    CallbackPanicked {
+        callback: &'static str,
+        message: String,
+        after: Option<std::sync::Arc<Error>>,
+    },
+
+    /// A worker failed and participants it started died without leaving (a nested
+    /// `tom-ledger exec`, say): their crash is part of the failure.
+    #[error("{error}; participant {} started by this call crashed", participant_list(.participants))]
+    StartedParticipantsCrashed {
+        error: Box<Error>,
+        participants: Vec<ParticipantId>,
+    },
 
     /// Work run through `wait_for_completion` failed; the message is the work's own.
     #[error("work failed: {0}")]
@@ -167,7 +196,20 @@ pub enum Error {
     #[error("worker `{program}` {status}{}", stderr_suffix(.stderr))]
     WorkerFailed {
         program: String,
+        /// How it ended, in words ("exited with code 3", "was killed by SIGKILL").
         status: String,
+        exit: std::process::ExitStatus,
+        stderr: String,
+    },
+
+    /// A file-result worker exited 0 without writing its result file.
+    #[error(
+        "worker `{program}` exited with code 0 without writing its result file `{}`{}",
+        .path.display(), stderr_suffix(.stderr)
+    )]
+    ResultFileMissing {
+        program: String,
+        path: PathBuf,
         stderr: String,
     },
 
@@ -225,6 +267,44 @@ fn stderr_suffix(stderr: &str) -> String {
         String::new()
     } else {
         format!("; stderr: {}", stderr.trim_end().replace('\n', " | "))
+    }
+}
+
+fn after_suffix(after: &Option<std::sync::Arc<Error>>) -> String {
+    match after {
+        Some(error) => format!("{error}; "),
+        None => String::new(),
+    }
+}
+
+fn participant_list(participants: &[ParticipantId]) -> String {
+    let named: Vec<String> = participants.iter().map(|p| format!("`{p}`")).collect();
+    named.join(", ")
+}
+
+impl Error {
+    /// The error inside a failed call ([`Error::CallFailed`]), else this error itself: what
+    /// a caller of `join()` matches on.
+    pub fn cause(&self) -> &Error {
+        match self {
+            Error::CallFailed { cause, .. } => cause.cause(),
+            other => other,
+        }
+    }
+
+    /// The error of a call's work: kept as it is when it is this crate's error, else its
+    /// message.
+    pub fn from_work<E: std::fmt::Display + 'static>(error: E) -> Error {
+        let mut slot = Some(error);
+        if let Some(own) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Error>>()
+            && let Some(own) = own.take()
+        {
+            return own;
+        }
+        match slot {
+            Some(other) => Error::WorkFailed(other.to_string()),
+            None => Error::WorkFailed(String::new()),
+        }
     }
 }
 

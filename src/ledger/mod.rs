@@ -42,7 +42,7 @@ pub use connect::{
 };
 pub use exec::{
     Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_URL, ENV_OPERATION, ENV_PARTICIPANT, ExecWorker,
-    exit_code, process_record,
+    RunningFn, WorkerResult, exit_code, process_record,
 };
 pub use follow::{FollowEnd, Followed, LogFollower};
 pub use heartbeat::{HeartbeatError, HeartbeatErrorType, HeartbeatOptions, HeartbeatResult};
