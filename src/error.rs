@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::ids::{CallId, OperationId, ParticipantId};
 
-/// Everything that can go wrong in the ledger, the process layer or the CLI.
+/// Everything that can go wrong in the ledger, the store or the process layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -237,29 +237,11 @@ pub enum Error {
         source: nix::Error,
     },
 
-    /// A plan file that cannot be used: where (`file:line:column`) and what is wrong.
-    #[error("{location}: {message}")]
-    Plan { location: String, message: String },
-
-    /// A worker's program is not on `PATH`; `cwd` is set for a program given as a path,
-    /// which is looked up relative to that directory.
-    #[error("executable `{program}` not found{}", where_suffix(.cwd))]
-    ExecutableNotFound {
-        program: String,
-        cwd: Option<PathBuf>,
-    },
-
     /// A temp resource that must never be deleted: `/`, the home directory, a mount
     /// point, the ledger directory (or anything in it), or an ancestor of them (refused at registration and
     /// again at deletion).
     #[error("refusing temp resource `{path}`: {reason}")]
     TempPathRefused { path: PathBuf, reason: String },
-
-    /// `exec` or `temp` outside an operation.
-    #[error(
-        "`{command}` needs an operation: run it from a worker of `tom-ledger run` or pass `--operation`"
-    )]
-    NoOperation { command: &'static str },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -312,13 +294,6 @@ fn holder_suffix(holder: &Option<i32>) -> String {
     match holder {
         Some(pid) => format!(" held by pid {pid}"),
         None => " (holder unknown)".to_string(),
-    }
-}
-
-fn where_suffix(cwd: &Option<PathBuf>) -> String {
-    match cwd {
-        Some(dir) => format!(" in `{}`", dir.display()),
-        None => " on PATH".to_string(),
     }
 }
 

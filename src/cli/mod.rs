@@ -14,6 +14,7 @@
 
 mod args;
 mod bounds;
+mod error;
 mod exit;
 mod inspect;
 mod launcher;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tom_dist_ledger::{CallId, Error, OperationId, OperationOptions};
 
 use super::args::{ExecArgs, TempAction, TempArgs};
+use super::error::CommandError;
 use super::exit::{CliResult, Exit, Failure};
 use super::launcher::{
     Launch, ProcessLauncher, Routing, WorkerLauncher, request_stop, stop_channel,
@@ -25,7 +26,7 @@ fn enclosing_operation(explicit: Option<&str>, command: &'static str) -> CliResu
     }
     match std::env::var("TOM_LEDGER_OPERATION") {
         Ok(op) if !op.is_empty() => operation_id(&op),
-        _ => Err(Error::NoOperation { command }.into()),
+        _ => Err(CommandError::NoOperation { command }.into()),
     }
 }
 
