@@ -147,9 +147,14 @@ pub struct Context {
 
 impl Context {
     fn new(cli: &Cli) -> CliResult<Context> {
-        let dir = match (&cli.ledger, std::env::var_os("TOM_LEDGER_DIR")) {
+        // `--ledger`, else the ledger a parent `run` named for its workers.
+        let from_env = match &cli.ledger {
+            Some(_) => None,
+            None => Connect::from_env()?,
+        };
+        let dir = match (&cli.ledger, from_env.as_ref().and_then(Connect::local_dir)) {
             (Some(d), _) => d.clone(),
-            (None, Some(d)) if !d.is_empty() => PathBuf::from(d),
+            (None, Some(d)) => d.to_path_buf(),
             _ => PathBuf::from(DEFAULT_LEDGER_DIR),
         };
         let ledger_dir = std::path::absolute(&dir).map_err(|e| {
@@ -168,8 +173,8 @@ impl Context {
         })
     }
 
-    fn connect_options(&self) -> Connect {
-        Connect::local(&self.ledger_dir)
+    fn connect_options(&self, target: Connect) -> Connect {
+        target
             .file_store_options(self.store_options.clone())
             .participant(self.participant.clone())
             // `run` and `exec` handle signals themselves: they report each worker's end.
@@ -178,7 +183,8 @@ impl Context {
 
     /// Connect, creating the ledger directory if needed (`run`).
     async fn connect(&self, tweak: impl FnOnce(Connect) -> Connect) -> CliResult<Ledger> {
-        Ok(Ledger::connect(tweak(self.connect_options())).await?)
+        let target = Connect::local(&self.ledger_dir);
+        Ok(Ledger::connect(tweak(self.connect_options(target))).await?)
     }
 
     /// Connect to a ledger that must already exist; creates nothing. `None` when there
@@ -187,13 +193,9 @@ impl Context {
         if !self.ledger_dir.is_dir() {
             return Ok(None);
         }
-        let backup = self.ledger_dir.join("backup");
-        let created_backup = (!backup.exists()).then_some(backup);
-        let ledger = Ledger::connect(self.connect_options()).await?;
-        Ok(Some(Existing {
-            ledger,
-            created_backup,
-        }))
+        let target = Connect::existing(&self.ledger_dir);
+        let ledger = Ledger::connect(self.connect_options(target)).await?;
+        Ok(Some(Existing { ledger }))
     }
 
     /// Like [`open_existing`](Self::open_existing), for a command about one operation.
@@ -223,19 +225,9 @@ fn check_ledger_dir(dir: &Path) -> CliResult<()> {
     Err(Error::invalid(what, reason).into())
 }
 
-/// A ledger opened without creating anything: the store makes its `backup/` directory
-/// when it opens, so an empty one made for us is taken away again.
+/// A ledger opened without creating anything in it.
 pub struct Existing {
     pub ledger: Ledger,
-    created_backup: Option<PathBuf>,
-}
-
-impl Drop for Existing {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.created_backup {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
 }
 
 /// Parse an operation id given on the command line or in the environment.

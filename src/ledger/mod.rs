@@ -12,6 +12,7 @@ mod exec;
 mod failure;
 mod follow;
 mod heartbeat;
+mod inspect;
 mod listing;
 mod liveness;
 mod operation;
@@ -188,7 +189,12 @@ impl Ledger {
     /// Connect to a ledger.
     pub async fn connect(connect: Connect) -> Result<Ledger> {
         let store: Arc<dyn Store> = match connect.target {
-            Target::Local(dir) => Arc::new(FileStore::open(dir, connect.file_options)?),
+            Target::Local { dir, create: true } => {
+                Arc::new(FileStore::open(dir, connect.file_options)?)
+            }
+            Target::Local { dir, create: false } => {
+                Arc::new(FileStore::open_existing(dir, connect.file_options)?)
+            }
             Target::Store(store) => store,
         };
         let pid = connect.pid.unwrap_or(std::process::id() as i32);
