@@ -219,10 +219,7 @@ pub enum Error {
     /// A worker was stopped before it finished (cancelled, aborted, supervisor shutdown);
     /// the ledger maps this to the call the worker ran for.
     #[error("worker `{program}` was stopped: {reason}")]
-    WorkerStopped {
-        program: String,
-        reason: crate::process::StopReason,
-    },
+    WorkerStopped { program: String, reason: StopReason },
 
     #[error("cannot decode result of call `{call}`: {reason}")]
     Decode { call: CallId, reason: String },
@@ -318,6 +315,41 @@ impl Error {
     /// A failed system call.
     pub fn sys(call: &'static str, source: nix::Error) -> Self {
         Error::Sys { call, source }
+    }
+}
+
+/// Why a worker is being stopped. Carried into the outcome ([`Error::WorkerStopped`]) so
+/// the layer above can tell a cancelled call from a timed-out or a shut-down one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The caller cancelled the work.
+    Cancelled,
+    /// The work ran past its timeout.
+    Timeout,
+    /// The operation was aborted.
+    Abort,
+    /// The supervisor is shutting down on this signal (SIGINT, SIGTERM, SIGHUP).
+    Shutdown(nix::sys::signal::Signal),
+    /// The worker wrote more output than allowed.
+    OutputTooLarge,
+    /// The worker's handle was dropped while it still ran.
+    Dropped,
+    /// Stopped on request, with no more specific reason.
+    Requested,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Cancelled => f.write_str("cancelled"),
+            StopReason::Timeout => f.write_str("timed out"),
+            StopReason::Abort => f.write_str("operation aborted"),
+            StopReason::Shutdown(sig) => write!(f, "supervisor shutting down on {sig}"),
+            StopReason::OutputTooLarge => f.write_str("output too large"),
+            StopReason::Dropped => f.write_str("handle dropped"),
+            StopReason::Requested => f.write_str("stop requested"),
+        }
     }
 }
 

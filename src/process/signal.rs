@@ -5,7 +5,6 @@
 //! process group), because a negative or zero pid given to `kill(2)` reaches far more than
 //! intended.
 
-use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -15,40 +14,8 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 
-/// Why a worker is being stopped. Carried into the outcome so the layer above can tell a
-/// cancelled call from a timed-out or a shut-down one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum StopReason {
-    /// The caller cancelled the work.
-    Cancelled,
-    /// The work ran past its timeout.
-    Timeout,
-    /// The operation was aborted.
-    Abort,
-    /// The supervisor is shutting down on this signal (SIGINT, SIGTERM, SIGHUP).
-    Shutdown(Signal),
-    /// The worker wrote more output than allowed.
-    OutputTooLarge,
-    /// The worker's handle was dropped while it still ran.
-    Dropped,
-    /// Stopped on request, with no more specific reason.
-    Requested,
-}
-
-impl fmt::Display for StopReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StopReason::Cancelled => f.write_str("cancelled"),
-            StopReason::Timeout => f.write_str("timed out"),
-            StopReason::Abort => f.write_str("operation aborted"),
-            StopReason::Shutdown(sig) => write!(f, "supervisor shutting down on {sig}"),
-            StopReason::OutputTooLarge => f.write_str("output too large"),
-            StopReason::Dropped => f.write_str("handle dropped"),
-            StopReason::Requested => f.write_str("stop requested"),
-        }
-    }
-}
+/// Why a worker is being stopped (defined with the error type, which carries it).
+pub use crate::error::StopReason;
 
 /// Refuses pids and pgids that would hit the supervisor or everything.
 fn check_target(what: &str, id: i32) -> Result<()> {
