@@ -3,7 +3,8 @@
 //! - [`args`]: the command line (clap).
 //! - [`plan`]: the TOML plan of `run`, validated before anything starts.
 //! - [`schedule`]: the DAG scheduler (`-j`, failure policy, retries).
-//! - [`launcher`]: the seam to the process side: one worker attempt as a tracked call.
+//! - [`launcher`]: one worker attempt as one library call (`Operation::exec_worker`), its
+//!   typed outcome in the command's words.
 //! - [`run`]: `run`, plus abort, timeouts and the end of the operation.
 //! - [`signals`]: the signals `run` and `exec` handle: stop, and job control (Ctrl+Z).
 //! - [`nested`]: `exec` and `temp`, which join an enclosing operation.
@@ -11,6 +12,7 @@
 //! - [`recover`]: cleaning up operations left by dead participants.
 //! - [`output`]: progress display, plain lines or JSON events.
 //! - [`exit`]: exit statuses.
+//! - [`error`]: the errors only the command has (plan, program, missing operation).
 
 mod args;
 mod bounds;
