@@ -354,3 +354,59 @@ impl std::fmt::Display for StopReason {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn work_errors_of_this_crate_stay_typed() {
+        let timeout = Error::Timeout {
+            what: "worker `x`".into(),
+            after: std::time::Duration::from_secs(2),
+        };
+        assert!(matches!(
+            Error::from_work(timeout),
+            Error::Timeout { after, .. } if after == std::time::Duration::from_secs(2)
+        ));
+        let other = Error::from_work("disk on fire");
+        assert!(matches!(&other, Error::WorkFailed(m) if m == "disk on fire"));
+        assert_eq!(other.to_string(), "disk on fire");
+    }
+
+    #[test]
+    fn cause_reaches_through_failed_calls() {
+        let call = CallId::parse("call_p_1_abcd").expect("call id");
+        let inner = Error::CallFailed {
+            call: call.clone(),
+            cause: Arc::new(Error::Panicked("boom".into())),
+        };
+        let outer = Error::CallFailed {
+            call,
+            cause: Arc::new(inner),
+        };
+        assert!(matches!(outer.cause(), Error::Panicked(m) if m == "boom"));
+        let plain = Error::invalid("x", "y");
+        assert!(std::ptr::eq(plain.cause(), &plain));
+    }
+
+    #[test]
+    fn messages_stay_as_they_were() {
+        let after = Some(Arc::new(Error::WorkFailed("exit 3".into())));
+        let e = Error::CallbackPanicked {
+            callback: "on_cleanup",
+            message: "oops".into(),
+            after,
+        };
+        assert_eq!(e.to_string(), "exit 3; on_cleanup panicked: oops");
+        let e = Error::StartedParticipantsCrashed {
+            error: Box::new(Error::WorkFailed("exit 3".into())),
+            participants: vec![ParticipantId::parse("exec-1").expect("id")],
+        };
+        assert_eq!(
+            e.to_string(),
+            "exit 3; participant `exec-1` started by this call crashed"
+        );
+    }
+}
