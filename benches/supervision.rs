@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tom_dist_ledger::ParticipantId;
 use tom_dist_ledger::ledger::{Connect, ExecWorker, Ledger, OperationOptions};
+use tom_dist_ledger::process::WorkerCommand;
 
 const SUPERVISOR: &str = env!("CARGO_BIN_EXE_worker-supervisor");
 const FORK_TREE: &str = env!("CARGO_BIN_EXE_worker-fork-tree");
@@ -58,7 +59,10 @@ async fn library(dir: &std::path::Path, n: usize) -> Duration {
             let op = op.clone();
             tokio::spawn(async move {
                 for _ in (lane..n).step_by(2) {
-                    let call = op.exec_stdio_worker_with(ExecWorker::<()>::new("true"), |_| Ok(()));
+                    let call = op.exec_stdio_worker(ExecWorker::<()>::with_decoder(
+                        WorkerCommand::new("true"),
+                        std::sync::Arc::new(|_: &str| Ok(())),
+                    ));
                     call.join().await.expect("worker");
                 }
             })

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::ids::{CallId, OperationId, ParticipantId};
 use crate::revision::Revision;
 
-/// Everything that can go wrong in the ledger, the process layer or the CLI.
+/// Everything that can go wrong in the ledger, the store or the process layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -137,9 +137,38 @@ pub enum Error {
     #[error("call `{0}` is not finished yet")]
     CallPending(CallId),
 
-    /// The work of a call failed; the message is the work's own error.
-    #[error("call `{call}` failed: {message}")]
-    CallFailed { call: CallId, message: String },
+    /// The work of a call failed; `cause` is its own error, kept typed (a worker's
+    /// [`Error::Timeout`], [`Error::WorkerFailed`] with its exit status, ...).
+    #[error("call `{call}` failed: {cause}")]
+    CallFailed {
+        call: CallId,
+        cause: std::sync::Arc<Error>,
+    },
+
+    /// The work of a call failed with an error of its own type, kept as its message.
+    #[error("{0}")]
+    WorkFailed(String),
+
+    /// The work of a call panicked.
+    #[error("panicked: {0}")]
+    Panicked(String),
+
+    /// A callback of a call panicked (`on_completion`, `on_cleanup`, `on_call_crashed`),
+    /// after the call's own failure if it had one.
+    #[error("{}{callback} panicked: {message}", after_suffix(.after))]
+    CallbackPanicked {
+        callback: &'static str,
+        message: String,
+        after: Option<std::sync::Arc<Error>>,
+    },
+
+    /// A worker failed and participants it started died without leaving (a nested
+    /// `tom-ledger exec`, say): their crash is part of the failure.
+    #[error("{error}; participant {} started by this call crashed", participant_list(.participants))]
+    StartedParticipantsCrashed {
+        error: Box<Error>,
+        participants: Vec<ParticipantId>,
+    },
 
     /// Work run through `wait_for_completion` failed; the message is the work's own.
     #[error("work failed: {0}")]
@@ -183,7 +212,20 @@ pub enum Error {
     #[error("worker `{program}` {status}{}", stderr_suffix(.stderr))]
     WorkerFailed {
         program: String,
+        /// How it ended, in words ("exited with code 3", "was killed by SIGKILL").
         status: String,
+        exit: std::process::ExitStatus,
+        stderr: String,
+    },
+
+    /// A file-result worker exited 0 without writing its result file.
+    #[error(
+        "worker `{program}` exited with code 0 without writing its result file `{}`{}",
+        .path.display(), stderr_suffix(.stderr)
+    )]
+    ResultFileMissing {
+        program: String,
+        path: PathBuf,
         stderr: String,
     },
 
@@ -211,29 +253,11 @@ pub enum Error {
         source: nix::Error,
     },
 
-    /// A plan file that cannot be used: where (`file:line:column`) and what is wrong.
-    #[error("{location}: {message}")]
-    Plan { location: String, message: String },
-
-    /// A worker's program is not on `PATH`; `cwd` is set for a program given as a path,
-    /// which is looked up relative to that directory.
-    #[error("executable `{program}` not found{}", where_suffix(.cwd))]
-    ExecutableNotFound {
-        program: String,
-        cwd: Option<PathBuf>,
-    },
-
     /// A temp resource that must never be deleted: `/`, the home directory, a mount
     /// point, the ledger directory (or anything in it), or an ancestor of them (refused at registration and
     /// again at deletion).
     #[error("refusing temp resource `{path}`: {reason}")]
     TempPathRefused { path: PathBuf, reason: String },
-
-    /// `exec` or `temp` outside an operation.
-    #[error(
-        "`{command}` needs an operation: run it from a worker of `tom-ledger run` or pass `--operation`"
-    )]
-    NoOperation { command: &'static str },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -244,17 +268,48 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
+fn after_suffix(after: &Option<std::sync::Arc<Error>>) -> String {
+    match after {
+        Some(error) => format!("{error}; "),
+        None => String::new(),
+    }
+}
+
+fn participant_list(participants: &[ParticipantId]) -> String {
+    let named: Vec<String> = participants.iter().map(|p| format!("`{p}`")).collect();
+    named.join(", ")
+}
+
+impl Error {
+    /// The error inside a failed call ([`Error::CallFailed`]), else this error itself: what
+    /// a caller of `join()` matches on.
+    pub fn cause(&self) -> &Error {
+        match self {
+            Error::CallFailed { cause, .. } => cause.cause(),
+            other => other,
+        }
+    }
+
+    /// The error of a call's work: kept as it is when it is this crate's error, else its
+    /// message.
+    pub fn from_work<E: std::fmt::Display + 'static>(error: E) -> Error {
+        let mut slot = Some(error);
+        if let Some(own) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Error>>()
+            && let Some(own) = own.take()
+        {
+            return own;
+        }
+        match slot {
+            Some(other) => Error::WorkFailed(other.to_string()),
+            None => Error::WorkFailed(String::new()),
+        }
+    }
+}
+
 fn holder_suffix(holder: &Option<i32>) -> String {
     match holder {
         Some(pid) => format!(" held by pid {pid}"),
         None => " (holder unknown)".to_string(),
-    }
-}
-
-fn where_suffix(cwd: &Option<PathBuf>) -> String {
-    match cwd {
-        Some(dir) => format!(" in `{}`", dir.display()),
-        None => " on PATH".to_string(),
     }
 }
 
@@ -286,9 +341,59 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {
-    use super::Error;
-    use crate::ids::OperationId;
+    use super::*;
     use crate::revision::Revision;
+    use std::sync::Arc;
+
+    #[test]
+    fn work_errors_of_this_crate_stay_typed() {
+        let timeout = Error::Timeout {
+            what: "worker `x`".into(),
+            after: std::time::Duration::from_secs(2),
+        };
+        assert!(matches!(
+            Error::from_work(timeout),
+            Error::Timeout { after, .. } if after == std::time::Duration::from_secs(2)
+        ));
+        let other = Error::from_work("disk on fire");
+        assert!(matches!(&other, Error::WorkFailed(m) if m == "disk on fire"));
+        assert_eq!(other.to_string(), "disk on fire");
+    }
+
+    #[test]
+    fn cause_reaches_through_failed_calls() {
+        let call = CallId::parse("call_p_1_abcd").expect("call id");
+        let inner = Error::CallFailed {
+            call: call.clone(),
+            cause: Arc::new(Error::Panicked("boom".into())),
+        };
+        let outer = Error::CallFailed {
+            call,
+            cause: Arc::new(inner),
+        };
+        assert!(matches!(outer.cause(), Error::Panicked(m) if m == "boom"));
+        let plain = Error::invalid("x", "y");
+        assert!(std::ptr::eq(plain.cause(), &plain));
+    }
+
+    #[test]
+    fn messages_stay_as_they_were() {
+        let after = Some(Arc::new(Error::WorkFailed("exit 3".into())));
+        let e = Error::CallbackPanicked {
+            callback: "on_cleanup",
+            message: "oops".into(),
+            after,
+        };
+        assert_eq!(e.to_string(), "exit 3; on_cleanup panicked: oops");
+        let e = Error::StartedParticipantsCrashed {
+            error: Box::new(Error::WorkFailed("exit 3".into())),
+            participants: vec![ParticipantId::parse("exec-1").expect("id")],
+        };
+        assert_eq!(
+            e.to_string(),
+            "exit 3; participant `exec-1` started by this call crashed"
+        );
+    }
 
     #[test]
     fn backend_errors_name_what_was_wrong_on_one_line() {

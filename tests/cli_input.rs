@@ -230,6 +230,41 @@ fn a_missing_ledger_is_not_created_by_looking() {
 }
 
 #[test]
+fn looking_into_an_empty_ledger_directory_creates_nothing_in_it() {
+    let env = Env::new();
+    std::fs::create_dir(&env.ledger).expect("ledger directory");
+    env.run(&["ls"]).expect_code(0);
+    env.run(&["status"]).expect_code(0);
+    env.run(&["recover", "--dry-run"]).expect_code(0);
+    refused_out(&env.run(&["log", "some-op"]), &["log"]);
+    refused_out(&env.run(&["trace", "some-op"]), &["trace"]);
+    let entries: Vec<_> = std::fs::read_dir(&env.ledger)
+        .expect("list the ledger")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(entries.is_empty(), "created {entries:?}");
+}
+
+#[test]
+fn a_ledger_url_from_the_environment_is_refused_naming_it() {
+    let env = Env::new();
+    for args in [&["ls"][..], &["exec", "--", "true"][..]] {
+        let mut c = env.bare(args);
+        c.env("TOM_LEDGER_URL", "http://ledger.invalid:7000");
+        let out = cli_common::run(c);
+        refused_out(&out, args);
+        assert_eq!(
+            out.stderr.trim_end(),
+            "tom-ledger: error: TOM_LEDGER_URL `http://ledger.invalid:7000`: remote ledgers are not supported by this build"
+        );
+    }
+    assert!(
+        !env.path("_ai").exists(),
+        "a refused command created a ledger"
+    );
+}
+
+#[test]
 fn ledger_directory_comes_from_the_flag_then_the_environment_then_the_default() {
     let env = Env::new();
     // The default: _ai/operation_ledger under the current directory.

@@ -64,7 +64,7 @@ fn exec_and_temp_join_the_enclosing_operation() {
     );
     let log = env.run(&["log", &op]).stdout;
     assert!(
-        log.contains("CALL_FAILED callId=call_exec-") && log.contains("error=exit status 3"),
+        log.contains("CALL_FAILED callId=call_exec-") && log.contains("exited with code 3"),
         "{log}"
     );
     env.assert_no_leftovers();

@@ -357,6 +357,12 @@ fn stdio_and_file_workers_report_their_results() {
                 "true",
                 "kind = \"file\"\nresult_file = \"never.json\"\nfail_on_crash = false",
             ),
+            worker(
+                &env,
+                "half-written",
+                "echo '{\"n\": 1}' > $D/half.json && echo '{\"n\"' > $D/half.json.tmp",
+                "kind = \"file\"\nresult_file = \"half.json\"",
+            ),
         ],
     );
     let out = env.run(&["--json", "run", "--plan", &p]);
@@ -388,6 +394,13 @@ fn stdio_and_file_workers_report_their_results() {
             .contains("without writing its result file"),
         "{nf}"
     );
+    // The result is read and kept; what a worker left half-written beside it goes.
+    assert_eq!(
+        finished(&events, "half-written")["result"],
+        serde_json::json!({"n": 1})
+    );
+    assert!(env.path("half.json").exists());
+    assert!(!env.path("half.json.tmp").exists());
 }
 
 #[test]

@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 use tom_dist_ledger::ParticipantId;
 use tom_dist_ledger::ledger::OperationOptions;
 use tom_dist_ledger::model::{OperationState, ParticipantState};
+use tom_dist_ledger::process::{RunOptions, WorkerCommand};
 
 const FORK_TREE: &str = env!("CARGO_BIN_EXE_worker-fork-tree");
 const HANG: &str = env!("CARGO_BIN_EXE_worker-hang");
@@ -259,23 +260,25 @@ async fn a_crashed_participant_started_by_an_exec_worker_is_reported_to_its_call
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut tx = Some(tx);
     let call = op.exec_file_result_worker::<serde_json::Value>(
-        tom_dist_ledger::ledger::ExecWorker::new(common::peer::PEER)
-            .args([
-                "hang",
-                "--ledger",
-                dir.path().to_str().unwrap(),
-                "--op",
-                op.operation_id().as_str(),
-            ])
-            .args(["--participant", "nested"])
-            .fail_on_crash(false)
-            .on_stdout(move |line| {
-                if line == "ready"
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(());
-                }
-            }),
+        tom_dist_ledger::ledger::ExecWorker::new(
+            WorkerCommand::new(common::peer::PEER)
+                .args([
+                    "hang",
+                    "--ledger",
+                    dir.path().to_str().unwrap(),
+                    "--op",
+                    op.operation_id().as_str(),
+                ])
+                .args(["--participant", "nested"]),
+        )
+        .call(tom_dist_ledger::ledger::CallOptions::new().fail_on_crash(false))
+        .run(RunOptions::default().on_stdout(move |line| {
+            if line == "ready"
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(());
+            }
+        })),
         dir.path().join("never.json"),
     );
     tokio::time::timeout(Duration::from_secs(30), rx)

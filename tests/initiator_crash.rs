@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 use tom_dist_ledger::ledger::{ExecWorker, OperationOptions};
 use tom_dist_ledger::model::{OperationState, ParticipantState};
+use tom_dist_ledger::process::{RunOptions, WorkerCommand};
 use tom_dist_ledger::{OperationId, ParticipantId};
 
 const FORK_TREE: &str = env!("CARGO_BIN_EXE_worker-fork-tree");
@@ -115,16 +116,15 @@ async fn sigkill_of_an_initiator_with_contained_frames_fails_its_operation() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut tx = Some(tx);
     let worker = op.exec_file_result_worker::<Value>(
-        ExecWorker::new(HANG)
-            .args(["--marker", &scope.marker])
-            .fail_on_crash(false)
-            .on_stdout(move |line| {
+        ExecWorker::new(WorkerCommand::new(HANG).args(["--marker", &scope.marker]))
+            .call(tom_dist_ledger::ledger::CallOptions::new().fail_on_crash(false))
+            .run(RunOptions::default().on_stdout(move |line| {
                 if line == "ready"
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(());
                 }
-            }),
+            })),
         temps.path().join("result.json"),
     );
     tokio::time::timeout(Duration::from_secs(20), rx)

@@ -32,6 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tom_dist_ledger::ledger::{
     CallOptions, Connect, ExecWorker, Ledger, OperationCallback, OperationOptions,
 };
+use tom_dist_ledger::process::{RunOptions, WorkerCommand};
 use tom_dist_ledger::{CallId, OperationId, ParticipantId};
 
 struct Args {
@@ -219,16 +220,15 @@ async fn run(args: Args) -> Result<(), String> {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     let mut tx = Some(tx);
                     let worker = op.exec_file_result_worker::<serde_json::Value>(
-                        ExecWorker::new(path)
-                            .args(args.worker_args.clone())
-                            .fail_on_crash(!args.contained)
-                            .on_stdout(move |line| {
+                        ExecWorker::new(WorkerCommand::new(path).args(args.worker_args.clone()))
+                            .call(CallOptions::new().fail_on_crash(!args.contained))
+                            .run(RunOptions::default().on_stdout(move |line| {
                                 if line == "ready"
                                     && let Some(tx) = tx.take()
                                 {
                                     let _ = tx.send(());
                                 }
-                            }),
+                            })),
                         std::env::temp_dir().join(format!("peer-{}.json", std::process::id())),
                     );
                     rx.await

@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tom_dist_ledger::cleanup::StopSignals;
 use tom_dist_ledger::ledger::{Connect, ExecWorker, Ledger, OperationOptions, TrackedCall};
+use tom_dist_ledger::process::{RunOptions, WorkerCommand};
 use tom_dist_ledger::{CleanupHandler, ParticipantId, SyncOptions};
 
 /// How the supervisor installs the signal handler.
@@ -137,18 +138,16 @@ async fn run(a: Args) -> Result<(), String> {
         }
         let tx = tx.clone();
         let result = std::path::Path::new(&a.temp_dir).join(format!("result-{i}.json"));
-        calls.push(
-            op.exec_file_result_worker::<Value>(
-                ExecWorker::new(&a.fork_tree)
-                    .args(args)
-                    .on_stdout(move |line| {
-                        if line == "ready" {
-                            let _ = tx.send(());
-                        }
-                    }),
-                result,
+        calls.push(op.exec_file_result_worker::<Value>(
+            ExecWorker::new(WorkerCommand::new(&a.fork_tree).args(args)).run(
+                RunOptions::default().on_stdout(move |line| {
+                    if line == "ready" {
+                        let _ = tx.send(());
+                    }
+                }),
             ),
-        );
+            result,
+        ));
     }
     for _ in 0..a.workers {
         rx.recv().await.ok_or("worker ended before ready")?;

@@ -3,6 +3,8 @@
 
 use tom_dist_ledger::Error;
 
+use super::error::CommandError;
+
 /// How the command ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -76,6 +78,16 @@ impl From<Error> for Failure {
     }
 }
 
+impl From<CommandError> for Failure {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Library(e) => e.into(),
+            // A plan, a program or an operation the user named: input errors.
+            other => Failure::usage(other.to_string()),
+        }
+    }
+}
+
 /// Errors that come from what the user gave us (an id, a file, a value), not from running.
 pub fn is_input_error(e: &Error) -> bool {
     matches!(
@@ -84,9 +96,6 @@ pub fn is_input_error(e: &Error) -> bool {
             | Error::OperationNotFound(_)
             | Error::OperationEnded { .. }
             | Error::Invalid { .. }
-            | Error::Plan { .. }
-            | Error::ExecutableNotFound { .. }
-            | Error::NoOperation { .. }
             | Error::UntrustedEntry { .. }
             | Error::UntrustedLedgerDir { .. }
             | Error::TempPathRefused { .. }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tom_dist_ledger::ledger::{FollowEnd, Followed, ListedOperation, OperationSummary};
 use tom_dist_ledger::model::{LedgerData, time};
-use tom_dist_ledger::store::{LogCursor, LogKind};
+use tom_dist_ledger::store::LogKind;
 use tom_dist_ledger::{Error, Ledger, ParticipantId};
 
 use super::args::{LogArgs, OpArg, StatusArgs, TraceArgs};
@@ -149,7 +149,7 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> CliResult {
                     continue;
                 }
                 let view = match &op.summary {
-                    Ok(_) => match ledger.store().read(&op.operation_id).await {
+                    Ok(_) => match ledger.read_live(&op.operation_id).await {
                         Ok(data) => Ok((data, false)),
                         Err(Error::OperationNotFound(_)) => continue,
                         Err(e) => Err((op, e.to_string())),
@@ -349,12 +349,7 @@ pub async fn log(ctx: &Context, args: LogArgs) -> CliResult {
     let op = operation_id(&args.operation)?;
     let existing = ctx.open_for(&op).await?;
     if !args.follow {
-        let (text, _) = existing
-            .ledger
-            .store()
-            .read_log(&op, LogKind::Main, LogCursor::START)
-            .await?;
-        out(&text);
+        out(&existing.ledger.read_log(&op).await?);
         return Ok(Exit::Success);
     }
     // Ends with the operation: archived or ended (0), or abandoned by every participant
@@ -399,13 +394,8 @@ pub async fn trace(ctx: &Context, args: TraceArgs) -> CliResult {
     let op = operation_id(&args.operation)?;
     let existing = ctx.open_for(&op).await?;
     let (data, archived) = existing.ledger.read_operation(&op).await?;
-    let log = match existing
-        .ledger
-        .store()
-        .read_log(&op, LogKind::Main, LogCursor::START)
-        .await
-    {
-        Ok((text, _)) => text,
+    let log = match existing.ledger.read_log(&op).await {
+        Ok(text) => text,
         Err(Error::OperationNotFound(_)) => String::new(),
         Err(e) => return Err(e.into()),
     };

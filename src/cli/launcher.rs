@@ -1,23 +1,26 @@
-//! The seam between `run`/`exec` and the process side: a [`WorkerLauncher`] runs one
+//! The seam between `run`/`exec` and the library: a [`WorkerLauncher`] runs one
 //! attempt of a worker as a tracked call of an operation, from start to outcome, and can
 //! be told to stop it.
 //!
-//! [`ProcessLauncher`] runs each attempt as a supervised call
-//! (`Operation::spawn_supervised`) whose work ([`attempt`]) starts the program with the
-//! process layer (`WorkerCommand`), writes the call frame with the process in it, and
-//! stops the worker's whole group through the process layer's stop ladder.
+//! [`ProcessLauncher`] runs each attempt with one library call,
+//! `Operation::exec_worker`, built from the plan's worker ([`worker`]); the library
+//! starts it, records it in the call frame and stops its whole group. This module only
+//! says what to run and turns the call's typed outcome into the command's words
+//! ([`outcome`]).
 
-mod attempt;
+mod outcome;
+mod worker;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::{oneshot, watch};
-use tom_dist_ledger::{CallId, CallOptions, Operation};
+use tokio::sync::watch;
+use tom_dist_ledger::process::Signal;
+use tom_dist_ledger::{CallId, Operation};
 
 use super::plan::WorkerSpec;
-use super::schedule::{Status, StopMode};
+use super::schedule::{Status, StopMode, StopReason};
 
 /// Largest stdout a `stdio` worker may write.
 pub const MAX_STDOUT: usize = 16 * 1024 * 1024;
@@ -90,7 +93,7 @@ pub struct WorkerOutcome {
 }
 
 impl WorkerOutcome {
-    fn failed(status: Status, error: String, duration: Duration) -> Self {
+    pub(super) fn failed(status: Status, error: String, duration: Duration) -> Self {
         Self {
             call: None,
             status,
@@ -110,58 +113,53 @@ pub trait WorkerLauncher: Send + Sync {
     async fn run(&self, op: &Operation, launch: Launch) -> WorkerOutcome;
 }
 
-/// Workers as child processes of this process, started and stopped through the process
-/// layer: each in its own process group with a parent-death signal, registered in the
-/// process-wide registry, and recorded (pid, group, start time, command) in its call frame.
+/// Workers as child processes of this process, run by the library
+/// (`Operation::exec_worker`): each in its own process group with a parent-death signal,
+/// registered in the process-wide registry, and recorded in its call frame.
 pub struct ProcessLauncher;
 
 #[async_trait]
 impl WorkerLauncher for ProcessLauncher {
     async fn run(&self, op: &Operation, launch: Launch) -> WorkerOutcome {
         let begun = Instant::now();
-        let mut options = CallOptions::<()>::new()
-            .description(launch.description.clone())
-            // Failures are reported through the outcome; the caller applies its policy.
-            .fail_on_crash(false);
-        if let Some(parent) = launch.parent_call.clone() {
-            options = options.parent(parent);
+        let mut stop = launch.stop.clone();
+        if stop.borrow().is_some() {
+            let error = "stopped before it started".to_string();
+            return WorkerOutcome::failed(Status::Failed, error, begun.elapsed());
         }
-        let (tx, rx) = oneshot::channel::<WorkerOutcome>();
-        let call = op.spawn_supervised(options, move |ctx| async move {
-            if launch.fail_on_crash {
-                ctx.fail_operation_on_crash();
-            }
-            let mut outcome = attempt::run(&ctx, launch).await;
-            // A worker that failed because the operation was aborted (a nested command
-            // that stopped on the abort, say) was cancelled, not broken.
-            if matches!(outcome.status, Status::Failed)
-                && ctx.operation.check_abort().await.unwrap_or(false)
-            {
-                outcome.status = Status::Cancelled;
-                outcome.error = Some("operation aborted".into());
-            }
-            let result = match outcome.status {
-                Status::Ok => Ok(()),
-                // The call ends as cancelled, which does not fail the operation.
-                Status::Cancelled => {
-                    ctx.token.cancel();
-                    Ok(())
+        let spec = launch.spec.clone();
+        let (exec, exit) = worker::exec_worker(launch);
+        let call = op.exec_worker(exec);
+        // The latest stop request counts; a kill skips what is left of the grace.
+        let mut requested: Option<StopReason> = None;
+        let mut listening = true;
+        loop {
+            tokio::select! {
+                _ = call.wait() => break,
+                changed = stop.changed(), if listening => {
+                    listening = changed.is_ok();
+                    match *stop.borrow_and_update() {
+                        Some(StopMode::Graceful(reason)) => {
+                            requested.get_or_insert(reason);
+                            call.request_cancel();
+                        }
+                        Some(StopMode::Kill) => {
+                            requested.get_or_insert(StopReason::Cancelled);
+                            call.request_cancel();
+                            call.kill(Signal::SIGKILL);
+                        }
+                        None => {}
+                    }
                 }
-                _ => Err(outcome
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| outcome.status.as_str().to_string())),
-            };
-            let _ = tx.send(outcome);
-            result
-        });
-        call.wait().await;
-        let mut outcome = rx.await.unwrap_or_else(|_| {
-            let error = call.error().unwrap_or_else(|| "worker lost".into());
-            WorkerOutcome::failed(Status::Failed, error, begun.elapsed())
-        });
-        outcome.call = Some(call.call_id().clone());
-        outcome
+            }
+        }
+        let ended = outcome::Ended {
+            spec: &spec,
+            requested,
+            exit: exit.take(),
+            duration: begun.elapsed(),
+        };
+        ended.outcome(op, &call).await
     }
 }
 

@@ -3,7 +3,8 @@
 //! - [`args`]: the command line (clap).
 //! - [`plan`]: the TOML plan of `run`, validated before anything starts.
 //! - [`schedule`]: the DAG scheduler (`-j`, failure policy, retries).
-//! - [`launcher`]: the seam to the process side: one worker attempt as a tracked call.
+//! - [`launcher`]: one worker attempt as one library call (`Operation::exec_worker`), its
+//!   typed outcome in the command's words.
 //! - [`run`]: `run`, plus abort, timeouts and the end of the operation.
 //! - [`signals`]: the signals `run` and `exec` handle: stop, and job control (Ctrl+Z).
 //! - [`nested`]: `exec` and `temp`, which join an enclosing operation.
@@ -11,9 +12,11 @@
 //! - [`recover`]: cleaning up operations left by dead participants.
 //! - [`output`]: progress display, plain lines or JSON events.
 //! - [`exit`]: exit statuses.
+//! - [`error`]: the errors only the command has (plan, program, missing operation).
 
 mod args;
 mod bounds;
+mod error;
 mod exit;
 mod inspect;
 mod launcher;
@@ -146,9 +149,14 @@ pub struct Context {
 
 impl Context {
     fn new(cli: &Cli) -> CliResult<Context> {
-        let dir = match (&cli.ledger, std::env::var_os("TOM_LEDGER_DIR")) {
+        // `--ledger`, else the ledger a parent `run` named for its workers.
+        let from_env = match &cli.ledger {
+            Some(_) => None,
+            None => Connect::from_env()?,
+        };
+        let dir = match (&cli.ledger, from_env.as_ref().and_then(Connect::local_dir)) {
             (Some(d), _) => d.clone(),
-            (None, Some(d)) if !d.is_empty() => PathBuf::from(d),
+            (None, Some(d)) => d.to_path_buf(),
             _ => PathBuf::from(DEFAULT_LEDGER_DIR),
         };
         let ledger_dir = std::path::absolute(&dir).map_err(|e| {
@@ -167,15 +175,16 @@ impl Context {
         })
     }
 
-    fn connect_options(&self) -> Connect {
-        Connect::local(&self.ledger_dir)
+    fn connect_options(&self, target: Connect) -> Connect {
+        target
             .file_store_options(self.store_options.clone())
             .participant(self.participant.clone())
     }
 
     /// Connect, creating the ledger directory if needed (`run`).
     async fn connect(&self, tweak: impl FnOnce(Connect) -> Connect) -> CliResult<Ledger> {
-        Ok(Ledger::connect(tweak(self.connect_options())).await?)
+        let target = Connect::local(&self.ledger_dir);
+        Ok(Ledger::connect(tweak(self.connect_options(target))).await?)
     }
 
     /// Connect to a ledger that must already exist; creates nothing. `None` when there
@@ -184,13 +193,9 @@ impl Context {
         if !self.ledger_dir.is_dir() {
             return Ok(None);
         }
-        let backup = self.ledger_dir.join("backup");
-        let created_backup = (!backup.exists()).then_some(backup);
-        let ledger = Ledger::connect(self.connect_options()).await?;
-        Ok(Some(Existing {
-            ledger,
-            created_backup,
-        }))
+        let target = Connect::existing(&self.ledger_dir);
+        let ledger = Ledger::connect(self.connect_options(target)).await?;
+        Ok(Some(Existing { ledger }))
     }
 
     /// Like [`open_existing`](Self::open_existing), for a command about one operation.
@@ -220,19 +225,9 @@ fn check_ledger_dir(dir: &Path) -> CliResult<()> {
     Err(Error::invalid(what, reason).into())
 }
 
-/// A ledger opened without creating anything: the store makes its `backup/` directory
-/// when it opens, so an empty one made for us is taken away again.
+/// A ledger opened without creating anything in it.
 pub struct Existing {
     pub ledger: Ledger,
-    created_backup: Option<PathBuf>,
-}
-
-impl Drop for Existing {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.created_backup {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
 }
 
 /// Parse an operation id given on the command line or in the environment.

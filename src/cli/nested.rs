@@ -5,9 +5,11 @@
 
 use std::sync::Arc;
 
+use tom_dist_ledger::ledger::{ENV_CALL, ENV_OPERATION};
 use tom_dist_ledger::{CallId, Error, OperationId, OperationOptions};
 
 use super::args::{ExecArgs, TempAction, TempArgs};
+use super::error::CommandError;
 use super::exit::{CliResult, Exit, Failure};
 use super::launcher::{
     Launch, ProcessLauncher, Routing, WorkerLauncher, request_stop, stop_channel,
@@ -23,9 +25,9 @@ fn enclosing_operation(explicit: Option<&str>, command: &'static str) -> CliResu
     if let Some(op) = explicit {
         return operation_id(op);
     }
-    match std::env::var("TOM_LEDGER_OPERATION") {
+    match std::env::var(ENV_OPERATION) {
         Ok(op) if !op.is_empty() => operation_id(&op),
-        _ => Err(Error::NoOperation { command }.into()),
+        _ => Err(CommandError::NoOperation { command }.into()),
     }
 }
 
@@ -33,11 +35,11 @@ fn enclosing_operation(explicit: Option<&str>, command: &'static str) -> CliResu
 /// operation we join: a worker of one operation taking part in another is, for that
 /// other one, a participant from outside.
 fn parent_call(joining: &OperationId) -> Option<CallId> {
-    let enclosing = std::env::var("TOM_LEDGER_OPERATION").ok()?;
+    let enclosing = std::env::var(ENV_OPERATION).ok()?;
     if enclosing != joining.as_str() {
         return None;
     }
-    std::env::var("TOM_LEDGER_CALL")
+    std::env::var(ENV_CALL)
         .ok()
         .and_then(|c| CallId::parse(c).ok())
 }

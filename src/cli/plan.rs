@@ -29,7 +29,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tom_dist_ledger::{Error, Result};
+use tom_dist_ledger::Error;
+
+use super::error::CommandError;
+
+type Result<T, E = CommandError> = std::result::Result<T, E>;
 use toml::Spanned;
 
 use super::args::{check_duration_seconds, parse_duration};
@@ -142,8 +146,8 @@ impl Source<'_> {
         format!("{}:{line}:{column}", self.file.display())
     }
 
-    fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> Error {
-        Error::Plan {
+    fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> CommandError {
+        CommandError::Plan {
             location: self.at(span),
             message: message.into(),
         }
@@ -153,7 +157,7 @@ impl Source<'_> {
 impl Plan {
     /// Read and validate a plan file.
     pub fn load(file: &Path) -> Result<Plan> {
-        let text = std::fs::read_to_string(file).map_err(|e| Error::Plan {
+        let text = std::fs::read_to_string(file).map_err(|e| CommandError::Plan {
             location: file.display().to_string(),
             message: format!("cannot read the plan: {e}"),
         })?;
@@ -235,7 +239,7 @@ impl Plan {
     /// can build its program first, so it must exist now.
     pub fn single(command: &[OsString], cwd: &Path) -> Result<Plan> {
         let Some(first) = command.first() else {
-            return Err(Error::invalid("the command", "is empty"));
+            return Err(Error::invalid("the command", "is empty").into());
         };
         let program = resolve_program(first, cwd, None)?;
         let name = Path::new(first)
@@ -439,7 +443,7 @@ pub fn resolve_program(
 ) -> Result<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     let path = path.or_else(|| std::env::var_os("PATH"));
-    which::which_in(program, path, cwd).map_err(|_| Error::ExecutableNotFound {
+    which::which_in(program, path, cwd).map_err(|_| CommandError::ExecutableNotFound {
         program: program.to_string_lossy().into_owned(),
         cwd: program
             .as_bytes()

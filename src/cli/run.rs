@@ -428,34 +428,8 @@ async fn end_failed(ledger: &Ledger, op: &Operation, reason: &str, grace: Durati
         }
     }
     let bound = grace + Duration::from_secs(10);
-    if !wait_archived(ledger, id, bound).await {
+    if !ledger.wait_archived(id, bound).await {
         tracing::warn!(operation = %id, "operation not archived (`tom-ledger recover` cleans it up)");
-    }
-}
-
-/// Wait until the operation has left the live ledger (archived); false at once when it
-/// cannot be read.
-pub async fn wait_archived(ledger: &Ledger, op: &OperationId, bound: Duration) -> bool {
-    let store = ledger.store();
-    let mut changes = store.watch(op).ok();
-    let deadline = Instant::now() + bound;
-    loop {
-        match store.read(op).await {
-            Ok(_) => {}
-            Err(Error::OperationNotFound(_)) => return true,
-            // Unreadable (corrupt, its directory unusable): nobody archives it now.
-            Err(_) => return false,
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        let tick = Duration::from_millis(25);
-        match changes.as_mut() {
-            Some(rx) => {
-                rx.next_within(tick).await;
-            }
-            None => tokio::time::sleep(tick).await,
-        }
     }
 }
 

@@ -114,11 +114,15 @@ impl<T: Clone + Send + 'static> Call<T> {
         if let Some(f) = &self.callback.on_completion
             && let Err(panic) = super::panic::guarded(|| f(result)).await
         {
-            let message = format!("on_completion {}", super::spawned::panicked(&panic));
-            self.report_failure(&message).await?;
+            let cause = Error::CallbackPanicked {
+                callback: "on_completion",
+                message: panic,
+                after: None,
+            };
+            self.report_failure(&cause.to_string()).await?;
             return Err(Error::CallFailed {
                 call: self.id.clone(),
-                message,
+                cause: Arc::new(cause),
             });
         }
         self.shared
@@ -183,16 +187,20 @@ pub(crate) async fn run_cleanup(
     match super::panic::guarded(|| f()).await {
         Ok(()) => Ok(()),
         Err(panic) => {
-            let message = format!("on_cleanup {}", super::spawned::panicked(&panic));
+            let cause = Error::CallbackPanicked {
+                callback: "on_cleanup",
+                message: panic,
+                after: None,
+            };
             shared
                 .log_quietly(
                     LogLevel::Error,
-                    &format!("CALLBACK_PANICKED callId={id} error={message}"),
+                    &format!("CALLBACK_PANICKED callId={id} error={cause}"),
                 )
                 .await;
             Err(Error::CallFailed {
                 call: id.clone(),
-                message,
+                cause: Arc::new(cause),
             })
         }
     }

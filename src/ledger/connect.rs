@@ -1,14 +1,16 @@
 //! [`Connect`]: how to reach a ledger and the settings every operation of it shares.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{SharedClock, SystemClock};
+use crate::error::{Error, Result};
 use crate::ids::ParticipantId;
 use crate::store::{FileStoreOptions, Store};
 
 use super::callbacks::LedgerCallback;
+use super::exec::{ENV_LEDGER_DIR, ENV_LEDGER_URL};
 
 /// Default interval between heartbeats.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -18,7 +20,11 @@ pub const DEFAULT_STALE_THRESHOLD: Duration = Duration::from_secs(15);
 pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(3600);
 
 pub(crate) enum Target {
-    Local(PathBuf),
+    /// A ledger directory; `create: false` opens only one that exists, creating nothing.
+    Local {
+        dir: PathBuf,
+        create: bool,
+    },
     Store(Arc<dyn Store>),
 }
 
@@ -42,7 +48,43 @@ pub struct Connect {
 impl Connect {
     /// The embedded ledger in a directory (created if missing).
     pub fn local(dir: impl Into<PathBuf>) -> Self {
-        Self::with_target(Target::Local(dir.into()))
+        Self::with_target(Target::Local {
+            dir: dir.into(),
+            create: true,
+        })
+    }
+
+    /// The embedded ledger in a directory that must exist: nothing is created in it (for
+    /// tools that only read or inspect).
+    pub fn existing(dir: impl Into<PathBuf>) -> Self {
+        Self::with_target(Target::Local {
+            dir: dir.into(),
+            create: false,
+        })
+    }
+
+    /// The ledger a worker's parent named in the environment: [`ENV_LEDGER_DIR`], else
+    /// [`ENV_LEDGER_URL`] (refused: this build has no remote ledger). `None` when neither
+    /// is set (empty counts as unset).
+    pub fn from_env() -> Result<Option<Connect>> {
+        if let Some(dir) = std::env::var_os(ENV_LEDGER_DIR).filter(|d| !d.is_empty()) {
+            return Ok(Some(Connect::local(dir)));
+        }
+        match std::env::var_os(ENV_LEDGER_URL).filter(|u| !u.is_empty()) {
+            Some(url) => Err(Error::invalid(
+                format!("{ENV_LEDGER_URL} `{}`", url.to_string_lossy()),
+                "remote ledgers are not supported by this build",
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The ledger directory, for a local ledger.
+    pub fn local_dir(&self) -> Option<&Path> {
+        match &self.target {
+            Target::Local { dir, .. } => Some(dir),
+            Target::Store(_) => None,
+        }
     }
 
     /// Any store (a backend built by hand).

@@ -7,9 +7,8 @@
 //! `SpawnedCall::kill` signals the group.
 //!
 //! Caveats (see the process layer): a worker that calls `setsid` leaves the process group;
-//! only the escape-proof mode ([`ExecWorker::escape_proof`]) catches it.
+//! only the escape-proof mode (`WorkerCommand::escape_proof`) catches it.
 
-use std::ffi::OsString;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -19,16 +18,15 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::ids::CallId;
+use crate::ids::{CallId, ParticipantId};
 use crate::model::ProcessRecord;
 use crate::process::{
     RunOptions, RunOutput, Signal, WorkerCommand, WorkerInfo, run_file_result, run_stdio,
-    signal_group,
+    run_to_exit, signal_group,
 };
 use crate::store::StoreLocation;
 
 use super::call::CallOptions;
-use super::callbacks::CallCallback;
 use super::operation::Operation;
 use super::spawned::{SpawnMode, SpawnedCall};
 
@@ -39,128 +37,85 @@ pub const ENV_OPERATION: &str = "TOM_LEDGER_OPERATION";
 pub const ENV_CALL: &str = "TOM_LEDGER_CALL";
 pub const ENV_PARTICIPANT: &str = "TOM_LEDGER_PARTICIPANT";
 
-type LineFn = Box<dyn FnMut(&str) + Send>;
-type ExitFn = Box<dyn FnOnce(i32) + Send>;
+/// Where a worker's result comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerResult {
+    /// Only its exit status: the call's result is decoded from an empty text; its
+    /// stdout and stderr go where the command says.
+    ExitStatus,
+    /// Its stdout (bounded by `RunOptions::max_stdout`); stderr is its log.
+    Stdout,
+    /// The file it writes (to `path.tmp` first, renamed when complete), read once it
+    /// has exited 0; exiting 0 without it fails the call at once.
+    File(PathBuf),
+}
 
-/// A worker process to run as a call.
+/// Receives the call and the worker once the worker runs and its frame is written.
+pub type RunningFn = Box<dyn FnOnce(&CallId, &WorkerInfo) + Send>;
+
+/// A worker process to run as a call: the process layer's command and run options,
+/// the call's options, and where its result comes from.
+///
+/// `run`'s cancellation token and `on_spawn` belong to the call (cancelling it stops the
+/// worker; the spawn writes the frame); whatever is set there is replaced. A grace left
+/// unset is the operation's ([`Operation::worker_grace`]).
 pub struct ExecWorker<T> {
-    executable: OsString,
-    arguments: Vec<OsString>,
-    working_directory: Option<PathBuf>,
-    env: Vec<(OsString, OsString)>,
-    description: Option<String>,
-    timeout: Option<Duration>,
-    grace: Option<Duration>,
-    escape_proof: bool,
-    max_stdout: Option<usize>,
-    delete_result_file: bool,
-    fail_on_crash: bool,
-    callback: CallCallback<T>,
-    on_stdout: Option<LineFn>,
-    on_stderr: Option<LineFn>,
-    on_exit: Option<ExitFn>,
+    pub command: WorkerCommand,
+    pub run: RunOptions,
+    pub call: CallOptions<T>,
+    pub result: WorkerResult,
+    /// Record on the frame that a crash of this process fails the operation, whatever
+    /// `call.fail_on_crash` says (for callers that report the worker's own failure
+    /// elsewhere but whose death nobody would report).
+    pub fail_operation_on_crash: bool,
+    decode: Decoder<T>,
+    on_running: Option<RunningFn>,
+}
+
+impl<T: DeserializeOwned + Send + 'static> ExecWorker<T> {
+    /// A worker whose result is decoded as JSON.
+    pub fn new(command: WorkerCommand) -> Self {
+        Self::with_decoder(command, json_decoder())
+    }
 }
 
 impl<T: Send + 'static> ExecWorker<T> {
-    pub fn new(executable: impl Into<OsString>) -> Self {
+    /// A worker whose result text is decoded by `decode` (`|s| Ok(s.to_string())` for text).
+    pub fn with_decoder(command: WorkerCommand, decode: Decoder<T>) -> Self {
         Self {
-            executable: executable.into(),
-            arguments: Vec::new(),
-            working_directory: None,
-            env: Vec::new(),
-            description: None,
-            timeout: None,
-            grace: None,
-            escape_proof: false,
-            max_stdout: None,
-            delete_result_file: true,
-            fail_on_crash: true,
-            callback: CallCallback::default(),
-            on_stdout: None,
-            on_stderr: None,
-            on_exit: None,
+            command,
+            run: RunOptions::default(),
+            call: CallOptions::default(),
+            result: WorkerResult::Stdout,
+            fail_operation_on_crash: false,
+            decode,
+            on_running: None,
         }
     }
 
-    pub fn args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<OsString>,
-    {
-        self.arguments.extend(args.into_iter().map(Into::into));
+    pub fn run(mut self, options: RunOptions) -> Self {
+        self.run = options;
         self
     }
 
-    pub fn working_directory(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.working_directory = Some(dir.into());
+    pub fn call(mut self, options: CallOptions<T>) -> Self {
+        self.call = options;
         self
     }
 
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.env.push((key.into(), value.into()));
+    pub fn result(mut self, result: WorkerResult) -> Self {
+        self.result = result;
         self
     }
 
-    pub fn description(mut self, d: impl Into<String>) -> Self {
-        self.description = Some(d.into());
+    pub fn fail_operation_on_crash(mut self, on: bool) -> Self {
+        self.fail_operation_on_crash = on;
         self
     }
 
-    /// Stop the tree and fail the call after this long.
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = Some(t);
-        self
-    }
-
-    /// Grace between SIGTERM and SIGKILL for this worker (default: the operation's).
-    pub fn grace(mut self, g: Duration) -> Self {
-        self.grace = Some(g);
-        self
-    }
-
-    /// Linux: also stop descendants that left the process group with `setsid`.
-    pub fn escape_proof(mut self, on: bool) -> Self {
-        self.escape_proof = on;
-        self
-    }
-
-    /// Stdio worker: most bytes of stdout accepted (default 16 MiB).
-    pub fn max_stdout(mut self, bytes: usize) -> Self {
-        self.max_stdout = Some(bytes);
-        self
-    }
-
-    /// File worker: delete the result file once read (default true).
-    pub fn delete_result_file(mut self, on: bool) -> Self {
-        self.delete_result_file = on;
-        self
-    }
-
-    pub fn fail_on_crash(mut self, on: bool) -> Self {
-        self.fail_on_crash = on;
-        self
-    }
-
-    pub fn callback(mut self, c: CallCallback<T>) -> Self {
-        self.callback = c;
-        self
-    }
-
-    /// Each stdout line (file workers; a stdio worker's stdout is its result).
-    pub fn on_stdout(mut self, f: impl FnMut(&str) + Send + 'static) -> Self {
-        self.on_stdout = Some(Box::new(f));
-        self
-    }
-
-    /// Each stderr line, whole even when it came in pieces.
-    pub fn on_stderr(mut self, f: impl FnMut(&str) + Send + 'static) -> Self {
-        self.on_stderr = Some(Box::new(f));
-        self
-    }
-
-    /// The exit code (128+N for death by signal N).
-    pub fn on_exit(mut self, f: impl FnOnce(i32) + Send + 'static) -> Self {
-        self.on_exit = Some(Box::new(f));
+    /// Called once the worker runs and its frame is written.
+    pub fn on_running(mut self, f: impl FnOnce(&CallId, &WorkerInfo) + Send + 'static) -> Self {
+        self.on_running = Some(Box::new(f));
         self
     }
 }
@@ -172,33 +127,16 @@ fn json_decoder<T: DeserializeOwned>() -> Decoder<T> {
     Arc::new(|text: &str| serde_json::from_str(text).map_err(|e| e.to_string()))
 }
 
-enum Kind {
-    Stdio,
-    File(PathBuf),
-}
-
 impl Operation {
     /// Run a worker whose stdout is its JSON result and whose stderr is its log.
     pub fn exec_stdio_worker<T>(&self, worker: ExecWorker<T>) -> SpawnedCall<T>
     where
-        T: DeserializeOwned + Clone + Send + Sync + 'static,
-    {
-        self.exec(worker, Kind::Stdio, json_decoder())
-    }
-
-    /// Like `exec_stdio_worker`, with your own decoder (`|s| Ok(s.to_string())` for text).
-    pub fn exec_stdio_worker_with<T>(
-        &self,
-        worker: ExecWorker<T>,
-        decode: impl Fn(&str) -> std::result::Result<T, String> + Send + Sync + 'static,
-    ) -> SpawnedCall<T>
-    where
         T: Clone + Send + Sync + 'static,
     {
-        self.exec(worker, Kind::Stdio, Arc::new(decode))
+        self.exec_worker(worker.result(WorkerResult::Stdout))
     }
 
-    /// Run a worker that writes its JSON result to `result_file` (to `result_file.tmp`
+    /// Run a worker that writes its result to `result_file` (to `result_file.tmp`
     /// first, renamed when complete). The file is read once the worker has exited; exiting
     /// 0 without it fails the call at once.
     pub fn exec_file_result_worker<T>(
@@ -207,22 +145,9 @@ impl Operation {
         result_file: impl Into<PathBuf>,
     ) -> SpawnedCall<T>
     where
-        T: DeserializeOwned + Clone + Send + Sync + 'static,
-    {
-        self.exec(worker, Kind::File(result_file.into()), json_decoder())
-    }
-
-    /// Like `exec_file_result_worker`, with your own decoder.
-    pub fn exec_file_result_worker_with<T>(
-        &self,
-        worker: ExecWorker<T>,
-        result_file: impl Into<PathBuf>,
-        decode: impl Fn(&str) -> std::result::Result<T, String> + Send + Sync + 'static,
-    ) -> SpawnedCall<T>
-    where
         T: Clone + Send + Sync + 'static,
     {
-        self.exec(worker, Kind::File(result_file.into()), Arc::new(decode))
+        self.exec_worker(worker.result(WorkerResult::File(result_file.into())))
     }
 
     /// Run a request to an already running server as a tracked call. `timeout` fails the
@@ -245,127 +170,108 @@ impl Operation {
         self.spawn_call(options, move |_| async move {
             match timeout {
                 Some(t) => match tokio::time::timeout(t, request).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Ok(r) => r.map_err(Error::from_work),
                     Err(_) => Err(Error::Timeout {
                         what: "server request".into(),
                         after: t,
-                    }
-                    .to_string()),
+                    }),
                 },
-                None => request.await.map_err(|e| e.to_string()),
+                None => request.await.map_err(Error::from_work),
             }
         })
     }
 
-    fn exec<T>(&self, worker: ExecWorker<T>, kind: Kind, decode: Decoder<T>) -> SpawnedCall<T>
+    /// Run a worker process as a call: started with the process layer, recorded in the
+    /// call's frame once it runs, stopped (its whole group) on timeout, cancellation or
+    /// the operation's failure. The call fails with the runner's typed error
+    /// ([`Error::WorkerFailed`] with the exit status, [`Error::Timeout`],
+    /// [`Error::OutputTooLarge`], [`Error::ResultFileMissing`], [`Error::Spawn`],
+    /// [`Error::Decode`], ...); a worker that fails while its operation is aborted ends
+    /// the call as cancelled.
+    pub fn exec_worker<T>(&self, worker: ExecWorker<T>) -> SpawnedCall<T>
     where
         T: Clone + Send + Sync + 'static,
     {
         let ExecWorker {
-            executable,
-            arguments,
-            working_directory,
-            env,
-            description,
-            timeout,
-            grace,
-            escape_proof,
-            max_stdout,
-            delete_result_file,
-            fail_on_crash,
-            callback,
-            on_stdout,
-            on_stderr,
-            on_exit,
+            command,
+            run,
+            call,
+            result,
+            fail_operation_on_crash,
+            decode,
+            on_running,
         } = worker;
-        let default_description = match kind {
-            Kind::Stdio => "Stdio worker",
-            Kind::File(_) => "File result worker",
+        let default_description = match result {
+            WorkerResult::ExitStatus => "Worker",
+            WorkerResult::Stdout => "Stdio worker",
+            WorkerResult::File(_) => "File result worker",
         };
         let options = CallOptions {
-            description: description.or(Some(default_description.into())),
-            fail_on_crash,
-            callback,
-            parent_call_id: None,
+            description: call.description.or(Some(default_description.into())),
+            ..call
         };
-        let grace = grace.unwrap_or_else(|| self.worker_grace());
+        let grace = run.grace.unwrap_or_else(|| self.worker_grace());
+        let run = run.grace(grace);
         let location = self.shared.ledger.store.location();
         let operation = self.clone();
         self.spawn_tracked(options, SpawnMode::SelfManaged, move |ctx| async move {
-            let mut cmd = WorkerCommand::new(&executable)
-                .args(&arguments)
-                .escape_proof(escape_proof);
-            if let Some(dir) = &working_directory {
-                cmd = cmd.current_dir(dir);
+            if fail_operation_on_crash {
+                ctx.fail_operation_on_crash();
             }
+            let mut cmd = command;
             for (k, v) in nested_env(&location, &operation, &ctx.call_id) {
                 cmd = cmd.env(k, v);
-            }
-            for (k, v) in &env {
-                cmd = cmd.env(k, v);
-            }
-            let mut run = RunOptions::default().grace(grace).cancel(ctx.token.clone());
-            if let Some(t) = timeout {
-                run = run.timeout(t);
-            }
-            if let Some(limit) = max_stdout {
-                run = run.max_stdout(limit);
-            }
-            run = run.delete_result_file(delete_result_file);
-            if let Some(f) = on_stdout {
-                run = run.on_stdout(f);
-            }
-            if let Some(f) = on_stderr {
-                run = run.on_stderr(f);
-            }
-            if let Some(f) = on_exit {
-                run = run.on_exit(move |status: ExitStatus| f(exit_code(status)));
             }
             // The frame is written once the process runs, with its identity in it. If that
             // write is refused (the operation failed, this participant was fenced), the
             // worker is stopped at once.
-            let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel::<ProcessRecord>();
+            let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel::<WorkerInfo>();
             let killer_ctx = ctx.killer_handle();
-            run = run.on_spawn(move |info: &WorkerInfo| {
-                let pgid = info.pgid;
-                killer_ctx(Arc::new(move |sig: Signal| {
-                    signal_group(pgid, Some(sig)).unwrap_or(false)
-                }));
-                let _ = spawned_tx.send(process_record(info));
-            });
+            let run = run
+                .cancel(ctx.token.clone())
+                .on_spawn(move |info: &WorkerInfo| {
+                    let pgid = info.pgid;
+                    killer_ctx(Arc::new(move |sig: Signal| {
+                        signal_group(pgid, Some(sig)).unwrap_or(false)
+                    }));
+                    let _ = spawned_tx.send(info.clone());
+                });
             let frame_written = async {
                 match spawned_rx.await {
-                    Ok(record) => {
-                        let result = ctx.open_frame(Some(record)).await;
-                        if result.is_err() {
-                            ctx.token.cancel();
+                    Ok(info) => {
+                        let written = ctx.open_frame(Some(process_record(&info))).await;
+                        match &written {
+                            Ok(()) => {
+                                if let Some(f) = on_running {
+                                    f(&ctx.call_id, &info);
+                                }
+                            }
+                            Err(_) => ctx.token.cancel(),
                         }
-                        result
+                        written
                     }
                     // Never spawned: the runner reports why.
                     Err(_) => Ok(()),
                 }
             };
             let runner = async {
-                match &kind {
-                    Kind::Stdio => run_stdio(cmd, run).await,
-                    Kind::File(path) => run_file_result(cmd, path, run).await,
+                match &result {
+                    WorkerResult::ExitStatus => run_to_exit(cmd, run).await,
+                    WorkerResult::Stdout => run_stdio(cmd, run).await,
+                    WorkerResult::File(path) => run_file_result(cmd, path, run).await,
                 }
             };
             let (output, framed): (Result<RunOutput>, Result<()>) =
                 tokio::join!(runner, frame_written);
-            framed.map_err(|e| e.to_string())?;
+            framed?;
             let output = match output {
                 Ok(output) => output,
-                Err(e) => return Err(with_crashed_participants(&ctx, e).await),
+                Err(e) => return Err(worker_failure(&ctx, e).await),
             };
             let text = String::from_utf8_lossy(&output.data);
-            decode(&text).map_err(|reason| {
-                Error::Decode {
-                    call: ctx.call_id.clone(),
-                    reason,
-                }
-                .to_string()
+            decode(&text).map_err(|reason| Error::Decode {
+                call: ctx.call_id.clone(),
+                reason,
             })
         })
     }
@@ -424,27 +330,33 @@ pub fn process_record(info: &WorkerInfo) -> ProcessRecord {
     }
 }
 
-/// The error of a failed worker, naming the participants it started that died without
-/// leaving (a nested `tom-ledger exec`, say): their crash is reported to this call.
-async fn with_crashed_participants(ctx: &super::spawned::CallContext, error: Error) -> String {
+/// The error of a failed worker. A worker that failed while its operation is aborted
+/// (a nested command that stopped on the abort) was cancelled, not broken: the call ends
+/// as cancelled. Participants it started that died without leaving (a nested
+/// `tom-ledger exec`, say) are named: their crash is reported to this call.
+async fn worker_failure(ctx: &super::spawned::CallContext, error: Error) -> Error {
     let shared = &ctx.operation.shared;
     let Ok(data) = shared.ledger.store.read(&shared.id).await else {
-        return error.to_string();
+        return error;
     };
-    let crashed: Vec<String> = data
+    if data.aborted {
+        ctx.token.cancel();
+        return error;
+    }
+    let crashed: Vec<ParticipantId> = data
         .participants
         .iter()
         .filter(|(_, p)| p.spawned_by.as_ref() == Some(&ctx.call_id))
         .filter(|(_, p)| p.state != crate::model::ParticipantState::Left)
-        .map(|(id, _)| format!("`{id}`"))
+        .map(|(id, _)| id.clone())
         .collect();
     if crashed.is_empty() {
-        error.to_string()
+        error
     } else {
-        format!(
-            "{error}; participant {} started by this call crashed",
-            crashed.join(", ")
-        )
+        Error::StartedParticipantsCrashed {
+            error: Box::new(error),
+            participants: crashed,
+        }
     }
 }
 

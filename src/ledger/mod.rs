@@ -14,6 +14,7 @@ mod exec;
 mod failure;
 mod follow;
 mod heartbeat;
+mod inspect;
 mod listing;
 mod operation;
 mod panic;
@@ -46,7 +47,7 @@ pub use connect::{
 };
 pub use exec::{
     Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_URL, ENV_OPERATION, ENV_PARTICIPANT, ExecWorker,
-    exit_code, process_record,
+    RunningFn, WorkerResult, exit_code, process_record,
 };
 pub use follow::{FollowEnd, Followed, LogFollower};
 pub use heartbeat::HeartbeatOptions;
@@ -165,7 +166,12 @@ impl Ledger {
     /// Connect to a ledger.
     pub async fn connect(connect: Connect) -> Result<Ledger> {
         let store: Arc<dyn Store> = match connect.target {
-            Target::Local(dir) => Arc::new(FileStore::open(dir, connect.file_options)?),
+            Target::Local { dir, create: true } => {
+                Arc::new(FileStore::open(dir, connect.file_options)?)
+            }
+            Target::Local { dir, create: false } => {
+                Arc::new(FileStore::open_existing(dir, connect.file_options)?)
+            }
             Target::Store(store) => store,
         };
         let pid = connect.pid.unwrap_or(std::process::id() as i32);

@@ -29,7 +29,8 @@ pub(crate) type Killer = Arc<dyn Fn(Signal) -> bool + Send + Sync>;
 #[derive(Clone, Debug)]
 enum Outcome<T> {
     Success(T),
-    Failed(String),
+    /// The work's own error, typed (shared: every `join()` gets it).
+    Failed(Arc<Error>),
     Cancelled,
 }
 
@@ -195,9 +196,9 @@ impl<T: Clone + Send + Sync + 'static> SpawnedCall<T> {
         match &*lock_outcome(&self.inner) {
             None => Err(Error::CallPending(self.inner.id.clone())),
             Some(Outcome::Success(v)) => Ok(v.clone()),
-            Some(Outcome::Failed(m)) => Err(Error::CallFailed {
+            Some(Outcome::Failed(cause)) => Err(Error::CallFailed {
                 call: self.inner.id.clone(),
-                message: m.clone(),
+                cause: cause.clone(),
             }),
             Some(Outcome::Cancelled) => Err(Error::Cancelled(self.inner.id.clone())),
         }
@@ -211,10 +212,18 @@ impl<T: Clone + Send + Sync + 'static> SpawnedCall<T> {
         self.result().unwrap_or(default)
     }
 
+    /// The typed error of a failed call (not of a cancelled one).
+    pub fn failure(&self) -> Option<Arc<Error>> {
+        match &*lock_outcome(&self.inner) {
+            Some(Outcome::Failed(cause)) => Some(cause.clone()),
+            _ => None,
+        }
+    }
+
     /// The error message if the call failed.
     pub fn error(&self) -> Option<String> {
         match &*lock_outcome(&self.inner) {
-            Some(Outcome::Failed(m)) => Some(m.clone()),
+            Some(Outcome::Failed(m)) => Some(m.to_string()),
             Some(Outcome::Cancelled) => Some(format!("call `{}` was cancelled", self.inner.id)),
             _ => None,
         }
@@ -230,6 +239,12 @@ impl<T: Clone + Send + Sync + 'static> SpawnedCall<T> {
     pub async fn join(&self) -> Result<T> {
         self.wait().await;
         self.result()
+    }
+
+    /// Ask the call to stop, without waiting for it: it ends as cancelled once its work
+    /// has stopped (a worker's group through the stop ladder). No-op once finished.
+    pub fn request_cancel(&self) {
+        self.inner.token.cancel();
     }
 
     /// Stop the call and wait until it has ended as cancelled (no-op once finished).
@@ -345,7 +360,7 @@ impl Operation {
                 ctx.open_frame(None).await
             };
             let outcome = match opened {
-                Err(e) => Outcome::Failed(e.to_string()),
+                Err(e) => Outcome::Failed(Arc::new(e)),
                 Ok(()) => {
                     // A panic of the work fails the call with the panic's message.
                     let fut = super::panic::guarded(|| work(ctx));
@@ -361,8 +376,8 @@ impl Operation {
                     match result {
                         _ if token.is_cancelled() => Outcome::Cancelled,
                         Some(Ok(Ok(v))) => Outcome::Success(v),
-                        Some(Ok(Err(e))) => Outcome::Failed(e.to_string()),
-                        Some(Err(panic)) => Outcome::Failed(panicked(&panic)),
+                        Some(Ok(Err(e))) => Outcome::Failed(Arc::new(Error::from_work(e))),
+                        Some(Err(panic)) => Outcome::Failed(Arc::new(Error::Panicked(panic))),
                         None => Outcome::Cancelled,
                     }
                 }
@@ -404,15 +419,22 @@ async fn finish<T: Clone + Send + Sync + 'static>(
             }
             Ok(None) => {}
             Err(panic) => {
-                outcome =
-                    Outcome::Failed(format!("{message}; on_call_crashed {}", panicked(&panic)))
+                outcome = Outcome::Failed(Arc::new(Error::CallbackPanicked {
+                    callback: "on_call_crashed",
+                    message: panic,
+                    after: Some(message.clone()),
+                }))
             }
         }
     }
     if let (Outcome::Success(v), Some(f)) = (&outcome, &callback.on_completion) {
         let v = v.clone();
         if let Err(panic) = super::panic::guarded(|| f(v)).await {
-            outcome = Outcome::Failed(format!("on_completion {}", panicked(&panic)));
+            outcome = Outcome::Failed(Arc::new(Error::CallbackPanicked {
+                callback: "on_completion",
+                message: panic,
+                after: None,
+            }));
         }
     }
     let _ = remove_frame(shared, id).await;
@@ -445,6 +467,10 @@ async fn finish<T: Clone + Send + Sync + 'static>(
         && let Some(f) = &callback.on_cleanup
         && let Err(panic) = super::panic::guarded(|| f()).await
     {
+        let after = match &outcome {
+            Outcome::Failed(m) => Some(m.clone()),
+            _ => None,
+        };
         let message = format!("on_cleanup {}", panicked(&panic));
         shared
             .log_quietly(
@@ -452,10 +478,11 @@ async fn finish<T: Clone + Send + Sync + 'static>(
                 &format!("CALLBACK_PANICKED callId={id} error={message}"),
             )
             .await;
-        outcome = match outcome {
-            Outcome::Failed(m) => Outcome::Failed(format!("{m}; {message}")),
-            _ => Outcome::Failed(message),
-        };
+        outcome = Outcome::Failed(Arc::new(Error::CallbackPanicked {
+            callback: "on_cleanup",
+            message: panic,
+            after,
+        }));
     }
     if let Outcome::Failed(message) = &outcome
         && options.fail_on_crash

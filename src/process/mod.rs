@@ -87,7 +87,7 @@ pub use recorded::{
 pub use registry::{Registry, registry};
 pub use run::{
     DEFAULT_MAX_STDOUT, DEFAULT_STDERR_TAIL, ExitCallback, LineCallback, RunOptions, RunOutput,
-    SpawnCallback, run_file_result, run_stdio,
+    SpawnCallback, run_file_result, run_stdio, run_to_exit,
 };
 pub use signal::{Signal, StopReason, signal_group, signal_pid};
 pub use spawn::{EscapeProof, SpawnMethod, StdioMode, WORKER_TAG_VAR, WorkerCommand};

@@ -53,8 +53,9 @@ pub type ExitCallback = Box<dyn FnOnce(ExitStatus) + Send>;
 pub struct RunOptions {
     /// Stop the worker and fail after this long (time stopped by job control excluded).
     pub timeout: Option<Duration>,
-    /// Grace between SIGTERM and SIGKILL when stopping.
-    pub grace: Duration,
+    /// Grace between SIGTERM and SIGKILL when stopping; unset, the supervisor's default
+    /// ([`DEFAULT_GRACE`] here, the operation's for a ledger's exec worker).
+    pub grace: Option<Duration>,
     /// Cancelling it stops the worker; the run fails with [`Error::WorkerStopped`].
     pub cancel: Option<CancellationToken>,
     /// Stdio runner: most bytes of stdout accepted.
@@ -63,6 +64,8 @@ pub struct RunOptions {
     pub stderr_tail: usize,
     /// Longer output lines are cut.
     pub max_line: usize,
+    /// What a cut line ends with (default [`TRUNCATED_MARK`](super::TRUNCATED_MARK)).
+    pub cut_mark: Option<String>,
     /// File runner: delete the result file once read (and after a failure).
     pub delete_result_file: bool,
     on_spawn: Option<SpawnCallback>,
@@ -75,11 +78,12 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             timeout: None,
-            grace: DEFAULT_GRACE,
+            grace: None,
             cancel: None,
             max_stdout: DEFAULT_MAX_STDOUT,
             stderr_tail: DEFAULT_STDERR_TAIL,
             max_line: DEFAULT_MAX_LINE,
+            cut_mark: None,
             delete_result_file: true,
             on_spawn: None,
             on_stdout: None,
@@ -96,7 +100,7 @@ impl RunOptions {
     }
 
     pub fn grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
+        self.grace = Some(grace);
         self
     }
 
@@ -107,6 +111,13 @@ impl RunOptions {
 
     pub fn max_stdout(mut self, bytes: usize) -> Self {
         self.max_stdout = bytes;
+        self
+    }
+
+    /// Output lines longer than `bytes` are cut there and end with `mark`.
+    pub fn max_line(mut self, bytes: usize, mark: Option<String>) -> Self {
+        self.max_line = bytes;
+        self.cut_mark = mark;
         self
     }
 
@@ -148,6 +159,20 @@ pub struct RunOutput {
     pub status: ExitStatus,
     pub info: WorkerInfo,
     pub elapsed: Duration,
+}
+
+/// Runs a worker for its exit status; `data` is empty. Its stdout and stderr go where
+/// the command says; where it does not say, they are piped to `on_stdout`/`on_stderr`.
+///
+/// Fails as [`run_stdio`] does, except for the output bound.
+pub async fn run_to_exit(cmd: WorkerCommand, opts: RunOptions) -> Result<RunOutput> {
+    let run = supervise(cmd, opts, None).await?;
+    run.ended.map(|status| RunOutput {
+        data: Vec::new(),
+        status,
+        info: run.info,
+        elapsed: run.elapsed,
+    })
 }
 
 /// Runs a worker whose stdout is its result and whose stderr is its log.
@@ -218,12 +243,9 @@ fn remove_quietly(path: &Path) {
 fn read_result(path: &Path, program: &str, tail: &str) -> Result<Vec<u8>> {
     match std::fs::read(path) {
         Ok(data) => Ok(data),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::WorkerFailed {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::ResultFileMissing {
             program: program.to_owned(),
-            status: format!(
-                "exited with code 0 without writing its result file `{}`",
-                path.display()
-            ),
+            path: path.to_owned(),
             stderr: tail.to_owned(),
         }),
         Err(e) => Err(Error::io("read worker result", path, e)),
@@ -249,17 +271,18 @@ enum End {
 }
 
 /// Spawns, streams, waits and stops. `collect: Some(limit)` collects stdout up to
-/// `limit` bytes; `None` streams it to `on_stdout`.
+/// `limit` bytes; `None` streams it to `on_stdout` (when piped).
 async fn supervise(
     cmd: WorkerCommand,
     mut opts: RunOptions,
     collect: Option<usize>,
 ) -> Result<Supervised> {
     let start = Instant::now();
-    let mut worker = cmd
-        .stdout(StdioMode::Piped)
-        .stderr(StdioMode::Piped)
-        .spawn()?;
+    let cmd = match collect {
+        Some(_) => cmd.stdout(StdioMode::Piped),
+        None => cmd,
+    };
+    let mut worker = cmd.pipe_unset_output().spawn()?;
     let info = worker.info().clone();
     if let Some(f) = opts.on_spawn.take() {
         f(&info);
@@ -269,7 +292,7 @@ async fn supervise(
     let stderr_task = worker.take_stderr().map(|err| {
         tokio::spawn(read_lines(
             err,
-            opts.max_line,
+            decoder(&opts),
             opts.on_stderr.take(),
             Some(tail.clone()),
         ))
@@ -283,7 +306,7 @@ async fn supervise(
             None => {
                 lines_task = Some(tokio::spawn(read_lines(
                     out,
-                    opts.max_line,
+                    decoder(&opts),
                     opts.on_stdout.take(),
                     None,
                 )));
@@ -301,16 +324,15 @@ async fn supervise(
     .await;
     // A stop from elsewhere (registry, signal handler) shows as death by signal: keep why.
     let outside_stop = worker.stop_reason();
+    let grace = opts.grace.unwrap_or(DEFAULT_GRACE);
     let status = match &end {
         End::Exited(status) => {
-            worker
-                .stop_with(Some(opts.grace), StopReason::Requested)
-                .await;
+            worker.stop_with(Some(grace), StopReason::Requested).await;
             Some(*status)
         }
-        End::TimedOut => stop(&mut worker, opts.grace, StopReason::Timeout).await,
-        End::Cancelled => stop(&mut worker, opts.grace, StopReason::Cancelled).await,
-        End::TooMuchOutput => stop(&mut worker, opts.grace, StopReason::OutputTooLarge).await,
+        End::TimedOut => stop(&mut worker, grace, StopReason::Timeout).await,
+        End::Cancelled => stop(&mut worker, grace, StopReason::Cancelled).await,
+        End::TooMuchOutput => stop(&mut worker, grace, StopReason::OutputTooLarge).await,
     };
     if let Some(task) = stdout_task {
         collected = Some(drain(task).await.unwrap_or(Ok(Vec::new())));
@@ -349,6 +371,7 @@ async fn supervise(
             _ => Err(Error::WorkerFailed {
                 program: program.clone(),
                 status: describe(status),
+                exit: status,
                 stderr: tail.clone(),
             }),
         },
@@ -437,13 +460,19 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+fn decoder(opts: &RunOptions) -> LineDecoder {
+    match &opts.cut_mark {
+        Some(mark) => LineDecoder::with_mark(opts.max_line, mark.clone()),
+        None => LineDecoder::new(opts.max_line),
+    }
+}
+
 async fn read_lines<R: AsyncRead + Unpin>(
     mut reader: R,
-    max_line: usize,
+    mut decoder: LineDecoder,
     mut callback: Option<LineCallback>,
     tail: Option<Arc<Mutex<LineTail>>>,
 ) {
-    let mut decoder = LineDecoder::new(max_line);
     let mut emit = |line: String| {
         if let Some(tail) = &tail
             && let Ok(mut tail) = tail.lock()

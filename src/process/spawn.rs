@@ -132,8 +132,9 @@ pub struct WorkerCommand {
     cwd: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
     stdin: StdioMode,
-    stdout: StdioMode,
-    stderr: StdioMode,
+    /// `None` until set: spawned as inherited, piped by the runners (which read it).
+    stdout: Option<StdioMode>,
+    stderr: Option<StdioMode>,
     parent_death: Option<Signal>,
     escape: EscapeProof,
     method: SpawnMethod,
@@ -151,8 +152,8 @@ impl WorkerCommand {
             cwd: None,
             env: Vec::new(),
             stdin: StdioMode::Null,
-            stdout: StdioMode::Inherit,
-            stderr: StdioMode::Inherit,
+            stdout: None,
+            stderr: None,
             parent_death: Some(Signal::SIGKILL),
             escape: EscapeProof::Off,
             method: SpawnMethod::Vfork,
@@ -199,12 +200,12 @@ impl WorkerCommand {
     }
 
     pub fn stdout(mut self, mode: StdioMode) -> Self {
-        self.stdout = mode;
+        self.stdout = Some(mode);
         self
     }
 
     pub fn stderr(mut self, mode: StdioMode) -> Self {
-        self.stderr = mode;
+        self.stderr = Some(mode);
         self
     }
 
@@ -245,6 +246,22 @@ impl WorkerCommand {
     }
 
     /// The program as given.
+    /// Pipe stdout and stderr where the caller has not said where they go (the runners
+    /// read them: lines to callbacks, the stderr tail into errors).
+    pub(crate) fn pipe_unset_output(mut self) -> Self {
+        self.stdout.get_or_insert(StdioMode::Piped);
+        self.stderr.get_or_insert(StdioMode::Piped);
+        self
+    }
+
+    fn stdout_mode(&self) -> StdioMode {
+        self.stdout.unwrap_or(StdioMode::Inherit)
+    }
+
+    fn stderr_mode(&self) -> StdioMode {
+        self.stderr.unwrap_or(StdioMode::Inherit)
+    }
+
     pub fn program(&self) -> String {
         self.program.to_string_lossy().into_owned()
     }
@@ -347,8 +364,8 @@ impl WorkerCommand {
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(self.stdin.to_std()?)
-            .stdout(self.stdout.to_std()?)
-            .stderr(self.stderr.to_std()?)
+            .stdout(self.stdout_mode().to_std()?)
+            .stderr(self.stderr_mode().to_std()?)
             .process_group(0)
             .kill_on_drop(false);
         if let Some(name) = &self.arg0 {
@@ -397,7 +414,7 @@ impl WorkerCommand {
             args: &self.args,
             cwd: self.cwd.as_deref(),
             env,
-            stdio: [self.stdin, self.stdout, self.stderr],
+            stdio: [self.stdin, self.stdout_mode(), self.stderr_mode()],
             cgroup_procs: cgroup_fd,
             parent_death: self.parent_death,
         };

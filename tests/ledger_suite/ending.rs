@@ -9,6 +9,7 @@ use serde_json::Value;
 use tom_dist_ledger::Error;
 use tom_dist_ledger::ledger::{CallCallback, CallOptions, ExecWorker, OperationOptions};
 use tom_dist_ledger::model::{OperationState, ParticipantState};
+use tom_dist_ledger::process::{RunOptions, WorkerCommand};
 
 use super::exec::{ready, ready_signal};
 use super::{Backend, connect, connect_with, log_of, wait_until};
@@ -48,9 +49,8 @@ pub async fn complete_refuses_while_own_calls_run_and_cancels_when_asked(b: &dyn
     let (on_line, rx) = ready_signal();
     let results = tempfile::tempdir().unwrap();
     let worker = op.exec_file_result_worker::<Value>(
-        ExecWorker::new(HANG)
-            .args(["--marker", &scope.marker])
-            .on_stdout(on_line),
+        ExecWorker::new(WorkerCommand::new(HANG).args(["--marker", &scope.marker]))
+            .run(RunOptions::default().on_stdout(on_line)),
         results.path().join("r.json"),
     );
     ready(rx).await;
@@ -127,9 +127,8 @@ pub async fn forced_completion_cancels_every_participants_calls(b: &dyn Backend)
     let (on_line, rx) = ready_signal();
     let results = tempfile::tempdir().unwrap();
     let worker = joined.exec_file_result_worker::<Value>(
-        ExecWorker::new(HANG)
-            .args(["--marker", &scope.marker])
-            .on_stdout(on_line),
+        ExecWorker::new(WorkerCommand::new(HANG).args(["--marker", &scope.marker]))
+            .run(RunOptions::default().on_stdout(on_line)),
         results.path().join("r.json"),
     );
     ready(rx).await;

@@ -7,6 +7,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 use tom_dist_ledger::Error;
 use tom_dist_ledger::ledger::{CallOptions, ExecWorker, OperationOptions};
+use tom_dist_ledger::process::{RunOptions, WorkerCommand};
 
 use super::{Backend, connect, log_of};
 use crate::common::process::{TestScope, alive, assert_none_left};
@@ -55,9 +56,16 @@ pub async fn stdio_worker_returns_json(b: &dyn Backend) {
     let exits = Arc::new(Mutex::new(Vec::new()));
     let e = exits.clone();
     let call = op.exec_stdio_worker::<Value>(
-        ExecWorker::new(PRINT_JSON)
-            .args(["--value", "7", "--marker", &scope.marker])
-            .on_exit(move |code| e.lock().unwrap().push(code)),
+        ExecWorker::new(WorkerCommand::new(PRINT_JSON).args([
+            "--value",
+            "7",
+            "--marker",
+            &scope.marker,
+        ]))
+        .run(RunOptions::default().on_exit({
+            let f = move |code| e.lock().unwrap().push(code);
+            move |s| f(tom_dist_ledger::ledger::exit_code(s))
+        })),
     );
     let v = call.join().await.unwrap();
     assert_eq!(v["value"], 7);
@@ -76,7 +84,9 @@ pub async fn worker_gets_the_nested_environment(b: &dyn Backend) {
         .await
         .unwrap();
     let script = r#"printf '{"op":"%s","call":"%s","participant":"%s","dir":"%s","url":"%s"}' "$TOM_LEDGER_OPERATION" "$TOM_LEDGER_CALL" "$TOM_LEDGER_PARTICIPANT" "$TOM_LEDGER_DIR" "$TOM_LEDGER_URL""#;
-    let call = op.exec_stdio_worker::<Value>(ExecWorker::new("sh").args(["-c", script]));
+    let call = op.exec_stdio_worker::<Value>(ExecWorker::new(
+        WorkerCommand::new("sh").args(["-c", script]),
+    ));
     let v = call.join().await.unwrap();
     assert_eq!(v["op"], op.operation_id().as_str());
     assert_eq!(v["call"], call.call_id().as_str());
@@ -101,9 +111,14 @@ pub async fn non_zero_exit_fails_with_code_and_stderr(b: &dyn Backend) {
         .await
         .unwrap();
     let call = op.exec_stdio_worker::<Value>(
-        ExecWorker::new(EXIT)
-            .args(["3", "--message", "disk on fire", "--marker", &scope.marker])
-            .fail_on_crash(false),
+        ExecWorker::new(WorkerCommand::new(EXIT).args([
+            "3",
+            "--message",
+            "disk on fire",
+            "--marker",
+            &scope.marker,
+        ]))
+        .call(CallOptions::new().fail_on_crash(false)),
     );
     let err = call.join().await.unwrap_err().to_string();
     assert!(err.contains("exit"), "{err}");
@@ -123,13 +138,13 @@ pub async fn file_worker_reads_the_finished_file(b: &dyn Backend) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("result.json");
     let call = op.exec_file_result_worker::<Value>(
-        ExecWorker::new(WRITE_RESULT).args([
+        ExecWorker::new(WorkerCommand::new(WRITE_RESULT).args([
             path.to_str().unwrap(),
             "--content",
             r#"{"n":1}"#,
             "--marker",
             &scope.marker,
-        ]),
+        ])),
         &path,
     );
     assert_eq!(call.join().await.unwrap()["n"], 1);
@@ -138,16 +153,15 @@ pub async fn file_worker_reads_the_finished_file(b: &dyn Backend) {
     let slow = dir.path().join("slow.json");
     let big = format!("{{\"text\":\"{}\"}}", "y".repeat(20_000));
     let call = op.exec_file_result_worker::<Value>(
-        ExecWorker::new(WRITE_RESULT)
-            .args([
-                slow.to_str().unwrap(),
-                "--slow",
-                "--content",
-                &big,
-                "--marker",
-                &scope.marker,
-            ])
-            .delete_result_file(false),
+        ExecWorker::new(WorkerCommand::new(WRITE_RESULT).args([
+            slow.to_str().unwrap(),
+            "--slow",
+            "--content",
+            &big,
+            "--marker",
+            &scope.marker,
+        ]))
+        .run(RunOptions::default().delete_result_file(false)),
         &slow,
     );
     assert_eq!(
@@ -168,9 +182,10 @@ pub async fn file_worker_without_file_fails_at_once(b: &dyn Backend) {
     let path = dir.path().join("never.json");
     let started = Instant::now();
     let call = op.exec_file_result_worker::<Value>(
-        ExecWorker::new(WRITE_RESULT)
-            .args([path.to_str().unwrap(), "--no-file"])
-            .fail_on_crash(false),
+        ExecWorker::new(
+            WorkerCommand::new(WRITE_RESULT).args([path.to_str().unwrap(), "--no-file"]),
+        )
+        .call(CallOptions::new().fail_on_crash(false)),
         &path,
     );
     let err = call.join().await.unwrap_err().to_string();
@@ -192,10 +207,9 @@ pub async fn timeout_stops_the_whole_tree(b: &dyn Backend) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.json");
     let call = op.exec_file_result_worker::<Value>(
-        ExecWorker::new(FORK_TREE)
-            .args(["3", "--marker", &scope.marker])
-            .timeout(Duration::from_millis(500))
-            .fail_on_crash(false),
+        ExecWorker::new(WorkerCommand::new(FORK_TREE).args(["3", "--marker", &scope.marker]))
+            .call(CallOptions::new().fail_on_crash(false))
+            .run(RunOptions::default().timeout(Duration::from_millis(500))),
         &path,
     );
     let err = call.join().await.unwrap_err().to_string();
@@ -215,9 +229,8 @@ pub async fn cancel_runs_the_stop_ladder(b: &dyn Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (on_line, rx) = ready_signal();
     let call = op.exec_file_result_worker::<Value>(
-        ExecWorker::new(IGNORE_TERM)
-            .args(["--marker", &scope.marker])
-            .on_stdout(on_line),
+        ExecWorker::new(WorkerCommand::new(IGNORE_TERM).args(["--marker", &scope.marker]))
+            .run(RunOptions::default().on_stdout(on_line)),
         dir.path().join("r.json"),
     );
     ready(rx).await;
@@ -271,11 +284,12 @@ pub async fn kill_signals_the_group(b: &dyn Backend) {
     let code = Arc::new(Mutex::new(None));
     let c = code.clone();
     let call = op.exec_file_result_worker::<Value>(
-        ExecWorker::new(HANG)
-            .args(["--marker", &scope.marker])
-            .on_stdout(on_line)
-            .on_exit(move |x| *c.lock().unwrap() = Some(x))
-            .fail_on_crash(false),
+        ExecWorker::new(WorkerCommand::new(HANG).args(["--marker", &scope.marker]))
+            .call(CallOptions::new().fail_on_crash(false))
+            .run(RunOptions::default().on_stdout(on_line).on_exit({
+                let f = move |x| *c.lock().unwrap() = Some(x);
+                move |s| f(tom_dist_ledger::ledger::exit_code(s))
+            })),
         dir.path().join("r.json"),
     );
     ready(rx).await;
@@ -297,8 +311,10 @@ pub async fn missing_executable_is_a_spawn_error(b: &dyn Backend) {
         .create_operation(OperationOptions::new())
         .await
         .unwrap();
-    let call = op
-        .exec_stdio_worker::<Value>(ExecWorker::new("/nonexistent/tool-xyz").fail_on_crash(false));
+    let call = op.exec_stdio_worker::<Value>(
+        ExecWorker::new(WorkerCommand::new("/nonexistent/tool-xyz"))
+            .call(CallOptions::new().fail_on_crash(false)),
+    );
     let err = call.join().await.unwrap_err().to_string();
     assert!(
         err.contains("cannot start `/nonexistent/tool-xyz`"),
@@ -316,9 +332,9 @@ pub async fn stderr_is_streamed_in_whole_lines(b: &dyn Backend) {
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let l = lines.clone();
     let call = op.exec_stdio_worker::<Value>(
-        ExecWorker::new(STDERR_LINES)
-            .args(["300"])
-            .on_stderr(move |line| l.lock().unwrap().push(line.to_string())),
+        ExecWorker::new(WorkerCommand::new(STDERR_LINES).args(["300"])).run(
+            RunOptions::default().on_stderr(move |line| l.lock().unwrap().push(line.to_string())),
+        ),
     );
     assert_eq!(call.join().await.unwrap()["lines"], 300);
     let lines = lines.lock().unwrap().clone();
@@ -362,14 +378,16 @@ pub async fn worker_failure_fails_the_operation(b: &dyn Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (on_line, rx) = ready_signal();
     let survivor = op.exec_file_result_worker::<Value>(
-        ExecWorker::new(FORK_TREE)
-            .args(["2", "--marker", &scope.marker])
-            .on_stdout(on_line),
+        ExecWorker::new(WorkerCommand::new(FORK_TREE).args(["2", "--marker", &scope.marker]))
+            .run(RunOptions::default().on_stdout(on_line)),
         dir.path().join("r.json"),
     );
     ready(rx).await;
-    let failing =
-        op.exec_stdio_worker::<Value>(ExecWorker::new(EXIT).args(["1", "--marker", &scope.marker]));
+    let failing = op.exec_stdio_worker::<Value>(ExecWorker::new(WorkerCommand::new(EXIT).args([
+        "1",
+        "--marker",
+        &scope.marker,
+    ])));
     let info = tokio::time::timeout(Duration::from_secs(20), op.failed())
         .await
         .expect("operation fails");

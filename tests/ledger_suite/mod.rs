@@ -9,6 +9,7 @@ pub mod calls;
 pub mod ending;
 pub mod exec;
 pub mod lifecycle;
+pub mod outcomes;
 pub mod panics;
 pub mod pause;
 pub mod signals;
@@ -211,6 +212,10 @@ macro_rules! ledger_suite {
             exec::stderr_is_streamed_in_whole_lines,
             exec::server_request_times_out,
             exec::worker_failure_fails_the_operation,
+            outcomes::join_gives_the_exit_status_typed,
+            outcomes::join_gives_a_timeout_typed,
+            outcomes::exit_status_worker_succeeds,
+            outcomes::an_operation_is_read_from_outside,
             panics::panic_in_spawned_work_fails_the_call,
             panics::panic_in_spawned_work_with_fail_on_crash_fails_the_operation,
             panics::panic_in_on_completion_fails_the_call,

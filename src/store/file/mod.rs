@@ -137,6 +137,24 @@ impl FileStore {
         })
     }
 
+    /// Open a ledger directory that exists, creating nothing (`backup/` comes with the
+    /// first archive): for readers (`ls`, `status`, `log`). The same trust checks as
+    /// [`open`](Self::open), on what is there.
+    pub fn open_existing(base: impl Into<PathBuf>, options: FileStoreOptions) -> Result<Self> {
+        let base: PathBuf = base.into();
+        let paths = Paths::new(base.clone());
+        trust::check_ledger_dir(&base)?;
+        if paths.backup_dir().symlink_metadata().is_ok() {
+            trust::ensure_private_dir(&paths.backup_dir(), "archive directory")?;
+        }
+        let watcher = watch::DirWatcher::new(base);
+        Ok(Self {
+            paths,
+            options,
+            watcher,
+        })
+    }
+
     /// The ledger directory.
     pub fn base(&self) -> &Path {
         self.paths.base()
