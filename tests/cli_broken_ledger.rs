@@ -73,7 +73,7 @@ fn interrupt(env: &Env, run: Live) -> Out {
 fn a_deleted_ledger_directory_still_stops_the_workers_and_deletes_temp_resources() {
     let env = Env::new();
     let (run, _) = start(&env, &[]);
-    std::fs::remove_dir_all(&env.ledger).expect("delete the ledger");
+    delete_while_written(&env.ledger);
     let out = interrupt(&env, run);
     // Two events race: the SIGINT (exit 130) and the run noticing that its operation
     // file is gone, which fails the operation (exit 1). Either way it ends at once and
@@ -86,6 +86,22 @@ fn a_deleted_ledger_directory_still_stops_the_workers_and_deletes_temp_resources
         out.stderr
     );
     assert_eq!(out.json().last().expect("events")["exit_code"], out.code());
+}
+
+/// Delete a directory that a running process goes on writing into: a file it creates
+/// meanwhile makes one attempt fail with "not empty", so try again (bounded).
+fn delete_while_written(dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => return,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("deleting {} again after: {e}", dir.display());
+            }
+            Err(e) => panic!("delete {}: {e}", dir.display()),
+        }
+    }
 }
 
 #[test]
