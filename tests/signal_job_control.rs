@@ -62,14 +62,10 @@ async fn sigtstp_stops_the_supervisor_and_its_worker_groups_and_sigcont_resumes_
         all.iter().all(|&p| state(p).is_some_and(|s| s != 'T'))
     })
     .await;
-    let deadline = tokio::time::Instant::now() + BOUND;
-    while paused_at().await.is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the resume is not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::crash::wait_for("the resume to be recorded", || async {
+        paused_at().await.is_none()
+    })
+    .await;
 
     kill(Pid::from_raw(pid), Signal::SIGINT).unwrap();
     let status = tokio::time::timeout(BOUND, child.wait())

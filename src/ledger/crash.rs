@@ -22,8 +22,7 @@ use crate::process::{ProcessIdentity, RecordedGroup, Verdict, stop_recorded};
 
 use crate::presence::{PresenceEvent, PresenceEvents};
 
-use super::LedgerInner;
-use super::core::{self, Here};
+use super::core;
 use super::exec::ENV_OPERATION;
 use super::shared::{OpShared, spawn};
 
@@ -69,7 +68,7 @@ pub(crate) async fn declare_crashed(
         return;
     }
     let me = shared.ledger.config.participant.clone();
-    let here = here(&shared.ledger);
+    let here = super::recovery_proof::here(&shared.ledger.identity);
     let mut effects = Vec::new();
     let result = shared
         .modify(|data, now| {
@@ -79,14 +78,6 @@ pub(crate) async fn declare_crashed(
         .await;
     if result.is_ok() {
         super::effects::run(shared, effects).await;
-    }
-}
-
-/// This process as the judge of whose temp resources it may delete.
-pub(crate) fn here(ledger: &LedgerInner) -> Here {
-    Here {
-        host: ledger.identity.host.clone(),
-        uid: ledger.identity.uid,
     }
 }
 

@@ -257,7 +257,7 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
                 .await;
         }
     }
-    let here = super::crash::here(&shared.ledger);
+    let here = super::recovery_proof::here(&shared.ledger.identity);
     let mut swept = Default::default();
     let result = shared
         .modify(|data, now| {

@@ -145,6 +145,8 @@ impl Ledger {
         let store = &self.inner.store;
         let me = &self.inner.identity;
         let mut plans = Vec::new();
+        // The mount table and home directory are read once for all operations.
+        let protected = super::temps::protected(&self.inner);
         for id in store.list().await? {
             // Unreadable operations are reported by the caller, as `recover` reports them.
             let Ok(data) = store.read(&id).await else {
@@ -187,7 +189,6 @@ impl Ledger {
                     let (delete, keep) =
                         core::temps::split(&data, data.temp_resources.clone(), &here(me));
                     // The removal function's own refusals show here as they would then.
-                    let protected = super::temps::protected(&self.inner);
                     for t in delete {
                         let shown = TempResource::display_path(&t.path);
                         match t.target().map(|p| protected.check(&p)) {

@@ -94,7 +94,7 @@ fn is_ours(path: &Path, must_be_empty: bool) -> bool {
         return false;
     };
     meta.file_type().is_file()
-        && meta.uid() == nix::unistd::geteuid().as_raw()
+        && meta.uid() == super::trust::my_uid()
         && (!must_be_empty || meta.len() == 0)
 }
 

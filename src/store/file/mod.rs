@@ -252,7 +252,7 @@ impl FileStore {
         let plan = trail::plan(&self.paths, op, &lock, seq, old_len, record, bounds);
         // The oldest entry that goes becomes this write's staging file.
         let recycle = plan.entry.and(plan.doomed.first().copied());
-        replace::swap_in(
+        let recycled = replace::swap_in(
             &self.paths,
             op,
             &data.to_json(),
@@ -265,7 +265,8 @@ impl FileStore {
         }
         drop(lock);
         // A recycled entry has moved: its old name is gone already.
-        trail::prune(&self.paths, op, &plan, bounds.keep);
+        let moved = recycle.filter(|_| recycled);
+        trail::prune(&self.paths, op, &plan, bounds.keep, moved);
         Ok(data)
     }
 

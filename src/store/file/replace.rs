@@ -47,8 +47,9 @@ pub fn swap_in(
     trail_seq: Option<u64>,
     recycle: Option<u64>,
     durable: bool,
-) -> Result<()> {
+) -> Result<bool> {
     let target = paths.operation(op);
+    let mut moved = false;
     let staging = match trail_seq {
         Some(seq) => {
             // Never stage through a trail directory that is a symlink.
@@ -60,6 +61,7 @@ pub fn swap_in(
                 }
                 None => false,
             };
+            moved = recycled;
             if !recycled {
                 // An entry already there was staged by a writer that died before its
                 // swap: it is replaced.
@@ -90,7 +92,7 @@ pub fn swap_in(
             sync_dir(&paths.trail_dir(op))?;
         }
     }
-    Ok(())
+    Ok(moved)
 }
 
 /// Without `RENAME_EXCHANGE`: move the staged file aside, link the current file into the

@@ -210,8 +210,8 @@ fn next_entry(paths: &Paths, op: &OperationId, from: u64, below: u64) -> Option<
 
 /// Remove what the plan doomed (after the lock is released; failures are left to the
 /// sweep), and every `keep`-th write sweep entries below the trail's start.
-pub fn prune(paths: &Paths, op: &OperationId, plan: &Plan, keep: u64) {
-    for &n in &plan.doomed {
+pub fn prune(paths: &Paths, op: &OperationId, plan: &Plan, keep: u64, moved: Option<u64>) {
+    for &n in plan.doomed.iter().filter(|&&n| Some(n) != moved) {
         let _ = fs::remove_file(paths.trail_entry(op, n));
     }
     if let Some(state) = plan.state

@@ -27,9 +27,11 @@ pub enum Owner {
     Anyone,
 }
 
-/// The effective uid of this process: the owner of everything the store creates.
+/// The effective uid of this process: the owner of everything the store creates. Read
+/// once: it is asked on every file the store opens.
 pub fn my_uid() -> u32 {
-    nix::unistd::geteuid().as_raw()
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UID.get_or_init(|| nix::unistd::geteuid().as_raw())
 }
 
 /// Refuse a ledger directory that another user owns or that group or others can write.
