@@ -139,8 +139,9 @@ fn a_cgroup_outside_our_subtree_is_never_killed_nor_removed() {
     };
     let env = Env::new();
     let path = dir.join(format!("tdl-foreign-{}", env.marker));
-    std::fs::create_dir(&path).expect("foreign cgroup");
+    // The bystander first: once the cgroup exists, its guard owns it.
     let child = bystander(&env);
+    std::fs::create_dir(&path).expect("foreign cgroup");
     let foreign = ForeignCgroup { path, child };
     let pid = foreign.child.id() as i32;
     std::fs::write(foreign.path.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
