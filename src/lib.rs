@@ -27,6 +27,7 @@ pub mod poll;
 pub mod presence;
 pub mod process;
 pub mod revision;
+pub mod server;
 pub mod stop_reason;
 pub mod store;
 pub mod temp_path;

@@ -24,6 +24,8 @@ const LAYERS: &[&[&str]] = &[
     &["presence", "cleanup"],
     // Operations, calls, crash handling: uses everything below.
     &["ledger"],
+    // The ledger server: serves any store over HTTP.
+    &["server"],
 ];
 
 /// Layers whose modules may name each other.

@@ -55,6 +55,8 @@ pub enum Command {
     Recover(RecoverArgs),
     /// Write the timeline of an operation as Chrome trace-event JSON (Perfetto)
     Trace(TraceArgs),
+    /// Serve the ledger over HTTP to participants on this and other machines
+    Serve(ServeArgs),
 }
 
 impl Command {
@@ -70,6 +72,7 @@ impl Command {
             Command::Abort(_) => "abort",
             Command::Recover(_) => "recover",
             Command::Trace(_) => "trace",
+            Command::Serve(_) => "serve",
         }
     }
 }
@@ -186,6 +189,26 @@ pub struct RecoverArgs {
     /// Only report what would be recovered; change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; anything but loopback needs the token
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+
+    /// Port to listen on (0: any free port, printed on start)
+    #[arg(long, value_name = "PORT", default_value_t = 19880)]
+    pub port: u16,
+
+    /// File holding the token clients must send [default: a fresh token written to
+    /// {ledger}/server.token, mode 0600]
+    #[arg(long, value_name = "FILE", conflicts_with = "no_auth")]
+    pub token_file: Option<PathBuf>,
+
+    /// Accept requests without a token (loopback addresses only)
+    #[arg(long)]
+    pub no_auth: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@
 //! - [`nested`]: `exec` and `temp`, which join an enclosing operation.
 //! - [`inspect`] and [`trace`]: the read-only commands and `abort`.
 //! - [`recover`]: cleaning up operations left by dead participants.
+//! - [`serve`]: the ledger over HTTP.
 //! - [`output`]: progress display, plain lines or JSON events.
 //! - [`exit`]: exit statuses.
 //! - [`error`]: the errors only the command has (plan, program, missing operation).
@@ -26,6 +27,7 @@ mod plan;
 mod recover;
 mod run;
 mod schedule;
+mod serve;
 mod signals;
 mod trace;
 
@@ -48,10 +50,12 @@ pub fn main() -> i32 {
         Err(e) => return usage_error(&e),
     };
     init_tracing(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The server answers many clients at once: it gets worker threads.
+    let mut builder = match cli.command {
+        Command::Serve(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             print_error(&format!("cannot start the runtime: {e}"));
@@ -134,6 +138,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Abort(a) => inspect::abort(&ctx, a).await,
         Command::Recover(a) => recover::recover(&ctx, a).await,
         Command::Trace(a) => inspect::trace(&ctx, a).await,
+        Command::Serve(a) => serve::serve(&ctx, a).await,
     }
 }
 

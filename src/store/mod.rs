@@ -35,6 +35,7 @@ pub mod file;
 pub mod memory;
 mod read_change_write;
 mod refs;
+pub mod remote;
 mod summary;
 
 use std::fmt::Debug;

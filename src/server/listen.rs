@@ -1,0 +1,102 @@
+//! The accept loop: HTTP/1 connections with a header read timeout and a bounded header
+//! buffer (a client that sends its request slowly, or never, is dropped), and a graceful
+//! shutdown that lets requests in flight finish within a bound.
+//!
+//! `axum::serve` has no header timeout (it runs hyper without a timer), so connections
+//! are served here with hyper's own HTTP/1 builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// Connection settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Time a client has to send its request headers (also an idle keep-alive's life).
+    pub header_time: Duration,
+    /// Largest request head (request line and headers); larger gets 431.
+    pub header_bytes: usize,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub connections: usize,
+    /// How long a shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_time: Duration::from_secs(10),
+            header_bytes: 64 * 1024,
+            connections: 4096,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serve `app` on `listener` until `shutdown` turns true, then close idle connections,
+/// let requests in flight finish (bounded by the grace) and return.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.connections));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of descriptors and the like: pause instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = shutdown.clone();
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
+            let _permit = permit;
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_time)
+                .max_buf_size(limits.header_bytes)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stop.wait_for(|stop| *stop) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.shutdown_grace, drained)
+        .await
+        .is_err()
+    {
+        connections.abort_all();
+    }
+}

@@ -1,0 +1,215 @@
+//! The native API under `/v1/`: the [`Store`](crate::store::Store) trait over HTTP.
+//! Each route is one store call; every change is written through to the store before
+//! the answer. Ids from the path are validated before they reach the store.
+//!
+//! | route | store call |
+//! |---|---|
+//! | `GET /v1/operations` | `list` |
+//! | `POST /v1/operations` (a `LedgerData`) | `create` (201, 409 if taken) |
+//! | `GET /v1/operations/{op}` | `read_versioned` (`ETag`) |
+//! | `PUT /v1/operations/{op}[?kind=refresh]` (`If-Match`) | `compare_and_swap` (412 on conflict) |
+//! | `POST /v1/operations/{op}/archive` | `archive` |
+//! | `GET/POST /v1/operations/{op}/log/{main,debug}` | `read_log` (`?from=`) / `append_log` |
+//! | `GET /v1/operations/{op}/events` | `watch`, as JSON lines (see `events.rs`) |
+//! | `GET /v1/archived`, `GET /v1/archived/{op}` | `list_archived`, `read_archived` |
+//! | `GET /v1/summaries` | `list_summaries` |
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::ids::OperationId;
+use crate::model::LedgerData;
+use crate::store::remote::wire::{
+    AppendBody, ArchivedBody, IdsBody, KIND_REFRESH, LogBody, SummariesBody, SummaryBody, etag,
+    parse_etag, parse_log_segment,
+};
+use crate::store::{LogCursor, Revision, Versioned, WriteKind};
+
+use super::errors::ApiError;
+use super::events;
+use super::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/operations", get(list).post(create))
+        .route("/v1/operations/{op}", get(read).put(swap))
+        .route("/v1/operations/{op}/archive", post(archive))
+        .route(
+            "/v1/operations/{op}/log/{kind}",
+            get(read_log).post(append_log),
+        )
+        .route("/v1/operations/{op}/events", get(events::stream))
+        .route("/v1/archived", get(list_archived))
+        .route("/v1/archived/{op}", get(read_archived))
+        .route("/v1/summaries", get(summaries))
+}
+
+type ApiResult<T = Response> = std::result::Result<T, ApiError>;
+
+/// An operation id from the path.
+pub fn operation(raw: &str) -> ApiResult<OperationId> {
+    Ok(OperationId::parse(raw)?)
+}
+
+/// A JSON body; bad JSON or a wrong shape is a 400 naming what was wrong.
+fn json_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid json body: {e}")))
+}
+
+/// The data with its revision as `ETag`.
+fn versioned(status: StatusCode, v: Versioned) -> Response {
+    let mut response = (status, Json(v.data)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&etag(v.revision)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+async fn list(State(state): State<AppState>) -> ApiResult<Json<IdsBody>> {
+    Ok(Json(IdsBody {
+        operations: state.store.list().await?,
+    }))
+}
+
+async fn list_archived(State(state): State<AppState>) -> ApiResult<Json<IdsBody>> {
+    Ok(Json(IdsBody {
+        operations: state.store.list_archived().await?,
+    }))
+}
+
+async fn summaries(State(state): State<AppState>) -> ApiResult<Json<SummariesBody>> {
+    let entries = state.store.list_summaries().await?;
+    Ok(Json(SummariesBody {
+        entries: entries.iter().map(SummaryBody::of).collect(),
+    }))
+}
+
+async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult {
+    let data: LedgerData = json_body(&body)?;
+    state.store.create(&data).await?;
+    let written = state.store.read_versioned(&data.operation_id).await?;
+    Ok(versioned(StatusCode::CREATED, written))
+}
+
+async fn read(State(state): State<AppState>, Path(op): Path<String>) -> ApiResult {
+    let op = operation(&op)?;
+    Ok(versioned(
+        StatusCode::OK,
+        state.store.read_versioned(&op).await?,
+    ))
+}
+
+async fn read_archived(
+    State(state): State<AppState>,
+    Path(op): Path<String>,
+) -> ApiResult<Json<LedgerData>> {
+    let op = operation(&op)?;
+    Ok(Json(state.store.read_archived(&op).await?))
+}
+
+async fn swap(
+    State(state): State<AppState>,
+    Path(op): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let op = operation(&op)?;
+    let Some(expected) = headers.get(header::IF_MATCH) else {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "a write needs `If-Match` with the revision it was read at",
+        ));
+    };
+    let expected = expected
+        .to_str()
+        .map_err(|_| ApiError::bad_request("`If-Match` is not text"))
+        .and_then(|v| Ok(parse_etag(v)?))?;
+    let kind = match query.get("kind").map(String::as_str) {
+        None | Some("change") => WriteKind::Change,
+        Some(KIND_REFRESH) => WriteKind::Refresh,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "write kind `{other}`: expected `change` or `refresh`"
+            )));
+        }
+    };
+    let data: LedgerData = json_body(&body)?;
+    if data.operation_id != op {
+        return Err(ApiError::bad_request(format!(
+            "operation `{}` in the body differs from `{op}` in the path",
+            data.operation_id
+        )));
+    }
+    match state
+        .store
+        .compare_and_swap(&op, expected, data, kind)
+        .await
+    {
+        Ok(written) => Ok(versioned(StatusCode::OK, written)),
+        Err(e @ Error::Conflict { found, .. }) => Ok(conflict(e, found)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// 412 with the revision the operation is at.
+fn conflict(e: Error, found: Revision) -> Response {
+    let mut response = ApiError::from(e).into_response();
+    if let Ok(value) = HeaderValue::from_str(&etag(found)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+async fn archive(
+    State(state): State<AppState>,
+    Path(op): Path<String>,
+) -> ApiResult<Json<ArchivedBody>> {
+    let op = operation(&op)?;
+    let archived = state.store.archive(&op).await?;
+    Ok(Json(ArchivedBody {
+        location: archived.location().to_string(),
+    }))
+}
+
+async fn read_log(
+    State(state): State<AppState>,
+    Path((op, kind)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Json<LogBody>> {
+    let op = operation(&op)?;
+    let kind = parse_log_segment(&kind)?;
+    let from = match query.get("from") {
+        None => LogCursor::START,
+        Some(raw) => LogCursor::at(
+            raw.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("log cursor `{raw}`: not a number")))?,
+        ),
+    };
+    let (text, cursor) = state.store.read_log(&op, kind, from).await?;
+    Ok(Json(LogBody {
+        text,
+        cursor: cursor.position(),
+    }))
+}
+
+async fn append_log(
+    State(state): State<AppState>,
+    Path((op, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let op = operation(&op)?;
+    let kind = parse_log_segment(&kind)?;
+    let append: AppendBody = json_body(&body)?;
+    state.store.append_log(&op, kind, &append.line).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,28 @@
+//! What every handler shares: the store it serves, the server's clock, the event
+//! streams' shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::clock::SharedClock;
+use crate::store::Store;
+
+/// The state handed to every route.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The backend served (the file ledger, etcd later): every change goes through it
+    /// before the answer.
+    pub store: Arc<dyn Store>,
+    /// The server's clock: the one time source for remote participants' heartbeats.
+    pub clock: SharedClock,
+    /// The port the server listens on (reported by `/status`).
+    pub port: u16,
+    /// The ledger directory served, when it is one (reported by `/status`).
+    pub base_path: Option<String>,
+    /// Becomes true when the server shuts down: long-lived answers (event streams) end.
+    pub shutdown: watch::Receiver<bool>,
+    /// How often an idle event stream sends a ping line.
+    pub ping_interval: Duration,
+}

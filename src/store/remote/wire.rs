@@ -1,0 +1,225 @@
+//! The native API's wire format (`/v1/`), shared by `tom-ledger serve` and the client
+//! store so both sides read and write the same shapes. Everything here is JSON; an
+//! operation travels as the same `LedgerData` document the file store keeps, its revision
+//! as an `ETag` (`"{revision}"`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::ids::{OperationId, ParticipantId};
+use crate::model::OperationState;
+use crate::revision::Revision;
+
+use super::super::{ListEntry, LogKind, OperationSummary};
+
+/// The service name `/status` reports, which discovery checks.
+pub const SERVICE: &str = "tom_dist_ledger";
+
+/// Query value of a compare-and-swap that only refreshes heartbeats.
+pub const KIND_REFRESH: &str = "refresh";
+
+/// The `ETag` / `If-Match` value of a revision.
+pub fn etag(revision: Revision) -> String {
+    format!("\"{}\"", revision.get())
+}
+
+/// The revision an `ETag` / `If-Match` names; the header is input.
+pub fn parse_etag(value: &str) -> Result<Revision> {
+    let trimmed = value.trim();
+    let inner = trimmed
+        .strip_prefix("W/")
+        .unwrap_or(trimmed)
+        .trim_matches('"');
+    inner
+        .parse::<u64>()
+        .map(Revision::new)
+        .map_err(|_| Error::invalid(format!("revision `{value}`"), "not a number in quotes"))
+}
+
+/// The path segment of a log.
+pub fn log_segment(kind: LogKind) -> &'static str {
+    match kind {
+        LogKind::Main => "main",
+        LogKind::Debug => "debug",
+    }
+}
+
+/// The log a path segment names.
+pub fn parse_log_segment(segment: &str) -> Result<LogKind> {
+    match segment {
+        "main" => Ok(LogKind::Main),
+        "debug" => Ok(LogKind::Debug),
+        other => Err(Error::invalid(
+            format!("log `{other}`"),
+            "expected `main` or `debug`",
+        )),
+    }
+}
+
+/// `GET /status`: what discovery checks, in the original's shape.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusBody {
+    pub service: String,
+    pub version: String,
+    pub status: String,
+    pub port: u16,
+    /// The ledger directory served, when it is one (clients on this machine find the
+    /// token beside it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_path: Option<String>,
+    pub timestamp: String,
+}
+
+/// A list of operation ids (`GET /v1/operations`, `GET /v1/archived`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdsBody {
+    pub operations: Vec<OperationId>,
+}
+
+/// One operation's head in `GET /v1/summaries`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SummaryBody {
+    pub operation_id: OperationId,
+    pub archived: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<SummaryFields>,
+    /// Why it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The fields of an [`OperationSummary`] on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SummaryFields {
+    pub state: OperationState,
+    pub aborted: bool,
+    pub initiator_id: ParticipantId,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub start_time: Timestamp,
+    pub participants: usize,
+    pub call_frames: usize,
+    pub temp_resources: usize,
+    pub revision: u64,
+}
+
+impl SummaryBody {
+    pub fn of(entry: &ListEntry) -> Self {
+        let (summary, error) = match &entry.summary {
+            Ok(s) => (
+                Some(SummaryFields {
+                    state: s.state,
+                    aborted: s.aborted,
+                    initiator_id: s.initiator_id.clone(),
+                    description: s.description.clone(),
+                    start_time: s.start_time,
+                    participants: s.participants,
+                    call_frames: s.call_frames,
+                    temp_resources: s.temp_resources,
+                    revision: s.revision.get(),
+                }),
+                None,
+            ),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        Self {
+            operation_id: entry.operation_id.clone(),
+            archived: entry.archived,
+            summary,
+            error,
+        }
+    }
+
+    /// The entry as the store trait gives it; an unreadable one keeps the server's
+    /// message.
+    pub fn into_entry(self, location: &str) -> ListEntry {
+        let summary = match (self.summary, self.error) {
+            (Some(s), _) => Ok(OperationSummary {
+                operation_id: self.operation_id.clone(),
+                state: s.state,
+                aborted: s.aborted,
+                initiator_id: s.initiator_id,
+                description: s.description,
+                start_time: s.start_time,
+                participants: s.participants,
+                call_frames: s.call_frames,
+                temp_resources: s.temp_resources,
+                archived: self.archived,
+                revision: Revision::new(s.revision),
+            }),
+            (None, error) => Err(Error::Unavailable {
+                location: location.to_string(),
+                reason: error.unwrap_or_else(|| "unreadable operation".to_string()),
+            }),
+        };
+        ListEntry {
+            operation_id: self.operation_id,
+            archived: self.archived,
+            summary,
+        }
+    }
+}
+
+/// `GET /v1/summaries`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SummariesBody {
+    pub entries: Vec<SummaryBody>,
+}
+
+/// `GET /v1/operations/{op}/log/{kind}?from=N`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogBody {
+    pub text: String,
+    pub cursor: u64,
+}
+
+/// `POST /v1/operations/{op}/log/{kind}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppendBody {
+    pub line: String,
+}
+
+/// `POST /v1/operations/{op}/archive`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ArchivedBody {
+    pub location: String,
+}
+
+/// Error answers: one line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// One line of `GET /v1/operations/{op}/events` (JSON lines).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum EventLine {
+    /// Sent first: the revision the stream starts at (read the operation if yours is
+    /// older).
+    #[serde(rename_all = "camelCase")]
+    Hello { revision: Option<u64> },
+    /// The operation was written.
+    #[serde(rename_all = "camelCase")]
+    Changed { revision: Option<u64> },
+    /// The abort flag was set.
+    #[serde(rename_all = "camelCase")]
+    Abort { revision: Option<u64> },
+    /// Call frames were declared crashed.
+    #[serde(rename_all = "camelCase")]
+    Crash {
+        revision: Option<u64>,
+        participants: Vec<ParticipantId>,
+    },
+    /// The operation was archived; the stream ends.
+    #[serde(rename_all = "camelCase")]
+    Archived { revision: Option<u64> },
+    /// Changes may have been missed: read the operation again.
+    Resync,
+    /// Nothing happened (keeps idle connections from timing out).
+    Ping,
+}
