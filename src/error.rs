@@ -134,6 +134,21 @@ pub enum Error {
     #[error("call `{0}` has already completed")]
     CallCompleted(CallId),
 
+    /// A call named from outside (a request of a remote client) that has no frame in the
+    /// operation.
+    #[error("call `{call}` has no frame in operation `{operation}`")]
+    CallNotFound {
+        operation: OperationId,
+        call: CallId,
+    },
+
+    /// A frame asked for under a call id the operation already has a frame for.
+    #[error("call `{call}` already has a frame in operation `{operation}`")]
+    CallExists {
+        operation: OperationId,
+        call: CallId,
+    },
+
     #[error("call `{0}` is not finished yet")]
     CallPending(CallId),
 

@@ -7,7 +7,7 @@
 mod call;
 mod callbacks;
 mod connect;
-mod core;
+pub(crate) mod core;
 mod crash;
 mod effects;
 mod exec;

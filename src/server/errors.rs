@@ -35,8 +35,19 @@ impl From<Error> for ApiError {
             Error::InvalidId { .. } | Error::Invalid { .. } | Error::TempPathRefused { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            Error::OperationNotFound(_) => StatusCode::NOT_FOUND,
-            Error::OperationExists(_) => StatusCode::CONFLICT,
+            Error::OperationNotFound(_) | Error::CallNotFound { .. } => StatusCode::NOT_FOUND,
+            // The request is valid but the operation's state refuses it.
+            Error::OperationExists(_)
+            | Error::CallExists { .. }
+            | Error::OperationEnded { .. }
+            | Error::OperationFailed { .. }
+            | Error::Fenced { .. }
+            | Error::ParticipantInUse { .. }
+            | Error::NotInitiator { .. }
+            | Error::OpenCalls { .. }
+            | Error::RunningCalls { .. }
+            | Error::PendingCalls { .. }
+            | Error::SessionClosed { .. } => StatusCode::CONFLICT,
             Error::Conflict { .. } => StatusCode::PRECONDITION_FAILED,
             Error::Unavailable { .. } | Error::LockTimeout { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -6,6 +6,7 @@
 //! - [`router`]: the one function that puts routes and layers together; more routes
 //!   (the status page, the original's endpoints) merge there.
 //! - [`native`] and [`events`]: the native API under `/v1/` and its event streams.
+//! - [`compat`]: the original's 15 endpoints over the same core and store.
 //! - [`auth`]: the bearer token. [`errors`]: `{"error": ...}` answers.
 //! - [`discovery`]: `/status` and the `server.json` file. [`listen`]: the accept loop
 //!   with slow-client timeouts and a bounded graceful shutdown.
@@ -14,6 +15,7 @@
 //! (participants do, under their own proof rules).
 
 pub mod auth;
+pub mod compat;
 pub mod discovery;
 pub mod errors;
 pub mod events;
