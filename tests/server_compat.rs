@@ -341,7 +341,12 @@ async fn the_library_runs_an_operation_that_an_original_client_drives_with_a_tok
     assert_eq!(beat["sessionId"], session);
 
     // The library's complete waits for the other participant's frame.
-    assert!(op.complete().await.is_err());
+    call.end(()).await.expect("end");
+    let refused = op
+        .complete()
+        .await
+        .expect_err("another participant's frame is open");
+    assert!(refused.to_string().contains("orig_frame_1"), "{refused}");
     let deleted = server
         .ok(
             "/callframe/delete",
@@ -350,7 +355,7 @@ async fn the_library_runs_an_operation_that_an_original_client_drives_with_a_tok
         .await;
     assert_eq!(
         deleted["data"]["callFrames"].as_array().map(Vec::len),
-        Some(1)
+        Some(0)
     );
     server
         .ok(
@@ -366,7 +371,6 @@ async fn the_library_runs_an_operation_that_an_original_client_drives_with_a_tok
     tokio::time::timeout(PUSH_BOUND, op.aborted())
         .await
         .expect("the abort reaches the library");
-    call.end(()).await.expect("end");
     op.complete().await.expect("complete");
     let gone = server
         .ok("/operation/heartbeat", json!({"operationId": o}))

@@ -12,6 +12,10 @@ use serde_json::Value;
 
 use crate::cli_common::{Env, Live, wait_bounded};
 
+/// Longest a test may keep a server: past it the server is killed and the test binary
+/// aborts instead of hanging.
+pub const SERVER_WATCHDOG: Duration = Duration::from_secs(300);
+
 /// Longest any single request of a test may take.
 pub const REQUEST_BOUND: Duration = Duration::from_secs(30);
 
@@ -29,6 +33,34 @@ pub struct Server {
     pub token: Option<String>,
     pub pid: i32,
     pub client: reqwest::Client,
+    _watchdog: Watchdog,
+}
+
+/// Kills the server and aborts the test binary unless dropped in time.
+struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
+
+impl Watchdog {
+    fn arm(pid: i32) -> Watchdog {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(SERVER_WATCHDOG)
+            {
+                eprintln!("watchdog: server {pid} still in use after {SERVER_WATCHDOG:?}");
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                std::process::abort();
+            }
+        });
+        Watchdog(Some(tx))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl Server {
@@ -70,6 +102,7 @@ impl Server {
             token,
             pid,
             client,
+            _watchdog: Watchdog::arm(pid),
         }
     }
 
