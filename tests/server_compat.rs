@@ -273,6 +273,24 @@ async fn each_request_acts_for_the_client_that_sent_it() {
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{e}");
+    // The flag is set from outside and cleared again, as the original allowed.
+    server
+        .ok("/operation/abort", json!({"operationId": o}))
+        .await;
+    let state = server
+        .ok("/operation/state", json!({"operationId": o}))
+        .await;
+    assert_eq!(state["aborted"], true);
+    server
+        .ok(
+            "/operation/abort",
+            json!({"operationId": o, "value": false}),
+        )
+        .await;
+    let state = server
+        .ok("/operation/state", json!({"operationId": o}))
+        .await;
+    assert_eq!(state["aborted"], false);
     server
         .ok("/operation/complete", json!({"operationId": o}))
         .await;

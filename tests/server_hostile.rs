@@ -8,7 +8,7 @@ mod cli_common;
 mod server_common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -52,12 +52,7 @@ async fn seeded(server: &Server, env: &Env) -> (String, String, String) {
 }
 
 /// The server still answers, and the ledger is as it was.
-async fn unharmed(
-    server: &Server,
-    ledger: &PathBuf,
-    before: &BTreeMap<PathBuf, Vec<u8>>,
-    what: &str,
-) {
+async fn unharmed(server: &Server, ledger: &Path, before: &BTreeMap<PathBuf, Vec<u8>>, what: &str) {
     let (status, health) = server.get("/health").await;
     assert_eq!(status, StatusCode::OK, "after {what}: {health}");
     assert_same(before, &snapshot(ledger), &format!("ledger after {what}"));
