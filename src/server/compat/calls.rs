@@ -27,7 +27,7 @@ fn frame(
     data: &LedgerData,
     caller: &Caller,
     call: &CallId,
-    fields: &Options,
+    options: &Options,
     now: Timestamp,
 ) -> CallFrame {
     let pid = data.participants.get(&caller.id).map_or(-1, |p| p.pid);
@@ -38,9 +38,9 @@ fn frame(
         start_time: now,
         last_heartbeat: now,
         state: FrameState::Active,
-        description: fields.description.clone(),
+        description: options.description.clone(),
         resources: Vec::new(),
-        fail_on_crash: fields.fail_on_crash,
+        fail_on_crash: options.fail_on_crash,
         session_id: Some(caller.epoch),
         parent_call_id: None,
         process: None,
