@@ -10,6 +10,7 @@
 //! - [`nested`]: `exec` and `temp`, which join an enclosing operation.
 //! - [`inspect`] and [`trace`]: the read-only commands and `abort`.
 //! - [`recover`]: cleaning up operations left by dead participants.
+//! - [`simulate`]: the simulator's scenarios, and one participant of them.
 //! - [`output`]: progress display, plain lines or JSON events.
 //! - [`exit`]: exit statuses.
 //! - [`error`]: the errors only the command has (plan, program, missing operation).
@@ -27,6 +28,7 @@ mod recover;
 mod run;
 mod schedule;
 mod signals;
+mod simulate;
 mod trace;
 
 use std::io::Write;
@@ -123,6 +125,14 @@ async fn dispatch(cli: Cli) -> CliResult {
             "remote ledgers (`--server URL`) are not supported by this build yet; use `--ledger DIR`",
         ));
     }
+    // The simulator makes its own scratch ledgers; its participants are told theirs.
+    match cli.command {
+        Command::Simulate(a) => return simulate::simulate(cli.json, a).await,
+        Command::SimulateParticipant(a) => {
+            return simulate::participant(cli.ledger, cli.participant, a).await;
+        }
+        _ => {}
+    }
     let ctx = Context::new(&cli)?;
     match cli.command {
         Command::Run(a) => run::run(&ctx, a).await,
@@ -134,6 +144,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Abort(a) => inspect::abort(&ctx, a).await,
         Command::Recover(a) => recover::recover(&ctx, a).await,
         Command::Trace(a) => inspect::trace(&ctx, a).await,
+        Command::Simulate(_) | Command::SimulateParticipant(_) => Ok(Exit::Success),
     }
 }
 
