@@ -24,6 +24,8 @@ const LAYERS: &[&[&str]] = &[
     &["presence", "cleanup"],
     // Operations, calls, crash handling: uses everything below.
     &["ledger"],
+    // The scenario simulator: participants and a runner over the library.
+    &["simulate"],
 ];
 
 /// Layers whose modules may name each other.

@@ -579,12 +579,14 @@ impl<'a> Run<'a> {
             .collect();
         for (i, fault) in faults {
             self.injected.insert(i);
+            // Taken before the signal goes: whatever it causes happens after this.
+            let at = now_nanos();
             let delivered = self.inject(&fault.participant, &fault.kind, point).await;
             self.observed.faults.push(Injected {
                 participant: fault.participant.clone(),
                 kind: fault.kind.clone(),
                 point: point.to_string(),
-                at: now_nanos(),
+                at,
                 delivered,
             });
         }
