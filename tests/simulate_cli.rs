@@ -244,3 +244,42 @@ fn unknown_scenarios_and_unavailable_backends_exit_2_and_start_nothing() {
         );
     }
 }
+
+#[test]
+fn ctrl_c_ends_the_run_with_130_and_leaves_no_process_and_no_scratch() {
+    let env = Env::new();
+    let mut cmd = env.bare(&["simulate", "bridge_hang"]);
+    cmd.env("TMPDIR", env.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start simulate");
+    // Its participants carry the scratch path, inside the test's directory.
+    let scratch_marker = env.dir.path().to_str().expect("utf-8").to_string();
+    cli_common::wait_until("the scenario's participants to run", || {
+        cli_common::processes_with(&scratch_marker).len() >= 2
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let status = cli_common::wait_bounded(&mut child, cli_common::WATCHDOG);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "tom-ledger: error: interrupted by SIGINT during scenario `bridge_hang` (0 of 1 run)"
+    );
+    cli_common::wait_until("the participants to be gone", || {
+        cli_common::processes_with(&scratch_marker).is_empty()
+    });
+    let left: Vec<_> = std::fs::read_dir(env.dir.path())
+        .expect("read test dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("tom-ledger-sim-")
+        })
+        .collect();
+    assert!(left.is_empty(), "scratch left behind");
+}

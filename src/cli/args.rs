@@ -388,8 +388,8 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "BACKEND", default_value = "file")]
     pub backend: String,
 
-    /// Keep every call open this many milliseconds longer, to follow a run
-    #[arg(long, value_name = "MS", default_value_t = 0)]
+    /// Keep every call open this many milliseconds longer, to follow a run (at most 60000)
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub pace: u64,
 
     /// Scenarios from this TOML file instead of the built-in ones
@@ -403,12 +403,12 @@ pub struct SimulateParticipantArgs {
     #[arg(long, value_name = "OP")]
     pub operation: Option<String>,
 
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub heartbeat_ms: u64,
 
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub stale_ms: u64,
 
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub cleanup_wait_ms: u64,
 }

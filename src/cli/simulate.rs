@@ -33,9 +33,25 @@ pub async fn simulate(json: bool, args: SimulateArgs) -> CliResult {
     let mut options = RunnerOptions::new(exe);
     options.backend = backend;
     options.timing = Timing::paced(Duration::from_millis(args.pace));
+    // Ctrl+C ends the run: the scenario under way is dropped (its participants are
+    // killed, its scratch directory removed) and the command exits with 128+N.
+    let mut signals = CleanupHandler::global().install_reporting()?;
     let mut outcomes = Vec::new();
     for scenario in &selected {
-        let outcome = simulate::run(scenario, &options).await?;
+        let outcome = tokio::select! {
+            outcome = simulate::run(scenario, &options) => outcome?,
+            Some(sig) = signals.recv() => {
+                return Err(Failure {
+                    exit: Exit::Signal(sig as i32),
+                    message: format!(
+                        "interrupted by {sig} during scenario `{}` ({} of {} run)",
+                        scenario.name,
+                        outcomes.len(),
+                        selected.len()
+                    ),
+                });
+            }
+        };
         if json {
             print_line(&simulate::report::json(&outcome).to_string());
         }

@@ -62,6 +62,10 @@ pub struct Observed {
     pub reason: Option<String>,
     /// When the runner saw the operation leave the live ledger (Unix nanoseconds).
     pub archived_at: Option<u64>,
+    /// The failure's detection and the removal of its frames, as the ledger recorded
+    /// them (Unix nanoseconds).
+    pub ledger_detected_at: Option<u64>,
+    pub ledger_removed_at: Option<u64>,
     pub ended: BTreeMap<String, Ended>,
     /// Temp file name → whether it still exists.
     pub temps_exist: BTreeMap<String, bool>,
@@ -144,8 +148,13 @@ impl Observed {
         Some(millis_between(fault, seen))
     }
 
-    /// First detection to the operation archived, in milliseconds.
+    /// From the failure's detection to the end of its cleanup, in milliseconds: as the
+    /// ledger recorded them when it did, else from the first participant that saw it to
+    /// the runner seeing the operation archived.
     pub fn cleanup_ms(&self) -> Option<f64> {
+        if let (Some(detected), Some(removed)) = (self.ledger_detected_at, self.ledger_removed_at) {
+            return Some(millis_between(detected, removed));
+        }
         let (seen, archived) = (self.first_detection()?, self.archived_at?);
         Some(millis_between(seen, archived))
     }

@@ -64,10 +64,18 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunnerOptions) -> Resul
         .validate()
         .map_err(|reason| Error::invalid(format!("scenario `{}`", scenario.name), reason))?;
     let scratch = make_scratch(&options.scratch_root, &scenario.name)?;
-    let result = run_in(scenario, options, &scratch).await;
-    // Made by us just now (created, not found): ours to remove with everything in it.
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+    run_in(scenario, options, &scratch.0).await
+}
+
+/// The scenario's scratch directory, removed with everything in it when the run ends or
+/// is dropped half-way (its participants are killed as their handles go). Made by us
+/// just now (created, never found): ours to remove.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 async fn run_in(scenario: &Scenario, options: &RunnerOptions, scratch: &Path) -> Result<Observed> {
@@ -105,7 +113,7 @@ async fn run_in(scenario: &Scenario, options: &RunnerOptions, scratch: &Path) ->
 }
 
 /// A fresh scratch directory of our own (0700), never one that existed before.
-fn make_scratch(root: &Path, name: &str) -> Result<PathBuf> {
+fn make_scratch(root: &Path, name: &str) -> Result<Scratch> {
     use std::os::unix::fs::DirBuilderExt;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = root.join(format!(
@@ -117,7 +125,7 @@ fn make_scratch(root: &Path, name: &str) -> Result<PathBuf> {
         .mode(0o700)
         .create(&dir)
         .map_err(|e| Error::io("create", &dir, e))?;
-    Ok(dir)
+    Ok(Scratch(dir))
 }
 
 struct Run<'a> {
@@ -678,7 +686,13 @@ impl<'a> Run<'a> {
                 Err(_) => store.read(op).await.ok(),
             };
             if let Some(data) = data {
+                let nanos = |t: Option<crate::clock::Timestamp>| {
+                    t.and_then(|t| t.timestamp_nanos_opt())
+                        .and_then(|n| u64::try_from(n).ok())
+                };
                 self.observed.state = Some(data.operation_state);
+                self.observed.ledger_detected_at = nanos(data.detection_timestamp);
+                self.observed.ledger_removed_at = nanos(data.removal_timestamp);
                 self.observed.reason = data.failure.map(|f| f.reason);
             }
             reader.dispose().await;
