@@ -11,13 +11,15 @@
 //! - [`participant`]: one participant process (`tom-ledger simulate-participant`).
 //! - [`protocol`]: the commands and events between the runner and participants.
 //! - [`processes`]: starting, commanding and signalling participant processes.
-//! - [`runner`]: one scenario, start to end; [`observed`]: what it saw.
+//! - [`runner`]: one scenario, start to end (`walk`: the call tree; `faults`: injecting
+//!   them); [`observed`]: what it saw.
 //! - [`check`]: expected versus seen; [`report`]: the table and the JSON.
 //! - [`backend`]: where the operation lives; [`timing`]: fast by default, or paced.
 
 pub mod backend;
 pub mod builtin;
 pub mod check;
+mod faults;
 pub mod load;
 pub mod observed;
 pub mod participant;
@@ -27,6 +29,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod timing;
+mod walk;
 
 pub use backend::Backend;
 pub use report::Outcome;

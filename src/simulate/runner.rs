@@ -7,7 +7,6 @@
 //! reported. It never sleeps to wait for something; only `--pace` keeps calls open longer.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,16 +15,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::future::BoxFuture;
 use crate::ids::OperationId;
 use crate::ledger::Ledger;
-use crate::process::Signal;
 
 use super::backend::{Backend, Prepared};
-use super::observed::{Ended, Injected, Observed};
+use super::observed::{Ended, Observed};
 use super::processes::{Message, Proc};
-use super::protocol::{AwaitResponse, Command, Event, StartCall, now_nanos};
-use super::scenario::{CallSpec, FaultKind, Point, Scenario};
+use super::protocol::{Command, Event, now_nanos};
+use super::scenario::{Point, Scenario};
 use super::timing::Timing;
 
 /// How a scenario is run.
@@ -51,7 +48,7 @@ impl RunnerOptions {
 }
 
 /// Why the walk stopped before its end.
-enum Stop {
+pub(super) enum Stop {
     /// A fault was injected: the rest is the scenario's outcome.
     Faulted,
     /// Something else ended it (a participant failed, exited, or never answered).
@@ -128,342 +125,44 @@ fn make_scratch(root: &Path, name: &str) -> Result<Scratch> {
     Ok(Scratch(dir))
 }
 
-struct Run<'a> {
-    scenario: &'a Scenario,
-    options: &'a RunnerOptions,
-    scratch: PathBuf,
-    prepared: Prepared,
-    procs: BTreeMap<String, Proc>,
-    tx: mpsc::UnboundedSender<Message>,
-    rx: mpsc::UnboundedReceiver<Message>,
-    observed: Observed,
-    operation: Option<OperationId>,
-    reader: Option<Ledger>,
+pub(super) struct Run<'a> {
+    pub(super) scenario: &'a Scenario,
+    pub(super) options: &'a RunnerOptions,
+    pub(super) scratch: PathBuf,
+    pub(super) prepared: Prepared,
+    pub(super) procs: BTreeMap<String, Proc>,
+    pub(super) tx: mpsc::UnboundedSender<Message>,
+    pub(super) rx: mpsc::UnboundedReceiver<Message>,
+    pub(super) observed: Observed,
+    pub(super) operation: Option<OperationId>,
+    pub(super) reader: Option<Ledger>,
     /// Indexes of the scenario's faults already injected.
-    injected: BTreeSet<usize>,
+    pub(super) injected: BTreeSet<usize>,
     /// Participants whose stdout closed.
-    closed: BTreeSet<String>,
+    pub(super) closed: BTreeSet<String>,
     /// Participants told to leave or complete: their end is expected.
-    dismissed: BTreeSet<String>,
+    pub(super) dismissed: BTreeSet<String>,
 }
 
 impl<'a> Run<'a> {
-    fn timing(&self) -> &Timing {
+    pub(super) fn timing(&self) -> &Timing {
         &self.options.timing
     }
 
-    fn temp_path(&self, name: &str) -> PathBuf {
+    pub(super) fn temp_path(&self, name: &str) -> PathBuf {
         self.scratch.join("temps").join(name)
     }
 
-    fn response_file(&self, call: &str) -> PathBuf {
+    pub(super) fn response_file(&self, call: &str) -> PathBuf {
         self.scratch.join(format!("{call}.response.json"))
     }
 
-    // ----- the walk -----
-
-    async fn walk(&mut self) -> std::result::Result<(), Stop> {
-        let scenario = self.scenario;
-        for call in &scenario.calls {
-            self.walk_call(call, None).await?;
-        }
-        let initiator = scenario.initiator().unwrap_or_default().to_string();
-        let others: Vec<String> = self
-            .observed
-            .started
-            .iter()
-            .rev()
-            .filter(|p| **p != initiator)
-            .cloned()
-            .collect();
-        for p in others {
-            let since = self.observed.events.len();
-            self.dismissed.insert(p.clone());
-            self.send(&p, Command::Leave).await?;
-            self.wait_for(since, &p, "its exit", |e| matches!(e, Event::Exit { .. }))
-                .await?;
-        }
-        let since = self.observed.events.len();
-        self.dismissed.insert(initiator.clone());
-        self.send(&initiator, Command::Complete).await?;
-        self.wait_for(since, &initiator, "its exit", |e| {
-            matches!(e, Event::Exit { .. })
-        })
-        .await?;
-        Ok(())
-    }
-
-    fn walk_call<'b>(
-        &'b mut self,
-        call: &'a CallSpec,
-        parent: Option<String>,
-    ) -> BoxFuture<'b, std::result::Result<(), Stop>> {
-        Box::pin(async move {
-            let since = self.events_len();
-            self.open(call, parent).await?;
-            let id = self.wait_started(since, &call.by, &call.name).await?;
-            if call.nested.is_empty() {
-                // The deepest point of this branch: which calls are open at once.
-                self.snapshot_open_calls().await;
-            }
-            self.pace().await;
-            self.body(call, id).await?;
-            let since = self.events_len();
-            self.send(
-                &call.by,
-                Command::End {
-                    call: call.name.clone(),
-                },
-            )
-            .await?;
-            self.wait_ended(since, &call.by, &call.name).await
-        })
-    }
-
-    /// The inside of an open call: its external answer, then its nested calls (one by
-    /// one, or all open at once when parallel).
-    fn body<'b>(
-        &'b mut self,
-        call: &'a CallSpec,
-        id: String,
-    ) -> BoxFuture<'b, std::result::Result<(), Stop>> {
-        Box::pin(async move {
-            if let Some(external) = &call.external {
-                let responder = external.responder.clone();
-                let since = self.events_len();
-                let start = StartCall {
-                    call: external.call.clone(),
-                    parent: Some(id.clone()),
-                    temps: Vec::new(),
-                    fail_on_crash: false,
-                    callees: Vec::new(),
-                    hold_cleanup: self.holds_cleanup(&external.call),
-                    respond_file: Some(self.response_file(&call.name)),
-                    await_response: None,
-                };
-                self.send(&responder, Command::Start(start)).await?;
-                self.wait_started(since, &responder, &external.call).await?;
-                self.pace().await;
-                let since = self.events_len();
-                self.send(
-                    &responder,
-                    Command::End {
-                        call: external.call.clone(),
-                    },
-                )
-                .await?;
-                self.wait_ended(since, &responder, &external.call).await?;
-                let name = call.name.clone();
-                self.wait_for(
-                    since,
-                    &call.by,
-                    "the answer",
-                    move |e| matches!(e, Event::Answered { call, .. } if *call == name),
-                )
-                .await?;
-            }
-            if call.parallel && call.nested.len() > 1 {
-                let since = self.events_len();
-                for n in &call.nested {
-                    self.open(n, Some(id.clone())).await?;
-                }
-                let mut ids = Vec::new();
-                for n in &call.nested {
-                    ids.push(self.wait_started(since, &n.by, &n.name).await?);
-                }
-                self.snapshot_open_calls().await;
-                self.pace().await;
-                for (n, nid) in call.nested.iter().zip(ids) {
-                    self.body(n, nid).await?;
-                }
-                let since = self.events_len();
-                for n in &call.nested {
-                    self.send(
-                        &n.by,
-                        Command::End {
-                            call: n.name.clone(),
-                        },
-                    )
-                    .await?;
-                }
-                for n in &call.nested {
-                    self.wait_ended(since, &n.by, &n.name).await?;
-                }
-            } else {
-                for n in &call.nested {
-                    self.walk_call(n, Some(id.clone())).await?;
-                }
-            }
-            Ok(())
-        })
-    }
-
-    /// Tell the call's participant (started first if needed) to open it.
-    async fn open(
-        &mut self,
-        call: &'a CallSpec,
-        parent: Option<String>,
-    ) -> std::result::Result<(), Stop> {
-        self.ensure_started(&call.by).await?;
-        if let Some(external) = &call.external {
-            // Ready before the caller starts waiting for it.
-            self.ensure_started(&external.responder).await?;
-        }
-        let mut callees: Vec<String> = Vec::new();
-        for n in &call.nested {
-            if n.by != call.by && !callees.contains(&n.by) {
-                callees.push(n.by.clone());
-            }
-        }
-        let start = StartCall {
-            call: call.name.clone(),
-            parent,
-            temps: call.temps.iter().map(|t| self.temp_path(t)).collect(),
-            fail_on_crash: call.fail_on_crash,
-            callees,
-            hold_cleanup: self.holds_cleanup(&call.name),
-            respond_file: None,
-            await_response: call.external.as_ref().map(|_| AwaitResponse {
-                file: self.response_file(&call.name),
-                deadline_ms: self.timing().response_deadline.as_millis() as u64,
-            }),
-        };
-        self.send(&call.by, Command::Start(start)).await
-    }
-
-    fn holds_cleanup(&self, call: &str) -> bool {
-        self.scenario
-            .faults
-            .iter()
-            .any(|f| f.at == Point::Cleanup(call.to_string()))
-    }
-
-    async fn wait_started(
-        &mut self,
-        since: usize,
-        who: &str,
-        call: &str,
-    ) -> std::result::Result<String, Stop> {
-        let name = call.to_string();
-        let index = self
-            .wait_for(
-                since,
-                who,
-                &format!("`{call}` to start"),
-                move |e| matches!(e, Event::Started { call, .. } if *call == name),
-            )
-            .await?;
-        match &self.observed.events[index].1 {
-            Event::Started { call_id, .. } => Ok(call_id.clone()),
-            _ => Err(Stop::Unexpected(format!("no call id for `{call}`"))),
-        }
-    }
-
-    async fn wait_ended(
-        &mut self,
-        since: usize,
-        who: &str,
-        call: &str,
-    ) -> std::result::Result<(), Stop> {
-        let name = call.to_string();
-        self.wait_for(
-            since,
-            who,
-            &format!("`{call}` to end"),
-            move |e| matches!(e, Event::Ended { call, .. } if *call == name),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    async fn pace(&self) {
-        let pace = self.timing().pace;
-        if !pace.is_zero() {
-            // Only for a run one can follow: calls stay open this much longer.
-            tokio::time::sleep(pace).await;
-        }
-    }
-
-    /// Read the ledger while parallel calls are all open: which calls are open at once.
-    async fn snapshot_open_calls(&mut self) {
-        let (Some(reader), Some(op)) = (&self.reader, &self.operation) else {
-            return;
-        };
-        if let Ok(data) = reader.read_live(op).await {
-            let open = data
-                .call_frames
-                .iter()
-                .filter_map(|f| f.description.clone())
-                .collect();
-            self.observed.open_together.push(open);
-        }
-    }
-
-    /// Start participant `name` unless it runs already, and wait until it is in.
-    async fn ensure_started(&mut self, name: &str) -> std::result::Result<(), Stop> {
-        if self.procs.contains_key(name) {
-            return Ok(());
-        }
-        if !self.injected.is_empty() {
-            return Err(Stop::Faulted);
-        }
-        let initiator = self.scenario.initiator() == Some(name);
-        let mut args: Vec<OsString> = self.prepared.participant_args();
-        args.extend(["--participant".into(), name.into()]);
-        args.push("simulate-participant".into());
-        let t = self.timing();
-        for (flag, value) in [
-            ("--heartbeat-ms", t.heartbeat),
-            ("--stale-ms", t.stale),
-            ("--cleanup-wait-ms", t.cleanup_wait),
-        ] {
-            args.push(flag.into());
-            args.push(value.as_millis().to_string().into());
-        }
-        if !initiator {
-            let Some(op) = &self.operation else {
-                return Err(Stop::Unexpected(format!(
-                    "`{name}` cannot join: no operation was created"
-                )));
-            };
-            args.extend(["--operation".into(), op.to_string().into()]);
-        }
-        let since = self.events_len();
-        let proc = Proc::spawn(name, &self.options.exe, args, self.tx.clone())
-            .map_err(|e| Stop::Unexpected(format!("cannot start `{name}`: {e}")))?;
-        self.procs.insert(name.to_string(), proc);
-        self.observed.started.push(name.to_string());
-        let index = self
-            .wait_for(since, name, "it to join", |e| {
-                matches!(e, Event::Ready { .. })
-            })
-            .await?;
-        if initiator && let Event::Ready { operation, .. } = &self.observed.events[index].1 {
-            let op = OperationId::parse(operation.as_str())
-                .map_err(|e| Stop::Unexpected(format!("initiator reported {e}")))?;
-            self.watch_archive(&op).await;
-            self.operation = Some(op);
-        }
-        Ok(())
-    }
-
-    /// Note when the operation leaves the live ledger.
-    async fn watch_archive(&mut self, op: &OperationId) {
-        let Ok(reader) = Ledger::connect(self.prepared.reader()).await else {
-            return;
-        };
-        let (watcher, op, tx) = (reader.clone(), op.clone(), self.tx.clone());
-        let bound = self.timing().step_bound * 20 + self.timing().settle_bound;
-        tokio::spawn(async move {
-            if watcher.wait_archived(&op, bound).await {
-                let _ = tx.send(Message::Archived(now_nanos()));
-            }
-        });
-        self.reader = Some(reader);
-    }
-
     /// Send a command, unless a fault was injected: the run goes its own way from there.
-    async fn send(&mut self, who: &str, command: Command) -> std::result::Result<(), Stop> {
+    pub(super) async fn send(
+        &mut self,
+        who: &str,
+        command: Command,
+    ) -> std::result::Result<(), Stop> {
         if !self.injected.is_empty() {
             return Err(Stop::Faulted);
         }
@@ -479,14 +178,14 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn events_len(&self) -> usize {
+    pub(super) fn events_len(&self) -> usize {
         self.observed.events.len()
     }
 
     /// Wait until `who` reports an event matching `pick` (at or after index `since`);
     /// returns its index. Stops at a fault, at anything that ends a participant's part,
     /// and after the step bound.
-    async fn wait_for(
+    pub(super) async fn wait_for(
         &mut self,
         since: usize,
         who: &str,
@@ -543,7 +242,7 @@ impl<'a> Run<'a> {
             .map(|p| format!("`{p}` ended"))
     }
 
-    async fn on_message(&mut self, message: Message) {
+    pub(super) async fn on_message(&mut self, message: Message) {
         match message {
             Message::Event(who, event) => {
                 let point = match &event {
@@ -574,65 +273,11 @@ impl<'a> Run<'a> {
         }
     }
 
-    // ----- faults -----
-
-    async fn inject_at(&mut self, point: &Point) {
-        let faults: Vec<(usize, crate::simulate::scenario::Fault)> = self
-            .scenario
-            .faults
-            .iter()
-            .enumerate()
-            .filter(|(i, f)| &f.at == point && !self.injected.contains(i))
-            .map(|(i, f)| (i, f.clone()))
-            .collect();
-        for (i, fault) in faults {
-            self.injected.insert(i);
-            // Taken before the signal goes: whatever it causes happens after this.
-            let at = now_nanos();
-            let delivered = self.inject(&fault.participant, &fault.kind, point).await;
-            self.observed.faults.push(Injected {
-                participant: fault.participant.clone(),
-                kind: fault.kind.clone(),
-                point: point.to_string(),
-                at,
-                delivered,
-            });
-        }
-    }
-
-    /// Do it: a real signal, or a command that fails the call, or nothing (a timeout:
-    /// the participant is simply never told to answer).
-    async fn inject(&mut self, who: &str, kind: &FaultKind, point: &Point) -> bool {
-        let Some(proc) = self.procs.get_mut(who) else {
-            self.observed.problems.push(format!(
-                "fault for `{who}` at {point}: it was never started"
-            ));
-            return false;
-        };
-        match kind {
-            FaultKind::Crash => proc.signal(Signal::SIGKILL),
-            FaultKind::Abort => proc.signal(Signal::SIGINT),
-            FaultKind::Hang => proc.hang().await,
-            FaultKind::Timeout => true,
-            FaultKind::Error(message) => {
-                let call = match point {
-                    Point::Started(c) | Point::Ended(c) | Point::Cleanup(c) => c.clone(),
-                    Point::Joined(_) => return false,
-                };
-                proc.send(&Command::Fail {
-                    call,
-                    message: message.clone(),
-                })
-                .await
-            }
-        }
-    }
-
     // ----- the end -----
 
     /// Wait (bounded) until every process is gone; continue hung ones once the others
     /// are done or the operation is archived; kill what is left.
-    async fn settle(&mut self) {
+    pub(super) async fn settle(&mut self) {
         let deadline = Instant::now() + self.timing().settle_bound;
         loop {
             let others_done = self
@@ -678,7 +323,7 @@ impl<'a> Run<'a> {
     }
 
     /// The final state, the temp files, the stderr tails.
-    async fn collect(&mut self) {
+    pub(super) async fn collect(&mut self) {
         if let (Some(reader), Some(op)) = (&self.reader, &self.operation) {
             let store = reader.store();
             let data = match store.read_archived(op).await {

@@ -309,6 +309,18 @@ impl Scenario {
     /// Whether the scenario is consistent: known participants and calls, unique names,
     /// an abort only for the initiator. The message names the first problem.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "name `{}` must be 1 to 64 of a-z, 0-9, `_` and `-`",
+                self.name
+            ));
+        }
         let Some(initiator) = self.initiator() else {
             return Err("a scenario needs at least one call".into());
         };
@@ -322,6 +334,9 @@ impl Scenario {
             }
         }
         let participants = self.participants();
+        for p in &participants {
+            crate::ids::ParticipantId::parse(p.as_str()).map_err(|e| e.to_string())?;
+        }
         for c in self.all_calls() {
             if let Some(e) = &c.external
                 && e.responder == c.by
@@ -356,6 +371,31 @@ impl Scenario {
                     return Err(format!("point `{}` names unknown call `{c}`", f.at));
                 }
                 _ => {}
+            }
+            let own_call = |point: &Point| match point {
+                Point::Started(c) => self.owner_of(c).as_deref() == Some(f.participant.as_str()),
+                _ => false,
+            };
+            if matches!(f.kind, FaultKind::Error(_)) && !own_call(&f.at) {
+                return Err(format!(
+                    "an error fault fails a call of `{}` as it starts: its point is started:CALL with one of its calls",
+                    f.participant
+                ));
+            }
+            if f.kind == FaultKind::Timeout {
+                let answers = match &f.at {
+                    Point::Started(c) => self
+                        .all_calls()
+                        .iter()
+                        .any(|call| call.external.as_ref().is_some_and(|e| &e.call == c)),
+                    _ => false,
+                };
+                if !own_call(&f.at) || !answers {
+                    return Err(format!(
+                        "a timeout fault stops `{}` answering: its point is started:CALL with the external call it answers",
+                        f.participant
+                    ));
+                }
             }
             if f.kind == FaultKind::Abort && f.participant != initiator {
                 return Err(format!(
@@ -402,5 +442,70 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::builtin;
+    use super::*;
+
+    #[test]
+    fn every_built_in_scenario_is_valid() {
+        for s in builtin::all() {
+            assert_eq!(s.validate(), Ok(()), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn points_parse_and_print_back() {
+        for text in ["joined:cli", "started:a-b", "ended:x", "cleanup:y"] {
+            assert_eq!(
+                Point::parse(text).map(|p| p.to_string()).as_deref(),
+                Some(text)
+            );
+        }
+        for bad in ["", "joined:", "during:x", "started"] {
+            assert_eq!(Point::parse(bad), None, "{bad}");
+        }
+    }
+
+    fn broken(change: impl Fn(&mut Scenario)) -> String {
+        let mut s = builtin::find("copilot_error").expect("built-in");
+        change(&mut s);
+        s.validate().expect_err("refused")
+    }
+
+    #[test]
+    fn inconsistent_scenarios_are_refused_naming_the_problem() {
+        assert_eq!(
+            broken(|s| s.name = "Bad Name".into()),
+            "name `Bad Name` must be 1 to 64 of a-z, 0-9, `_` and `-`"
+        );
+        assert_eq!(
+            broken(|s| s.calls[0].nested[0].name = "cli-main".into()),
+            "call `cli-main` is named twice"
+        );
+        assert!(broken(|s| s.calls[0].by = "../x".into()).starts_with("invalid participant id"));
+        assert_eq!(
+            broken(|s| s.faults[0].participant = "bridge".into()),
+            "an error fault fails a call of `bridge` as it starts: its point is started:CALL with one of its calls"
+        );
+        assert_eq!(
+            broken(|s| s.faults[0].kind = FaultKind::Abort),
+            "an abort is a SIGINT to the initiator `cli`, not `copilot`"
+        );
+        assert_eq!(
+            broken(|s| s.faults[0].at = Point::Started("nowhere".into())),
+            "point `started:nowhere` names unknown call `nowhere`"
+        );
+        assert_eq!(
+            broken(|s| s.expect.temps_gone.push("other.tmp".into())),
+            "expect.temps_gone names unknown `other.tmp`"
+        );
+        assert_eq!(
+            broken(|s| s.calls[0].temps = vec!["../x".into()]),
+            "temp file `../x` must be a plain file name"
+        );
     }
 }
