@@ -167,7 +167,7 @@ fn check_concurrent(expect: &Expectation, seen: &Observed, out: &mut Vec<String>
         let best = seen
             .open_together
             .iter()
-            .map(|o| names(o))
+            .map(names)
             .collect::<Vec<_>>()
             .join("; ");
         out.push(format!(

@@ -1,5 +1,5 @@
 //! The timing of a simulation: fast by default (short heartbeats and stale threshold, so
-//! a hang is judged in about two seconds), slowed down with a pace for demonstrations
+//! a hang is judged in about three seconds), slowed down with a pace for demonstrations
 //! (the original's `callDelayMs`).
 
 use std::time::Duration;
@@ -37,10 +37,10 @@ impl Timing {
     pub fn fast() -> Self {
         Timing {
             heartbeat: Duration::from_millis(100),
-            stale: Duration::from_millis(2000),
+            stale: Duration::from_millis(3000),
             cleanup_wait: Duration::from_secs(5),
             pace: Duration::ZERO,
-            response_deadline: Duration::from_millis(2000),
+            response_deadline: Duration::from_millis(4000),
             step_bound: Duration::from_secs(30),
             settle_bound: Duration::from_secs(40),
         }
