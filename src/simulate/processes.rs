@@ -141,6 +141,7 @@ impl Proc {
                 return false;
             }
             if !self.wait_stopped().await {
+                self.signal(Signal::SIGCONT);
                 return false;
             }
             if !holds_lock(self.pid) {
