@@ -24,7 +24,7 @@ use crate::ledger::{
     Call, CallCallback, CallOptions, Connect, Ledger, Operation, OperationCallback,
     OperationOptions,
 };
-use crate::model::ParticipantState;
+use crate::model::{OperationState, ParticipantState};
 use crate::presence::HeartbeatErrorType;
 
 use super::protocol::{Answer, AwaitResponse, Command, Event, StartCall, now_nanos};
@@ -39,6 +39,10 @@ pub const EXIT_ABORTED: i32 = 130;
 /// How long a participant that saw the operation fail waits for the cleanup to end
 /// (the operation archived) before it leaves anyway.
 const ARCHIVE_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a participant whose heartbeat found the operation gone waits for the
+/// library to say how it ended.
+const GONE_WAIT: Duration = Duration::from_secs(10);
 
 /// How often an awaited response file is looked at.
 const RESPONSE_POLL: Duration = Duration::from_millis(10);
@@ -218,12 +222,27 @@ impl Participant {
                     Note::Crashed(who) => self.callees_crashed(&who).await,
                     Note::Gone(why) => {
                         emit(&Event::Gone { why, at: now_nanos() });
-                        self.see_failure();
+                        self.learn_how_it_ended().await;
                         return self.finish_after("gone").await;
                     }
                 },
             }
         }
+    }
+
+    /// The heartbeat found the operation gone. The library learns how it ended when
+    /// its change watch sees the file go (`failed()` resolves then, for an operation
+    /// archived as failed): wait for that, bounded, unless the archive says it completed.
+    async fn learn_how_it_ended(&mut self) {
+        let completed = matches!(
+            self.ledger.read_operation(self.op.operation_id()).await,
+            Ok((data, true)) if data.operation_state == OperationState::Completed
+        );
+        if !completed && !self.saw_failed {
+            let _ = tokio::time::timeout(GONE_WAIT, self.op.failed()).await;
+        }
+        self.see_abort();
+        self.see_failure();
     }
 
     fn see_abort(&mut self) {
