@@ -273,6 +273,18 @@ pub enum Error {
     /// again at deletion).
     #[error("refusing temp resource `{path}`: {reason}")]
     TempPathRefused { path: PathBuf, reason: String },
+
+    /// A scenario file of the simulator that cannot be used, at `file:line:column`.
+    #[error("{location}: {reason}")]
+    ScenarioFile { location: String, reason: String },
+
+    /// A simulator scenario that does not exist.
+    #[error("unknown scenario `{0}` (`tom-ledger simulate --list` names them)")]
+    UnknownScenario(String),
+
+    /// A simulator backend this build cannot run on.
+    #[error("backend `{0}` is not available in this build")]
+    BackendUnavailable(String),
 }
 
 fn stderr_suffix(stderr: &str) -> String {

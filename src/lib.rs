@@ -15,6 +15,7 @@
 //! - [`temp_path`]: the registered form of temp paths, what they may never be, and
 //!   their one deletion function.
 //! - `ledger`: operations, calls, heartbeats, abort, crash handling, exec workers.
+//! - [`simulate`]: the scenario simulator, every participant a real process.
 
 pub mod cleanup;
 pub mod clock;
@@ -28,6 +29,7 @@ pub mod presence;
 pub mod process;
 pub mod revision;
 pub mod server;
+pub mod simulate;
 pub mod stop_reason;
 pub mod store;
 pub mod temp_path;

@@ -26,6 +26,8 @@ const LAYERS: &[&[&str]] = &[
     &["ledger"],
     // The ledger server: serves any store over HTTP.
     &["server"],
+    // The scenario simulator: participants and a runner over the library.
+    &["simulate"],
 ];
 
 /// Layers whose modules may name each other.

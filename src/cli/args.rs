@@ -57,6 +57,11 @@ pub enum Command {
     Trace(TraceArgs),
     /// Serve the ledger over HTTP to participants on this and other machines
     Serve(ServeArgs),
+    /// Run the simulator's scenarios, every participant a real process, and check them
+    Simulate(SimulateArgs),
+    /// One participant process of a simulated scenario (started by `simulate`)
+    #[command(hide = true)]
+    SimulateParticipant(SimulateParticipantArgs),
 }
 
 impl Command {
@@ -73,6 +78,8 @@ impl Command {
             Command::Recover(_) => "recover",
             Command::Trace(_) => "trace",
             Command::Serve(_) => "serve",
+            Command::Simulate(_) => "simulate",
+            Command::SimulateParticipant(_) => "simulate-participant",
         }
     }
 }
@@ -384,4 +391,47 @@ mod tests {
         let cli = Cli::try_parse_from(["tom-ledger", "status", "--json"]).unwrap();
         assert!(cli.json);
     }
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Scenarios to run, by name
+    #[arg(value_name = "SCENARIO", conflicts_with_all = ["all", "list"])]
+    pub scenarios: Vec<String>,
+
+    /// Run every scenario
+    #[arg(long, conflicts_with = "list")]
+    pub all: bool,
+
+    /// Name the scenarios and what each one injects and expects; run nothing
+    #[arg(long)]
+    pub list: bool,
+
+    /// Where the operation lives: file (a scratch ledger directory), server, etcd
+    #[arg(long, value_name = "BACKEND", default_value = "file")]
+    pub backend: String,
+
+    /// Keep every call open this many milliseconds longer, to follow a run (at most 60000)
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub pace: u64,
+
+    /// Scenarios from this TOML file instead of the built-in ones
+    #[arg(long, value_name = "SCENARIOS.toml")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateParticipantArgs {
+    /// The operation to join; without it, create one (the initiator)
+    #[arg(long, value_name = "OP")]
+    pub operation: Option<String>,
+
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub heartbeat_ms: u64,
+
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub stale_ms: u64,
+
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub cleanup_wait_ms: u64,
 }

@@ -99,6 +99,9 @@ pub fn is_input_error(e: &Error) -> bool {
             | Error::UntrustedEntry { .. }
             | Error::UntrustedLedgerDir { .. }
             | Error::TempPathRefused { .. }
+            | Error::ScenarioFile { .. }
+            | Error::UnknownScenario(_)
+            | Error::BackendUnavailable(_)
     )
 }
 

@@ -11,6 +11,7 @@
 //! - [`inspect`] and [`trace`]: the read-only commands and `abort`.
 //! - [`recover`]: cleaning up operations left by dead participants.
 //! - [`serve`]: the ledger over HTTP.
+//! - [`simulate`]: the simulator's scenarios, and one participant of them.
 //! - [`output`]: progress display, plain lines or JSON events.
 //! - [`exit`]: exit statuses.
 //! - [`error`]: the errors only the command has (plan, program, missing operation).
@@ -29,6 +30,7 @@ mod run;
 mod schedule;
 mod serve;
 mod signals;
+mod simulate;
 mod trace;
 
 use std::io::Write;
@@ -127,6 +129,14 @@ async fn dispatch(cli: Cli) -> CliResult {
             "remote ledgers (`--server URL`) are not supported by this build yet; use `--ledger DIR`",
         ));
     }
+    // The simulator makes its own scratch ledgers; its participants are told theirs.
+    match cli.command {
+        Command::Simulate(a) => return simulate::simulate(cli.json, a).await,
+        Command::SimulateParticipant(a) => {
+            return simulate::participant(cli.ledger, cli.participant, a).await;
+        }
+        _ => {}
+    }
     let ctx = Context::new(&cli)?;
     match cli.command {
         Command::Run(a) => run::run(&ctx, a).await,
@@ -139,6 +149,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Recover(a) => recover::recover(&ctx, a).await,
         Command::Trace(a) => inspect::trace(&ctx, a).await,
         Command::Serve(a) => serve::serve(&ctx, a).await,
+        Command::Simulate(_) | Command::SimulateParticipant(_) => Ok(Exit::Success),
     }
 }
 
