@@ -31,6 +31,7 @@ pub mod server;
 pub mod stop_reason;
 pub mod store;
 pub mod temp_path;
+pub mod timeline;
 
 pub use cleanup::{CleanupHandler, StopSignals};
 pub use error::{Error, Result};

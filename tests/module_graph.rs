@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     // The data on disk.
     &["model"],
     // Backends, processes, temp paths, polling helpers: none knows another.
-    &["store", "process", "temp_path", "poll"],
+    &["store", "process", "temp_path", "poll", "timeline"],
     // Participant liveness and the signal cleanup, over the layers below.
     &["presence", "cleanup"],
     // Operations, calls, crash handling: uses everything below.

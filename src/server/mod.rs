@@ -7,6 +7,7 @@
 //!   (the status page, the original's endpoints) merge there.
 //! - [`native`] and [`events`]: the native API under `/v1/` and its event streams.
 //! - [`auth`]: the bearer token. [`errors`]: `{"error": ...}` answers.
+//! - [`page`]: the status page at `GET /` (its own API under `/page/api/`).
 //! - [`discovery`]: `/status` and the `server.json` file. [`listen`]: the accept loop
 //!   with slow-client timeouts and a bounded graceful shutdown.
 //!
@@ -19,6 +20,7 @@ pub mod errors;
 pub mod events;
 pub mod listen;
 pub mod native;
+pub mod page;
 pub mod router;
 pub mod state;
 

@@ -16,7 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 use super::auth::{Auth, require_token};
 use super::errors::{errors_as_json, method_not_allowed, not_found};
 use super::state::AppState;
-use super::{discovery, native};
+use super::{discovery, native, page};
 
 /// Limits of every request.
 #[derive(Clone, Copy, Debug)]
@@ -42,7 +42,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(discovery::routes())
         .merge(native::routes())
-    // The status page (`GET /`) and the compatibility endpoints merge here.
+        .merge(page::routes())
+    // The compatibility endpoints merge here.
 }
 
 /// The whole application: routes, fallbacks and layers.
