@@ -4,7 +4,8 @@
 //!
 //! Built from the log: `CALL_STARTED` / `CALL_SPAWNED` open a call;
 //! `CALL_ENDED` / `CALL_COMPLETED` / `CALL_FAILED` / `CALL_CANCELLED` close it, and
-//! `WORKER_STARTED callId=X name=N pid=P` (written by `run`) names it. Calls still open
+//! `CRASH_CONTAINED` / `CRASH_DETECTED participant=P calls=[X, Y]` end the listed calls as
+//! crashed; `WORKER_STARTED callId=X name=N pid=P` (written by `run`) names it. Calls still open
 //! end at `now` (live operation) or at the last log line (archived or ended). Frames that
 //! the log does not show (written by other tools) are added as running calls.
 
@@ -22,6 +23,8 @@ pub enum Outcome {
     Ok,
     Failed,
     Cancelled,
+    /// Its participant was found dead (`CRASH_CONTAINED`, `CRASH_DETECTED`).
+    Crashed,
     /// Still open in a live operation.
     Running,
     /// Still open when the operation was archived.
@@ -34,6 +37,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Failed => "failed",
             Outcome::Cancelled => "cancelled",
+            Outcome::Crashed => "crashed",
             Outcome::Running => "running",
             Outcome::Unfinished => "unfinished",
         }
@@ -87,14 +91,14 @@ impl Timeline {
             match s.outcome {
                 Outcome::Running | Outcome::Unfinished => counts.running += 1,
                 Outcome::Ok => counts.done += 1,
-                Outcome::Failed | Outcome::Cancelled => counts.failed += 1,
+                Outcome::Failed | Outcome::Cancelled | Outcome::Crashed => counts.failed += 1,
             }
         }
         counts
     }
 }
 
-/// How many calls run, ended well, ended badly.
+/// How many calls run, ended well, ended badly (failed, cancelled or crashed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CallCounts {
     pub running: usize,
@@ -117,6 +121,34 @@ fn field<'a>(message: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// The open spans a crash line ends: the calls it lists (`calls=[a, b]`), else every
+/// open call of its participant.
+fn crashed(message: &str, open: &BTreeMap<String, usize>, spans: &[Open]) -> Vec<usize> {
+    let listed: Vec<&str> = message
+        .split_once("calls=[")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(ids, _)| {
+            ids.split(',')
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !listed.is_empty() {
+        return listed
+            .iter()
+            .filter_map(|id| open.get(*id).copied())
+            .collect();
+    }
+    let Some(participant) = field(message, "participant") else {
+        return Vec::new();
+    };
+    open.values()
+        .copied()
+        .filter(|&i| spans[i].span.participant == participant)
+        .collect()
+}
+
 /// A span while the log is read: its end is not known yet.
 struct Open {
     span: Span,
@@ -133,6 +165,16 @@ pub fn build(data: &LedgerData, archived: bool, log: &str, now: DateTime<Utc>) -
     for (ts, message) in log.lines().filter_map(parse_line) {
         last = last.max(ts);
         let keyword = message.split(' ').next().unwrap_or("");
+        if keyword == "CRASH_CONTAINED" || keyword == "CRASH_DETECTED" {
+            for i in crashed(message, &open, &spans) {
+                let entry = &mut spans[i];
+                open.remove(&entry.span.call);
+                entry.ended = Some(ts);
+                entry.span.outcome = Outcome::Crashed;
+                entry.span.error = message.split_once("reason=").map(|(_, r)| r.to_string());
+            }
+            continue;
+        }
         let Some(call) = field(message, "callId") else {
             continue;
         };
@@ -308,12 +350,14 @@ mod tests {
 garbage line
 2026-01-01T00:00:04.000Z [INFO] CALL_ENDED callId=c3 duration=2000ms
 2026-01-01T00:00:05.000Z [INFO] CALL_SPAWNED callId=c4 participant=run-1
+2026-01-01T00:00:05.500Z [INFO] CALL_STARTED callId=c5 participant=exec-8
+2026-01-01T00:00:06.000Z [WARN] CRASH_CONTAINED participant=exec-8 calls=[c5] reason=process 8 exited
 ";
 
     #[test]
     fn calls_are_read_from_the_log_with_outcomes_names_and_lanes() {
         let t = build(&data("op1"), false, LOG, at("2026-01-01T00:01:00Z"));
-        assert_eq!(t.spans.len(), 4);
+        assert_eq!(t.spans.len(), 5);
         let by = |call: &str| t.spans.iter().find(|s| s.call == call).expect("span");
         let c1 = by("c1");
         assert_eq!(c1.name.as_deref(), Some("build"));
@@ -330,13 +374,17 @@ garbage line
             "open calls end now"
         );
         assert_eq!(by("c3").lane, 0, "lanes are per participant");
-        assert_eq!(t.participants(), vec!["exec-7", "run-1"]);
+        let c5 = by("c5");
+        assert_eq!(c5.outcome, Outcome::Crashed, "a crash line ends its calls");
+        assert_eq!(c5.end, at("2026-01-01T00:00:06Z"));
+        assert_eq!(c5.error.as_deref(), Some("process 8 exited"));
+        assert_eq!(t.participants(), vec!["exec-7", "exec-8", "run-1"]);
         assert_eq!(
             t.counts(),
             CallCounts {
                 running: 1,
                 done: 2,
-                failed: 1
+                failed: 2
             }
         );
     }
@@ -346,7 +394,7 @@ garbage line
         let t = build(&data("op2"), true, LOG, at("2026-01-01T00:01:00Z"));
         let c4 = t.spans.iter().find(|s| s.call == "c4").expect("c4");
         assert_eq!(c4.outcome, Outcome::Unfinished);
-        assert_eq!(c4.end, at("2026-01-01T00:00:05Z"));
-        assert_eq!(t.end, at("2026-01-01T00:00:05Z"));
+        assert_eq!(c4.end, at("2026-01-01T00:00:06Z"));
+        assert_eq!(t.end, at("2026-01-01T00:00:06Z"));
     }
 }

@@ -21,7 +21,9 @@
       if (v === null || v === undefined || v === false) continue;
       if (k === 'class') e.className = v;
       else if (k === 'text') e.textContent = v;
-      else if (k.startsWith('data-') || k.startsWith('aria-') || k === 'role' || k === 'title' || k === 'style') e.setAttribute(k, v);
+      // Through the CSSOM: the page's Content-Security-Policy refuses style attributes.
+      else if (k === 'style') Object.assign(e.style, v);
+      else if (k.startsWith('data-') || k.startsWith('aria-') || k === 'role' || k === 'title') e.setAttribute(k, v);
       else e[k] = v;
     }
     for (const c of children) if (c !== null && c !== undefined) e.append(c);
@@ -184,9 +186,9 @@
         state,
         el('td', { class: 'mono', text: op.initiator }),
         el('td', {}, age(op.age_ms, live)),
-        el('td', { class: 'num', 'data-count': 'running', text: String(op.calls.running) }),
-        el('td', { class: 'num', 'data-count': 'done', text: String(op.calls.done) }),
-        el('td', { class: 'num', 'data-count': 'failed', text: String(op.calls.failed) }));
+        el('td', { class: 'num', 'data-count': 'running', text: String(op.call_counts.running) }),
+        el('td', { class: 'num', 'data-count': 'done', text: String(op.call_counts.done) }),
+        el('td', { class: 'num', 'data-count': 'failed', text: String(op.call_counts.failed) }));
     }));
     $('list-empty').hidden = rows.length > 0;
   }
@@ -235,7 +237,7 @@
       ...(v.description ? summaryItem('Description', v.description) : []),
       ...summaryItem('Started', el('time', { dateTime: v.started, text: v.started })),
       ...summaryItem('Age', age(v.age_ms, live)),
-      ...summaryItem('Calls', v.calls.running + ' running, ' + v.calls.done + ' done, ' + v.calls.failed + ' failed'));
+      ...summaryItem('Calls', v.call_counts.running + ' running, ' + v.call_counts.done + ' done, ' + v.call_counts.failed + ' failed'));
     $('detail-failure').hidden = !v.failure;
     $('detail-failure').textContent = v.failure ? 'Failed: ' + v.failure : '';
     $('abort-button').hidden = !live || v.aborted;
@@ -288,12 +290,12 @@
       const state = p ? p.liveness : 'left';
       rows.push(el('div', { class: 'lane-label participant', text: id, title: id, 'aria-hidden': 'true' }));
       rows.push(el('div', { class: 'lane-track', role: 'listitem', 'aria-label': 'participant ' + id + ', ' + state + ', from ' + duration(from) },
-        el('div', { class: 'bar s-' + state, style: 'left:' + pct(from) + ';width:' + pct(total - from) })));
+        el('div', { class: 'bar s-' + state, style: { left: pct(from), width: pct(total - from) } })));
       for (const s of spans) {
         const label = s.name + ': ' + s.outcome + ', ' + duration(s.end_ms - s.start_ms) + ' from ' + duration(s.start_ms);
         rows.push(el('div', { class: 'lane-label worker', text: s.name, title: s.name, 'aria-hidden': 'true' }));
         rows.push(el('div', { class: 'lane-track', role: 'listitem', 'aria-label': label, 'data-span': s.call },
-          el('div', { class: 'bar s-' + s.outcome, title: label, style: 'left:' + pct(s.start_ms) + ';width:' + pct(s.end_ms - s.start_ms) })));
+          el('div', { class: 'bar s-' + s.outcome, title: label, style: { left: pct(s.start_ms), width: pct(s.end_ms - s.start_ms) } })));
       }
     }
     $('timeline').replaceChildren(...rows);

@@ -5,8 +5,8 @@
 //! Liveness here is what the ledger says, for reading only: a participant is `crashed`
 //! once it or one of its calls was declared crashed, `stale` when its heartbeat is older
 //! than the default stale threshold but nobody has declared it yet, `paused` while it
-//! records a job-control stop, `left` after it left in order, else `alive`. The page
-//! never acts on it.
+//! records a job-control stop, `left` after it left in order, `ended` once the
+//! operation has ended, else `alive`. The page never acts on it.
 
 use serde::Serialize;
 
@@ -39,7 +39,7 @@ pub struct OperationRow {
     pub started: Option<String>,
     /// Since the start, by the server's clock (up to the end once archived).
     pub age_ms: u64,
-    pub calls: CallCounts,
+    pub call_counts: CallCounts,
     /// Why the operation cannot be read, when it cannot.
     pub error: Option<String>,
 }
@@ -70,12 +70,13 @@ pub struct ParticipantView {
     pub id: String,
     pub host: String,
     pub pid: i32,
-    /// `alive`, `stale`, `paused`, `crashed` or `left`.
+    /// `alive`, `stale`, `paused`, `crashed`, `left`, or `ended` (the operation ended
+    /// while it was registered).
     pub liveness: &'static str,
     pub heartbeat_age_ms: u64,
     pub initiator: bool,
     pub epoch: u64,
-    /// Start and end of its part, in ms from the timeline's origin.
+    /// When it joined, in ms from the timeline's origin.
     pub joined_ms: u64,
 }
 
@@ -167,7 +168,7 @@ pub async fn detail(state: &AppState, op: &OperationId) -> Result<OperationView>
     Ok(OperationView {
         row,
         failure: data.failure.as_ref().map(|f| f.reason.clone()),
-        participants: participants(&data, &timeline, end),
+        participants: participants(&data, &timeline, end, archived),
         calls: calls(&data, &timeline),
         temps: data.temp_resources.iter().map(|t| temp(t, now)).collect(),
         log_tail: tail,
@@ -237,7 +238,7 @@ fn row(data: &LedgerData, archived: bool, timeline: &Timeline, now: Timestamp) -
         description: data.description.clone().filter(|d| !d.is_empty()),
         started: Some(time::format(&data.start_time)),
         age_ms: age_ms(end, data.start_time),
-        calls: timeline.counts(),
+        call_counts: timeline.counts(),
         error: None,
     }
 }
@@ -252,12 +253,20 @@ fn unreadable(op: &OperationId, e: &Error) -> OperationRow {
         description: None,
         started: None,
         age_ms: 0,
-        calls: CallCounts::default(),
+        call_counts: CallCounts::default(),
         error: Some(e.to_string()),
     }
 }
 
-fn participants(data: &LedgerData, timeline: &Timeline, now: Timestamp) -> Vec<ParticipantView> {
+/// Each participant's liveness as the ledger records it; `now` is the end of an ended
+/// operation, whose participants are no longer judged (`ended`).
+fn participants(
+    data: &LedgerData,
+    timeline: &Timeline,
+    now: Timestamp,
+    archived: bool,
+) -> Vec<ParticipantView> {
+    let ended = archived || data.operation_state.is_final();
     let crashed_frames = |id: &crate::ids::ParticipantId| {
         data.call_frames
             .iter()
@@ -276,6 +285,7 @@ fn participants(data: &LedgerData, timeline: &Timeline, now: Timestamp) -> Vec<P
                 ParticipantState::Crashed => "crashed",
                 _ if crashed_frames(id) || crashed_record(id) => "crashed",
                 ParticipantState::Left => "left",
+                ParticipantState::Active if ended => "ended",
                 ParticipantState::Active if p.paused_at.is_some() => "paused",
                 ParticipantState::Active
                     if heartbeat_age_ms > DEFAULT_STALE_THRESHOLD.as_millis() as u64 =>
