@@ -14,6 +14,8 @@
 //!   stale threshold, and a stream of joined/expired participants.
 //! - [`temp_path`]: the registered form of temp paths, what they may never be, and
 //!   their one deletion function.
+//! - [`timeline`]: an operation's calls as spans, read from its log (for `trace` and the
+//!   status page).
 //! - `ledger`: operations, calls, heartbeats, abort, crash handling, exec workers.
 
 pub mod cleanup;

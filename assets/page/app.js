@@ -14,6 +14,8 @@
   class Unauthorized extends Error {}
 
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  // Whether an operation (a row or a view) can still change.
+  const isLive = (v) => !v.archived && v.state !== 'failed' && v.state !== 'completed';
 
   function el(tag, attrs = {}, ...children) {
     const e = document.createElement(tag);
@@ -171,7 +173,7 @@
   function renderList(rows) {
     const body = $('operations').tBodies[0];
     body.replaceChildren(...rows.map((op) => {
-      const live = !op.archived && op.state !== 'failed' && op.state !== 'completed';
+      const live = isLive(op);
       const open = el('button', {
         type: 'button', class: 'linkish', text: op.operation, 'data-focus-key': 'op:' + op.operation,
         'aria-label': 'Show operation ' + op.operation,
@@ -224,7 +226,7 @@
   }
 
   function renderDetail(v) {
-    const live = !v.archived && v.state !== 'failed' && v.state !== 'completed';
+    const live = isLive(v);
     $('detail-id').textContent = v.operation;
     $('detail-section').dataset.state = v.state;
     $('detail-section').dataset.aborted = v.aborted ? '1' : '0';
@@ -288,9 +290,12 @@
       const spans = v.timeline.spans.filter((s) => s.participant === id);
       const from = p ? p.joined_ms : Math.min(...spans.map((s) => s.start_ms));
       const state = p ? p.liveness : 'left';
+      // A participant that is gone ends with its last call; the others reach the end.
+      const gone = state === 'crashed' || state === 'left';
+      const to = gone && spans.length ? Math.max(...spans.map((s) => s.end_ms)) : total;
       rows.push(el('div', { class: 'lane-label participant', text: id, title: id, 'aria-hidden': 'true' }));
       rows.push(el('div', { class: 'lane-track', role: 'listitem', 'aria-label': 'participant ' + id + ', ' + state + ', from ' + duration(from) },
-        el('div', { class: 'bar s-' + state, style: { left: pct(from), width: pct(total - from) } })));
+        el('div', { class: 'bar s-' + state, style: { left: pct(from), width: pct(to - from) } })));
       for (const s of spans) {
         const label = s.name + ': ' + s.outcome + ', ' + duration(s.end_ms - s.start_ms) + ' from ' + duration(s.start_ms);
         rows.push(el('div', { class: 'lane-label worker', text: s.name, title: s.name, 'aria-hidden': 'true' }));
@@ -299,6 +304,8 @@
       }
     }
     $('timeline').replaceChildren(...rows);
+    $('timeline-scale').textContent = 'From the start of the operation (left) to ' +
+      (isLive(v) ? 'now' : 'its last log line') + ' (right): ' + duration(v.timeline.total_ms) + '.';
   }
 
   async function showDetail(op) {
