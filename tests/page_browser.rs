@@ -460,3 +460,70 @@ async fn the_abort_button_needs_the_token_and_aborts_the_run() {
     env.assert_no_leftovers();
     drop(scope);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reconnects_to_a_restarted_server_and_shows_what_happened_meanwhile() {
+    let _turn = TURN.lock().await;
+    let env = env();
+    let scope = Scope::new(&env.marker, Duration::from_secs(180));
+    // The same token across both servers, as a deployment with --token-file has.
+    let token_file = env.write("token", "reconnect-test-token-0123456789");
+    let token_arg = token_file.to_str().expect("utf-8 path");
+    let start = |port: &str| {
+        let mut live =
+            Live::start(env.cmd(&["--json", "serve", "--port", port, "--token-file", token_arg]));
+        let line = live.wait_for_line("the listening event", |l| l.contains("\"listening\""));
+        let event: Value = serde_json::from_str(&line).expect("json listening event");
+        let url = event["url"].as_str().expect("url").to_string();
+        Server {
+            live,
+            url,
+            token: "reconnect-test-token-0123456789".into(),
+        }
+    };
+    let first = start("0");
+    let port = first.url.rsplit(':').next().expect("port").to_string();
+    let (run, op) = start_run(&env, &[until_file(&env, "holder", "release", "")]);
+    let browser = Browser::start(env.dir.path(), &env.marker, 1100, 900).await;
+    browser.goto(&first.page(&format!("&op={op}"))).await;
+    browser
+        .wait_for(
+            "the running operation, followed live",
+            "return document.getElementById('detail-section').dataset.state === 'running' \
+             && document.getElementById('connection').textContent === 'live'",
+        )
+        .await;
+    browser.js("window.notReloaded = true; return null").await;
+
+    first.stop();
+    browser
+        .wait_for(
+            "the page noticing the server is gone",
+            "return document.getElementById('connection').textContent.startsWith('reconnecting')",
+        )
+        .await;
+    // Meanwhile the run ends and archives its operation.
+    std::fs::write(env.path("release"), "").expect("release");
+    let out = run.finish();
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+
+    let second = start(&port);
+    browser
+        .wait_for(
+            "the completed operation after reconnecting",
+            "return document.getElementById('detail-section').dataset.state === 'completed' \
+             && document.getElementById('abort-button').hidden",
+        )
+        .await;
+    assert_eq!(
+        browser.js("return window.notReloaded === true").await,
+        Value::Bool(true),
+        "no reload"
+    );
+    browser.screenshot("reconnected.png").await;
+
+    browser.close().await;
+    second.stop();
+    env.assert_no_leftovers();
+    drop(scope);
+}

@@ -84,8 +84,9 @@
     return r;
   }
 
-  // Follow a JSON-lines stream until `controller` aborts; reconnect after an end or an
-  // error (each stream starts with `hello`, on which the caller reads everything anew).
+  // Follow a JSON-lines stream until `controller` aborts or `onLine` returns false;
+  // reconnect after an end or an error (told as `{event: 'error'}`). Each stream starts
+  // with `hello`, on which the caller reads everything anew.
   async function follow(path, controller, onLine) {
     let delay = 500;
     while (!controller.signal.aborted) {
@@ -113,6 +114,7 @@
       } catch (e) {
         if (controller.signal.aborted) return;
         if (e instanceof Unauthorized) { askToken('The token was refused.'); return; }
+        if (onLine({ event: 'error' }) === false) { controller.abort(); return; }
       }
       if (controller.signal.aborted) return;
       setConnection('reconnecting…');
@@ -318,8 +320,14 @@
     const view = await refreshDetail(op);
     if (!view || current !== op || view.archived) return;
     stream = new AbortController();
-    follow('/v1/operations/' + encodeURIComponent(op) + '/events', stream, (event) => {
+    const following = stream;
+    follow('/v1/operations/' + encodeURIComponent(op) + '/events', following, (event) => {
       if (event.event === 'ping') return true;
+      if (event.event === 'error') {
+        // Archived while the stream was down: its stream is gone, the view is final.
+        refreshDetail(op).then((v) => { if (v && v.archived) following.abort(); });
+        return true;
+      }
       soon(() => refreshDetail(op));
       return event.event !== 'archived';
     });

@@ -132,10 +132,10 @@ pub async fn list(state: &AppState) -> Result<ListView> {
         match entry.summary {
             Ok(summary) if entry.archived => archived.push((summary.start_time, op)),
             Ok(_) => live.push(row_of(state, &op, false, now).await),
-            Err(e) => live.push(unreadable(&op, &e)),
+            Err(e) => live.push(unreadable(&op, &e, entry.archived)),
         }
     }
-    archived.sort_by(|a, b| b.0.cmp(&a.0));
+    archived.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     let mut operations = live;
     for (_, op) in archived.into_iter().take(ARCHIVED_LISTED) {
         operations.push(row_of(state, &op, true, now).await);
@@ -219,7 +219,7 @@ async fn row_of(
             let timeline = timeline::build(&data, archived, &log, now);
             row(&data, archived, &timeline, now)
         }
-        Err(e) => unreadable(op, &e),
+        Err(e) => unreadable(op, &e, archived),
     }
 }
 
@@ -243,12 +243,12 @@ fn row(data: &LedgerData, archived: bool, timeline: &Timeline, now: Timestamp) -
     }
 }
 
-fn unreadable(op: &OperationId, e: &Error) -> OperationRow {
+fn unreadable(op: &OperationId, e: &Error, archived: bool) -> OperationRow {
     OperationRow {
         operation: op.to_string(),
         state: "unreadable".to_string(),
         aborted: false,
-        archived: false,
+        archived,
         initiator: String::new(),
         description: None,
         started: None,
