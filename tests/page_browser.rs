@@ -71,10 +71,11 @@ fn until_file(env: &Env, name: &str, file: &str, extra: &str) -> String {
     )
 }
 
-/// `run --json --plan` of `workers`; returns it with its operation id.
+/// `run --json -j 4 --plan` of `workers` (all of them at once, however many CPUs);
+/// returns it with its operation id.
 fn start_run(env: &Env, workers: &[String]) -> (Live, String) {
     let p = plan(env, workers);
-    let mut run = Live::start(env.cmd(&["--json", "run", "--plan", &p]));
+    let mut run = Live::start(env.cmd(&["--json", "run", "-j", "4", "--plan", &p]));
     let started = run.wait_for_line("operation_started", |l| l.contains("operation_started"));
     let op = serde_json::from_str::<Value>(&started).expect("json")["operation"]
         .as_str()

@@ -29,7 +29,8 @@ const TOKEN_BYTES: usize = 32;
 const MIN_TOKEN_LEN: usize = 16;
 
 /// Paths answered without a token: discovery's `/status` and `/health` (they name the
-/// service, never an operation), and the status page's assets (they hold no data).
+/// service, never an operation). The status page adds its own (`page::PUBLIC_PATHS`:
+/// the page and its assets, which hold no data).
 pub const PUBLIC_PATHS: &[&str] = &["/status", "/health"];
 
 /// Whether and how requests are authenticated.
