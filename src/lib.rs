@@ -14,6 +14,8 @@
 //!   stale threshold, and a stream of joined/expired participants.
 //! - [`temp_path`]: the registered form of temp paths, what they may never be, and
 //!   their one deletion function.
+//! - [`timeline`]: an operation's calls as spans, read from its log (for `trace` and the
+//!   status page).
 //! - `ledger`: operations, calls, heartbeats, abort, crash handling, exec workers.
 //! - [`simulate`]: the scenario simulator, every participant a real process.
 
@@ -33,6 +35,7 @@ pub mod simulate;
 pub mod stop_reason;
 pub mod store;
 pub mod temp_path;
+pub mod timeline;
 
 pub use cleanup::{CleanupHandler, StopSignals};
 pub use error::{Error, Result};

@@ -18,8 +18,9 @@ const LAYERS: &[&[&str]] = &[
     &["error", "ids"],
     // The data on disk.
     &["model"],
-    // Backends, processes, temp paths, polling helpers: none knows another.
-    &["store", "process", "temp_path", "poll"],
+    // Backends, processes, temp paths, polling helpers, the timeline read from a log:
+    // none knows another.
+    &["store", "process", "temp_path", "poll", "timeline"],
     // Participant liveness and the signal cleanup, over the layers below.
     &["presence", "cleanup"],
     // Operations, calls, crash handling: uses everything below.

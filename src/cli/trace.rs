@@ -1,161 +1,29 @@
 //! `tom-ledger trace OP`: the operation's timeline as Chrome trace-event JSON, which
 //! Perfetto (ui.perfetto.dev) and chrome://tracing open.
 //!
-//! Built from the operation log: `CALL_STARTED` / `CALL_SPAWNED` open a call;
-//! `CALL_ENDED` / `CALL_COMPLETED` / `CALL_FAILED` / `CALL_CANCELLED` close it, and
-//! `WORKER_STARTED callId=X name=N pid=P` (written by `run`) names it. Calls still open
-//! end at the time of the trace (live operation) or at the last log line (archived).
-//!
+//! The timeline itself (calls read from the operation log, their outcomes and lanes) is
+//! the library's ([`tom_dist_ledger::timeline`]); this module only writes it out.
 //! Every participant is a trace process (`pid`), named after it; its calls are complete
-//! events (`ph: "X"`, `ts`/`dur` in µs from the operation's start) on as many threads
-//! (`tid`, "lane N") as it needs for calls that overlap without nesting.
-
-use std::collections::BTreeMap;
+//! events (`ph: "X"`, `ts`/`dur` in µs from the operation's start) on one thread
+//! (`tid`, "lane N") per lane.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tom_dist_ledger::model::LedgerData;
-
-#[derive(Clone, Debug, PartialEq)]
-struct Span {
-    call: String,
-    participant: String,
-    name: Option<String>,
-    pid: Option<String>,
-    start: DateTime<Utc>,
-    end: Option<DateTime<Utc>>,
-    /// `ok`, `failed`, `cancelled`, `running`, `unfinished`.
-    outcome: &'static str,
-    error: Option<String>,
-    kind: &'static str,
-}
-
-/// One log line: `{RFC3339} [LEVEL] message`.
-fn parse_line(line: &str) -> Option<(DateTime<Utc>, &str)> {
-    let (ts, rest) = line.split_once(' ')?;
-    let ts = tom_dist_ledger::model::time::parse(ts)?;
-    let (_, message) = rest.split_once("] ")?;
-    Some((ts, message))
-}
-
-/// The value of `key=` in a message (up to the next space).
-fn field<'a>(message: &'a str, key: &str) -> Option<&'a str> {
-    message
-        .split(' ')
-        .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
-}
+use tom_dist_ledger::timeline::{self, Timeline};
 
 /// The Chrome trace of an operation from its data and log; `now` ends open calls of a
 /// live operation.
 pub fn build(data: &LedgerData, archived: bool, log: &str, now: DateTime<Utc>) -> Value {
-    let mut spans: Vec<Span> = Vec::new();
-    let mut open: BTreeMap<String, usize> = BTreeMap::new();
-    let mut names: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
-    let mut last = data.start_time;
-    for (ts, message) in log.lines().filter_map(parse_line) {
-        last = last.max(ts);
-        let keyword = message.split(' ').next().unwrap_or("");
-        let Some(call) = field(message, "callId") else {
-            continue;
-        };
-        match keyword {
-            "CALL_STARTED" | "CALL_SPAWNED" => {
-                open.insert(call.to_string(), spans.len());
-                spans.push(Span {
-                    call: call.to_string(),
-                    participant: field(message, "participant")
-                        .unwrap_or("unknown")
-                        .to_string(),
-                    name: None,
-                    pid: None,
-                    start: ts,
-                    end: None,
-                    outcome: "running",
-                    error: None,
-                    kind: if keyword == "CALL_SPAWNED" {
-                        "spawned"
-                    } else {
-                        "call"
-                    },
-                });
-            }
-            "CALL_ENDED" | "CALL_COMPLETED" | "CALL_FAILED" | "CALL_CANCELLED" => {
-                if let Some(i) = open.remove(call) {
-                    let span = &mut spans[i];
-                    span.end = Some(ts);
-                    span.outcome = match keyword {
-                        "CALL_FAILED" => "failed",
-                        "CALL_CANCELLED" => "cancelled",
-                        _ => "ok",
-                    };
-                    if keyword == "CALL_FAILED" {
-                        span.error = message.split_once("error=").map(|(_, e)| e.to_string());
-                    }
-                }
-            }
-            "WORKER_STARTED" => {
-                let name = field(message, "name").unwrap_or("").to_string();
-                names.insert(
-                    call.to_string(),
-                    (name, field(message, "pid").map(String::from)),
-                );
-            }
-            _ => {}
-        }
-    }
-    let end_of_open = if archived || data.operation_state.is_final() {
-        last
-    } else {
-        now.max(last)
-    };
-    for i in open.into_values() {
-        spans[i].outcome = if archived { "unfinished" } else { "running" };
-        spans[i].end = Some(end_of_open);
-    }
-    // Frames still open that the log does not show (written by other tools).
-    for f in &data.call_frames {
-        if !spans.iter().any(|s| s.call == f.call_id.as_str()) {
-            spans.push(Span {
-                call: f.call_id.to_string(),
-                participant: f.participant_id.to_string(),
-                name: f.description.clone(),
-                pid: f.process.as_ref().map(|p| p.pid.to_string()),
-                start: f.start_time,
-                end: Some(end_of_open.max(f.start_time)),
-                outcome: "running",
-                error: None,
-                kind: "call",
-            });
-        }
-    }
-    for s in &mut spans {
-        if let Some((name, pid)) = names.get(&s.call) {
-            s.name = Some(name.clone()).filter(|n| !n.is_empty());
-            s.pid = pid.clone();
-        }
-        if s.name.is_none()
-            && let Some(f) = data
-                .call_frames
-                .iter()
-                .find(|f| f.call_id.as_str() == s.call)
-        {
-            s.name = f.description.clone();
-        }
-    }
-    events(data, &spans, last.max(end_of_open))
+    events(data, &timeline::build(data, archived, log, now))
 }
 
 fn micros(origin: DateTime<Utc>, t: DateTime<Utc>) -> i64 {
     (t - origin).num_microseconds().unwrap_or(0).max(0)
 }
 
-fn events(data: &LedgerData, spans: &[Span], end: DateTime<Utc>) -> Value {
-    let origin = spans
-        .iter()
-        .map(|s| s.start)
-        .chain([data.start_time])
-        .min()
-        .unwrap_or(data.start_time);
+fn events(data: &LedgerData, timeline: &Timeline) -> Value {
+    let origin = timeline.origin;
     let mut out = Vec::new();
     // pid 1: the operation itself.
     out.push(
@@ -164,12 +32,9 @@ fn events(data: &LedgerData, spans: &[Span], end: DateTime<Utc>) -> Value {
     );
     out.push(json!({"ph": "M", "name": "thread_name", "pid": 1, "tid": 0, "args": {"name": "operation"}}));
     out.push(json!({"ph": "X", "name": data.operation_id.as_str(), "cat": "operation", "pid": 1, "tid": 0,
-        "ts": micros(origin, data.start_time), "dur": micros(data.start_time, end),
+        "ts": micros(origin, data.start_time), "dur": micros(data.start_time, timeline.end),
         "args": {"state": data.operation_state.as_str(), "initiator": data.initiator_id.as_str()}}));
-    let mut participants: Vec<&str> = spans.iter().map(|s| s.participant.as_str()).collect();
-    participants.sort();
-    participants.dedup();
-    for (n, participant) in participants.iter().enumerate() {
+    for (n, participant) in timeline.participants().iter().enumerate() {
         let pid = n as i64 + 2;
         out.push(
             json!({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
@@ -179,27 +44,19 @@ fn events(data: &LedgerData, spans: &[Span], end: DateTime<Utc>) -> Value {
             json!({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
             "args": {"sort_index": pid}}),
         );
-        let mut mine: Vec<&Span> = spans
+        let mut lanes = 0;
+        for s in timeline
+            .spans
             .iter()
             .filter(|s| s.participant == *participant)
-            .collect();
-        mine.sort_by_key(|s| s.start);
-        // Lanes: a call goes on the first lane that is free when it starts.
-        let mut lanes: Vec<DateTime<Utc>> = Vec::new();
-        for s in mine {
-            let end = s.end.unwrap_or(s.start).max(s.start);
-            let lane = match lanes.iter().position(|&free| free <= s.start) {
-                Some(l) => l,
-                None => {
-                    lanes.push(s.start);
-                    out.push(json!({"ph": "M", "name": "thread_name", "pid": pid,
-                        "tid": lanes.len(), "args": {"name": format!("lane {}", lanes.len())}}));
-                    lanes.len() - 1
-                }
-            };
-            lanes[lane] = end;
+        {
+            if s.lane >= lanes {
+                lanes = s.lane + 1;
+                out.push(json!({"ph": "M", "name": "thread_name", "pid": pid,
+                    "tid": lanes, "args": {"name": format!("lane {lanes}")}}));
+            }
             let mut args = json!({"call": s.call, "participant": s.participant,
-                "outcome": s.outcome, "kind": s.kind});
+                "outcome": s.outcome.as_str(), "kind": s.kind});
             if let Some(p) = &s.pid {
                 args["process"] = json!(p);
             }
@@ -208,8 +65,8 @@ fn events(data: &LedgerData, spans: &[Span], end: DateTime<Utc>) -> Value {
             }
             out.push(
                 json!({"ph": "X", "name": s.name.clone().unwrap_or_else(|| s.call.clone()),
-                "cat": s.outcome, "pid": pid, "tid": lane + 1,
-                "ts": micros(origin, s.start), "dur": micros(s.start, end), "args": args}),
+                "cat": s.outcome.as_str(), "pid": pid, "tid": s.lane + 1,
+                "ts": micros(origin, s.start), "dur": micros(s.start, s.end), "args": args}),
             );
         }
     }

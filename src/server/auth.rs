@@ -29,7 +29,8 @@ const TOKEN_BYTES: usize = 32;
 const MIN_TOKEN_LEN: usize = 16;
 
 /// Paths answered without a token: discovery's `/status` and `/health` (they name the
-/// service, never an operation).
+/// service, never an operation). The status page adds its own (`page::PUBLIC_PATHS`:
+/// the page and its assets, which hold no data).
 pub const PUBLIC_PATHS: &[&str] = &["/status", "/health"];
 
 /// Whether and how requests are authenticated.
@@ -130,7 +131,8 @@ pub fn read_token(path: &Path) -> Result<String> {
 
 /// The layer in front of every route: 401, the same for every path, without the token.
 pub async fn require_token(State(auth): State<Auth>, request: Request, next: Next) -> Response {
-    if PUBLIC_PATHS.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    if PUBLIC_PATHS.contains(&path) || super::page::PUBLIC_PATHS.contains(&path) {
         return next.run(request).await;
     }
     let presented = request

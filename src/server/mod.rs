@@ -8,6 +8,7 @@
 //! - [`native`] and [`events`]: the native API under `/v1/` and its event streams.
 //! - [`compat`]: the original's 15 endpoints over the same core and store.
 //! - [`auth`]: the bearer token. [`errors`]: `{"error": ...}` answers.
+//! - [`page`]: the status page at `GET /` (its own API under `/page/api/`).
 //! - [`discovery`]: `/status` and the `server.json` file. [`listen`]: the accept loop
 //!   with slow-client timeouts and a bounded graceful shutdown.
 //!
@@ -21,6 +22,7 @@ pub mod errors;
 pub mod events;
 pub mod listen;
 pub mod native;
+pub mod page;
 pub mod router;
 pub mod state;
 

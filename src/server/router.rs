@@ -16,7 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 use super::auth::{Auth, require_token};
 use super::errors::{errors_as_json, method_not_allowed, not_found};
 use super::state::AppState;
-use super::{compat, discovery, native};
+use super::{compat, discovery, native, page};
 
 /// Limits of every request.
 #[derive(Clone, Copy, Debug)]
@@ -43,7 +43,7 @@ pub fn routes() -> Router<AppState> {
         .merge(discovery::routes())
         .merge(native::routes())
         .merge(compat::routes())
-    // The status page (`GET /`) merges here.
+        .merge(page::routes())
 }
 
 /// The whole application: routes, fallbacks and layers.
