@@ -31,6 +31,8 @@
 //!   reached; the file store never returns it.
 
 mod changes;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod file;
 pub mod memory;
 mod read_change_write;
@@ -49,6 +51,8 @@ use crate::model::LedgerData;
 pub use crate::revision::Revision;
 pub(crate) use changes::Subscribers;
 pub use changes::{ChangeKind, ChangeStream, OperationChange, QUEUE_BOUND};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdOptions, EtcdStore};
 pub use file::{FileStore, FileStoreOptions};
 pub use memory::MemoryStore;
 pub use read_change_write::{MAX_ATTEMPTS, read_change_write};
