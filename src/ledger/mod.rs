@@ -46,8 +46,8 @@ pub use connect::{
     Connect, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PAUSE, DEFAULT_STALE_THRESHOLD,
 };
 pub use exec::{
-    Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_URL, ENV_OPERATION, ENV_PARTICIPANT, ExecWorker,
-    RunningFn, WorkerResult, exit_code, process_record,
+    Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_ETCD, ENV_LEDGER_ETCD_PREFIX, ENV_LEDGER_URL,
+    ENV_OPERATION, ENV_PARTICIPANT, ExecWorker, RunningFn, WorkerResult, exit_code, process_record,
 };
 pub use follow::{FollowEnd, Followed, LogFollower};
 pub use heartbeat::HeartbeatOptions;
@@ -173,6 +173,10 @@ impl Ledger {
                 Arc::new(FileStore::open_existing(dir, connect.file_options)?)
             }
             Target::Store(store) => store,
+            #[cfg(feature = "etcd")]
+            Target::Etcd { endpoints, options } => {
+                Arc::new(crate::store::EtcdStore::connect(&endpoints, options).await?)
+            }
         };
         let pid = connect.pid.unwrap_or(std::process::id() as i32);
         let participant = match connect.participant {

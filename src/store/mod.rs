@@ -75,8 +75,12 @@ pub enum StoreLocation {
     Dir(PathBuf),
     /// A ledger server (`TOM_LEDGER_URL`).
     Url(String),
-    /// etcd endpoints.
-    Etcd(Vec<String>),
+    /// An etcd cluster (`TOM_LEDGER_ETCD`) and the ledger's key prefix
+    /// (`TOM_LEDGER_ETCD_PREFIX`).
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
     /// A store inside this process (tests): other processes cannot join it.
     Memory,
 }

@@ -33,6 +33,12 @@ pub trait Backend: Send + Sync {
     /// (`TOM_LEDGER_DIR`, `TOM_LEDGER_URL`); `None` for a ledger inside this process,
     /// on which the behaviours that need a shared ledger are not run (see the macro).
     fn shared_location(&self) -> Option<(&'static str, String)>;
+    /// Whether the store can show who wrote a record (`Store::provenance`): automatic
+    /// recovery acts only on records it proves to be this user's (a cluster such as etcd
+    /// cannot, so its abandoned operations are left to `recover`).
+    fn proves_provenance(&self) -> bool {
+        true
+    }
 }
 
 /// Connect a participant with fast heartbeats (tests never wait for them).

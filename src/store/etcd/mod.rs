@@ -332,7 +332,10 @@ impl EtcdStore {
 #[async_trait]
 impl Store for EtcdStore {
     fn location(&self) -> StoreLocation {
-        StoreLocation::Etcd(self.inner.cluster.endpoints().to_vec())
+        StoreLocation::Etcd {
+            endpoints: self.inner.cluster.endpoints().to_vec(),
+            prefix: self.inner.keys.prefix().to_string(),
+        }
     }
 
     async fn create(&self, data: &LedgerData) -> Result<()> {
