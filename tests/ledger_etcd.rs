@@ -43,6 +43,10 @@ impl Backend for EtcdBackend {
     fn proves_provenance(&self) -> bool {
         false
     }
+
+    fn judges_by_participant_clock(&self) -> bool {
+        false
+    }
 }
 
 ledger_suite!(EtcdBackend::new());

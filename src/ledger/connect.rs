@@ -49,6 +49,7 @@ pub struct Connect {
     pub(crate) file_options: FileStoreOptions,
     pub(crate) callback: LedgerCallback,
     pub(crate) clock: SharedClock,
+    pub(crate) host: Option<String>,
 }
 
 impl Connect {
@@ -192,6 +193,7 @@ impl Connect {
             file_options: FileStoreOptions::default(),
             callback: LedgerCallback::default(),
             clock: Arc::new(SystemClock),
+            host: None,
         }
     }
 
@@ -307,6 +309,15 @@ impl Connect {
     /// participant on this machine is judged by its pid instead, for as long as it lasts.
     pub fn max_pause(mut self, d: Duration) -> Self {
         self.max_pause = d;
+        self
+    }
+
+    /// The host name recorded for this participant (default: the machine's). Peers that
+    /// record another host are judged as on another machine: by presence (heartbeat age,
+    /// an etcd lease), never by pid, and never signalled. For several participants of one
+    /// machine that stand for different hosts (containers, simulations, tests).
+    pub fn host(mut self, name: impl Into<String>) -> Self {
+        self.host = Some(name.into());
         self
     }
 

@@ -39,6 +39,13 @@ pub trait Backend: Send + Sync {
     fn proves_provenance(&self) -> bool {
         true
     }
+    /// Whether a participant's liveness is judged by heartbeat ages on the judging
+    /// participant's clock (a manual clock moved past the threshold makes it stale), or
+    /// by the backend's own clock (etcd: a participant whose lease etcd holds is alive,
+    /// whatever the clocks of the participants say).
+    fn judges_by_participant_clock(&self) -> bool {
+        true
+    }
 }
 
 /// Connect a participant with fast heartbeats (tests never wait for them).

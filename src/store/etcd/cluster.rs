@@ -114,7 +114,9 @@ pub fn is_transient(e: &etcd_client::Error) -> bool {
                 | Code::Internal
                 | Code::Aborted
         ),
-        E::TransportError(_) | E::IoError(_) | E::WatchError(_) | E::LeaseKeepAliveError(_) => true,
+        E::TransportError(_) | E::IoError(_) | E::WatchError(_) => true,
+        // A lease that is gone stays gone; a broken keep-alive stream is worth a retry.
+        E::LeaseKeepAliveError(message) => !message.contains("not found"),
         _ => false,
     }
 }
