@@ -38,7 +38,7 @@ use super::{
     StoreLocation, Versioned, WriteKind,
 };
 use crate::error::{Error, Result};
-use crate::ids::OperationId;
+use crate::ids::{OperationId, ParticipantId};
 use crate::model::LedgerData;
 
 pub use cluster::{Cluster, DEFAULT_DEADLINE, normalise_endpoint, parse_endpoints};
@@ -172,6 +172,30 @@ impl EtcdStore {
     /// The key layout of this ledger.
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
+    }
+
+    /// Who holds a presence key in the operation now (lease-bound keys that presence
+    /// puts; for inspection and tests), sorted.
+    pub async fn present_participants(&self, op: &OperationId) -> Result<Vec<ParticipantId>> {
+        let dir = self.inner.keys.presence(op);
+        let kvs = self
+            .get(
+                dir.clone(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        let mut ids: Vec<ParticipantId> = kvs
+            .iter()
+            .filter_map(|kv| {
+                std::str::from_utf8(kv.key())
+                    .ok()?
+                    .strip_prefix(&dir)
+                    .map(str::to_owned)
+            })
+            .filter_map(|name| ParticipantId::parse(name).ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     fn saw(&self, revision: i64) {
