@@ -111,6 +111,31 @@ impl Member {
         answer.contains("\"health\":\"true\"")
     }
 
+    /// `(member id, leader id)` as this member reports them (the JSON gateway's
+    /// maintenance status); `None` while it does not answer.
+    pub fn status(&self) -> Option<(String, String)> {
+        let body = self.post("/v3/maintenance/status", "{}")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let me = v["header"]["member_id"].as_str()?.to_string();
+        let leader = v["leader"].as_str()?.to_string();
+        Some((me, leader))
+    }
+
+    fn post(&self, path: &str, body: &str) -> Option<String> {
+        let addr = self.client_url.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let request = format!(
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        let (_, body) = answer.split_once("\r\n\r\n")?;
+        Some(body.to_string())
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -182,6 +207,30 @@ impl Etcd {
                     .collect();
                 panic!("etcd did not become healthy:\n{}", logs.join("\n"));
             }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The index of the member that leads (all running members agree on it); waits for
+    /// an election to settle.
+    pub fn leader(&self) -> usize {
+        let deadline = Instant::now() + START_BOUND;
+        loop {
+            let statuses: Vec<(usize, String, String)> = self
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.child.is_some())
+                .filter_map(|(i, m)| m.status().map(|(me, leader)| (i, me, leader)))
+                .collect();
+            if let Some((_, _, leader)) = statuses.first()
+                && leader != "0"
+                && statuses.iter().all(|(_, _, l)| l == leader)
+                && let Some((i, _, _)) = statuses.iter().find(|(_, me, _)| me == leader)
+            {
+                return *i;
+            }
+            assert!(Instant::now() < deadline, "no etcd leader: {statuses:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
