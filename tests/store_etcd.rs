@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use etcd_common::{Etcd, unique_prefix};
 use store_suite::{TestLedger, sample};
-use tom_dist_ledger::store::{EtcdOptions, EtcdStore, Store};
+use tom_dist_ledger::store::{ChangeKind, EtcdOptions, EtcdStore, Revision, Store};
 
 fn options(prefix: &str) -> EtcdOptions {
     EtcdOptions {
@@ -60,4 +60,100 @@ async fn prefixes_keep_ledgers_apart() {
         .unwrap();
     assert_eq!(b.list().await.unwrap().len(), 1);
     assert!(b.list_archived().await.unwrap().is_empty());
+}
+
+/// A cluster that does not answer is `Unavailable`, naming the endpoint, once the
+/// deadline has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_is_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let options = EtcdOptions {
+        deadline: std::time::Duration::from_secs(1),
+        ..EtcdOptions::default()
+    };
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        EtcdStore::connect(std::slice::from_ref(&endpoint), options),
+    )
+    .await
+    .expect("the deadline bounds the attempt")
+    .unwrap_err();
+    assert!(
+        matches!(err, tom_dist_ledger::Error::Unavailable { ref location, .. } if location.contains(&endpoint)),
+        "{err}"
+    );
+}
+
+/// A watch whose start was compacted away reports a resync (changes were lost: read
+/// again), then goes on with the changes after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_compacted_revision_resyncs() {
+    let etcd = Etcd::single();
+    let prefix = unique_prefix("compact");
+    // This handle saw the cluster's revision before everything below.
+    let behind = open(&etcd, &prefix).await;
+    let writer = open(&etcd, &prefix).await;
+    let data = sample("op_compacted");
+    let id = &data.operation_id;
+    writer.create(&data).await.unwrap();
+    for _ in 0..5 {
+        writer.modify(id, &mut |_| Ok(())).await.unwrap();
+    }
+    writer.compact_history(0).await.unwrap();
+    let mut changes = behind.watch(id).unwrap();
+    let first = tokio::time::timeout(store_suite::PATIENCE, changes.next())
+        .await
+        .expect("a change report in time")
+        .expect("the watch goes on");
+    assert_eq!(first.kind, ChangeKind::Resync, "{first:?}");
+    let written = writer.modify(id, &mut |_| Ok(())).await.unwrap();
+    loop {
+        let change = tokio::time::timeout(store_suite::PATIENCE, changes.next())
+            .await
+            .expect("the change after the compaction in time")
+            .expect("the watch goes on");
+        if change.revision == Some(Revision::new(written.seq)) {
+            break;
+        }
+    }
+}
+
+/// A watch outlives a restart of its member: it resumes from the revision after the
+/// last change it delivered and reports the changes made after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_after_its_member_restarts() {
+    let mut etcd = Etcd::single();
+    let prefix = unique_prefix("restart");
+    let watcher = open(&etcd, &prefix).await;
+    let writer = open(&etcd, &prefix).await;
+    let data = sample("op_restart");
+    let id = &data.operation_id;
+    writer.create(&data).await.unwrap();
+    let mut changes = watcher.watch(id).unwrap();
+    let before = writer.modify(id, &mut |_| Ok(())).await.unwrap();
+    // (The create may be reported first, without a revision: it may predate the watch.)
+    while next_revision(&mut changes).await != Some(Revision::new(before.seq)) {}
+    etcd.members[0].kill();
+    etcd.members[0].restart();
+    tokio::task::block_in_place(|| etcd.wait_healthy());
+    let after = writer.modify(id, &mut |_| Ok(())).await.unwrap();
+    loop {
+        let revision = next_revision(&mut changes).await;
+        if revision == Some(Revision::new(after.seq)) {
+            break;
+        }
+    }
+    assert!(!changes.is_ended());
+}
+
+async fn next_revision(changes: &mut tom_dist_ledger::store::ChangeStream) -> Option<Revision> {
+    tokio::time::timeout(store_suite::PATIENCE, changes.next())
+        .await
+        .expect("a change in time")
+        .expect("the watch goes on")
+        .revision
 }

@@ -66,6 +66,11 @@ pub struct EtcdOptions {
     /// How long a request is retried over the live members before it fails as
     /// unavailable.
     pub deadline: Duration,
+    /// Revisions of history kept: etcd keeps every old version until compacted (3.4
+    /// compacts nothing by default and stops taking writes at its quota), so archiving
+    /// compacts the history older than this many revisions. Watches that fall further
+    /// behind get a resync. 0: never compact (the cluster's own auto-compaction does).
+    pub history_kept: u64,
 }
 
 impl Default for EtcdOptions {
@@ -75,6 +80,7 @@ impl Default for EtcdOptions {
             max_backups: 20,
             log_max_lines: 100_000,
             deadline: DEFAULT_DEADLINE,
+            history_kept: 100_000,
         }
     }
 }
@@ -94,6 +100,8 @@ struct Inner {
     /// The newest cluster revision this handle has seen (watches start after it).
     seen: AtomicI64,
     appends: AtomicU64,
+    /// The revision this handle last compacted the history at.
+    compacted: AtomicI64,
     watches: watch::Watches,
 }
 
@@ -141,6 +149,7 @@ impl EtcdStore {
                 revisions: Mutex::default(),
                 seen: AtomicI64::new(0),
                 appends: AtomicU64::new(0),
+                compacted: AtomicI64::new(0),
             }),
         };
         // One request now: an unreachable cluster is reported at connect, and watches
@@ -172,6 +181,31 @@ impl EtcdStore {
     /// The key layout of this ledger.
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
+    }
+
+    /// Compact the cluster's history up to `keep` revisions before the current one
+    /// (for every ledger of the cluster: compaction is cluster-wide). Watches that were
+    /// behind it resync.
+    pub async fn compact_history(&self, keep: u64) -> Result<()> {
+        let current = self.inner.seen.load(Ordering::Acquire);
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let at = current.saturating_sub(keep);
+        if at <= self.inner.compacted.load(Ordering::Acquire) || at <= 0 {
+            return Ok(());
+        }
+        let compacted = self
+            .inner
+            .cluster
+            .run(|mut c| async move { c.compact(at, None).await })
+            .await;
+        match compacted {
+            Ok(_) => {}
+            // Compacted already, by another handle or the cluster itself.
+            Err(Error::Invalid { reason, .. }) if reason.contains("compacted") => {}
+            Err(e) => return Err(e),
+        }
+        self.inner.compacted.fetch_max(at, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Who holds a presence key in the operation now (lease-bound keys that presence
@@ -329,6 +363,20 @@ impl EtcdStore {
                 ));
             }
             self.txn(Txn::new().and_then(deletes)).await?;
+        }
+        Ok(())
+    }
+
+    /// Compact when the history since the last compaction is twice what is kept.
+    async fn compact_if_due(&self) -> Result<()> {
+        let kept = self.inner.options.history_kept;
+        if kept == 0 {
+            return Ok(());
+        }
+        let since =
+            self.inner.seen.load(Ordering::Acquire) - self.inner.compacted.load(Ordering::Acquire);
+        if u64::try_from(since).unwrap_or(0) > kept.saturating_mul(2) {
+            self.compact_history(kept).await?;
         }
         Ok(())
     }
@@ -556,6 +604,7 @@ impl Store for EtcdStore {
             if done {
                 self.forget(op);
                 self.enforce_retention().await?;
+                self.compact_if_due().await?;
                 return Ok(ArchiveRef::new(op.clone(), format!("etcd:{archived}")));
             }
         }
