@@ -17,6 +17,7 @@
 //!   `None`), so automatic recovery never acts on an etcd ledger on its own.
 
 mod cluster;
+mod history;
 mod keys;
 mod logs;
 mod record;
@@ -29,8 +30,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp,
-    TxnOpResponse, TxnResponse,
+    Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 
 use super::{
@@ -38,7 +38,7 @@ use super::{
     StoreLocation, Versioned, WriteKind,
 };
 use crate::error::{Error, Result};
-use crate::ids::{OperationId, ParticipantId};
+use crate::ids::OperationId;
 use crate::model::LedgerData;
 
 pub use cluster::{Cluster, DEFAULT_DEADLINE, normalise_endpoint, parse_endpoints};
@@ -183,55 +183,6 @@ impl EtcdStore {
         &self.inner.keys
     }
 
-    /// Compact the cluster's history up to `keep` revisions before the current one
-    /// (for every ledger of the cluster: compaction is cluster-wide). Watches that were
-    /// behind it resync.
-    pub async fn compact_history(&self, keep: u64) -> Result<()> {
-        let current = self.inner.seen.load(Ordering::Acquire);
-        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        let at = current.saturating_sub(keep);
-        if at <= self.inner.compacted.load(Ordering::Acquire) || at <= 0 {
-            return Ok(());
-        }
-        let compacted = self
-            .inner
-            .cluster
-            .run(|mut c| async move { c.compact(at, None).await })
-            .await;
-        match compacted {
-            Ok(_) => {}
-            // Compacted already, by another handle or the cluster itself.
-            Err(Error::Invalid { reason, .. }) if reason.contains("compacted") => {}
-            Err(e) => return Err(e),
-        }
-        self.inner.compacted.fetch_max(at, Ordering::AcqRel);
-        Ok(())
-    }
-
-    /// Who holds a presence key in the operation now (lease-bound keys that presence
-    /// puts; for inspection and tests), sorted.
-    pub async fn present_participants(&self, op: &OperationId) -> Result<Vec<ParticipantId>> {
-        let dir = self.inner.keys.presence(op);
-        let kvs = self
-            .get(
-                dir.clone(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
-            .await?;
-        let mut ids: Vec<ParticipantId> = kvs
-            .iter()
-            .filter_map(|kv| {
-                std::str::from_utf8(kv.key())
-                    .ok()?
-                    .strip_prefix(&dir)
-                    .map(str::to_owned)
-            })
-            .filter_map(|name| ParticipantId::parse(name).ok())
-            .collect();
-        ids.sort();
-        Ok(ids)
-    }
-
     fn saw(&self, revision: i64) {
         self.inner.seen.fetch_max(revision, Ordering::AcqRel);
     }
@@ -329,56 +280,6 @@ impl EtcdStore {
         self.remember(op, data.seq, kv.mod_revision());
         let revision = Revision::new(data.seq);
         Ok((Versioned { data, revision }, kv.mod_revision()))
-    }
-
-    /// Delete the oldest archives beyond the retention limit, with their logs.
-    async fn enforce_retention(&self) -> Result<()> {
-        let dir = self.inner.keys.archive_dir();
-        let archived = self
-            .get(
-                dir.clone(),
-                Some(
-                    GetOptions::new()
-                        .with_prefix()
-                        .with_keys_only()
-                        .with_sort(SortTarget::Create, SortOrder::Ascend),
-                ),
-            )
-            .await?;
-        let excess = archived
-            .len()
-            .saturating_sub(self.inner.options.max_backups);
-        let doomed: Vec<OperationId> = archived
-            .iter()
-            .take(excess)
-            .filter_map(|kv| Keys::id_under(&dir, kv.key()))
-            .collect();
-        for batch in doomed.chunks(50) {
-            let mut deletes = Vec::new();
-            for op in batch {
-                deletes.push(TxnOp::delete(self.inner.keys.archived(op), None));
-                deletes.push(TxnOp::delete(
-                    self.inner.keys.logs(op),
-                    Some(DeleteOptions::new().with_prefix()),
-                ));
-            }
-            self.txn(Txn::new().and_then(deletes)).await?;
-        }
-        Ok(())
-    }
-
-    /// Compact when the history since the last compaction is twice what is kept.
-    async fn compact_if_due(&self) -> Result<()> {
-        let kept = self.inner.options.history_kept;
-        if kept == 0 {
-            return Ok(());
-        }
-        let since =
-            self.inner.seen.load(Ordering::Acquire) - self.inner.compacted.load(Ordering::Acquire);
-        if u64::try_from(since).unwrap_or(0) > kept.saturating_mul(2) {
-            self.compact_history(kept).await?;
-        }
-        Ok(())
     }
 
     fn summaries(&self, dir: &str, kvs: &[KeyValue], archived: bool) -> Vec<ListEntry> {

@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -35,6 +34,12 @@ use crate::ids::{OperationId, ParticipantId};
 use crate::model::{LedgerData, Participant, ParticipantState};
 use crate::process::exited;
 use crate::store::etcd::{Cluster, Keys};
+
+mod follower;
+mod lease;
+
+use follower::KeyFollower;
+use lease::{keep_lease, register, unregister};
 
 use super::judge::{Ages, Judge, SelfIdentity, identity_of};
 use super::{Presence, PresenceEvent, PresenceEvents, Roster};
@@ -163,111 +168,6 @@ impl Drop for EtcdPresence {
             });
         }
     }
-}
-
-/// Keep the lease alive every third of the TTL; grant it anew (and put every key again)
-/// when it was found gone.
-async fn keep_lease(shared: std::sync::Weak<Shared>) {
-    loop {
-        let Some(s) = shared.upgrade() else { return };
-        let ttl = ttl_of(&s);
-        let pause = Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
-        {
-            let mut lease = s.lease.lock().await;
-            if let Some(id) = lease.id {
-                let renewed = s
-                    .cluster
-                    .run_within(pause, |mut c| async move { c.lease_keep_alive(id).await })
-                    .await;
-                if renewed.is_err() {
-                    tracing::debug!("etcd lease {id} could not be renewed: {renewed:?}");
-                    if lease_gone(&s, id).await {
-                        lease.id = None;
-                    }
-                }
-            }
-            if lease.id.is_none() && !lease.keys.is_empty() {
-                if let Err(e) = grant(&s, &mut lease).await {
-                    tracing::warn!("etcd presence: cannot grant a lease: {e}");
-                }
-            }
-        }
-        drop(s);
-        tokio::time::sleep(pause).await;
-    }
-}
-
-fn ttl_of(s: &Shared) -> i64 {
-    let secs = s.judge.stale_threshold().as_secs_f64().ceil() as i64;
-    secs.max(MIN_TTL_SECS)
-}
-
-/// Whether etcd says the lease no longer exists (as opposed to being unreachable).
-async fn lease_gone(s: &Shared, id: i64) -> bool {
-    let asked = s
-        .cluster
-        .run_within(Duration::from_secs(1), |mut c| async move {
-            c.lease_time_to_live(id, None).await
-        })
-        .await;
-    matches!(asked, Ok(r) if r.ttl() <= 0)
-}
-
-/// Grant a new lease and put every key on it.
-async fn grant(s: &Shared, lease: &mut LeaseState) -> crate::error::Result<()> {
-    let ttl = ttl_of(s);
-    let granted = s
-        .cluster
-        .run(|mut c| async move { c.lease_grant(ttl, None).await })
-        .await?;
-    let id = granted.id();
-    lease.id = Some(id);
-    for (key, value) in &lease.keys {
-        put_on(s, id, key.clone(), value.clone()).await?;
-    }
-    Ok(())
-}
-
-async fn put_on(s: &Shared, id: i64, key: String, value: Vec<u8>) -> crate::error::Result<()> {
-    s.cluster
-        .run(|mut c| {
-            let (key, value) = (key.clone(), value.clone());
-            async move {
-                c.put(key, value, Some(PutOptions::new().with_lease(id)))
-                    .await
-            }
-        })
-        .await
-        .map(drop)
-}
-
-/// Put this participant's key of one operation on the lease (granting it first).
-async fn register(s: Arc<Shared>, key: String, marker: Marker) {
-    let Ok(value) = serde_json::to_vec(&marker) else {
-        return;
-    };
-    let mut lease = s.lease.lock().await;
-    lease.keys.insert(key.clone(), value.clone());
-    let result = match lease.id {
-        Some(id) => put_on(&s, id, key, value).await,
-        None => grant(&s, &mut lease).await,
-    };
-    if let Err(e) = result {
-        tracing::warn!("etcd presence: cannot register: {e}");
-    }
-}
-
-/// Delete this participant's key of one operation (it left).
-async fn unregister(s: Arc<Shared>, key: String) {
-    let mut lease = s.lease.lock().await;
-    lease.keys.remove(&key);
-    let _ = s
-        .cluster
-        .run_within(Duration::from_secs(5), |mut c| {
-            let key = key.clone();
-            async move { c.delete(key, None).await }
-        })
-        .await;
 }
 
 impl Presence for EtcdPresence {
@@ -488,134 +388,6 @@ impl Drop for EtcdRoster {
                 && let Ok(runtime) = tokio::runtime::Handle::try_current()
             {
                 runtime.spawn(unregister(self.shared.clone(), self.key_of(op)));
-            }
-        }
-    }
-}
-
-/// Follows one operation's presence keys: keeps the markers, announces deletions.
-struct KeyFollower {
-    shared: Arc<Shared>,
-    op: OperationId,
-    me: ParticipantId,
-    known: Registry,
-    events: mpsc::UnboundedSender<PresenceEvent>,
-}
-
-impl KeyFollower {
-    async fn run(self) {
-        loop {
-            let generation = self.shared.cluster.current_generation();
-            self.follow().await;
-            self.shared.cluster.heal(generation).await;
-            tokio::time::sleep(RESUME_PAUSE).await;
-        }
-    }
-
-    fn participant_of(&self, key: &[u8]) -> Option<ParticipantId> {
-        let dir = self.shared.keys.presence(&self.op);
-        let name = std::str::from_utf8(key).ok()?.strip_prefix(dir.as_str())?;
-        ParticipantId::parse(name).ok()
-    }
-
-    fn set(&self, id: ParticipantId, marker: Option<Marker>) -> Option<Marker> {
-        let mut markers = self
-            .shared
-            .markers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let of_op = markers.entry(self.op.clone()).or_default();
-        match marker {
-            Some(m) => of_op.insert(id, m),
-            None => of_op.remove(&id),
-        }
-    }
-
-    /// A key gone: its registration expired (or left, which the declaration sees).
-    fn gone(&self, id: ParticipantId, marker: Marker) {
-        if id == self.me {
-            return;
-        }
-        let registered = self
-            .known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .is_some_and(|(epoch, state)| {
-                *epoch == marker.epoch && *state == ParticipantState::Active
-            });
-        if registered {
-            let _ = self.events.send(PresenceEvent::Expired {
-                participant: id,
-                epoch: marker.epoch,
-                reason: "its etcd lease expired".into(),
-            });
-        }
-    }
-
-    /// Read the keys, then watch them from that revision until the stream breaks.
-    async fn follow(&self) {
-        let prefix = self.shared.keys.presence(&self.op);
-        let listed = self
-            .shared
-            .cluster
-            .run(|mut c| {
-                let prefix = prefix.clone();
-                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await;
-        let Ok(listed) = listed else { return };
-        let revision = listed.header().map_or(0, |h| h.revision());
-        let mut now: HashMap<ParticipantId, Marker> = HashMap::new();
-        for kv in listed.kvs() {
-            if let (Some(id), Ok(m)) = (
-                self.participant_of(kv.key()),
-                serde_json::from_slice::<Marker>(kv.value()),
-            ) {
-                now.insert(id, m);
-            }
-        }
-        // Keys that went while the watch was down.
-        let before = self
-            .shared
-            .markers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(self.op.clone(), now.clone())
-            .unwrap_or_default();
-        for (id, marker) in before {
-            if !now.contains_key(&id) {
-                self.gone(id, marker);
-            }
-        }
-        let mut client = self.shared.cluster.client();
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1);
-        let Ok(mut stream) = client.watch(prefix.as_bytes(), Some(options)).await else {
-            return;
-        };
-        while let Ok(Some(response)) = stream.message().await {
-            if response.canceled() {
-                return;
-            }
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                let Some(id) = self.participant_of(kv.key()) else {
-                    continue;
-                };
-                match event.event_type() {
-                    EventType::Put => {
-                        if let Ok(m) = serde_json::from_slice::<Marker>(kv.value()) {
-                            self.set(id, Some(m));
-                        }
-                    }
-                    EventType::Delete => {
-                        if let Some(marker) = self.set(id.clone(), None) {
-                            self.gone(id, marker);
-                        }
-                    }
-                }
             }
         }
     }
