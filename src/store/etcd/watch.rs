@@ -13,6 +13,7 @@
 //! the handle ends every stream it gave out.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -34,10 +35,18 @@ const IDLE_CHECK: Duration = Duration::from_secs(2);
 /// Pause before a broken watch is taken up again.
 const RESUME_PAUSE: Duration = Duration::from_millis(100);
 
+/// One operation's watch task, and whether it has stopped taking subscribers (set under
+/// the feed's lock, where subscribing checks it, so no subscriber is left to a task
+/// that is ending).
+struct Task {
+    done: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
 /// The watches of one store handle.
 pub(super) struct Watches {
     feed: Arc<Feed>,
-    tasks: Mutex<HashMap<OperationId, JoinHandle<()>>>,
+    tasks: Mutex<HashMap<OperationId, Task>>,
     cluster: Cluster,
     runtime: Handle,
 }
@@ -55,24 +64,25 @@ impl Watches {
     /// A stream of the changes of `op` (whose live key is `key`), starting after the
     /// revision `seen`.
     pub fn subscribe(&self, op: &OperationId, key: String, seen: i64) -> Result<ChangeStream> {
-        let stream = self
-            .feed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .subscribe(op.clone());
+        let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = feed.subscribe(op.clone());
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        tasks.retain(|_, task| !task.is_finished());
+        tasks.retain(|_, task| !task.done.load(Ordering::Acquire));
         if !tasks.contains_key(op) {
+            let done = Arc::new(AtomicBool::new(false));
             let watch = Watch {
                 op: op.clone(),
                 key,
                 next: seen.saturating_add(1).max(1),
                 certain_after: None,
                 feed: Arc::downgrade(&self.feed),
+                done: done.clone(),
                 cluster: self.cluster.clone(),
             };
-            tasks.insert(op.clone(), self.runtime.spawn(watch.run()));
+            let handle = self.runtime.spawn(watch.run());
+            tasks.insert(op.clone(), Task { done, handle });
         }
+        drop(feed);
         Ok(stream)
     }
 }
@@ -85,7 +95,7 @@ impl Drop for Watches {
             .unwrap_or_else(|e| e.into_inner())
             .values()
         {
-            task.abort();
+            task.handle.abort();
         }
     }
 }
@@ -100,6 +110,7 @@ struct Watch {
     /// predate the subscription and carry no revision.
     certain_after: Option<i64>,
     feed: Weak<Feed>,
+    done: Arc<AtomicBool>,
     cluster: Cluster,
 }
 
@@ -124,13 +135,21 @@ impl Watch {
         }
     }
 
-    /// Whether anyone still listens (and to whom to publish).
+    /// Whether anyone still listens (and to whom to publish). Once nobody does, the
+    /// task is marked done under the feed's lock: a later subscriber starts a new one.
     fn listening(&self) -> Option<Arc<Feed>> {
-        let feed = self.feed.upgrade()?;
-        let watched = feed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_watched(&self.op);
+        let Some(feed) = self.feed.upgrade() else {
+            self.done.store(true, Ordering::Release);
+            return None;
+        };
+        let watched = {
+            let subscribers = feed.lock().unwrap_or_else(|e| e.into_inner());
+            let watched = subscribers.count(&self.op) > 0;
+            if !watched {
+                self.done.store(true, Ordering::Release);
+            }
+            watched
+        };
         watched.then_some(feed)
     }
 
