@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use etcd_common::{Etcd, unique_prefix};
 use store_suite::{TestLedger, sample};
-use tom_dist_ledger::store::{ChangeKind, EtcdOptions, EtcdStore, Revision, Store};
+use tom_dist_ledger::store::{
+    ChangeKind, EtcdOptions, EtcdStore, LogCursor, LogKind, Revision, Store,
+};
 
 fn options(prefix: &str) -> EtcdOptions {
     EtcdOptions {
@@ -156,4 +158,84 @@ async fn next_revision(changes: &mut tom_dist_ledger::store::ChangeStream) -> Op
         .expect("a change in time")
         .expect("the watch goes on")
         .revision
+}
+
+/// A log keeps its newest lines within the bound: a handle trims the oldest beyond it
+/// every 256 of its appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_keep_their_newest_lines_within_the_bound() {
+    let etcd = Etcd::single();
+    let store = EtcdStore::connect(
+        &etcd.endpoints(),
+        EtcdOptions {
+            prefix: unique_prefix("log-bound"),
+            log_max_lines: 10,
+            ..EtcdOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let data = sample("op_log_bound");
+    let id = &data.operation_id;
+    store.create(&data).await.unwrap();
+    for n in 0..256 {
+        store
+            .append_log(id, LogKind::Main, &format!("line {n}"))
+            .await
+            .unwrap();
+    }
+    let (text, _) = store
+        .read_log(id, LogKind::Main, LogCursor::START)
+        .await
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let expected: Vec<String> = (246..256).map(|n| format!("line {n}")).collect();
+    assert_eq!(lines, expected);
+}
+
+/// Archiving keeps the newest `max_backups` archives; older ones go with their logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_keeps_the_newest_archives() {
+    let etcd = Etcd::single();
+    let store = EtcdStore::connect(
+        &etcd.endpoints(),
+        EtcdOptions {
+            prefix: unique_prefix("retention"),
+            max_backups: 2,
+            ..EtcdOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Archived in an order that is not the ids' order.
+    let ids = ["op_r_c", "op_r_a", "op_r_d", "op_r_b"];
+    for name in ids {
+        let data = sample(name);
+        store.create(&data).await.unwrap();
+        store
+            .append_log(&data.operation_id, LogKind::Main, "kept while archived")
+            .await
+            .unwrap();
+        store.archive(&data.operation_id).await.unwrap();
+    }
+    let kept: Vec<String> = store
+        .list_archived()
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(kept, vec!["op_r_b".to_string(), "op_r_d".to_string()]);
+    for pruned in ["op_r_c", "op_r_a"] {
+        let id = store_suite::op(pruned);
+        assert!(matches!(
+            store.read_log(&id, LogKind::Main, LogCursor::START).await,
+            Err(tom_dist_ledger::Error::OperationNotFound(_))
+        ));
+    }
+    let (log, _) = store
+        .read_log(&store_suite::op("op_r_b"), LogKind::Main, LogCursor::START)
+        .await
+        .unwrap();
+    assert_eq!(log, "kept while archived\n");
 }
