@@ -30,10 +30,11 @@ pub(super) async fn keep_lease(shared: std::sync::Weak<Shared>) {
                     }
                 }
             }
-            if lease.id.is_none() && !lease.keys.is_empty() {
-                if let Err(e) = grant(&s, &mut lease).await {
-                    tracing::warn!("etcd presence: cannot grant a lease: {e}");
-                }
+            if lease.id.is_none()
+                && !lease.keys.is_empty()
+                && let Err(e) = grant(&s, &mut lease).await
+            {
+                tracing::warn!("etcd presence: cannot grant a lease: {e}");
             }
         }
         drop(s);

@@ -453,7 +453,7 @@ impl Store for EtcdStore {
     async fn append_log(&self, op: &OperationId, kind: LogKind, line: &str) -> Result<()> {
         logs::append(&self.inner.cluster, &self.inner.keys, op, kind, line).await?;
         let n = self.inner.appends.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % TRIM_EVERY == 0 {
+        if n.is_multiple_of(TRIM_EVERY) {
             logs::trim(
                 &self.inner.cluster,
                 &self.inner.keys,
