@@ -23,12 +23,16 @@
 //!
 //! Timing: --hb-ms (heartbeat interval, default 3600000), --stale-ms (stale threshold),
 //! --cleanup-wait-ms (how long a coordinator waits for the others).
+//! Ledger: --ledger DIR, or --etcd URL[,URL...] with --prefix P (an etcd ledger).
+//! Posing as another machine: --host NAME (the host recorded), --skew-ms N (this
+//! participant's clock runs N ms ahead; negative: behind).
 //! ```
 //! Any `--marker X` argument is ignored (tests find their processes by it).
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tom_dist_ledger::clock::{Clock, SystemClock, Timestamp};
 use tom_dist_ledger::ledger::{
     CallOptions, Connect, ExecWorker, Ledger, OperationCallback, OperationOptions,
 };
@@ -48,6 +52,10 @@ struct Args {
     paused: bool,
     no_call: bool,
     hb_ms: u64,
+    etcd: Option<String>,
+    prefix: Option<String>,
+    host: Option<String>,
+    skew_ms: i64,
     stale_ms: Option<u64>,
     cleanup_wait_ms: Option<u64>,
 }
@@ -68,6 +76,10 @@ fn parse() -> Result<Args, String> {
         paused: false,
         no_call: false,
         hb_ms: 3_600_000,
+        etcd: None,
+        prefix: None,
+        host: None,
+        skew_ms: 0,
         stale_ms: None,
         cleanup_wait_ms: None,
     };
@@ -89,6 +101,10 @@ fn parse() -> Result<Args, String> {
             .ok_or_else(|| format!("missing value for {flag}"))?;
         match flag.as_str() {
             "--ledger" => out.ledger = value,
+            "--etcd" => out.etcd = Some(value),
+            "--prefix" => out.prefix = Some(value),
+            "--host" => out.host = Some(value),
+            "--skew-ms" => out.skew_ms = value.parse().map_err(|e| format!("--skew-ms: {e}"))?,
             "--op" => out.op = value,
             "--participant" => out.participant = value,
             "--n" => out.n = value.parse().map_err(|e| format!("--n: {e}"))?,
@@ -113,6 +129,17 @@ fn parse() -> Result<Args, String> {
     Ok(out)
 }
 
+/// The real clock, this many ms ahead (behind when negative): a machine whose clock is
+/// off.
+#[derive(Debug)]
+struct SkewedClock(i64);
+
+impl Clock for SkewedClock {
+    fn now(&self) -> Timestamp {
+        SystemClock.now() + chrono::Duration::milliseconds(self.0)
+    }
+}
+
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -129,7 +156,13 @@ fn nanos() -> u128 {
 async fn run(args: Args) -> Result<(), String> {
     let participant = ParticipantId::parse(&args.participant).map_err(|e| e.to_string())?;
     let op_id = OperationId::parse(&args.op).map_err(|e| e.to_string())?;
-    let mut connect = Connect::local(&args.ledger)
+    let target = match &args.etcd {
+        Some(list) => {
+            Connect::etcd_from_list(list, args.prefix.as_deref()).map_err(|e| e.to_string())?
+        }
+        None => Connect::local(&args.ledger),
+    };
+    let mut connect = target
         .participant(participant)
         .heartbeat_interval(Duration::from_millis(args.hb_ms))
         .heartbeat_jitter(Duration::ZERO);
@@ -138,6 +171,12 @@ async fn run(args: Args) -> Result<(), String> {
     }
     if let Some(ms) = args.cleanup_wait_ms {
         connect = connect.cleanup_wait(Duration::from_millis(ms));
+    }
+    if let Some(host) = &args.host {
+        connect = connect.host(host.clone());
+    }
+    if args.skew_ms != 0 {
+        connect = connect.clock(std::sync::Arc::new(SkewedClock(args.skew_ms)));
     }
     let ledger = Ledger::connect(connect).await.map_err(|e| e.to_string())?;
     // Tests stop this process with SIGSTOP: make sure no write of ours is in flight then

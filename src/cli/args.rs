@@ -18,6 +18,15 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL", conflicts_with = "ledger")]
     pub server: Option<String>,
 
+    /// etcd ledger: endpoints of one cluster, comma-separated [default: $TOM_LEDGER_ETCD]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL[,URL...]",
+        conflicts_with_all = ["ledger", "server"]
+    )]
+    pub etcd: Option<String>,
+
     /// Participant id of this process [default: {command}-{pid}]
     #[arg(long, global = true, value_name = "ID")]
     pub participant: Option<String>,

@@ -37,6 +37,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use tom_dist_ledger::ledger::ENV_LEDGER_ETCD_PREFIX;
 use tom_dist_ledger::{Connect, Error, Ledger, OperationId, ParticipantId};
 
 use args::{Cli, Command};
@@ -157,6 +158,9 @@ async fn dispatch(cli: Cli) -> CliResult {
 pub struct Context {
     /// Absolute, so workers in other directories find it too.
     pub ledger_dir: PathBuf,
+    /// An etcd ledger (`--etcd`, `TOM_LEDGER_ETCD`) instead of the directory: its
+    /// endpoints and key prefix.
+    etcd: Option<(String, String)>,
     pub participant: ParticipantId,
     pub json: bool,
     /// The file ledger's bounds (see [`bounds`]).
@@ -165,10 +169,19 @@ pub struct Context {
 
 impl Context {
     fn new(cli: &Cli) -> CliResult<Context> {
-        // `--ledger`, else the ledger a parent `run` named for its workers.
-        let from_env = match &cli.ledger {
-            Some(_) => None,
-            None => Connect::from_env()?,
+        // `--ledger` or `--etcd`, else the ledger a parent `run` named for its workers.
+        let from_env = match (&cli.ledger, &cli.etcd) {
+            (None, None) => Connect::from_env()?,
+            _ => None,
+        };
+        let etcd_of = |c: &Connect| {
+            let endpoints = c.etcd_endpoints()?.join(",");
+            Some((endpoints, c.etcd_prefix()?.to_string()))
+        };
+        let etcd = match (&cli.etcd, &from_env) {
+            (Some(list), _) => etcd_of(&etcd_connect(list)?),
+            (None, Some(c)) => etcd_of(c),
+            (None, None) => None,
         };
         let dir = match (&cli.ledger, from_env.as_ref().and_then(Connect::local_dir)) {
             (Some(d), _) => d.clone(),
@@ -178,13 +191,16 @@ impl Context {
         let ledger_dir = std::path::absolute(&dir).map_err(|e| {
             Failure::usage(format!("invalid ledger directory `{}`: {e}", dir.display()))
         })?;
-        check_ledger_dir(&ledger_dir)?;
+        if etcd.is_none() {
+            check_ledger_dir(&ledger_dir)?;
+        }
         let participant = match &cli.participant {
             Some(p) => ParticipantId::parse(p.as_str())?,
             None => ParticipantId::parse(format!("{}-{}", cli.command.name(), std::process::id()))?,
         };
         Ok(Context {
             ledger_dir,
+            etcd,
             participant,
             json: cli.json,
             store_options: bounds::from_env()?,
@@ -197,15 +213,39 @@ impl Context {
             .participant(self.participant.clone())
     }
 
+    /// Where the ledger is, for people to read.
+    pub fn ledger_label(&self) -> String {
+        match &self.etcd {
+            Some((endpoints, prefix)) => format!("etcd:{endpoints} {prefix}"),
+            None => self.ledger_dir.display().to_string(),
+        }
+    }
+
+    /// The etcd ledger, if that is the one.
+    fn etcd_target(&self) -> CliResult<Option<Connect>> {
+        match &self.etcd {
+            Some((endpoints, prefix)) => {
+                Ok(Some(Connect::etcd_from_list(endpoints, Some(prefix))?))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Connect, creating the ledger directory if needed (`run`).
     async fn connect(&self, tweak: impl FnOnce(Connect) -> Connect) -> CliResult<Ledger> {
-        let target = Connect::local(&self.ledger_dir);
+        let target = self
+            .etcd_target()?
+            .unwrap_or_else(|| Connect::local(&self.ledger_dir));
         Ok(Ledger::connect(tweak(self.connect_options(target))).await?)
     }
 
     /// Connect to a ledger that must already exist; creates nothing. `None` when there
     /// is no ledger directory.
     async fn open_existing(&self) -> CliResult<Option<Existing>> {
+        if let Some(target) = self.etcd_target()? {
+            let ledger = Ledger::connect(self.connect_options(target)).await?;
+            return Ok(Some(Existing { ledger }));
+        }
         if !self.ledger_dir.is_dir() {
             return Ok(None);
         }
@@ -239,6 +279,15 @@ fn check_ledger_dir(dir: &Path) -> CliResult<()> {
         format!("`{}` above it is not a directory", existing.display())
     };
     Err(Error::invalid(what, reason).into())
+}
+
+/// The etcd ledger named by `--etcd`, under the key prefix a parent `run` named (its
+/// workers get both variables) or the default one.
+fn etcd_connect(list: &str) -> CliResult<Connect> {
+    let prefix = std::env::var(ENV_LEDGER_ETCD_PREFIX)
+        .ok()
+        .filter(|p| !p.is_empty());
+    Ok(Connect::etcd_from_list(list, prefix.as_deref())?)
 }
 
 /// A ledger opened without creating anything in it.

@@ -10,7 +10,7 @@ use crate::ids::ParticipantId;
 use crate::store::{FileStoreOptions, Store};
 
 use super::callbacks::LedgerCallback;
-use super::exec::{ENV_LEDGER_DIR, ENV_LEDGER_URL};
+use super::exec::{ENV_LEDGER_DIR, ENV_LEDGER_ETCD, ENV_LEDGER_ETCD_PREFIX, ENV_LEDGER_URL};
 
 /// Default interval between heartbeats.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -26,6 +26,12 @@ pub(crate) enum Target {
         create: bool,
     },
     Store(Arc<dyn Store>),
+    /// An etcd cluster.
+    #[cfg(feature = "etcd")]
+    Etcd {
+        endpoints: Vec<String>,
+        options: crate::store::EtcdOptions,
+    },
 }
 
 /// How to connect to a ledger, and with which settings.
@@ -43,6 +49,7 @@ pub struct Connect {
     pub(crate) file_options: FileStoreOptions,
     pub(crate) callback: LedgerCallback,
     pub(crate) clock: SharedClock,
+    pub(crate) host: Option<String>,
 }
 
 impl Connect {
@@ -64,11 +71,16 @@ impl Connect {
     }
 
     /// The ledger a worker's parent named in the environment: [`ENV_LEDGER_DIR`], else
-    /// [`ENV_LEDGER_URL`] (refused: this build has no remote ledger). `None` when neither
-    /// is set (empty counts as unset).
+    /// [`ENV_LEDGER_ETCD`] (with [`ENV_LEDGER_ETCD_PREFIX`]), else [`ENV_LEDGER_URL`]
+    /// (refused: this build has no remote ledger). `None` when none is set (empty counts
+    /// as unset).
     pub fn from_env() -> Result<Option<Connect>> {
         if let Some(dir) = std::env::var_os(ENV_LEDGER_DIR).filter(|d| !d.is_empty()) {
             return Ok(Some(Connect::local(dir)));
+        }
+        if let Some(list) = std::env::var_os(ENV_LEDGER_ETCD).filter(|e| !e.is_empty()) {
+            let prefix = std::env::var_os(ENV_LEDGER_ETCD_PREFIX).filter(|p| !p.is_empty());
+            return Connect::etcd_from_env(&list, prefix.as_deref()).map(Some);
         }
         match std::env::var_os(ENV_LEDGER_URL).filter(|u| !u.is_empty()) {
             Some(url) => Err(Error::invalid(
@@ -79,11 +91,85 @@ impl Connect {
         }
     }
 
+    /// An etcd ledger from a comma-separated endpoint list and a key prefix (`None`:
+    /// the default), as `--etcd`, [`ENV_LEDGER_ETCD`] and [`ENV_LEDGER_ETCD_PREFIX`] hold
+    /// them; refused by a build without the `etcd` feature.
+    #[cfg(feature = "etcd")]
+    pub fn etcd_from_list(list: &str, prefix: Option<&str>) -> Result<Connect> {
+        let endpoints = crate::store::etcd::parse_endpoints(list)?;
+        let mut options = crate::store::EtcdOptions::default();
+        if let Some(prefix) = prefix {
+            crate::store::etcd::Keys::new(prefix)?;
+            options.prefix = prefix.to_string();
+        }
+        Ok(Connect::etcd_with(endpoints, options))
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    pub fn etcd_from_list(list: &str, _prefix: Option<&str>) -> Result<Connect> {
+        Err(Error::invalid(
+            format!("etcd endpoints `{list}`"),
+            "etcd ledgers are not supported by this build (cargo feature `etcd`)",
+        ))
+    }
+
+    fn etcd_from_env(list: &std::ffi::OsStr, prefix: Option<&std::ffi::OsStr>) -> Result<Connect> {
+        let text = |name: &str, value: &std::ffi::OsStr| {
+            value.to_str().map(str::to_owned).ok_or_else(|| {
+                Error::invalid(
+                    format!("{name} `{}`", value.to_string_lossy()),
+                    "is not valid UTF-8",
+                )
+            })
+        };
+        let prefix = prefix
+            .map(|p| text(ENV_LEDGER_ETCD_PREFIX, p))
+            .transpose()?;
+        Connect::etcd_from_list(&text(ENV_LEDGER_ETCD, list)?, prefix.as_deref())
+    }
+
+    /// An etcd ledger at `endpoints` (`host:port` or `http://host:port`, any member of
+    /// one cluster) under the default key prefix.
+    #[cfg(feature = "etcd")]
+    pub fn etcd<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
+        Self::etcd_with(endpoints, crate::store::EtcdOptions::default())
+    }
+
+    /// An etcd ledger with its own settings (key prefix, retention, deadline).
+    #[cfg(feature = "etcd")]
+    pub fn etcd_with<S: Into<String>>(
+        endpoints: impl IntoIterator<Item = S>,
+        options: crate::store::EtcdOptions,
+    ) -> Self {
+        Self::with_target(Target::Etcd {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            options,
+        })
+    }
+
+    /// The etcd endpoints, for an etcd ledger.
+    pub fn etcd_endpoints(&self) -> Option<&[String]> {
+        match &self.target {
+            #[cfg(feature = "etcd")]
+            Target::Etcd { endpoints, .. } => Some(endpoints),
+            _ => None,
+        }
+    }
+
+    /// The key prefix, for an etcd ledger.
+    pub fn etcd_prefix(&self) -> Option<&str> {
+        match &self.target {
+            #[cfg(feature = "etcd")]
+            Target::Etcd { options, .. } => Some(&options.prefix),
+            _ => None,
+        }
+    }
+
     /// The ledger directory, for a local ledger.
     pub fn local_dir(&self) -> Option<&Path> {
         match &self.target {
             Target::Local { dir, .. } => Some(dir),
-            Target::Store(_) => None,
+            _ => None,
         }
     }
 
@@ -107,6 +193,7 @@ impl Connect {
             file_options: FileStoreOptions::default(),
             callback: LedgerCallback::default(),
             clock: Arc::new(SystemClock),
+            host: None,
         }
     }
 
@@ -222,6 +309,15 @@ impl Connect {
     /// participant on this machine is judged by its pid instead, for as long as it lasts.
     pub fn max_pause(mut self, d: Duration) -> Self {
         self.max_pause = d;
+        self
+    }
+
+    /// The host name recorded for this participant (default: the machine's). Peers that
+    /// record another host are judged as on another machine: by presence (heartbeat age,
+    /// an etcd lease), never by pid, and never signalled. For several participants of one
+    /// machine that stand for different hosts (containers, simulations, tests).
+    pub fn host(mut self, name: impl Into<String>) -> Self {
+        self.host = Some(name.into());
         self
     }
 

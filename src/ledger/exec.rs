@@ -33,6 +33,9 @@ use super::spawned::{SpawnMode, SpawnedCall};
 /// Environment variables a worker gets so nested tools join the same operation.
 pub const ENV_LEDGER_DIR: &str = "TOM_LEDGER_DIR";
 pub const ENV_LEDGER_URL: &str = "TOM_LEDGER_URL";
+/// etcd endpoints, comma-separated, and the ledger's key prefix in that cluster.
+pub const ENV_LEDGER_ETCD: &str = "TOM_LEDGER_ETCD";
+pub const ENV_LEDGER_ETCD_PREFIX: &str = "TOM_LEDGER_ETCD_PREFIX";
 pub const ENV_OPERATION: &str = "TOM_LEDGER_OPERATION";
 pub const ENV_CALL: &str = "TOM_LEDGER_CALL";
 pub const ENV_PARTICIPANT: &str = "TOM_LEDGER_PARTICIPANT";
@@ -306,7 +309,11 @@ fn nested_env(location: &StoreLocation, op: &Operation, call: &CallId) -> Vec<(S
             ));
         }
         StoreLocation::Url(url) => env.push((ENV_LEDGER_URL.to_string(), url.clone())),
-        StoreLocation::Etcd(_) | StoreLocation::Memory => {}
+        StoreLocation::Etcd { endpoints, prefix } => {
+            env.push((ENV_LEDGER_ETCD.to_string(), endpoints.join(",")));
+            env.push((ENV_LEDGER_ETCD_PREFIX.to_string(), prefix.clone()));
+        }
+        StoreLocation::Memory => {}
     }
     env.push((ENV_OPERATION.to_string(), op.operation_id().to_string()));
     env.push((ENV_CALL.to_string(), call.to_string()));

@@ -46,8 +46,8 @@ pub use connect::{
     Connect, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PAUSE, DEFAULT_STALE_THRESHOLD,
 };
 pub use exec::{
-    Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_URL, ENV_OPERATION, ENV_PARTICIPANT, ExecWorker,
-    RunningFn, WorkerResult, exit_code, process_record,
+    Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_ETCD, ENV_LEDGER_ETCD_PREFIX, ENV_LEDGER_URL,
+    ENV_OPERATION, ENV_PARTICIPANT, ExecWorker, RunningFn, WorkerResult, exit_code, process_record,
 };
 pub use follow::{FollowEnd, Followed, LogFollower};
 pub use heartbeat::HeartbeatOptions;
@@ -165,6 +165,8 @@ impl std::fmt::Debug for Ledger {
 impl Ledger {
     /// Connect to a ledger.
     pub async fn connect(connect: Connect) -> Result<Ledger> {
+        #[cfg(feature = "etcd")]
+        let mut etcd = None;
         let store: Arc<dyn Store> = match connect.target {
             Target::Local { dir, create: true } => {
                 Arc::new(FileStore::open(dir, connect.file_options)?)
@@ -173,6 +175,12 @@ impl Ledger {
                 Arc::new(FileStore::open_existing(dir, connect.file_options)?)
             }
             Target::Store(store) => store,
+            #[cfg(feature = "etcd")]
+            Target::Etcd { endpoints, options } => {
+                let store = crate::store::EtcdStore::connect(&endpoints, options).await?;
+                etcd = Some((store.cluster().clone(), store.keys().clone()));
+                Arc::new(store)
+            }
         };
         let pid = connect.pid.unwrap_or(std::process::id() as i32);
         let participant = match connect.participant {
@@ -189,13 +197,28 @@ impl Ledger {
                 .unwrap_or(connect.heartbeat_interval * 2),
             worker_grace: connect.worker_grace,
         };
-        let identity = SelfIdentity::current();
-        let presence = Arc::new(FilePresence::with_identity(
+        let mut identity = SelfIdentity::current();
+        if let Some(host) = connect.host {
+            identity.host = host;
+        }
+        let presence: Arc<dyn Presence> = Arc::new(FilePresence::with_identity(
             identity.clone(),
             connect.stale_threshold,
             connect.max_pause,
             connect.clock.clone(),
         ));
+        #[cfg(feature = "etcd")]
+        let presence: Arc<dyn Presence> = match etcd {
+            Some((cluster, keys)) => Arc::new(crate::presence::EtcdPresence::new(
+                cluster,
+                keys,
+                identity.clone(),
+                connect.stale_threshold,
+                connect.max_pause,
+                connect.clock.clone(),
+            )),
+            None => presence,
+        };
         let ledger = Ledger {
             inner: Arc::new(LedgerInner {
                 store,

@@ -15,7 +15,7 @@ use super::LedgerInner;
 pub(crate) fn ledger_dir(inner: &LedgerInner) -> Option<PathBuf> {
     match inner.store.location() {
         StoreLocation::Dir(dir) => Some(dir),
-        StoreLocation::Url(_) | StoreLocation::Etcd(_) | StoreLocation::Memory => None,
+        StoreLocation::Url(_) | StoreLocation::Etcd { .. } | StoreLocation::Memory => None,
     }
 }
 

@@ -36,13 +36,18 @@
 //!   clock (no clock skew between machines) and pushes joined/expired on its event
 //!   stream. Its `Roster` forwards those events; its judgement of a participant reads the
 //!   server's stamp.
-//! - **etcd** (planned): each participant keeps a key bound to a lease whose TTL is the
-//!   stale threshold; a beat is a lease keep-alive (no document write at all). Key
-//!   creation is `Joined`, lease expiry (key deletion, seen through a watch) is
-//!   `Expired`, judged by etcd's clock.
+//! - **etcd** ([`EtcdPresence`], feature `etcd`): each participant keeps a key per
+//!   operation bound to one lease whose TTL is the stale threshold, renewed by the
+//!   connection every third of the TTL; lease expiry (key deletion, seen through a watch)
+//!   is `Expired`, judged by etcd's clock, and a participant whose key is present is never
+//!   judged dead by heartbeat age (no clock skew). Local peers keep their pidfd watches.
+//!   The document's heartbeat field is still refreshed at each beat, as the fallback for
+//!   participants without a key.
 //!
 //! The process layer gives the pidfd; this module knows nothing of files or HTTP.
 
+#[cfg(feature = "etcd")]
+mod etcd;
 mod file;
 mod judge;
 mod registration;
@@ -54,6 +59,8 @@ use tokio::sync::mpsc;
 use crate::ids::ParticipantId;
 use crate::model::{LedgerData, Participant};
 
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdPresence;
 pub use file::FilePresence;
 pub use judge::Ages;
 pub(crate) use judge::SelfIdentity;

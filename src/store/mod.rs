@@ -31,6 +31,8 @@
 //!   reached; the file store never returns it.
 
 mod changes;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod file;
 pub mod memory;
 mod read_change_write;
@@ -50,6 +52,8 @@ use crate::model::LedgerData;
 pub use crate::revision::Revision;
 pub(crate) use changes::Subscribers;
 pub use changes::{ChangeKind, ChangeStream, OperationChange, QUEUE_BOUND};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdOptions, EtcdStore};
 pub use file::{FileStore, FileStoreOptions};
 pub use memory::MemoryStore;
 pub use read_change_write::{MAX_ATTEMPTS, read_change_write};
@@ -72,8 +76,12 @@ pub enum StoreLocation {
     Dir(PathBuf),
     /// A ledger server (`TOM_LEDGER_URL`).
     Url(String),
-    /// etcd endpoints.
-    Etcd(Vec<String>),
+    /// An etcd cluster (`TOM_LEDGER_ETCD`) and the ledger's key prefix
+    /// (`TOM_LEDGER_ETCD_PREFIX`).
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
     /// A store inside this process (tests): other processes cannot join it.
     Memory,
 }

@@ -26,9 +26,28 @@ impl Peer {
         participant: &str,
         extra: &[&str],
     ) -> Peer {
+        Self::start_on(
+            mode,
+            &["--ledger", &dir.to_string_lossy()],
+            op,
+            participant,
+            extra,
+        )
+    }
+
+    /// Start `worker-ledger-peer MODE` on the ledger named by `ledger` (`--ledger DIR`,
+    /// `--etcd LIST --prefix P`).
+    pub fn start_on(
+        mode: &str,
+        ledger: &[&str],
+        op: &OperationId,
+        participant: &str,
+        extra: &[&str],
+    ) -> Peer {
         let mut child = Command::new(PEER)
             .arg(mode)
-            .args(["--ledger", &dir.to_string_lossy(), "--op", op.as_str()])
+            .args(ledger)
+            .args(["--op", op.as_str()])
             .args(["--participant", participant])
             .args(extra)
             .stdout(Stdio::piped())

@@ -83,7 +83,7 @@ pub async fn worker_gets_the_nested_environment(b: &dyn Backend) {
         .create_operation(OperationOptions::new())
         .await
         .unwrap();
-    let script = r#"printf '{"op":"%s","call":"%s","participant":"%s","dir":"%s","url":"%s"}' "$TOM_LEDGER_OPERATION" "$TOM_LEDGER_CALL" "$TOM_LEDGER_PARTICIPANT" "$TOM_LEDGER_DIR" "$TOM_LEDGER_URL""#;
+    let script = r#"printf '{"op":"%s","call":"%s","participant":"%s","dir":"%s","url":"%s","etcd":"%s"}' "$TOM_LEDGER_OPERATION" "$TOM_LEDGER_CALL" "$TOM_LEDGER_PARTICIPANT" "$TOM_LEDGER_DIR" "$TOM_LEDGER_URL" "$TOM_LEDGER_ETCD""#;
     let call = op.exec_stdio_worker::<Value>(ExecWorker::new(
         WorkerCommand::new("sh").args(["-c", script]),
     ));
@@ -97,6 +97,7 @@ pub async fn worker_gets_the_nested_environment(b: &dyn Backend) {
     let key = match variable {
         "TOM_LEDGER_DIR" => "dir",
         "TOM_LEDGER_URL" => "url",
+        "TOM_LEDGER_ETCD" => "etcd",
         other => panic!("unknown ledger variable {other}"),
     };
     assert_eq!(v[key], value.as_str());

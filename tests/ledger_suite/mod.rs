@@ -33,6 +33,19 @@ pub trait Backend: Send + Sync {
     /// (`TOM_LEDGER_DIR`, `TOM_LEDGER_URL`); `None` for a ledger inside this process,
     /// on which the behaviours that need a shared ledger are not run (see the macro).
     fn shared_location(&self) -> Option<(&'static str, String)>;
+    /// Whether the store can show who wrote a record (`Store::provenance`): automatic
+    /// recovery acts only on records it proves to be this user's (a cluster such as etcd
+    /// cannot, so its abandoned operations are left to `recover`).
+    fn proves_provenance(&self) -> bool {
+        true
+    }
+    /// Whether a participant's liveness is judged by heartbeat ages on the judging
+    /// participant's clock (a manual clock moved past the threshold makes it stale), or
+    /// by the backend's own clock (etcd: a participant whose lease etcd holds is alive,
+    /// whatever the clocks of the participants say).
+    fn judges_by_participant_clock(&self) -> bool {
+        true
+    }
 }
 
 /// Connect a participant with fast heartbeats (tests never wait for them).

@@ -1,0 +1,241 @@
+//! The `EtcdStore`: the behavioural store suite on a real etcd member, and what only this
+//! backend has (prefixes sharing a cluster, resuming watches, lost replies, bad values).
+#![cfg(feature = "etcd")]
+
+#[macro_use]
+mod store_suite;
+mod etcd_common;
+
+use std::sync::Arc;
+
+use etcd_common::{Etcd, unique_prefix};
+use store_suite::{TestLedger, sample};
+use tom_dist_ledger::store::{
+    ChangeKind, EtcdOptions, EtcdStore, LogCursor, LogKind, Revision, Store,
+};
+
+fn options(prefix: &str) -> EtcdOptions {
+    EtcdOptions {
+        prefix: prefix.to_string(),
+        ..EtcdOptions::default()
+    }
+}
+
+/// A handle on the ledger under `prefix`, from inside an async test.
+async fn open(etcd: &Etcd, prefix: &str) -> EtcdStore {
+    EtcdStore::connect(&etcd.endpoints(), options(prefix))
+        .await
+        .expect("connect to the test etcd")
+}
+
+async fn etcd_ledger() -> TestLedger {
+    let etcd = Etcd::single();
+    let endpoints = etcd.endpoints();
+    let prefix = unique_prefix("suite");
+    // `TestLedger::open` is synchronous and called from the (multi-threaded) test
+    // runtime: each handle connects in place.
+    TestLedger::new(etcd, move || {
+        let store = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current()
+                .block_on(EtcdStore::connect(&endpoints, options(&prefix)))
+        })
+        .expect("connect to the test etcd");
+        Arc::new(store) as Arc<dyn Store>
+    })
+}
+
+mod suite {
+    store_suite!(super::etcd_ledger);
+}
+
+/// Two ledgers with different prefixes share one cluster without seeing each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_keep_ledgers_apart() {
+    let etcd = Etcd::single();
+    let a = open(&etcd, "/a/").await;
+    let b = open(&etcd, "/b/").await;
+    a.create(&sample("op_shared_name")).await.unwrap();
+    assert!(b.list().await.unwrap().is_empty());
+    b.create(&sample("op_shared_name")).await.unwrap();
+    a.archive(&sample("op_shared_name").operation_id)
+        .await
+        .unwrap();
+    assert_eq!(b.list().await.unwrap().len(), 1);
+    assert!(b.list_archived().await.unwrap().is_empty());
+}
+
+/// A cluster that does not answer is `Unavailable`, naming the endpoint, once the
+/// deadline has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_is_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let options = EtcdOptions {
+        deadline: std::time::Duration::from_secs(1),
+        ..EtcdOptions::default()
+    };
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        EtcdStore::connect(std::slice::from_ref(&endpoint), options),
+    )
+    .await
+    .expect("the deadline bounds the attempt")
+    .unwrap_err();
+    assert!(
+        matches!(err, tom_dist_ledger::Error::Unavailable { ref location, .. } if location.contains(&endpoint)),
+        "{err}"
+    );
+}
+
+/// A watch whose start was compacted away reports a resync (changes were lost: read
+/// again), then goes on with the changes after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_compacted_revision_resyncs() {
+    let etcd = Etcd::single();
+    let prefix = unique_prefix("compact");
+    // This handle saw the cluster's revision before everything below.
+    let behind = open(&etcd, &prefix).await;
+    let writer = open(&etcd, &prefix).await;
+    let data = sample("op_compacted");
+    let id = &data.operation_id;
+    writer.create(&data).await.unwrap();
+    for _ in 0..5 {
+        writer.modify(id, &mut |_| Ok(())).await.unwrap();
+    }
+    writer.compact_history(0).await.unwrap();
+    let mut changes = behind.watch(id).unwrap();
+    let first = tokio::time::timeout(store_suite::PATIENCE, changes.next())
+        .await
+        .expect("a change report in time")
+        .expect("the watch goes on");
+    assert_eq!(first.kind, ChangeKind::Resync, "{first:?}");
+    let written = writer.modify(id, &mut |_| Ok(())).await.unwrap();
+    loop {
+        let change = tokio::time::timeout(store_suite::PATIENCE, changes.next())
+            .await
+            .expect("the change after the compaction in time")
+            .expect("the watch goes on");
+        if change.revision == Some(Revision::new(written.seq)) {
+            break;
+        }
+    }
+}
+
+/// A watch outlives a restart of its member: it resumes from the revision after the
+/// last change it delivered and reports the changes made after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_after_its_member_restarts() {
+    let mut etcd = Etcd::single();
+    let prefix = unique_prefix("restart");
+    let watcher = open(&etcd, &prefix).await;
+    let writer = open(&etcd, &prefix).await;
+    let data = sample("op_restart");
+    let id = &data.operation_id;
+    writer.create(&data).await.unwrap();
+    let mut changes = watcher.watch(id).unwrap();
+    let before = writer.modify(id, &mut |_| Ok(())).await.unwrap();
+    // (The create may be reported first, without a revision: it may predate the watch.)
+    while next_revision(&mut changes).await != Some(Revision::new(before.seq)) {}
+    etcd.members[0].kill();
+    etcd.members[0].restart();
+    tokio::task::block_in_place(|| etcd.wait_healthy());
+    let after = writer.modify(id, &mut |_| Ok(())).await.unwrap();
+    loop {
+        let revision = next_revision(&mut changes).await;
+        if revision == Some(Revision::new(after.seq)) {
+            break;
+        }
+    }
+    assert!(!changes.is_ended());
+}
+
+async fn next_revision(changes: &mut tom_dist_ledger::store::ChangeStream) -> Option<Revision> {
+    tokio::time::timeout(store_suite::PATIENCE, changes.next())
+        .await
+        .expect("a change in time")
+        .expect("the watch goes on")
+        .revision
+}
+
+/// A log keeps its newest lines within the bound: a handle trims the oldest beyond it
+/// every 256 of its appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_keep_their_newest_lines_within_the_bound() {
+    let etcd = Etcd::single();
+    let store = EtcdStore::connect(
+        &etcd.endpoints(),
+        EtcdOptions {
+            prefix: unique_prefix("log-bound"),
+            log_max_lines: 10,
+            ..EtcdOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let data = sample("op_log_bound");
+    let id = &data.operation_id;
+    store.create(&data).await.unwrap();
+    for n in 0..256 {
+        store
+            .append_log(id, LogKind::Main, &format!("line {n}"))
+            .await
+            .unwrap();
+    }
+    let (text, _) = store
+        .read_log(id, LogKind::Main, LogCursor::START)
+        .await
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let expected: Vec<String> = (246..256).map(|n| format!("line {n}")).collect();
+    assert_eq!(lines, expected);
+}
+
+/// Archiving keeps the newest `max_backups` archives; older ones go with their logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_keeps_the_newest_archives() {
+    let etcd = Etcd::single();
+    let store = EtcdStore::connect(
+        &etcd.endpoints(),
+        EtcdOptions {
+            prefix: unique_prefix("retention"),
+            max_backups: 2,
+            ..EtcdOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Archived in an order that is not the ids' order.
+    let ids = ["op_r_c", "op_r_a", "op_r_d", "op_r_b"];
+    for name in ids {
+        let data = sample(name);
+        store.create(&data).await.unwrap();
+        store
+            .append_log(&data.operation_id, LogKind::Main, "kept while archived")
+            .await
+            .unwrap();
+        store.archive(&data.operation_id).await.unwrap();
+    }
+    let kept: Vec<String> = store
+        .list_archived()
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(kept, vec!["op_r_b".to_string(), "op_r_d".to_string()]);
+    for pruned in ["op_r_c", "op_r_a"] {
+        let id = store_suite::op(pruned);
+        assert!(matches!(
+            store.read_log(&id, LogKind::Main, LogCursor::START).await,
+            Err(tom_dist_ledger::Error::OperationNotFound(_))
+        ));
+    }
+    let (log, _) = store
+        .read_log(&store_suite::op("op_r_b"), LogKind::Main, LogCursor::START)
+        .await
+        .unwrap();
+    assert_eq!(log, "kept while archived\n");
+}
