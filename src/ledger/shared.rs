@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId};
 use crate::model::{LedgerData, LogLevel, ParticipantState};
 use crate::presence::{PresenceEvents, Registration, Roster};
+use crate::revision::Revision;
 
 use super::LedgerInner;
 use super::callbacks::{BoxFuture, OperationCallback, OperationFailedInfo};
@@ -332,12 +333,26 @@ impl OpShared {
         Ok(())
     }
 
-    /// Like [`OpShared::check_fenced`], after reading the ledger: for writes that follow
-    /// no write of this participant (a log line of the user), so a participant that was
-    /// stopped and declared crashed meanwhile learns it before it writes.
+    /// Like [`OpShared::check_fenced`], against the ledger as it is now: for writes that
+    /// follow no write of this participant (a log line of the user), so a participant
+    /// that was stopped and declared crashed meanwhile learns it before it writes.
+    ///
+    /// The operation is read again only when it changed since this participant's last
+    /// view: the store's current revision is compared with the view's (the file store
+    /// reads it from the head of the file), so a run with many open calls does not
+    /// re-read a large operation for every log line. Every write bumps the revision, so
+    /// an unchanged revision means the view is the ledger as it is.
     pub async fn check_fenced_now(self: &Arc<Self>) -> Result<()> {
-        if let Ok(data) = self.ledger.store.read(&self.id).await {
-            self.observe(&data);
+        let known = self.local().cached.as_ref().map(|d| Revision::new(d.seq));
+        let store = &self.ledger.store;
+        match store.current_revision(&self.id).await {
+            Ok(now) if Some(now) == known => {}
+            Err(Error::OperationNotFound(_)) => {}
+            _ => {
+                if let Ok(data) = store.read(&self.id).await {
+                    self.observe(&data);
+                }
+            }
         }
         self.check_fenced()
     }
