@@ -126,12 +126,14 @@ pub trait Store: Send + Sync + Debug + 'static {
         Ok(self.read_versioned(op).await?.data)
     }
 
-    /// The revision a live operation is at now; `OperationNotFound` if there is none.
-    /// For callers that hold a view and only need to know whether it is still current:
-    /// a backend answers it without reading the whole operation where it can (the file
-    /// store reads the head of the file).
-    async fn current_revision(&self, op: &OperationId) -> Result<Revision> {
-        Ok(self.read_versioned(op).await?.revision)
+    /// The revision a live operation is at now, where the backend can tell it without
+    /// reading the whole operation (the file store: from the head of the file); `None`
+    /// when it cannot (the caller reads the operation instead); `OperationNotFound` if
+    /// there is none. For callers that hold a view and only need to know whether it is
+    /// still current.
+    async fn current_revision(&self, op: &OperationId) -> Result<Option<Revision>> {
+        let _ = op;
+        Ok(None)
     }
 
     /// Replace the live operation with `data` if it is still at revision `expected`;

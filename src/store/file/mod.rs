@@ -331,22 +331,16 @@ impl Store for FileStore {
         self.read_sync(&self.paths.operation(op), op)
     }
 
-    /// From the head of the file, where this store writes `seq` right after the id; a
-    /// file that does not have it there (written by another tool) is read whole.
-    async fn current_revision(&self, op: &OperationId) -> Result<Revision> {
-        let path = self.paths.operation(op);
-        match read_head(&path, revision::HEAD_BYTES) {
-            Ok(head) => {
-                if let Some(seq) = revision::seq_in_head(&head) {
-                    return Ok(Revision::new(seq));
-                }
-            }
+    /// From the head of the file, where this store writes `seq` right after the id; `None`
+    /// for a file that does not have it there (written by another tool).
+    async fn current_revision(&self, op: &OperationId) -> Result<Option<Revision>> {
+        match read_head(&self.paths.operation(op), revision::HEAD_BYTES) {
+            Ok(head) => Ok(revision::seq_in_head(&head).map(Revision::new)),
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
-                return Err(Error::OperationNotFound(op.clone()));
+                Err(Error::OperationNotFound(op.clone()))
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         }
-        Ok(self.read_versioned(op).await?.revision)
     }
 
     async fn compare_and_swap(

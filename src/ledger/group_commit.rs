@@ -1,0 +1,181 @@
+//! Group commit: the changes of one participant that arrive while a write of it is in
+//! flight go into the next write together, one read-change-write for all of them, and
+//! that write runs on a thread of its own, so the caller's thread (the one that starts and
+//! reaps the workers) never waits for the disk.
+//!
+//! Only changes that own what they capture can be queued ([`QueuedChange`]): a call's
+//! frame written and removed, the writes of every worker. Every other write of the
+//! participant goes through [`Commits::turn`] too and first writes what is queued before
+//! it, so this participant's writes stay in the order they were asked for.
+//!
+//! A change that fails is left out of the write without touching the others (it is
+//! applied to a copy first when others share the write); a write that fails as a whole
+//! (fenced, the operation gone, the lock not had) is retried one change at a time, so
+//! every caller gets its own answer.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::model::LedgerData;
+
+use super::shared::OpShared;
+
+/// A change of this participant that may wait for the next write.
+pub(crate) type QueuedChange = Box<dyn FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send>;
+
+struct Entry {
+    change: QueuedChange,
+    reply: oneshot::Sender<Result<LedgerData>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    entries: Vec<Entry>,
+    /// A flush is scheduled or running: it takes what is queued meanwhile.
+    flushing: bool,
+}
+
+/// The write queue of one participant in one operation.
+#[derive(Default)]
+pub(crate) struct Commits {
+    queue: Mutex<Queue>,
+    /// Held by whoever writes for this participant (a flush, or a direct write after it
+    /// has written what was queued before it).
+    pub turn: tokio::sync::Mutex<()>,
+}
+
+impl Commits {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue `change`; true when the caller must start a flush.
+    fn push(&self, change: QueuedChange) -> (oneshot::Receiver<Result<LedgerData>>, bool) {
+        let (reply, rx) = oneshot::channel();
+        let mut queue = self.queue();
+        queue.entries.push(Entry { change, reply });
+        let start = !std::mem::replace(&mut queue.flushing, true);
+        (rx, start)
+    }
+
+    /// Everything queued now; `None` (and no flush any more) when nothing is.
+    fn take(&self, ending_flush: bool) -> Option<Vec<Entry>> {
+        let mut queue = self.queue();
+        if queue.entries.is_empty() {
+            if ending_flush {
+                queue.flushing = false;
+            }
+            return None;
+        }
+        Some(std::mem::take(&mut queue.entries))
+    }
+}
+
+/// Who writes a queued change when no write of this participant is in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// The caller, on its own task (no thread hop: a participant that waits for each of
+    /// its writes in turn, as a call start and end do).
+    Inline,
+    /// A thread of the runtime's blocking pool, so the caller's thread goes on meanwhile
+    /// (the thread of a current-thread runtime that starts and reaps workers).
+    Background,
+}
+
+impl OpShared {
+    /// Change the operation as this participant, in the next group write (see the module
+    /// notes): returns once the change is written, with the data as written.
+    pub async fn modify_queued(
+        self: &Arc<Self>,
+        change: QueuedChange,
+        flush: Flush,
+    ) -> Result<LedgerData> {
+        let (answer, start) = self.commits.push(change);
+        if start {
+            let shared = self.clone();
+            match flush {
+                Flush::Inline => shared.flush_queued().await,
+                Flush::Background => {
+                    let runtime = tokio::runtime::Handle::current();
+                    tokio::task::spawn_blocking(move || runtime.block_on(shared.flush_queued()));
+                }
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::WriteDropped {
+                operation: self.id.clone(),
+            })
+        })
+    }
+
+    /// Write what is queued, batch after batch, until nothing is.
+    async fn flush_queued(self: Arc<Self>) {
+        let _turn = self.commits.turn.lock().await;
+        while let Some(batch) = self.commits.take(true) {
+            self.write_batch(batch).await;
+        }
+    }
+
+    /// For a direct write, holding the turn: write what was queued before it first.
+    pub(super) async fn write_queued_before(self: &Arc<Self>) {
+        while let Some(batch) = self.commits.take(false) {
+            self.write_batch(batch).await;
+        }
+    }
+
+    /// One read-change-write for the whole batch, each change answered on its own.
+    async fn write_batch(self: &Arc<Self>, mut batch: Vec<Entry>) {
+        if batch.len() == 1 {
+            let mut entry = batch.pop().expect("one entry");
+            let result = self.write_now(&mut entry.change, false).await;
+            let _ = entry.reply.send(result);
+            return;
+        }
+        let mut failures: Vec<Option<Error>> = Vec::new();
+        let written = {
+            let mut changes: Vec<&mut QueuedChange> =
+                batch.iter_mut().map(|e| &mut e.change).collect();
+            let failures = &mut failures;
+            self.write_now(
+                &mut |data: &mut LedgerData, now: Timestamp| {
+                    // Run again after a conflict: every change starts from the data anew.
+                    failures.clear();
+                    for change in changes.iter_mut() {
+                        let mut copy = data.clone();
+                        match change(&mut copy, now) {
+                            Ok(()) => {
+                                *data = copy;
+                                failures.push(None);
+                            }
+                            Err(e) => failures.push(Some(e)),
+                        }
+                    }
+                    Ok(())
+                },
+                false,
+            )
+            .await
+        };
+        match written {
+            Ok(data) => {
+                for (entry, failure) in batch.into_iter().zip(failures) {
+                    let answer = match failure {
+                        Some(e) => Err(e),
+                        None => Ok(data.clone()),
+                    };
+                    let _ = entry.reply.send(answer);
+                }
+            }
+            // Failed as a whole: each change alone, so each gets its own error.
+            Err(_) => {
+                for mut entry in batch {
+                    let result = self.write_now(&mut entry.change, false).await;
+                    let _ = entry.reply.send(result);
+                }
+            }
+        }
+    }
+}
