@@ -8,8 +8,8 @@
 //! participant goes through [`Commits::turn`] too and first writes what is queued before
 //! it, so this participant's writes stay in the order they were asked for.
 //!
-//! A change that fails is left out of the write without touching the others (it is
-//! applied to a copy first when others share the write); a write that fails as a whole
+//! A change that fails is left out of the write without touching the others (queued
+//! changes check before they change anything); a write that fails as a whole
 //! (fenced, the operation gone, the lock not had) is retried one change at a time, so
 //! every caller gets its own answer.
 
@@ -23,7 +23,9 @@ use crate::model::LedgerData;
 
 use super::shared::OpShared;
 
-/// A change of this participant that may wait for the next write.
+/// A change of this participant that may wait for the next write. It shares the write
+/// with others, so it must fail without touching the data or succeed (check first, then
+/// change), as the frames' `start` and `end` do.
 pub(crate) type QueuedChange = Box<dyn FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send>;
 
 struct Entry {
@@ -144,14 +146,7 @@ impl OpShared {
                     // Run again after a conflict: every change starts from the data anew.
                     failures.clear();
                     for change in changes.iter_mut() {
-                        let mut copy = data.clone();
-                        match change(&mut copy, now) {
-                            Ok(()) => {
-                                *data = copy;
-                                failures.push(None);
-                            }
-                            Err(e) => failures.push(Some(e)),
-                        }
+                        failures.push(change(data, now).err());
                     }
                     Ok(())
                 },
