@@ -32,6 +32,7 @@ awk '
 # Lines: PID TIME syscall(args) = ret   |   PID TIME +++ exited with N +++
 {
     pid = $1; t = $2 + 0
+    if (NR == 1) main = pid
 }
 / execve\(/ {
     if ($0 ~ /execve\("[^"]*\/true"/ && $0 !~ /= -1/) {
@@ -51,10 +52,12 @@ awk '
     next
 }
 pending > 0 && !(pid in worker) {
-    # Supervisor work while a slot is idle.
-    if ($0 ~ /renameat2\(/ && $0 ~ /operation\.json/) commits++
-    else if ($0 ~ /openat\(/ && $0 ~ /operation\.json"/ && $0 !~ /O_WRONLY|O_RDWR/) reads++
-    else if ($0 ~ /write\([0-9]+<[^>]*operation\.log>/) logs++
+    # Supervisor work while a slot is idle: on its main thread (which starts and reaps
+    # the workers) or on another of its threads (beside it).
+    where = (pid == main) ? "main" : "other"
+    if ($0 ~ /renameat2\(/ && $0 ~ /operation\.json/) commits[where]++
+    else if ($0 ~ /openat\(/ && $0 ~ /operation\.json"/ && $0 !~ /O_WRONLY|O_RDWR/) reads[where]++
+    else if ($0 ~ /write\([0-9]+<[^>]*operation\.log>/) logs[where]++
 }
 END {
     if (nstarts == 0) { print "idle-slots: no worker was seen starting"; exit 1 }
@@ -63,6 +66,9 @@ END {
     if (ngaps > 0)
         printf "idle slot after an exit: %d gaps, mean %.0f us, %.0f%% of 2 slots x the wall time\n",
             ngaps, gaps / ngaps * 1e6, gaps / (2 * wall) * 100
-    printf "supervisor work while a slot was idle: %d operation file replacements (ledger writes), %d operation file reads, %d log lines\n",
-        commits, reads, logs
+    for (w = 1; w <= 2; w++) {
+        where = (w == 1) ? "main" : "other"
+        printf "while a slot was idle, on the supervisor'"'"'s %s thread%s: %d ledger writes (operation file replaced), %d operation file reads, %d log lines\n",
+            where, (w == 1) ? "" : "s", commits[where], reads[where], logs[where]
+    }
 }' "$DIR/trace"

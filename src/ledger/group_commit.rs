@@ -30,7 +30,7 @@ pub(crate) type QueuedChange = Box<dyn FnMut(&mut LedgerData, Timestamp) -> Resu
 
 struct Entry {
     change: QueuedChange,
-    reply: oneshot::Sender<Result<LedgerData>>,
+    reply: oneshot::Sender<Result<()>>,
 }
 
 #[derive(Default)]
@@ -55,7 +55,7 @@ impl Commits {
     }
 
     /// Queue `change`; true when the caller must start a flush.
-    fn push(&self, change: QueuedChange) -> (oneshot::Receiver<Result<LedgerData>>, bool) {
+    fn push(&self, change: QueuedChange) -> (oneshot::Receiver<Result<()>>, bool) {
         let (reply, rx) = oneshot::channel();
         let mut queue = self.queue();
         queue.entries.push(Entry { change, reply });
@@ -89,12 +89,9 @@ pub(crate) enum Flush {
 
 impl OpShared {
     /// Change the operation as this participant, in the next group write (see the module
-    /// notes): returns once the change is written, with the data as written.
-    pub async fn modify_queued(
-        self: &Arc<Self>,
-        change: QueuedChange,
-        flush: Flush,
-    ) -> Result<LedgerData> {
+    /// notes): returns once the change is written. (Not with the data as written: a batch
+    /// would copy the whole operation once per change.)
+    pub async fn modify_queued(self: &Arc<Self>, change: QueuedChange, flush: Flush) -> Result<()> {
         let (answer, start) = self.commits.push(change);
         if start {
             let shared = self.clone();
@@ -133,7 +130,7 @@ impl OpShared {
         if batch.len() == 1 {
             let mut entry = batch.pop().expect("one entry");
             let result = self.write_now(&mut entry.change, false).await;
-            let _ = entry.reply.send(result);
+            let _ = entry.reply.send(result.map(drop));
             return;
         }
         let mut failures: Vec<Option<Error>> = Vec::new();
@@ -155,20 +152,16 @@ impl OpShared {
             .await
         };
         match written {
-            Ok(data) => {
+            Ok(_) => {
                 for (entry, failure) in batch.into_iter().zip(failures) {
-                    let answer = match failure {
-                        Some(e) => Err(e),
-                        None => Ok(data.clone()),
-                    };
-                    let _ = entry.reply.send(answer);
+                    let _ = entry.reply.send(failure.map_or(Ok(()), Err));
                 }
             }
             // Failed as a whole: each change alone, so each gets its own error.
             Err(_) => {
                 for mut entry in batch {
                     let result = self.write_now(&mut entry.change, false).await;
-                    let _ = entry.reply.send(result);
+                    let _ = entry.reply.send(result.map(drop));
                 }
             }
         }
