@@ -82,8 +82,10 @@ pub(crate) enum Flush {
     /// The caller, on its own task (no thread hop: a participant that waits for each of
     /// its writes in turn, as a call start and end do).
     Inline,
-    /// A thread of the runtime's blocking pool, so the caller's thread goes on meanwhile
-    /// (the thread of a current-thread runtime that starts and reaps workers).
+    /// On a current-thread runtime, a thread of the runtime's blocking pool, so the
+    /// runtime's one thread (which starts and reaps the workers) goes on meanwhile. On a
+    /// multi-thread runtime the caller writes, as inline: its other threads go on, and a
+    /// hop to another thread would only add to the time until the write is done.
     Background,
 }
 
@@ -97,6 +99,7 @@ impl OpShared {
             let shared = self.clone();
             match flush {
                 Flush::Inline => shared.flush_queued().await,
+                Flush::Background if !on_current_thread_runtime() => shared.flush_queued().await,
                 Flush::Background => {
                     let runtime = tokio::runtime::Handle::current();
                     tokio::task::spawn_blocking(move || runtime.block_on(shared.flush_queued()));
@@ -166,4 +169,10 @@ impl OpShared {
             }
         }
     }
+}
+
+/// Whether the caller runs on a current-thread runtime (its one thread does everything).
+fn on_current_thread_runtime() -> bool {
+    tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
 }
