@@ -10,7 +10,7 @@ use crate::model::{CallFrame, FrameState, LogLevel};
 
 use super::callbacks::CallCallback;
 use super::core;
-use super::group_commit::Flush;
+use super::group_commit::{Flush, ThenLog};
 use super::operation::Operation;
 use super::shared::{ActiveCall, OpShared};
 
@@ -111,7 +111,7 @@ impl<T: Clone + Send + 'static> Call<T> {
     /// `on_completion` fails the call instead (`Error::CallFailed` with the panic message).
     pub async fn end(&self, result: T) -> Result<()> {
         self.finish()?;
-        remove_frame(&self.shared, &self.id, Flush::Inline).await?;
+        remove_frame(&self.shared, &self.id, Flush::Inline, None).await?;
         if let Some(f) = &self.callback.on_completion
             && let Err(panic) = super::panic::guarded(|| f(result)).await
         {
@@ -144,7 +144,7 @@ impl<T: Clone + Send + 'static> Call<T> {
     /// `Error::CallFailed` once the rest is done.
     pub async fn fail(&self, error: impl std::fmt::Display) -> Result<()> {
         self.finish()?;
-        let removed = remove_frame(&self.shared, &self.id, Flush::Inline).await;
+        let removed = remove_frame(&self.shared, &self.id, Flush::Inline, None).await;
         let reported = self.report_failure(&error.to_string()).await;
         removed?;
         reported
@@ -237,7 +237,7 @@ impl<T: Clone + Send + 'static> Drop for Call<T> {
         };
         handle.spawn(async move {
             let message = "dropped without end or fail";
-            let _ = remove_frame(&shared, &id, Flush::Inline).await;
+            let _ = remove_frame(&shared, &id, Flush::Inline, None).await;
             shared
                 .log_quietly(
                     LogLevel::Error,
@@ -263,7 +263,7 @@ impl Operation {
         let id = CallId::generate(self.participant_id());
         let frame = new_frame(shared, &id, self.session, &options);
         let started_at = frame.start_time;
-        add_frame(shared, frame, Flush::Inline).await?;
+        add_frame(shared, frame, Flush::Inline, None).await?;
         shared.local().calls.insert(
             id.clone(),
             ActiveCall {
@@ -323,11 +323,13 @@ pub(crate) async fn add_frame(
     shared: &Arc<OpShared>,
     frame: CallFrame,
     flush: Flush,
+    then_log: ThenLog,
 ) -> Result<()> {
     shared
         .modify_queued(
             Box::new(move |data, _| core::frames::start(data, frame.clone())),
             flush,
+            then_log,
         )
         .await?;
     Ok(())
@@ -335,7 +337,12 @@ pub(crate) async fn add_frame(
 
 /// Remove the call's frame and forget the call locally; written with whatever else of
 /// this participant is queued (group commit).
-pub(crate) async fn remove_frame(shared: &Arc<OpShared>, id: &CallId, flush: Flush) -> Result<()> {
+pub(crate) async fn remove_frame(
+    shared: &Arc<OpShared>,
+    id: &CallId,
+    flush: Flush,
+    then_log: ThenLog,
+) -> Result<()> {
     shared.local().calls.remove(id);
     let ended = id.clone();
     let result = shared
@@ -345,6 +352,7 @@ pub(crate) async fn remove_frame(shared: &Arc<OpShared>, id: &CallId, flush: Flu
                 Ok(())
             }),
             flush,
+            then_log,
         )
         .await;
     match result {
@@ -385,7 +393,7 @@ pub(crate) async fn cancel_calls(shared: &Arc<OpShared>, ids: &[CallId], why: &s
                     .calls
                     .get(id)
                     .and_then(|c| c.on_cleanup.clone());
-                let _ = remove_frame(shared, id, Flush::Inline).await;
+                let _ = remove_frame(shared, id, Flush::Inline, None).await;
                 shared
                     .log_quietly(
                         LogLevel::Warning,

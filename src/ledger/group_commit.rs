@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::model::LedgerData;
+use crate::model::{LedgerData, LogLevel};
 
 use super::shared::OpShared;
 
@@ -28,9 +28,24 @@ use super::shared::OpShared;
 /// change), as the frames' `start` and `end` do.
 pub(crate) type QueuedChange = Box<dyn FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send>;
 
+/// A log line written right after the change, whatever became of it.
+pub(crate) type ThenLog = Option<(LogLevel, String)>;
+
 struct Entry {
     change: QueuedChange,
+    then_log: ThenLog,
     reply: oneshot::Sender<Result<()>>,
+}
+
+impl Entry {
+    /// The change's log line (by the writer, so that the thread of a current-thread
+    /// runtime does not append it either), then its answer.
+    async fn answer(self, shared: &OpShared, result: Result<()>) {
+        if let Some((level, line)) = &self.then_log {
+            shared.log_quietly(*level, line).await;
+        }
+        let _ = self.reply.send(result);
+    }
 }
 
 #[derive(Default)]
@@ -55,10 +70,18 @@ impl Commits {
     }
 
     /// Queue `change`; true when the caller must start a flush.
-    fn push(&self, change: QueuedChange) -> (oneshot::Receiver<Result<()>>, bool) {
+    fn push(
+        &self,
+        change: QueuedChange,
+        then_log: ThenLog,
+    ) -> (oneshot::Receiver<Result<()>>, bool) {
         let (reply, rx) = oneshot::channel();
         let mut queue = self.queue();
-        queue.entries.push(Entry { change, reply });
+        queue.entries.push(Entry {
+            change,
+            then_log,
+            reply,
+        });
         let start = !std::mem::replace(&mut queue.flushing, true);
         (rx, start)
     }
@@ -91,10 +114,16 @@ pub(crate) enum Flush {
 
 impl OpShared {
     /// Change the operation as this participant, in the next group write (see the module
-    /// notes): returns once the change is written. (Not with the data as written: a batch
-    /// would copy the whole operation once per change.)
-    pub async fn modify_queued(self: &Arc<Self>, change: QueuedChange, flush: Flush) -> Result<()> {
-        let (answer, start) = self.commits.push(change);
+    /// notes), then append `then_log` to the operation log (whether the change was
+    /// written or not): returns once both are done. (Not with the data as written: a
+    /// batch would copy the whole operation once per change.)
+    pub async fn modify_queued(
+        self: &Arc<Self>,
+        change: QueuedChange,
+        flush: Flush,
+        then_log: ThenLog,
+    ) -> Result<()> {
+        let (answer, start) = self.commits.push(change, then_log);
         if start {
             let shared = self.clone();
             match flush {
@@ -133,7 +162,7 @@ impl OpShared {
         if batch.len() == 1 {
             let mut entry = batch.pop().expect("one entry");
             let result = self.write_now(&mut entry.change, false).await;
-            let _ = entry.reply.send(result.map(drop));
+            entry.answer(self, result.map(drop)).await;
             return;
         }
         let mut failures: Vec<Option<Error>> = Vec::new();
@@ -157,14 +186,14 @@ impl OpShared {
         match written {
             Ok(_) => {
                 for (entry, failure) in batch.into_iter().zip(failures) {
-                    let _ = entry.reply.send(failure.map_or(Ok(()), Err));
+                    entry.answer(self, failure.map_or(Ok(()), Err)).await;
                 }
             }
             // Failed as a whole: each change alone, so each gets its own error.
             Err(_) => {
                 for mut entry in batch {
                     let result = self.write_now(&mut entry.change, false).await;
-                    let _ = entry.reply.send(result.map(drop));
+                    entry.answer(self, result.map(drop)).await;
                 }
             }
         }

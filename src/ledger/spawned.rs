@@ -119,17 +119,12 @@ impl CallContext {
         };
         frame.process = process;
         let shared = &self.operation.shared;
-        add_frame(shared, frame, flush).await?;
-        shared
-            .log_quietly(
-                LogLevel::Info,
-                &format!(
-                    "CALL_SPAWNED callId={} participant={}",
-                    self.call_id, shared.ledger.config.participant
-                ),
-            )
-            .await;
-        Ok(())
+        let line = format!(
+            "CALL_SPAWNED callId={} participant={}",
+            self.call_id, shared.ledger.config.participant
+        );
+        // The line is written once the frame is, by whoever writes it.
+        add_frame(shared, frame, flush, Some((LogLevel::Info, line))).await
     }
 
     /// A setter for the kill handler that can move into a `'static` callback.
@@ -482,32 +477,18 @@ async fn finish<T: Clone + Send + Sync + 'static>(
         inner.decided.send_replace(true);
         Ending::begin(shared)
     });
-    let _ = remove_frame(shared, id, flush).await;
-    match &outcome {
-        Outcome::Success(_) if fell_back => {
-            shared
-                .log_quietly(LogLevel::Info, &format!("CALL_FALLBACK callId={id}"))
-                .await;
-        }
-        Outcome::Success(_) => {
-            shared
-                .log_quietly(LogLevel::Info, &format!("CALL_COMPLETED callId={id}"))
-                .await;
-        }
-        Outcome::Cancelled => {
-            shared
-                .log_quietly(LogLevel::Warning, &format!("CALL_CANCELLED callId={id}"))
-                .await;
-        }
-        Outcome::Failed(message) => {
-            shared
-                .log_quietly(
-                    LogLevel::Error,
-                    &format!("CALL_FAILED callId={id} error={message}"),
-                )
-                .await;
-        }
-    }
+    // The outcome's line is written right after the frame is removed, by whoever
+    // removes it.
+    let line = match &outcome {
+        Outcome::Success(_) if fell_back => (LogLevel::Info, format!("CALL_FALLBACK callId={id}")),
+        Outcome::Success(_) => (LogLevel::Info, format!("CALL_COMPLETED callId={id}")),
+        Outcome::Cancelled => (LogLevel::Warning, format!("CALL_CANCELLED callId={id}")),
+        Outcome::Failed(message) => (
+            LogLevel::Error,
+            format!("CALL_FAILED callId={id} error={message}"),
+        ),
+    };
+    let _ = remove_frame(shared, id, flush, Some(line)).await;
     if !matches!(outcome, Outcome::Success(_))
         && let Some(f) = &callback.on_cleanup
         && let Err(panic) = super::panic::guarded(|| f()).await
