@@ -78,6 +78,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A queued write of this participant was dropped unanswered (its runtime is shutting
+    /// down): whether it was written is unknown.
+    #[error("the write to operation `{operation}` was dropped before it was answered")]
+    WriteDropped { operation: OperationId },
+
     /// The participant was declared crashed; its writes are refused from now on.
     #[error("participant `{participant}` is fenced out of operation `{operation}` (epoch {epoch})")]
     Fenced {

@@ -212,3 +212,45 @@ async fn retention_zero_keeps_no_archive() {
     assert!(store.list_archived().await.unwrap().is_empty());
     assert!(store.list().await.unwrap().is_empty());
 }
+
+/// The current revision read from the head of the file follows every write; a file
+/// whose head is not the store's own (another tool's key order) gives none (the caller
+/// reads it whole).
+#[tokio::test]
+async fn current_revision_follows_writes_from_the_head_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 200, 20);
+    let id = op("op_revision");
+    store.create(&sample(id.as_str())).await.unwrap();
+    for _ in 0..3 {
+        let written = touch(&store, &id).await;
+        let now = store.current_revision(&id).await.unwrap();
+        assert_eq!(
+            now,
+            Some(tom_dist_ledger::store::Revision::new(written.seq))
+        );
+    }
+    assert_eq!(
+        store.current_revision(&id).await.unwrap(),
+        Some(store.read_versioned(&id).await.unwrap().revision)
+    );
+    // The same operation with `seq` last, as a tool that orders keys otherwise writes it.
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&fs::read(store.operation_path(&id)).unwrap()).unwrap();
+    let map = value.as_object_mut().unwrap();
+    map.remove("seq");
+    map.insert("seq".into(), serde_json::json!(41));
+    fs::write(
+        store.operation_path(&id),
+        serde_json::to_vec_pretty(&value).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(store.current_revision(&id).await.unwrap(), None);
+    assert_eq!(store.read_versioned(&id).await.unwrap().revision.get(), 41);
+    let missing = op("op_revision_missing");
+    let err = store.current_revision(&missing).await.unwrap_err();
+    assert!(
+        matches!(err, tom_dist_ledger::Error::OperationNotFound(_)),
+        "{err}"
+    );
+}

@@ -144,18 +144,18 @@ pub async fn status(ctx: &Context, args: StatusArgs) -> CliResult {
         Some(op) => vec![Ok(ledger.read_operation(&op).await?)],
         None => {
             let mut views = Vec::new();
-            for op in ledger.list_all_operations().await? {
-                if op.archived {
-                    continue;
-                }
-                let view = match &op.summary {
-                    Ok(_) => match ledger.read_live(&op.operation_id).await {
-                        Ok(data) => Ok((data, false)),
-                        Err(Error::OperationNotFound(_)) => continue,
-                        Err(e) => Err((op, e.to_string())),
-                    },
-                    Err(error) => {
-                        let error = error.clone();
+            // Only the live ones, each read once: the archive is not looked at.
+            for id in ledger.list_live_operation_ids().await? {
+                let view = match ledger.read_live(&id).await {
+                    Ok(data) => Ok((data, false)),
+                    Err(Error::OperationNotFound(_)) => continue,
+                    Err(e) => {
+                        let error = e.to_string();
+                        let op = ListedOperation {
+                            operation_id: id,
+                            archived: false,
+                            summary: Err(error.clone()),
+                        };
                         Err((op, error))
                     }
                 };

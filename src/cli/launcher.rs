@@ -133,9 +133,11 @@ impl WorkerLauncher for ProcessLauncher {
         // The latest stop request counts; a kill skips what is left of the grace.
         let mut requested: Option<StopReason> = None;
         let mut listening = true;
+        // The outcome is acted on as soon as it is known; the library records the end
+        // meanwhile (the next worker starts first).
         loop {
             tokio::select! {
-                _ = call.wait() => break,
+                _ = call.wait_decided() => break,
                 changed = stop.changed(), if listening => {
                     listening = changed.is_ok();
                     match *stop.borrow_and_update() {

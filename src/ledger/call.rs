@@ -10,6 +10,7 @@ use crate::model::{CallFrame, FrameState, LogLevel};
 
 use super::callbacks::CallCallback;
 use super::core;
+use super::group_commit::{Flush, ThenLog};
 use super::operation::Operation;
 use super::shared::{ActiveCall, OpShared};
 
@@ -110,7 +111,7 @@ impl<T: Clone + Send + 'static> Call<T> {
     /// `on_completion` fails the call instead (`Error::CallFailed` with the panic message).
     pub async fn end(&self, result: T) -> Result<()> {
         self.finish()?;
-        remove_frame(&self.shared, &self.id).await?;
+        remove_frame(&self.shared, &self.id, Flush::Inline, None).await?;
         if let Some(f) = &self.callback.on_completion
             && let Err(panic) = super::panic::guarded(|| f(result)).await
         {
@@ -143,7 +144,7 @@ impl<T: Clone + Send + 'static> Call<T> {
     /// `Error::CallFailed` once the rest is done.
     pub async fn fail(&self, error: impl std::fmt::Display) -> Result<()> {
         self.finish()?;
-        let removed = remove_frame(&self.shared, &self.id).await;
+        let removed = remove_frame(&self.shared, &self.id, Flush::Inline, None).await;
         let reported = self.report_failure(&error.to_string()).await;
         removed?;
         reported
@@ -236,7 +237,7 @@ impl<T: Clone + Send + 'static> Drop for Call<T> {
         };
         handle.spawn(async move {
             let message = "dropped without end or fail";
-            let _ = remove_frame(&shared, &id).await;
+            let _ = remove_frame(&shared, &id, Flush::Inline, None).await;
             shared
                 .log_quietly(
                     LogLevel::Error,
@@ -262,7 +263,7 @@ impl Operation {
         let id = CallId::generate(self.participant_id());
         let frame = new_frame(shared, &id, self.session, &options);
         let started_at = frame.start_time;
-        add_frame(shared, frame).await?;
+        add_frame(shared, frame, Flush::Inline, None).await?;
         shared.local().calls.insert(
             id.clone(),
             ActiveCall {
@@ -317,21 +318,42 @@ pub(crate) fn new_frame<T>(
     }
 }
 
-pub(crate) async fn add_frame(shared: &Arc<OpShared>, frame: CallFrame) -> Result<()> {
+/// Written with whatever else of this participant is queued (group commit).
+pub(crate) async fn add_frame(
+    shared: &Arc<OpShared>,
+    frame: CallFrame,
+    flush: Flush,
+    then_log: ThenLog,
+) -> Result<()> {
     shared
-        .modify(|data, _| core::frames::start(data, frame.clone()))
+        .modify_queued(
+            Box::new(move |data, _| core::frames::start(data, frame.clone())),
+            flush,
+            then_log,
+        )
         .await?;
     Ok(())
 }
 
-/// Remove the call's frame and forget the call locally.
-pub(crate) async fn remove_frame(shared: &Arc<OpShared>, id: &CallId) -> Result<()> {
+/// Remove the call's frame and forget the call locally; written with whatever else of
+/// this participant is queued (group commit).
+pub(crate) async fn remove_frame(
+    shared: &Arc<OpShared>,
+    id: &CallId,
+    flush: Flush,
+    then_log: ThenLog,
+) -> Result<()> {
     shared.local().calls.remove(id);
+    let ended = id.clone();
     let result = shared
-        .modify(|data, _| {
-            core::frames::end(data, id);
-            Ok(())
-        })
+        .modify_queued(
+            Box::new(move |data, _| {
+                core::frames::end(data, &ended);
+                Ok(())
+            }),
+            flush,
+            then_log,
+        )
         .await;
     match result {
         Ok(_) => Ok(()),
@@ -339,6 +361,14 @@ pub(crate) async fn remove_frame(shared: &Arc<OpShared>, id: &CallId) -> Result<
         Err(e) if super::failure::is_gone(&e) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Wait until the spawned calls of this participant whose outcome is known have their
+/// end recorded too (see [`SpawnedCall::wait_decided`](super::SpawnedCall::wait_decided)):
+/// for what must see every ended call gone from the ledger (completing, leaving).
+pub(crate) async fn settle_decided(shared: &OpShared) {
+    let mut ending = shared.ending.subscribe();
+    let _ = ending.wait_for(|n| *n == 0).await;
 }
 
 /// Cancel spawned calls (and wait for them) and fail regular ones.
@@ -363,7 +393,7 @@ pub(crate) async fn cancel_calls(shared: &Arc<OpShared>, ids: &[CallId], why: &s
                     .calls
                     .get(id)
                     .and_then(|c| c.on_cleanup.clone());
-                let _ = remove_frame(shared, id).await;
+                let _ = remove_frame(shared, id, Flush::Inline, None).await;
                 shared
                     .log_quietly(
                         LogLevel::Warning,

@@ -225,13 +225,14 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
     let me = shared.ledger.config.participant.clone();
     let deadline = tokio::time::Instant::now() + shared.ledger.config.cleanup_wait;
     let mut changes = shared.ledger.store.watch(&shared.id).ok();
-    loop {
+    // The view the wait ended on is the one the dead participants' workers are found in.
+    let data = loop {
         let Ok(data) = shared.ledger.store.read(&shared.id).await else {
             return;
         };
         let waiting = core::cleanup::waiting(&data, &me, &live(&data, &shared.ledger));
         if !waiting || tokio::time::Instant::now() >= deadline {
-            break;
+            break data;
         }
         let tick = Duration::from_millis(200);
         match changes.as_mut() {
@@ -240,22 +241,19 @@ pub(crate) async fn coordinate(shared: Arc<OpShared>) {
             }
             None => tokio::time::sleep(tick).await,
         }
-    }
+    };
     // Workers recorded by participants that are dead (or declared crashed) have nobody
-    // else to stop them.
-    if let Ok(data) = shared.ledger.store.read(&shared.id).await {
-        // Never this process's own group: a participant started inside a dead
-        // participant's worker (a nested `exec`) lives in that worker's group.
-        let own_group = nix::unistd::getpgrp().as_raw();
-        let live = live(&data, &shared.ledger);
-        let dead_workers = core::cleanup::orphaned_workers(&data, &me, &live, own_group);
-        if !dead_workers.is_empty() {
-            let grace = super::crash::grace_of(&shared);
-            let stopped = super::crash::stop_workers(&shared.id, &dead_workers, grace).await;
-            shared
-                .log_quietly(LogLevel::Info, &format!("WORKERS_STOPPED count={stopped}"))
-                .await;
-        }
+    // else to stop them. Never this process's own group: a participant started inside a
+    // dead participant's worker (a nested `exec`) lives in that worker's group.
+    let own_group = nix::unistd::getpgrp().as_raw();
+    let live = live(&data, &shared.ledger);
+    let dead_workers = core::cleanup::orphaned_workers(&data, &me, &live, own_group);
+    if !dead_workers.is_empty() {
+        let grace = super::crash::grace_of(&shared);
+        let stopped = super::crash::stop_workers(&shared.id, &dead_workers, grace).await;
+        shared
+            .log_quietly(LogLevel::Info, &format!("WORKERS_STOPPED count={stopped}"))
+            .await;
     }
     let here = super::recovery_proof::here(&shared.ledger.identity);
     let mut swept = Default::default();

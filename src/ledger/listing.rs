@@ -28,4 +28,10 @@ impl Ledger {
             })
             .collect())
     }
+
+    /// The ids of the live operations, sorted, without reading any of them (nor the
+    /// archive): for callers that read each one whole anyway (`status`).
+    pub async fn list_live_operation_ids(&self) -> Result<Vec<OperationId>> {
+        self.inner.store.list().await
+    }
 }

@@ -13,6 +13,7 @@ mod effects;
 mod exec;
 mod failure;
 mod follow;
+mod group_commit;
 mod heartbeat;
 mod inspect;
 mod listing;

@@ -377,6 +377,7 @@ impl Operation {
                 session: self.session,
             });
         }
+        super::call::settle_decided(shared).await;
         let pending: Vec<CallId> = {
             let mut p = self.pending_calls();
             p.extend(self.pending_spawned_calls());
@@ -451,6 +452,7 @@ impl Operation {
                 action: "complete",
             });
         }
+        super::call::settle_decided(shared).await;
         let own = own_calls(shared);
         if !own.is_empty() {
             if !cancel_own {

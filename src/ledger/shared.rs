@@ -21,9 +21,11 @@ use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId};
 use crate::model::{LedgerData, LogLevel, ParticipantState};
 use crate::presence::{PresenceEvents, Registration, Roster};
+use crate::revision::Revision;
 
 use super::LedgerInner;
 use super::callbacks::{BoxFuture, OperationCallback, OperationFailedInfo};
+use super::group_commit::Commits;
 use super::operation::Operation;
 
 /// Least time between two reads caused by change notifications (abort and failure reach
@@ -80,6 +82,11 @@ pub(crate) struct OpShared {
     /// Registration epoch of this participant in the operation.
     pub epoch: u64,
     local: Mutex<Local>,
+    /// Writes waiting for the next group write (see `group_commit.rs`).
+    pub(super) commits: Commits,
+    /// Spawned calls whose outcome was handed out before their end was recorded, and
+    /// whose recording is still under way.
+    pub(super) ending: watch::Sender<usize>,
     next_session: AtomicU64,
     aborted: watch::Sender<bool>,
     failed: watch::Sender<Option<OperationFailedInfo>>,
@@ -118,6 +125,8 @@ impl OpShared {
                 ended: false,
                 fenced: false,
             }),
+            commits: Commits::default(),
+            ending: watch::channel(0).0,
             next_session: AtomicU64::new(1),
             aborted: watch::channel(false).0,
             failed: watch::channel(None).0,
@@ -164,7 +173,19 @@ impl OpShared {
         self.write(change, true).await
     }
 
+    /// A write in its turn: what was queued before it is written first.
     async fn write(
+        self: &Arc<Self>,
+        change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+        heartbeat_only: bool,
+    ) -> Result<LedgerData> {
+        let _turn = self.commits.turn.lock().await;
+        self.write_queued_before().await;
+        self.write_now(change, heartbeat_only).await
+    }
+
+    /// The write itself, for a caller that holds the turn.
+    pub(super) async fn write_now(
         self: &Arc<Self>,
         mut change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
         heartbeat_only: bool,
@@ -332,14 +353,33 @@ impl OpShared {
         Ok(())
     }
 
-    /// Like [`OpShared::check_fenced`], after reading the ledger: for writes that follow
-    /// no write of this participant (a log line of the user), so a participant that was
-    /// stopped and declared crashed meanwhile learns it before it writes.
+    /// Like [`OpShared::check_fenced`], against the ledger as it is now: for writes that
+    /// follow no write of this participant (a log line of the user), so a participant
+    /// that was stopped and declared crashed meanwhile learns it before it writes.
+    ///
+    /// The operation is read again only when it changed since this participant's last
+    /// view: the store's current revision is compared with the view's (the file store
+    /// reads it from the head of the file), so a run with many open calls does not
+    /// re-read a large operation for every log line. Every write bumps the revision, so
+    /// an unchanged revision means the view is the ledger as it is.
     pub async fn check_fenced_now(self: &Arc<Self>) -> Result<()> {
-        if let Ok(data) = self.ledger.store.read(&self.id).await {
+        if self.view_is_current().await == Some(false)
+            && let Ok(data) = self.ledger.store.read(&self.id).await
+        {
             self.observe(&data);
         }
         self.check_fenced()
+    }
+
+    /// Whether the operation is still at the revision of this participant's last view:
+    /// `Some(false)` when it moved (or that cannot be told), `None` when it is gone.
+    async fn view_is_current(&self) -> Option<bool> {
+        let known = self.local().cached.as_ref().map(|d| Revision::new(d.seq));
+        match self.ledger.store.current_revision(&self.id).await {
+            Ok(now) => Some(now.is_some() && known == now),
+            Err(Error::OperationNotFound(_)) => None,
+            Err(_) => Some(false),
+        }
     }
 
     /// Write a line to the operation log (and to the ledger's log-line callback); refused
@@ -411,6 +451,11 @@ impl OpShared {
                 tokio::time::sleep(WATCH_COALESCE).await;
                 while changes.try_next().is_some() {}
                 let Some(shared) = weak.upgrade() else { break };
+                // This participant's own writes are notified too: nothing to read when the
+                // operation is still at the revision of this participant's view.
+                if shared.view_is_current().await == Some(true) {
+                    continue;
+                }
                 match shared.ledger.store.read(&shared.id).await {
                     Ok(data) => shared.observe(&data),
                     Err(Error::OperationNotFound(_)) => {

@@ -19,6 +19,7 @@ use crate::model::LogLevel;
 
 use super::call::{CallOptions, add_frame, new_frame, remove_frame};
 use super::callbacks::BoxFuture;
+use super::group_commit::Flush;
 use super::operation::Operation;
 use super::shared::{ActiveCall, OpShared, spawn};
 use crate::model::{CallFrame, ProcessRecord};
@@ -38,6 +39,9 @@ struct Inner<T> {
     id: CallId,
     description: Option<String>,
     outcome: Mutex<Option<Outcome<T>>>,
+    /// Set once the outcome is known and nothing left to record can change it (possibly
+    /// before its end is recorded; see [`SpawnedCall::wait_decided`]).
+    decided: watch::Sender<bool>,
     done: watch::Sender<bool>,
     /// Cancelled by `cancel()`, `leave(true)` or the operation's failure.
     token: CancellationToken,
@@ -105,19 +109,22 @@ impl CallContext {
         let Some(mut frame) = lock(&self.pending_frame).take() else {
             return Ok(());
         };
+        // A worker's frame is written off this thread (group commit): the thread that
+        // starts and reaps workers does not wait for the disk. Until it is written, the
+        // worker's parent-death signal covers a crash of this process.
+        let flush = if process.is_some() {
+            Flush::Background
+        } else {
+            Flush::Inline
+        };
         frame.process = process;
         let shared = &self.operation.shared;
-        add_frame(shared, frame).await?;
-        shared
-            .log_quietly(
-                LogLevel::Info,
-                &format!(
-                    "CALL_SPAWNED callId={} participant={}",
-                    self.call_id, shared.ledger.config.participant
-                ),
-            )
-            .await;
-        Ok(())
+        let line = format!(
+            "CALL_SPAWNED callId={} participant={}",
+            self.call_id, shared.ledger.config.participant
+        );
+        // The line is written once the frame is, by whoever writes it.
+        add_frame(shared, frame, flush, Some((LogLevel::Info, line))).await
     }
 
     /// A setter for the kill handler that can move into a `'static` callback.
@@ -235,6 +242,21 @@ impl<T: Clone + Send + Sync + 'static> SpawnedCall<T> {
         let _ = rx.wait_for(|d| *d).await;
     }
 
+    /// Wait until the call's outcome is known: as soon as its work has ended (for a
+    /// worker: its process has exited and was reaped) and nothing left to do can change
+    /// it, which may be before its end is recorded in the ledger ([`wait`](Self::wait)
+    /// waits for that too). The result is available from then on. For callers that act
+    /// on the outcome at once, as a scheduler starting the next worker does; completing
+    /// the operation waits for the record.
+    pub async fn wait_decided(&self) {
+        let mut decided = self.inner.decided.subscribe();
+        let mut done = self.inner.done.subscribe();
+        tokio::select! {
+            _ = decided.wait_for(|d| *d) => {}
+            _ = done.wait_for(|d| *d) => {}
+        }
+    }
+
     /// Wait for the call and return its result.
     pub async fn join(&self) -> Result<T> {
         self.wait().await;
@@ -327,6 +349,7 @@ impl Operation {
             id: id.clone(),
             description: options.description.clone(),
             outcome: Mutex::new(None),
+            decided: watch::channel(false).0,
             done: watch::channel(false).0,
             token: token.clone(),
             killer: Arc::new(Mutex::new(None)),
@@ -382,7 +405,12 @@ impl Operation {
                     }
                 }
             };
-            finish(&shared, &inner, &options, outcome).await;
+            let flush = if self_managed {
+                Flush::Background
+            } else {
+                Flush::Inline
+            };
+            finish(&shared, &inner, &options, outcome, flush).await;
         });
         call
     }
@@ -401,6 +429,7 @@ async fn finish<T: Clone + Send + Sync + 'static>(
     inner: &Arc<Inner<T>>,
     options: &CallOptions<T>,
     mut outcome: Outcome<T>,
+    flush: Flush,
 ) {
     let id = &inner.id;
     let callback = &options.callback;
@@ -437,32 +466,29 @@ async fn finish<T: Clone + Send + Sync + 'static>(
             }));
         }
     }
-    let _ = remove_frame(shared, id).await;
-    match &outcome {
-        Outcome::Success(_) if fell_back => {
-            shared
-                .log_quietly(LogLevel::Info, &format!("CALL_FALLBACK callId={id}"))
-                .await;
-        }
-        Outcome::Success(_) => {
-            shared
-                .log_quietly(LogLevel::Info, &format!("CALL_COMPLETED callId={id}"))
-                .await;
-        }
-        Outcome::Cancelled => {
-            shared
-                .log_quietly(LogLevel::Warning, &format!("CALL_CANCELLED callId={id}"))
-                .await;
-        }
-        Outcome::Failed(message) => {
-            shared
-                .log_quietly(
-                    LogLevel::Error,
-                    &format!("CALL_FAILED callId={id} error={message}"),
-                )
-                .await;
-        }
-    }
+    // Nothing below changes the outcome unless `on_cleanup` runs (its panic fails the
+    // call) or the failure fails the operation (which callers must see first): otherwise
+    // the outcome is known now, and whoever waits for it goes on while the end is
+    // recorded (a scheduler starts its next worker first).
+    let cleanup_runs = !matches!(outcome, Outcome::Success(_)) && callback.on_cleanup.is_some();
+    let fails_operation = matches!(outcome, Outcome::Failed(_)) && options.fail_on_crash;
+    let _ending = (!cleanup_runs && !fails_operation).then(|| {
+        *lock_outcome(inner) = Some(outcome.clone());
+        inner.decided.send_replace(true);
+        Ending::begin(shared)
+    });
+    // The outcome's line is written right after the frame is removed, by whoever
+    // removes it.
+    let line = match &outcome {
+        Outcome::Success(_) if fell_back => (LogLevel::Info, format!("CALL_FALLBACK callId={id}")),
+        Outcome::Success(_) => (LogLevel::Info, format!("CALL_COMPLETED callId={id}")),
+        Outcome::Cancelled => (LogLevel::Warning, format!("CALL_CANCELLED callId={id}")),
+        Outcome::Failed(message) => (
+            LogLevel::Error,
+            format!("CALL_FAILED callId={id} error={message}"),
+        ),
+    };
+    let _ = remove_frame(shared, id, flush, Some(line)).await;
     if !matches!(outcome, Outcome::Success(_))
         && let Some(f) = &callback.on_cleanup
         && let Err(panic) = super::panic::guarded(|| f()).await
@@ -492,6 +518,23 @@ async fn finish<T: Clone + Send + Sync + 'static>(
     }
     *lock_outcome(inner) = Some(outcome);
     inner.done.send_replace(true);
+}
+
+/// Counts a call whose outcome is out while its end is being recorded (completing and
+/// leaving wait for none to be left); dropped once the call is done.
+struct Ending<'a>(&'a OpShared);
+
+impl<'a> Ending<'a> {
+    fn begin(shared: &'a OpShared) -> Self {
+        shared.ending.send_modify(|n| *n += 1);
+        Ending(shared)
+    }
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        self.0.ending.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 fn lock_outcome<T>(inner: &Inner<T>) -> std::sync::MutexGuard<'_, Option<Outcome<T>>> {

@@ -225,6 +225,11 @@ pub struct FailureRecord {
 #[serde(rename_all = "camelCase")]
 pub struct LedgerData {
     pub operation_id: OperationId,
+    /// Modification counter, bumped by the store on every write; numbers the trail.
+    /// Written right after the id, so that a reader learns the revision from the head
+    /// of the file (see `FileStore::current_revision`).
+    #[serde(default)]
+    pub seq: u64,
     #[serde(default = "unknown_participant")]
     pub initiator_id: ParticipantId,
     #[serde(with = "time", default = "time::now")]
@@ -245,9 +250,6 @@ pub struct LedgerData {
     pub removal_timestamp: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Modification counter, bumped by the store on every write; numbers the trail.
-    #[serde(default)]
-    pub seq: u64,
     #[serde(default)]
     pub participants: BTreeMap<ParticipantId, Participant>,
     /// Next registration epoch to hand out.

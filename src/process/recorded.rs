@@ -109,6 +109,24 @@ pub struct RecordedStop {
 
 /// The processes a stop of `group` would signal now, without signalling anything.
 pub fn plan_recorded(group: &RecordedGroup) -> StopPlan {
+    let mut plan = find_target(group);
+    if let Some(target) = &plan.target {
+        let own_pid = std::process::id() as i32;
+        plan.processes = listed(&target.containment, group.pgid)
+            .into_iter()
+            .filter(|s| s.pid > 1 && s.pid != own_pid)
+            .map(|s| PlannedProcess {
+                pid: s.pid,
+                command: procfs::command_line(s.pid),
+            })
+            .collect();
+    }
+    plan
+}
+
+/// What a stop of `group` would act on, without listing its processes (a stop lists
+/// them itself as it signals: listing them here too would scan `/proc` twice).
+fn find_target(group: &RecordedGroup) -> StopPlan {
     let mut refused = Vec::new();
     let leader = &group.leader;
     let nothing = |verdict, refused| StopPlan {
@@ -179,17 +197,9 @@ pub fn plan_recorded(group: &RecordedGroup) -> StopPlan {
             (Verdict::MembersRemained, Containment::Pids(members))
         }
     };
-    let processes = listed(&containment, group.pgid)
-        .into_iter()
-        .filter(|s| s.pid > 1 && s.pid != own_pid)
-        .map(|s| PlannedProcess {
-            pid: s.pid,
-            command: procfs::command_line(s.pid),
-        })
-        .collect();
     StopPlan {
         verdict,
-        processes,
+        processes: Vec::new(),
         refused,
         target: Some(Target {
             containment,
@@ -242,7 +252,7 @@ fn proven_members(group: &RecordedGroup, refused: &mut Vec<String>) -> Vec<ProcS
 /// module documentation). `grace: None` kills at once.
 pub async fn stop_recorded(group: &RecordedGroup, grace: Option<Duration>) -> RecordedStop {
     let start = Instant::now();
-    let plan = plan_recorded(group);
+    let plan = find_target(group);
     let Some(target) = plan.target else {
         return RecordedStop {
             verdict: plan.verdict,

@@ -135,6 +135,16 @@ pub trait Store: Send + Sync + Debug + 'static {
         Ok(self.read_versioned(op).await?.data)
     }
 
+    /// The revision a live operation is at now, where the backend can tell it without
+    /// reading the whole operation (the file store: from the head of the file); `None`
+    /// when it cannot (the caller reads the operation instead); `OperationNotFound` if
+    /// there is none. For callers that hold a view and only need to know whether it is
+    /// still current.
+    async fn current_revision(&self, op: &OperationId) -> Result<Option<Revision>> {
+        let _ = op;
+        Ok(None)
+    }
+
     /// Replace the live operation with `data` if it is still at revision `expected`;
     /// [`Error::Conflict`](crate::Error::Conflict) (nothing written) if another write came
     /// first. The written data keeps the operation's id and gets the new revision as `seq`.

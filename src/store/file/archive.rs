@@ -113,7 +113,8 @@ pub fn list(paths: &Paths) -> Result<Vec<OperationId>> {
     let backup = paths.backup_dir();
     match fs::symlink_metadata(&backup) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        _ => checked_backup_dir(paths)?,
+        Err(e) => return Err(Error::io("stat", &backup, e)),
+        Ok(meta) => trust::check_dir(&backup, &meta, "archive directory")?,
     };
     let entries = fs::read_dir(&backup).map_err(|e| Error::io("list", &backup, e))?;
     let mut ids: Vec<OperationId> = entries

@@ -131,6 +131,15 @@ pub fn exchange_unsupported(e: &std::io::Error) -> bool {
 /// that finds the inode locked exclusively has opened a file being recycled (no longer
 /// the current one) and opens the path again.
 pub fn read_whole(path: &Path) -> Result<Vec<u8>> {
+    read_locked(path, None)
+}
+
+/// At most the first `limit` bytes of the file, read as [`read_whole`] reads it.
+pub fn read_head(path: &Path, limit: usize) -> Result<Vec<u8>> {
+    read_locked(path, Some(limit))
+}
+
+fn read_locked(path: &Path, limit: Option<usize>) -> Result<Vec<u8>> {
     let open = |flags| {
         open_entry(
             OpenOptions::new().read(true),
@@ -151,11 +160,11 @@ pub fn read_whole(path: &Path) -> Result<Vec<u8>> {
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
         }
         let _unlock = Unlock(&file);
-        let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-        (&file)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io("read", path, e))?;
-        return Ok(bytes);
+        // The size is known from the open's `fstat`: read with plain `read`s into a
+        // buffer of that size (`read_to_end` would `fstat` and `lseek` again).
+        let expected = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+        let size = limit.map_or(expected, |l| l.min(expected));
+        return read_up_to(&file, size, limit).map_err(|e| Error::io("read", path, e));
     }
     Err(Error::io(
         "read",
@@ -167,22 +176,39 @@ pub fn read_whole(path: &Path) -> Result<Vec<u8>> {
     ))
 }
 
+/// Read `file` to its end (or to `limit` bytes), expecting about `size` bytes: one
+/// `read` for a file that did not grow, one more that returns 0.
+fn read_up_to(mut file: &File, size: usize, limit: Option<usize>) -> std::io::Result<Vec<u8>> {
+    let max = limit.unwrap_or(usize::MAX);
+    let mut bytes = vec![0u8; size.saturating_add(1).min(max)];
+    let mut filled = 0;
+    while filled < max {
+        if filled == bytes.len() {
+            let grown = bytes.len().saturating_mul(2).clamp(64, max);
+            bytes.resize(grown, 0);
+        }
+        match file.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
+    Ok(bytes)
+}
+
 /// How often a reader opens the path again when it caught an inode being recycled.
 const RECYCLED_RETRIES: usize = 1000;
 
 /// Turn the old file at `old` into the staging file `staging` holding `bytes`, without
 /// creating an inode (which costs more than the rest of a write on some disks). Only when
-/// no reader holds it (an exclusive `flock` taken without waiting), it has one name, and
-/// it is not the current file `current`; `Ok(false)` when it cannot be recycled. Never
+/// no reader holds it (an exclusive `flock` taken without waiting) and it has one name
+/// (so it is not also the current operation file, nor linked to it); `Ok(false)` when
+/// it cannot be recycled. Never
 /// through a symlink, and only a regular file of this user: an entry replaced by anything
 /// else is left to pruning, which unlinks the name and never touches a target.
-pub fn recycle_into(
-    old: &Path,
-    staging: &Path,
-    current: &Path,
-    bytes: &[u8],
-    durable: bool,
-) -> Result<bool> {
+pub fn recycle_into(old: &Path, staging: &Path, bytes: &[u8], durable: bool) -> Result<bool> {
     use std::os::unix::fs::{FileExt, MetadataExt};
     let Ok((file, meta)) = open_entry(
         OpenOptions::new().write(true),
@@ -197,8 +223,7 @@ pub fn recycle_into(
         return Ok(false);
     }
     let _unlock = Unlock(&file);
-    let current_ino = fs::symlink_metadata(current).map(|m| m.ino()).ok();
-    if meta.nlink() != 1 || current_ino == Some(meta.ino()) {
+    if meta.nlink() != 1 {
         return Ok(false);
     }
     // Under the exclusive lock: take the name first, then the content.

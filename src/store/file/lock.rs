@@ -57,18 +57,15 @@ impl OpLock {
         let path = paths.lock(op);
         let deadline = Instant::now() + bound;
         loop {
-            let file = open_lock_file(paths, op, missing, &path)?;
+            // The identity of the file held comes from the open's own `fstat`.
+            let (file, held) = open_lock_file(paths, op, missing, &path)?;
             let lock = match try_briefly(&file).await {
                 Ok(true) => OpLock { file },
-                Ok(false) => wait(file, &path, deadline, bound).await?,
+                Ok(false) => wait(file, held, &path, deadline, bound).await?,
                 Err(e) => return Err(Error::io("lock", &path, e)),
             };
-            let held = lock
-                .file
-                .metadata()
-                .map_err(|e| Error::io("stat", &path, e))?;
             match fs::symlink_metadata(&path) {
-                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(lock),
+                Ok(now) if (now.dev(), now.ino()) == held => return Ok(lock),
                 Ok(_) => continue,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("stat", &path, e)),
@@ -109,12 +106,13 @@ impl Drop for OpLock {
     }
 }
 
+/// The lock file, opened without following a symlink, and its device and inode.
 fn open_lock_file(
     paths: &Paths,
     op: &OperationId,
     missing: IfMissing,
     path: &Path,
-) -> Result<File> {
+) -> Result<(File, (u64, u64))> {
     let existing = open_entry(
         OpenOptions::new().read(true).write(true),
         path,
@@ -123,16 +121,18 @@ fn open_lock_file(
         "open lock file",
     );
     match existing {
-        Ok((file, _)) => Ok(file),
+        Ok((file, meta)) => Ok((file, (meta.dev(), meta.ino()))),
         Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
             if missing == IfMissing::RequireOperation && !paths.operation(op).exists() {
                 return Err(Error::OperationNotFound(op.clone()));
             }
-            open_private(
+            let file = open_private(
                 OpenOptions::new().read(true).write(true).create(true),
                 path,
                 "create lock file",
-            )
+            )?;
+            let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+            Ok((file, (meta.dev(), meta.ino())))
         }
         Err(e) => Err(e),
     }
@@ -163,11 +163,13 @@ async fn try_briefly(file: &File) -> std::io::Result<bool> {
 
 /// Wait for the lock in a waiter thread until `deadline`. A lock the waiter gets after we
 /// gave up is released by it at once.
-async fn wait(file: File, path: &Path, deadline: Instant, bound: Duration) -> Result<OpLock> {
-    let id = file
-        .metadata()
-        .map(|m| (m.dev(), m.ino()))
-        .map_err(|e| Error::io("stat", path, e))?;
+async fn wait(
+    file: File,
+    id: (u64, u64),
+    path: &Path,
+    deadline: Instant,
+    bound: Duration,
+) -> Result<OpLock> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     waiter::submit(Box::new(move || {
         let result = wait_for_lock(&file).map(|()| OpLock { file });

@@ -60,7 +60,7 @@ pub fn append(
         }
     }
     buf.push('\n');
-    let (mut file, path) = open_for_append(paths, op, kind)?;
+    let (mut file, path, before) = open_for_append(paths, op, kind)?;
     file.write_all(buf.as_bytes())
         .map_err(|e| Error::io("append to", &path, e))?;
     if durable {
@@ -69,7 +69,10 @@ pub fn append(
     if path != paths.log(op, kind) {
         return Ok(None);
     }
-    Ok(file.metadata().ok().map(|m| m.len()))
+    // The size from the open's `fstat` plus this line: other appenders may have added
+    // theirs meanwhile, so it is at most the real size, which only delays a rotation
+    // by their lines.
+    Ok(Some(before + buf.len() as u64))
 }
 
 /// Rotate the live log if it is still larger than `max` (another writer may have done it
@@ -149,10 +152,11 @@ fn base_of(file: &File) -> u64 {
         .unwrap_or(0)
 }
 
-fn open_for_append(paths: &Paths, op: &OperationId, kind: LogKind) -> Result<(File, PathBuf)> {
-    if let Some(found) = open_existing(paths, op, kind, Owner::Me, OpenOptions::new().append(true))?
+fn open_for_append(paths: &Paths, op: &OperationId, kind: LogKind) -> Result<(File, PathBuf, u64)> {
+    if let Some((file, path, len)) =
+        open_existing(paths, op, kind, Owner::Me, OpenOptions::new().append(true))?
     {
-        return Ok(found);
+        return Ok((file, path, len));
     }
     // The log is missing (deleted by hand, or a debug log the original never created):
     // start it where the operation is.
@@ -168,24 +172,29 @@ fn open_for_append(paths: &Paths, op: &OperationId, kind: LogKind) -> Result<(Fi
         &path,
         "create log",
     )?;
-    Ok((file, path))
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", &path, e))?
+        .len();
+    Ok((file, path, len))
 }
 
-/// The live log, else the archived one (archiving may move it between the two tries).
-/// Never through a symlink, nor into an archive directory that is one (see `trust.rs`).
+/// The live log, else the archived one (archiving may move it between the two tries),
+/// with its size when opened. Never through a symlink, nor into an archive directory
+/// that is one (see `trust.rs`).
 fn open_existing(
     paths: &Paths,
     op: &OperationId,
     kind: LogKind,
     owner: Owner,
     options: &mut OpenOptions,
-) -> Result<Option<(File, PathBuf)>> {
+) -> Result<Option<(File, PathBuf, u64)>> {
     for path in [paths.log(op, kind), paths.archived_log(op, kind)] {
         if path == paths.archived_log(op, kind) {
             trust::check_dir_if_present(&paths.archive_dir(op), "archive directory")?;
         }
         match open_entry(options, &path, 0, owner, "open") {
-            Ok((file, _)) => return Ok(Some((file, path))),
+            Ok((file, meta)) => return Ok(Some((file, path, meta.len()))),
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -197,7 +206,7 @@ fn open_existing(
 /// lines only, and the offset to continue from. A line being appended right now comes
 /// with the next call. Lines of a generation already dropped are skipped.
 pub fn read(paths: &Paths, op: &OperationId, kind: LogKind, from: u64) -> Result<(String, u64)> {
-    let Some((mut file, path)) = open_existing(
+    let Some((mut file, path, _)) = open_existing(
         paths,
         op,
         kind,

@@ -48,6 +48,7 @@ mod lock;
 mod log;
 mod paths;
 mod replace;
+mod revision;
 mod trail;
 mod trust;
 mod waiter;
@@ -67,7 +68,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
 use crate::model::LedgerData;
-use io::{create_private_dir_all, read_whole};
+use io::{create_private_dir_all, read_head, read_whole};
 use lock::{IfMissing, OpLock};
 use paths::Paths;
 
@@ -328,6 +329,18 @@ impl Store for FileStore {
 
     async fn read(&self, op: &OperationId) -> Result<LedgerData> {
         self.read_sync(&self.paths.operation(op), op)
+    }
+
+    /// From the head of the file, where this store writes `seq` right after the id; `None`
+    /// for a file that does not have it there (written by another tool).
+    async fn current_revision(&self, op: &OperationId) -> Result<Option<Revision>> {
+        match read_head(&self.paths.operation(op), revision::HEAD_BYTES) {
+            Ok(head) => Ok(revision::seq_in_head(&head).map(Revision::new)),
+            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                Err(Error::OperationNotFound(op.clone()))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn compare_and_swap(

@@ -56,9 +56,7 @@ pub fn swap_in(
             trust::ensure_private_dir(&paths.trail_dir(op), "trail directory")?;
             let entry = paths.trail_entry(op, seq);
             let recycled = match recycle {
-                Some(old) => {
-                    recycle_into(&paths.trail_entry(op, old), &entry, &target, bytes, durable)?
-                }
+                Some(old) => recycle_into(&paths.trail_entry(op, old), &entry, bytes, durable)?,
                 None => false,
             };
             moved = recycled;

@@ -235,6 +235,10 @@ impl Store for MemoryStore {
         Ok(Versioned { data, revision })
     }
 
+    async fn current_revision(&self, op: &OperationId) -> Result<Option<Revision>> {
+        Ok(Some(Revision::new(self.ledger().live(op)?.data.seq)))
+    }
+
     async fn compare_and_swap(
         &self,
         op: &OperationId,

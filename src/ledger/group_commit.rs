@@ -1,0 +1,207 @@
+//! Group commit: the changes of one participant that arrive while a write of it is in
+//! flight go into the next write together, one read-change-write for all of them, and
+//! that write runs on a thread of its own, so the caller's thread (the one that starts and
+//! reaps the workers) never waits for the disk.
+//!
+//! Only changes that own what they capture can be queued ([`QueuedChange`]): a call's
+//! frame written and removed, the writes of every worker. Every other write of the
+//! participant goes through [`Commits::turn`] too and first writes what is queued before
+//! it, so this participant's writes stay in the order they were asked for.
+//!
+//! A change that fails is left out of the write without touching the others (queued
+//! changes check before they change anything); a write that fails as a whole
+//! (fenced, the operation gone, the lock not had) is retried one change at a time, so
+//! every caller gets its own answer.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::model::{LedgerData, LogLevel};
+
+use super::shared::OpShared;
+
+/// A change of this participant that may wait for the next write. It shares the write
+/// with others, so it must fail without touching the data or succeed (check first, then
+/// change), as the frames' `start` and `end` do.
+pub(crate) type QueuedChange = Box<dyn FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send>;
+
+/// A log line written right after the change, whatever became of it.
+pub(crate) type ThenLog = Option<(LogLevel, String)>;
+
+struct Entry {
+    change: QueuedChange,
+    then_log: ThenLog,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+impl Entry {
+    /// The change's log line (by the writer, so that the thread of a current-thread
+    /// runtime does not append it either), then its answer.
+    async fn answer(self, shared: &OpShared, result: Result<()>) {
+        if let Some((level, line)) = &self.then_log {
+            shared.log_quietly(*level, line).await;
+        }
+        let _ = self.reply.send(result);
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    entries: Vec<Entry>,
+    /// A flush is scheduled or running: it takes what is queued meanwhile.
+    flushing: bool,
+}
+
+/// The write queue of one participant in one operation.
+#[derive(Default)]
+pub(crate) struct Commits {
+    queue: Mutex<Queue>,
+    /// Held by whoever writes for this participant (a flush, or a direct write after it
+    /// has written what was queued before it).
+    pub turn: tokio::sync::Mutex<()>,
+}
+
+impl Commits {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue `change`; true when the caller must start a flush.
+    fn push(
+        &self,
+        change: QueuedChange,
+        then_log: ThenLog,
+    ) -> (oneshot::Receiver<Result<()>>, bool) {
+        let (reply, rx) = oneshot::channel();
+        let mut queue = self.queue();
+        queue.entries.push(Entry {
+            change,
+            then_log,
+            reply,
+        });
+        let start = !std::mem::replace(&mut queue.flushing, true);
+        (rx, start)
+    }
+
+    /// Everything queued now; `None` (and no flush any more) when nothing is.
+    fn take(&self, ending_flush: bool) -> Option<Vec<Entry>> {
+        let mut queue = self.queue();
+        if queue.entries.is_empty() {
+            if ending_flush {
+                queue.flushing = false;
+            }
+            return None;
+        }
+        Some(std::mem::take(&mut queue.entries))
+    }
+}
+
+/// Who writes a queued change when no write of this participant is in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// The caller, on its own task (no thread hop: a participant that waits for each of
+    /// its writes in turn, as a call start and end do).
+    Inline,
+    /// On a current-thread runtime, a thread of the runtime's blocking pool, so the
+    /// runtime's one thread (which starts and reaps the workers) goes on meanwhile. On a
+    /// multi-thread runtime the caller writes, as inline: its other threads go on, and a
+    /// hop to another thread would only add to the time until the write is done.
+    Background,
+}
+
+impl OpShared {
+    /// Change the operation as this participant, in the next group write (see the module
+    /// notes), then append `then_log` to the operation log (whether the change was
+    /// written or not): returns once both are done. (Not with the data as written: a
+    /// batch would copy the whole operation once per change.)
+    pub async fn modify_queued(
+        self: &Arc<Self>,
+        change: QueuedChange,
+        flush: Flush,
+        then_log: ThenLog,
+    ) -> Result<()> {
+        let (answer, start) = self.commits.push(change, then_log);
+        if start {
+            let shared = self.clone();
+            match flush {
+                Flush::Inline => shared.flush_queued().await,
+                Flush::Background if !on_current_thread_runtime() => shared.flush_queued().await,
+                Flush::Background => {
+                    let runtime = tokio::runtime::Handle::current();
+                    tokio::task::spawn_blocking(move || runtime.block_on(shared.flush_queued()));
+                }
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::WriteDropped {
+                operation: self.id.clone(),
+            })
+        })
+    }
+
+    /// Write what is queued, batch after batch, until nothing is.
+    async fn flush_queued(self: Arc<Self>) {
+        let _turn = self.commits.turn.lock().await;
+        while let Some(batch) = self.commits.take(true) {
+            self.write_batch(batch).await;
+        }
+    }
+
+    /// For a direct write, holding the turn: write what was queued before it first.
+    pub(super) async fn write_queued_before(self: &Arc<Self>) {
+        while let Some(batch) = self.commits.take(false) {
+            self.write_batch(batch).await;
+        }
+    }
+
+    /// One read-change-write for the whole batch, each change answered on its own.
+    async fn write_batch(self: &Arc<Self>, mut batch: Vec<Entry>) {
+        if batch.len() == 1 {
+            let mut entry = batch.pop().expect("one entry");
+            let result = self.write_now(&mut entry.change, false).await;
+            entry.answer(self, result.map(drop)).await;
+            return;
+        }
+        let mut failures: Vec<Option<Error>> = Vec::new();
+        let written = {
+            let mut changes: Vec<&mut QueuedChange> =
+                batch.iter_mut().map(|e| &mut e.change).collect();
+            let failures = &mut failures;
+            self.write_now(
+                &mut |data: &mut LedgerData, now: Timestamp| {
+                    // Run again after a conflict: every change starts from the data anew.
+                    failures.clear();
+                    for change in changes.iter_mut() {
+                        failures.push(change(data, now).err());
+                    }
+                    Ok(())
+                },
+                false,
+            )
+            .await
+        };
+        match written {
+            Ok(_) => {
+                for (entry, failure) in batch.into_iter().zip(failures) {
+                    entry.answer(self, failure.map_or(Ok(()), Err)).await;
+                }
+            }
+            // Failed as a whole: each change alone, so each gets its own error.
+            Err(_) => {
+                for mut entry in batch {
+                    let result = self.write_now(&mut entry.change, false).await;
+                    entry.answer(self, result.map(drop)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the caller runs on a current-thread runtime (its one thread does everything).
+fn on_current_thread_runtime() -> bool {
+    tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
+}
