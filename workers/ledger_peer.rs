@@ -24,6 +24,7 @@
 //! Timing: --hb-ms (heartbeat interval, default 3600000), --stale-ms (stale threshold),
 //! --cleanup-wait-ms (how long a coordinator waits for the others).
 //! ```
+//! `--ledger` may be a ledger server's `http://` URL (with `--token T`).
 //! Any `--marker X` argument is ignored (tests find their processes by it).
 
 use std::io::Write;
@@ -38,6 +39,7 @@ use tom_dist_ledger::{CallId, OperationId, ParticipantId};
 struct Args {
     mode: String,
     ledger: String,
+    token: Option<String>,
     op: String,
     participant: String,
     n: usize,
@@ -58,6 +60,7 @@ fn parse() -> Result<Args, String> {
     let mut out = Args {
         mode,
         ledger: String::new(),
+        token: None,
         op: String::new(),
         participant: "peer".into(),
         n: 0,
@@ -89,6 +92,7 @@ fn parse() -> Result<Args, String> {
             .ok_or_else(|| format!("missing value for {flag}"))?;
         match flag.as_str() {
             "--ledger" => out.ledger = value,
+            "--token" => out.token = Some(value),
             "--op" => out.op = value,
             "--participant" => out.participant = value,
             "--n" => out.n = value.parse().map_err(|e| format!("--n: {e}"))?,
@@ -129,7 +133,17 @@ fn nanos() -> u128 {
 async fn run(args: Args) -> Result<(), String> {
     let participant = ParticipantId::parse(&args.participant).map_err(|e| e.to_string())?;
     let op_id = OperationId::parse(&args.op).map_err(|e| e.to_string())?;
-    let mut connect = Connect::local(&args.ledger)
+    // A ledger server's URL instead of a directory: join through the server.
+    let target = if args.ledger.starts_with("http://") {
+        let remote = Connect::remote(&args.ledger);
+        match &args.token {
+            Some(token) => remote.token(token),
+            None => remote,
+        }
+    } else {
+        Connect::local(&args.ledger)
+    };
+    let mut connect = target
         .participant(participant)
         .heartbeat_interval(Duration::from_millis(args.hb_ms))
         .heartbeat_jitter(Duration::ZERO);

@@ -86,7 +86,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> CliResult {
     let _pauses = signals.show_pauses(output.clone());
     output.emit(Event::OperationStarted(OperationStarted {
         operation: op.operation_id().to_string(),
-        ledger: ctx.ledger_dir.display().to_string(),
+        ledger: ctx.ledger_label(),
         participant: op.participant_id().to_string(),
     }));
     for r in recovered {

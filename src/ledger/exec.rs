@@ -305,7 +305,12 @@ fn nested_env(location: &StoreLocation, op: &Operation, call: &CallId) -> Vec<(S
                 dir.to_string_lossy().into_owned(),
             ));
         }
-        StoreLocation::Url(url) => env.push((ENV_LEDGER_URL.to_string(), url.clone())),
+        StoreLocation::Url(url) => {
+            env.push((ENV_LEDGER_URL.to_string(), url.clone()));
+            if let Some(token) = &op.shared.ledger.config.remote_token {
+                env.push((super::ENV_LEDGER_TOKEN.to_string(), token.clone()));
+            }
+        }
         StoreLocation::Etcd(_) | StoreLocation::Memory => {}
     }
     env.push((ENV_OPERATION.to_string(), op.operation_id().to_string()));

@@ -9,6 +9,7 @@ mod callbacks;
 mod connect;
 mod core;
 mod crash;
+mod discover;
 mod effects;
 mod exec;
 mod failure;
@@ -35,6 +36,7 @@ use crate::ids::{CallId, OperationId, ParticipantId};
 use crate::model::{LedgerData, LogLevel, Participant, ParticipantState};
 use crate::presence::{FilePresence, Presence, PresenceEvents, SelfIdentity};
 pub use crate::store::OperationSummary;
+use crate::store::remote::RemoteStore;
 use crate::store::{FileStore, Store};
 
 pub use crate::presence::{HeartbeatError, HeartbeatErrorType, HeartbeatResult};
@@ -43,8 +45,10 @@ pub use callbacks::{
     BoxFuture, CallCallback, LedgerCallback, OperationCallback, OperationFailedInfo,
 };
 pub use connect::{
-    Connect, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PAUSE, DEFAULT_STALE_THRESHOLD,
+    AUTO, Connect, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PAUSE, DEFAULT_STALE_THRESHOLD,
+    ENV_LEDGER_TOKEN,
 };
+pub use discover::{Discovery, Found, discover};
 pub use exec::{
     Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_URL, ENV_OPERATION, ENV_PARTICIPANT, ExecWorker,
     RunningFn, WorkerResult, exit_code, process_record,
@@ -58,7 +62,7 @@ pub use recovery_proof::RecoveryMode;
 pub use spawned::{CallContext, CallStatus, SpawnedCall, TrackedCall};
 pub use sync::{SyncOptions, SyncResult, WaitOptions};
 
-pub(crate) use connect::{LedgerConfig, Target};
+pub(crate) use connect::{LedgerConfig, RemoteTarget, Target};
 use core::registry::{Holder, Joining};
 use shared::OpShared;
 
@@ -165,6 +169,7 @@ impl std::fmt::Debug for Ledger {
 impl Ledger {
     /// Connect to a ledger.
     pub async fn connect(connect: Connect) -> Result<Ledger> {
+        let mut remote_token = None;
         let store: Arc<dyn Store> = match connect.target {
             Target::Local { dir, create: true } => {
                 Arc::new(FileStore::open(dir, connect.file_options)?)
@@ -173,6 +178,17 @@ impl Ledger {
                 Arc::new(FileStore::open_existing(dir, connect.file_options)?)
             }
             Target::Store(store) => store,
+            Target::Remote(remote) => {
+                let (url, found_token) = match remote {
+                    RemoteTarget::Url(url) => (url, None),
+                    RemoteTarget::Discover(d) => {
+                        let found = discover::discover(&d).await?;
+                        (found.url, found.token)
+                    }
+                };
+                remote_token = connect.token.clone().or(found_token);
+                Arc::new(RemoteStore::new(&url, remote_token.clone())?)
+            }
         };
         let pid = connect.pid.unwrap_or(std::process::id() as i32);
         let participant = match connect.participant {
@@ -188,6 +204,7 @@ impl Ledger {
                 .cleanup_wait
                 .unwrap_or(connect.heartbeat_interval * 2),
             worker_grace: connect.worker_grace,
+            remote_token,
         };
         let identity = SelfIdentity::current();
         let presence = Arc::new(FilePresence::with_identity(

@@ -78,6 +78,7 @@ impl Env {
             "TOM_LEDGER_CALL",
             "TOM_LEDGER_PARTICIPANT",
             "TOM_LEDGER_URL",
+            "TOM_LEDGER_TOKEN",
             "TOM_LEDGER_LOG",
             "TOM_LEDGER_LOCK_TIMEOUT",
             "TOM_LEDGER_TRAIL_KEEP",

@@ -145,15 +145,24 @@ pub async fn log_of(ledger: &Ledger, op: &tom_dist_ledger::OperationId) -> Strin
 #[macro_export]
 macro_rules! ledger_suite {
     ($make:expr) => {
-        $crate::ledger_suite!(@every $make; tests);
+        $crate::ledger_suite!(@every $make; tests; tests);
     };
     (in_process: $make:expr) => {
-        $crate::ledger_suite!(@every $make; needs_shared);
+        $crate::ledger_suite!(@every $make; needs_shared; tests);
     };
-    (@every $make:expr; $shared:ident) => {
+    // A backend reached through a server: who wrote a record is the server's word,
+    // which is no proof for automatic recovery (SPEC §15).
+    (remote: $make:expr) => {
+        $crate::ledger_suite!(@every $make; tests; needs_provenance);
+    };
+    (@every $make:expr; $shared:ident; $proof:ident) => {
         // Behaviours that need other processes to reach the same ledger.
         $crate::ledger_suite!(@$shared $make;
             exec::worker_gets_the_nested_environment
+        );
+        // Behaviours that need the store to prove who wrote an operation's record.
+        $crate::ledger_suite!(@$proof $make;
+            ending::connect_recovers_abandoned_operations_when_asked
         );
         $crate::ledger_suite!(@tests $make;
             lifecycle::create_registers_initiator,
@@ -225,14 +234,23 @@ macro_rules! ledger_suite {
             ending::complete_right_after_dropping_a_call,
             ending::forced_completion_cancels_every_participants_calls,
             ending::regular_call_cancelled_by_leave_runs_on_cleanup,
-            ending::fenced_participant_cannot_log,
-            ending::connect_recovers_abandoned_operations_when_asked
+            ending::fenced_participant_cannot_log
         );
     };
     (@needs_shared $make:expr; $($group:ident :: $name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             #[ignore = "needs a ledger shared with other processes; this backend lives in the test process"]
+            async fn $name() {
+                let backend = $make;
+                ledger_suite::guarded(ledger_suite::$group::$name(&backend)).await;
+            }
+        )*
+    };
+    (@needs_provenance $make:expr; $($group:ident :: $name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs a store that proves who wrote a record; a server's answer is input, not proof"]
             async fn $name() {
                 let backend = $make;
                 ledger_suite::guarded(ledger_suite::$group::$name(&backend)).await;
