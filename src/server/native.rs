@@ -143,13 +143,9 @@ async fn swap(
             )));
         }
     };
+    // The written data keeps the operation's id, whatever the body says (as on every
+    // store).
     let data: LedgerData = json_body(&body)?;
-    if data.operation_id != op {
-        return Err(ApiError::bad_request(format!(
-            "operation `{}` in the body differs from `{op}` in the path",
-            data.operation_id
-        )));
-    }
     match state
         .store
         .compare_and_swap(&op, expected, data, kind)

@@ -33,11 +33,21 @@ pub struct ServerProcess {
     pub url: String,
     pub token: String,
     port: u16,
+    /// Extra arguments of `serve`; without `--token-file` when `own_token` is false.
+    extra: Vec<String>,
+    own_token: bool,
 }
 
 impl ServerProcess {
     /// Start a server on a free port.
     pub fn start() -> Self {
+        Self::start_with(&[], true)
+    }
+
+    /// Start a server with extra `serve` arguments; `token_file`: with this test's
+    /// token file, else the server generates its token (read back from the ledger
+    /// directory) or, with `--no-auth`, has none.
+    pub fn start_with(extra: &[&str], with_token_file: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let token = test_token();
         let token_file = dir.path().join("token");
@@ -50,8 +60,14 @@ impl ServerProcess {
             url: String::new(),
             token,
             port: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            own_token: with_token_file,
         };
         server.spawn(0);
+        if !with_token_file {
+            server.token = std::fs::read_to_string(server.ledger_dir().join("server.token"))
+                .unwrap_or_default();
+        }
         server
     }
 
@@ -69,11 +85,16 @@ impl ServerProcess {
     }
 
     fn spawn(&mut self, port: u16) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tom-ledger"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tom-ledger"));
+        command
             .arg("--ledger")
             .arg(self.ledger_dir())
-            .args(["serve", "--port", &port.to_string(), "--token-file"])
-            .arg(self.token_file())
+            .args(["serve", "--port", &port.to_string()])
+            .args(&self.extra);
+        if self.own_token {
+            command.arg("--token-file").arg(self.token_file());
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

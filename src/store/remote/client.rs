@@ -218,6 +218,9 @@ impl Store for RemoteStore {
         if kind == WriteKind::Refresh {
             path.push_str(&format!("?kind={KIND_REFRESH}"));
         }
+        // The written data keeps the operation's id.
+        let mut data = data;
+        data.operation_id = op.clone();
         let tag = etag(expected);
         let mut retried = false;
         let answer = self
