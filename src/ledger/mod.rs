@@ -34,7 +34,7 @@ use crate::clock::{SharedClock, Timestamp};
 use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId, ParticipantId};
 use crate::model::{LedgerData, LogLevel, Participant, ParticipantState};
-use crate::presence::{FilePresence, Presence, PresenceEvents, SelfIdentity};
+use crate::presence::{FilePresence, Presence, PresenceEvents, RemotePresence, SelfIdentity};
 pub use crate::store::OperationSummary;
 use crate::store::remote::RemoteStore;
 use crate::store::{FileStore, Store};
@@ -170,6 +170,7 @@ impl Ledger {
     /// Connect to a ledger.
     pub async fn connect(connect: Connect) -> Result<Ledger> {
         let mut remote_token = None;
+        let mut remote_store = None;
         let store: Arc<dyn Store> = match connect.target {
             Target::Local { dir, create: true } => {
                 Arc::new(FileStore::open(dir, connect.file_options)?)
@@ -187,7 +188,9 @@ impl Ledger {
                     }
                 };
                 remote_token = connect.token.clone().or(found_token);
-                Arc::new(RemoteStore::new(&url, remote_token.clone())?)
+                let store = RemoteStore::new(&url, remote_token.clone())?;
+                remote_store = Some(store.clone());
+                Arc::new(store)
             }
         };
         let pid = connect.pid.unwrap_or(std::process::id() as i32);
@@ -207,12 +210,21 @@ impl Ledger {
             remote_token,
         };
         let identity = SelfIdentity::current();
-        let presence = Arc::new(FilePresence::with_identity(
-            identity.clone(),
-            connect.stale_threshold,
-            connect.max_pause,
-            connect.clock.clone(),
-        ));
+        let presence: Arc<dyn Presence> = match remote_store {
+            Some(store) => Arc::new(RemotePresence::new(
+                store,
+                identity.clone(),
+                connect.stale_threshold,
+                connect.max_pause,
+                connect.clock.clone(),
+            )),
+            None => Arc::new(FilePresence::with_identity(
+                identity.clone(),
+                connect.stale_threshold,
+                connect.max_pause,
+                connect.clock.clone(),
+            )),
+        };
         let ledger = Ledger {
             inner: Arc::new(LedgerInner {
                 store,

@@ -6,6 +6,7 @@
 //! - [`router`]: the one function that puts routes and layers together; more routes
 //!   (the status page, the original's endpoints) merge there.
 //! - [`native`] and [`events`]: the native API under `/v1/` and its event streams.
+//! - [`beats`]: remote participants' heartbeats, stamped with the server's clock.
 //! - [`auth`]: the bearer token. [`errors`]: `{"error": ...}` answers.
 //! - [`discovery`]: `/status` and the `server.json` file. [`listen`]: the accept loop
 //!   with slow-client timeouts and a bounded graceful shutdown.
@@ -14,6 +15,7 @@
 //! (participants do, under their own proof rules).
 
 pub mod auth;
+pub mod beats;
 pub mod discovery;
 pub mod errors;
 pub mod events;
@@ -119,6 +121,7 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> Result<Runni
         base_path: options.ledger_dir.as_ref().map(|d| d.display().to_string()),
         shutdown: stopped.clone(),
         ping_interval: options.ping_interval,
+        beats: Arc::new(beats::Beats::default()),
     };
     let app = router::app(state, options.auth.clone(), options.limits);
     let url = format!("http://{addr}");

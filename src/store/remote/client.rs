@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 
 use crate::error::{Error, Result};
-use crate::ids::OperationId;
+use crate::ids::{OperationId, ParticipantId};
 use crate::model::LedgerData;
 use crate::revision::Revision;
 
@@ -17,11 +17,12 @@ use super::super::{
     ArchiveRef, ChangeStream, ListEntry, LogCursor, LogKind, Store, StoreLocation, Subscribers,
     Versioned, WriteKind,
 };
+use super::ages::ServerAges;
 use super::feed;
 use super::http::{Answer, Http, RequestTiming};
 use super::wire::{
-    AppendBody, ArchivedBody, IdsBody, KIND_REFRESH, LogBody, SummariesBody, etag, log_segment,
-    parse_etag,
+    AGES_HEADER, AppendBody, ArchivedBody, BeatBody, HeartbeatAge, IdsBody, KIND_REFRESH, LogBody,
+    SummariesBody, etag, log_segment, parse_etag,
 };
 
 /// The operations of a ledger server.
@@ -32,6 +33,8 @@ pub struct RemoteStore {
     pub(super) feed: Arc<Mutex<Subscribers<OperationId>>>,
     /// Operations whose event-stream task runs.
     pub(super) feeding: Arc<Mutex<HashMap<OperationId, tokio::task::JoinHandle<()>>>>,
+    /// Heartbeat ages and expired participants the server reported.
+    pub(super) ages: Arc<ServerAges>,
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -90,7 +93,47 @@ impl RemoteStore {
             http: Http::new(base, token, timing)?,
             feed: Arc::new(Mutex::new(Subscribers::default())),
             feeding: Arc::new(Mutex::new(HashMap::new())),
+            ages: Arc::new(ServerAges::default()),
         })
+    }
+
+    /// What the server reports of heartbeats (shared by every clone of this store).
+    pub fn server_ages(&self) -> Arc<ServerAges> {
+        self.ages.clone()
+    }
+
+    /// A participant's heartbeat, kept by the server beside the document; returns the
+    /// operation as it is. A participant not active at `epoch` any more is fenced.
+    pub async fn beat(
+        &self,
+        op: &OperationId,
+        participant: &ParticipantId,
+        epoch: u64,
+    ) -> Result<Versioned> {
+        let path = format!("{}/beat", Self::op_path(op));
+        let body = BeatBody {
+            participant: participant.clone(),
+            epoch,
+        };
+        let mut retried = false;
+        match self
+            .http
+            .send(
+                || self.http.request(Method::POST, &path).json(&body),
+                &mut retried,
+            )
+            .await?
+        {
+            Answer::Ok(response) => self.versioned(response).await,
+            Answer::Refused { status, .. } if status == StatusCode::GONE => Err(Error::Fenced {
+                operation: op.clone(),
+                participant: participant.clone(),
+                epoch,
+            }),
+            Answer::Refused {
+                status, message, ..
+            } => Err(self.op_error(op, status, message)),
+        }
     }
 
     /// The server's URL.
@@ -133,6 +176,13 @@ impl RemoteStore {
     }
 
     async fn versioned(&self, response: reqwest::Response) -> Result<Versioned> {
+        if let Some(ages) = response
+            .headers()
+            .get(AGES_HEADER)
+            .and_then(|v| serde_json::from_slice::<Vec<HeartbeatAge>>(v.as_bytes()).ok())
+        {
+            self.ages.record(&ages);
+        }
         let revision = response
             .headers()
             .get(reqwest::header::ETAG)

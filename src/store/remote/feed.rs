@@ -15,6 +15,7 @@ use crate::ids::OperationId;
 use crate::revision::Revision;
 
 use super::super::{OperationChange, Subscribers};
+use super::ages::{ServerAges, ServerExpired};
 use super::client::RemoteStore;
 use super::http::Http;
 use super::wire::EventLine;
@@ -40,6 +41,7 @@ pub fn ensure_running(store: &RemoteStore, op: &OperationId) -> Result<()> {
     let task = runtime.spawn(run(
         store.http.clone(),
         Arc::downgrade(&store.feed),
+        store.ages.clone(),
         op.clone(),
     ));
     feeding.insert(op.clone(), task);
@@ -79,14 +81,14 @@ enum Ended {
     Broken,
 }
 
-async fn run(http: Http, feed: Feed, op: OperationId) {
+async fn run(http: Http, feed: Feed, ages: Arc<ServerAges>, op: OperationId) {
     let mut pause = http.timing.first_backoff;
     let mut connected_before = false;
     loop {
         if !watched(&feed, &op) {
             return;
         }
-        match follow(&http, &feed, &op, &mut connected_before).await {
+        match follow(&http, &feed, &ages, &op, &mut connected_before).await {
             Ended::Gone => {
                 end(&feed, &op);
                 return;
@@ -104,8 +106,18 @@ async fn run(http: Http, feed: Feed, op: OperationId) {
 }
 
 /// Read one connection's lines until it ends.
-async fn follow(http: &Http, feed: &Feed, op: &OperationId, connected_before: &mut bool) -> Ended {
-    let path = format!("/v1/operations/{op}/events");
+async fn follow(
+    http: &Http,
+    feed: &Feed,
+    ages: &ServerAges,
+    op: &OperationId,
+    connected_before: &mut bool,
+) -> Ended {
+    // With a stale threshold, the server judges heartbeats and pushes who expired.
+    let path = match ages.stale_ms() {
+        Some(ms) => format!("/v1/operations/{op}/events?staleMs={ms}"),
+        None => format!("/v1/operations/{op}/events"),
+    };
     let response = match http.request(Method::GET, &path).send().await {
         Ok(r) => r,
         Err(_) => return Ended::Broken,
@@ -146,7 +158,22 @@ async fn follow(http: &Http, feed: &Feed, op: &OperationId, connected_before: &m
                     publish(feed, op, OperationChange::archived(rev(revision)));
                     return Ended::Gone;
                 }
-                EventLine::Ping => None,
+                EventLine::Ping | EventLine::Joined { .. } => None,
+                EventLine::Expired {
+                    participant,
+                    epoch,
+                    age_ms,
+                } => {
+                    ages.publish_expired(
+                        op,
+                        ServerExpired {
+                            participant,
+                            epoch,
+                            age_ms,
+                        },
+                    );
+                    None
+                }
             };
             let still_watched = match change {
                 Some(change) => publish(feed, op, change),

@@ -6,6 +6,7 @@
 //!   deadline, retries with backoff); `feed.rs`: each watched operation's event stream.
 //! - [`server_file`]: `server.json`, which discovery reads.
 
+mod ages;
 mod client;
 mod feed;
 mod http;
@@ -13,6 +14,7 @@ mod probe;
 pub mod server_file;
 pub mod wire;
 
+pub use ages::{ServerAges, ServerExpired};
 pub use client::{RemoteStore, parse_url};
 pub use http::RequestTiming;
 pub use probe::probe;
