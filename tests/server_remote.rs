@@ -194,3 +194,44 @@ async fn a_server_restarted_mid_operation_loses_nothing() {
     ledger.dispose().await;
     joined.dispose().await;
 }
+
+/// A server that is down for longer than the stale threshold: the participants'
+/// heartbeats report an error within the request deadline (no hang, no crash of the
+/// operation), and go on once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_report_a_server_that_is_down_and_recover() {
+    let _scope = TestScope::new();
+    let mut server = ServerProcess::start();
+    let ledger = client(&server, "cli").await;
+    let op = ledger
+        .create_operation(OperationOptions::new())
+        .await
+        .unwrap();
+    let peer = client(&server, "peer").await;
+    let joined = peer
+        .join_operation(op.operation_id(), OperationOptions::new())
+        .await
+        .unwrap();
+    server.kill();
+    let since = Instant::now();
+    let error = op.heartbeat().await.expect_err("no server, no beat");
+    let took = since.elapsed();
+    assert!(took < Duration::from_secs(15), "a beat hung for {took:?}");
+    assert!(
+        matches!(error, tom_dist_ledger::Error::Unavailable { .. }),
+        "{error}"
+    );
+    // Down for longer than the stale threshold.
+    tokio::time::sleep(STALE + Duration::from_secs(1)).await;
+    server.restart();
+    let result = op.heartbeat().await.unwrap();
+    assert!(result.stale_participants.is_empty(), "{result:?}");
+    assert!(!op.is_aborted());
+    joined.leave(false).await.unwrap();
+    op.complete().await.unwrap();
+    let store = ledger.store().clone();
+    let archived = store.read_archived(op.operation_id()).await.unwrap();
+    assert_eq!(archived.operation_state, OperationState::Completed);
+    ledger.dispose().await;
+    peer.dispose().await;
+}
