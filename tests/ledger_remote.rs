@@ -41,7 +41,8 @@ use tom_dist_ledger::clock::ManualClock;
 use tom_dist_ledger::ledger::{CallOptions, OperationCallback, OperationOptions};
 
 /// Beats go to the server, which keeps them beside the document: the document is not
-/// rewritten per beat, and ages come from the server's clock, so a participant whose own
+/// rewritten per beat (only copied into it every two seconds), and ages come from the
+/// server's clock, so a participant whose own
 /// clock is hours ahead neither looks stale nor finds others stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beats_are_kept_by_the_server_and_aged_by_its_clock() {
@@ -72,15 +73,20 @@ async fn beats_are_kept_by_the_server_and_aged_by_its_clock() {
         let id = op.operation_id().clone();
         let seq = store.read(&id).await.unwrap().seq;
         let seen = beats.load(Ordering::Relaxed);
-        ledger_suite::wait_until("five more beats", || {
+        let since = Instant::now();
+        ledger_suite::wait_until("forty more beats", || {
             let beats = beats.clone();
-            async move { beats.load(Ordering::Relaxed) >= seen + 5 }
+            async move { beats.load(Ordering::Relaxed) >= seen + 40 }
         })
         .await;
-        assert_eq!(
-            store.read(&id).await.unwrap().seq,
-            seq,
-            "a beat rewrote the document"
+        // The server copies beats into the document every two seconds at most, not per
+        // beat (two participants beat here every 50 ms).
+        let writes = store.read(&id).await.unwrap().seq - seq;
+        let windows = since.elapsed().as_secs() / 2 + 2;
+        assert!(
+            writes <= windows,
+            "{writes} writes in {:?}",
+            since.elapsed()
         );
         for (who, result) in [
             ("cli", op.heartbeat().await.unwrap()),

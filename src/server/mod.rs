@@ -114,6 +114,13 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> Result<Runni
         .local_addr()
         .map_err(|e| Error::invalid(format!("bind address `{}`", options.bind), e.to_string()))?;
     let (stop, stopped) = watch::channel(false);
+    let beats = Arc::new(beats::Beats::default());
+    tokio::spawn(beats::write_through(
+        beats.clone(),
+        store.clone(),
+        options.clock.clone(),
+        stopped.clone(),
+    ));
     let state = state::AppState {
         store,
         clock: options.clock.clone(),
@@ -121,7 +128,7 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> Result<Runni
         base_path: options.ledger_dir.as_ref().map(|d| d.display().to_string()),
         shutdown: stopped.clone(),
         ping_interval: options.ping_interval,
-        beats: Arc::new(beats::Beats::default()),
+        beats: beats.clone(),
     };
     let app = router::app(state, options.auth.clone(), options.limits);
     let url = format!("http://{addr}");
