@@ -1,8 +1,8 @@
 //! The event stream of one watched operation: a task that reads the server's JSON lines
 //! (`GET /v1/operations/{op}/events`) and publishes them to the operation's watch
 //! streams. A broken connection is a gap: the streams get a resync, and the task
-//! reconnects with backoff (and sends another resync once back, since changes may have
-//! happened meanwhile). It ends when nobody watches the operation any more, when the
+//! reconnects with backoff. Every stream's start (`hello`) is a resync too: changes
+//! between the watch and the stream's start, or during a gap, are not known. It ends when nobody watches the operation any more, when the
 //! operation is archived or gone (its streams end), or when the store is dropped.
 
 use std::sync::{Arc, Mutex, Weak};
@@ -75,6 +75,8 @@ fn watched(feed: &Feed, op: &OperationId) -> bool {
 enum Ended {
     /// The operation left the live ledger (archived or removed): the streams end.
     Gone,
+    /// The operation was not live when the stream asked for it.
+    Missing,
     /// Nobody watches any more, or the store was dropped.
     Unwatched,
     /// The connection broke or never came up: reconnect.
@@ -83,13 +85,26 @@ enum Ended {
 
 async fn run(http: Http, feed: Feed, ages: Arc<ServerAges>, op: OperationId) {
     let mut pause = http.timing.first_backoff;
-    let mut connected_before = false;
     loop {
         if !watched(&feed, &op) {
             return;
         }
-        match follow(&http, &feed, &ages, &op, &mut connected_before).await {
+        match follow(&http, &feed, &ages, &op).await {
             Ended::Gone => {
+                end(&feed, &op);
+                return;
+            }
+            Ended::Missing => {
+                // Archived before the stream came up: report it as the archive it was.
+                let archived = format!("/v1/archived/{op}");
+                if http
+                    .request(Method::GET, &archived)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    publish(&feed, &op, OperationChange::archived(None));
+                }
                 end(&feed, &op);
                 return;
             }
@@ -111,7 +126,6 @@ async fn follow(
     feed: &Feed,
     ages: &ServerAges,
     op: &OperationId,
-    connected_before: &mut bool,
 ) -> Ended {
     // With a stale threshold, the server judges heartbeats and pushes who expired.
     let path = match ages.stale_ms() {
@@ -124,7 +138,7 @@ async fn follow(
     };
     match response.status() {
         s if s.is_success() => {}
-        StatusCode::NOT_FOUND => return Ended::Gone,
+        StatusCode::NOT_FOUND => return Ended::Missing,
         _ => return Ended::Broken,
     }
     let mut response = response;
@@ -146,10 +160,8 @@ async fn follow(
             };
             let rev = |r: Option<u64>| r.map(Revision::new);
             let change = match event {
-                EventLine::Hello { .. } if !*connected_before => {
-                    *connected_before = true;
-                    None
-                }
+                // What happened between the watch and the stream's start (or during a
+                // gap) is not known: read again.
                 EventLine::Hello { .. } | EventLine::Resync => Some(OperationChange::resync()),
                 EventLine::Changed { revision } => Some(OperationChange::changed(rev(revision))),
                 // The `changed` line before them already tells the watchers to read.
