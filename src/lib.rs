@@ -15,6 +15,8 @@
 //! - [`temp_path`]: the registered form of temp paths, what they may never be, and
 //!   their one deletion function.
 //! - `ledger`: operations, calls, heartbeats, abort, crash handling, exec workers.
+//! - [`server`]: `tom-ledger serve`, any store over HTTP; `store::remote` is its client
+//!   (`Connect::remote`, `Connect::discover`).
 
 pub mod cleanup;
 pub mod clock;

@@ -121,12 +121,7 @@ async fn run(http: Http, feed: Feed, ages: Arc<ServerAges>, op: OperationId) {
 }
 
 /// Read one connection's lines until it ends.
-async fn follow(
-    http: &Http,
-    feed: &Feed,
-    ages: &ServerAges,
-    op: &OperationId,
-) -> Ended {
+async fn follow(http: &Http, feed: &Feed, ages: &ServerAges, op: &OperationId) -> Ended {
     // With a stale threshold, the server judges heartbeats and pushes who expired.
     let path = match ages.stale_ms() {
         Some(ms) => format!("/v1/operations/{op}/events?staleMs={ms}"),
