@@ -41,6 +41,15 @@ pub enum Error {
     #[error("ledger `{location}` is unavailable: {reason}")]
     Unavailable { location: String, reason: String },
 
+    /// A ledger server refused a request (a wrong token, a request it calls invalid, its
+    /// own failure); the message is the server's.
+    #[error("ledger server `{location}` answered {status}: {message}")]
+    ServerRefused {
+        location: String,
+        status: u16,
+        message: String,
+    },
+
     /// The operation has ended (completed or failed) and takes no more changes.
     #[error("operation `{operation}` is {state}")]
     OperationEnded {

@@ -18,6 +18,8 @@
 //!   status page).
 //! - `ledger`: operations, calls, heartbeats, abort, crash handling, exec workers.
 //! - [`simulate`]: the scenario simulator, every participant a real process.
+//! - [`server`]: `tom-ledger serve`, any store over HTTP; `store::remote` is its client
+//!   (`Connect::remote`, `Connect::discover`).
 
 pub mod cleanup;
 pub mod clock;

@@ -147,7 +147,8 @@ fn run_refuses_a_missing_executable_and_bad_options() {
         &["run"],
         &["run", "--plan", "p.toml", "--", "true"],
         &["--participant", "bad/id", "run", "--", "true"],
-        &["--server", "http://127.0.0.1:1", "ls"],
+        &["--server", "ftp://127.0.0.1:1", "ls"],
+        &["--server", "http://127.0.0.1:1/some/path", "ls"],
         &["frobnicate"],
     ] {
         refused(&env, args);
@@ -246,16 +247,16 @@ fn looking_into_an_empty_ledger_directory_creates_nothing_in_it() {
 }
 
 #[test]
-fn a_ledger_url_from_the_environment_is_refused_naming_it() {
+fn a_malformed_ledger_url_from_the_environment_is_refused_naming_it() {
     let env = Env::new();
     for args in [&["ls"][..], &["exec", "--", "true"][..]] {
         let mut c = env.bare(args);
-        c.env("TOM_LEDGER_URL", "http://ledger.invalid:7000");
+        c.env("TOM_LEDGER_URL", "https://ledger.invalid:7000");
         let out = cli_common::run(c);
         refused_out(&out, args);
         assert_eq!(
             out.stderr.trim_end(),
-            "tom-ledger: error: TOM_LEDGER_URL `http://ledger.invalid:7000`: remote ledgers are not supported by this build"
+            "tom-ledger: error: server url `https://ledger.invalid:7000`: expected http://HOST:PORT (no TLS in this build)"
         );
     }
     assert!(

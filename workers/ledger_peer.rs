@@ -27,6 +27,7 @@
 //! Posing as another machine: --host NAME (the host recorded), --skew-ms N (this
 //! participant's clock runs N ms ahead; negative: behind).
 //! ```
+//! `--ledger` may be a ledger server's `http://` URL (with `--token T`).
 //! Any `--marker X` argument is ignored (tests find their processes by it).
 
 use std::io::Write;
@@ -42,6 +43,7 @@ use tom_dist_ledger::{CallId, OperationId, ParticipantId};
 struct Args {
     mode: String,
     ledger: String,
+    token: Option<String>,
     op: String,
     participant: String,
     n: usize,
@@ -66,6 +68,7 @@ fn parse() -> Result<Args, String> {
     let mut out = Args {
         mode,
         ledger: String::new(),
+        token: None,
         op: String::new(),
         participant: "peer".into(),
         n: 0,
@@ -105,6 +108,7 @@ fn parse() -> Result<Args, String> {
             "--prefix" => out.prefix = Some(value),
             "--host" => out.host = Some(value),
             "--skew-ms" => out.skew_ms = value.parse().map_err(|e| format!("--skew-ms: {e}"))?,
+            "--token" => out.token = Some(value),
             "--op" => out.op = value,
             "--participant" => out.participant = value,
             "--n" => out.n = value.parse().map_err(|e| format!("--n: {e}"))?,
@@ -159,6 +163,14 @@ async fn run(args: Args) -> Result<(), String> {
     let target = match &args.etcd {
         Some(list) => {
             Connect::etcd_from_list(list, args.prefix.as_deref()).map_err(|e| e.to_string())?
+        }
+        None if args.ledger.starts_with("http://") => {
+            // A ledger server's URL instead of a directory: join through the server.
+            let remote = Connect::remote(&args.ledger);
+            match &args.token {
+                Some(token) => remote.token(token),
+                None => remote,
+            }
         }
         None => Connect::local(&args.ledger),
     };

@@ -14,7 +14,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub ledger: Option<PathBuf>,
 
-    /// Ledger server (remote ledger)
+    /// Ledger server (`http://HOST:PORT`, or `auto` to discover it) [default:
+    /// $TOM_LEDGER_URL]
     #[arg(long, global = true, value_name = "URL", conflicts_with = "ledger")]
     pub server: Option<String>,
 
@@ -26,6 +27,10 @@ pub struct Cli {
         conflicts_with_all = ["ledger", "server"]
     )]
     pub etcd: Option<String>,
+    /// File holding the ledger server's token [default: $TOM_LEDGER_TOKEN, else the
+    /// token beside a discovered server's ledger]; for `serve`, the token to require
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 
     /// Participant id of this process [default: {command}-{pid}]
     #[arg(long, global = true, value_name = "ID")]
@@ -216,11 +221,6 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free port, printed on start)
     #[arg(long, value_name = "PORT", default_value_t = 19880)]
     pub port: u16,
-
-    /// File holding the token clients must send [default: a fresh token written to
-    /// {ledger}/server.token, mode 0600]
-    #[arg(long, value_name = "FILE", conflicts_with = "no_auth")]
-    pub token_file: Option<PathBuf>,
 
     /// Accept requests without a token (loopback addresses only)
     #[arg(long)]

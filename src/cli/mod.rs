@@ -125,11 +125,6 @@ fn init_tracing(verbose: u8) {
 }
 
 async fn dispatch(cli: Cli) -> CliResult {
-    if cli.server.is_some() {
-        return Err(Failure::usage(
-            "remote ledgers (`--server URL`) are not supported by this build yet; use `--ledger DIR`",
-        ));
-    }
     // The simulator makes its own scratch ledgers; its participants are told theirs.
     match cli.command {
         Command::Simulate(a) => return simulate::simulate(cli.json, a).await,
@@ -165,13 +160,66 @@ pub struct Context {
     pub json: bool,
     /// The file ledger's bounds (see [`bounds`]).
     pub store_options: tom_dist_ledger::store::FileStoreOptions,
+    /// A ledger server instead of the directory (`--server`, `TOM_LEDGER_URL`).
+    pub remote: Option<Remote>,
+    /// `--token-file`.
+    pub token_file: Option<PathBuf>,
+}
+
+/// A ledger server: its URL (or `auto`) and the token to send.
+pub struct Remote {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl Remote {
+    fn connect(&self) -> Connect {
+        let target = if self.url == tom_dist_ledger::ledger::AUTO {
+            Connect::discover()
+        } else {
+            Connect::remote(&self.url)
+        };
+        match &self.token {
+            Some(token) => target.token(token),
+            None => target,
+        }
+    }
+}
+
+/// The server named by `--server` or `TOM_LEDGER_URL` (unless `--ledger` names a
+/// directory), with its token from `--token-file`, else `TOM_LEDGER_TOKEN`.
+fn remote_of(cli: &Cli) -> CliResult<Option<Remote>> {
+    use tom_dist_ledger::ledger::{ENV_LEDGER_TOKEN, ENV_LEDGER_URL};
+    let url = match (&cli.server, &cli.ledger) {
+        (Some(url), _) => url.clone(),
+        (None, Some(_)) => return Ok(None),
+        (None, None) => match std::env::var(ENV_LEDGER_URL) {
+            Ok(url) if !url.is_empty() && std::env::var_os("TOM_LEDGER_DIR").is_none() => url,
+            _ => return Ok(None),
+        },
+    };
+    if url != tom_dist_ledger::ledger::AUTO {
+        tom_dist_ledger::store::remote::parse_url(&url)?;
+    }
+    let token = match &cli.token_file {
+        Some(file) => Some(tom_dist_ledger::server::auth::read_token(file)?),
+        None => std::env::var(ENV_LEDGER_TOKEN)
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
+    Ok(Some(Remote { url, token }))
 }
 
 impl Context {
     fn new(cli: &Cli) -> CliResult<Context> {
-        // `--ledger` or `--etcd`, else the ledger a parent `run` named for its workers.
-        let from_env = match (&cli.ledger, &cli.etcd) {
-            (None, None) => Connect::from_env()?,
+        // `--etcd`, else `--server`/`TOM_LEDGER_URL`, else `--ledger`, else the ledger a
+        // parent `run` named for its workers.
+        let remote = match &cli.etcd {
+            Some(_) => None,
+            None => remote_of(cli)?,
+        };
+        let from_env = match (&cli.ledger, &cli.etcd, &remote) {
+            (None, None, None) => Connect::from_env()?,
             _ => None,
         };
         let etcd_of = |c: &Connect| {
@@ -191,7 +239,7 @@ impl Context {
         let ledger_dir = std::path::absolute(&dir).map_err(|e| {
             Failure::usage(format!("invalid ledger directory `{}`: {e}", dir.display()))
         })?;
-        if etcd.is_none() {
+        if etcd.is_none() && remote.is_none() {
             check_ledger_dir(&ledger_dir)?;
         }
         let participant = match &cli.participant {
@@ -204,6 +252,8 @@ impl Context {
             participant,
             json: cli.json,
             store_options: bounds::from_env()?,
+            remote,
+            token_file: cli.token_file.clone(),
         })
     }
 
@@ -215,9 +265,10 @@ impl Context {
 
     /// Where the ledger is, for people to read.
     pub fn ledger_label(&self) -> String {
-        match &self.etcd {
-            Some((endpoints, prefix)) => format!("etcd:{endpoints} {prefix}"),
-            None => self.ledger_dir.display().to_string(),
+        match (&self.etcd, &self.remote) {
+            (Some((endpoints, prefix)), _) => format!("etcd:{endpoints} {prefix}"),
+            (None, Some(remote)) => remote.url.clone(),
+            (None, None) => self.ledger_dir.display().to_string(),
         }
     }
 
@@ -233,16 +284,23 @@ impl Context {
 
     /// Connect, creating the ledger directory if needed (`run`).
     async fn connect(&self, tweak: impl FnOnce(Connect) -> Connect) -> CliResult<Ledger> {
-        let target = self
-            .etcd_target()?
-            .unwrap_or_else(|| Connect::local(&self.ledger_dir));
+        let target = match (self.etcd_target()?, &self.remote) {
+            (Some(etcd), _) => etcd,
+            (None, Some(remote)) => remote.connect(),
+            (None, None) => Connect::local(&self.ledger_dir),
+        };
         Ok(Ledger::connect(tweak(self.connect_options(target))).await?)
     }
 
     /// Connect to a ledger that must already exist; creates nothing. `None` when there
     /// is no ledger directory.
     async fn open_existing(&self) -> CliResult<Option<Existing>> {
-        if let Some(target) = self.etcd_target()? {
+        let remote = match (self.etcd_target()?, &self.remote) {
+            (Some(etcd), _) => Some(etcd),
+            (None, Some(remote)) => Some(remote.connect()),
+            (None, None) => None,
+        };
+        if let Some(target) = remote {
             let ledger = Ledger::connect(self.connect_options(target)).await?;
             return Ok(Some(Existing { ledger }));
         }

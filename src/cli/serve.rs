@@ -9,17 +9,27 @@ use tom_dist_ledger::store::FileStore;
 
 use super::Context;
 use super::args::ServeArgs;
-use super::exit::{CliResult, Exit};
+use super::exit::{CliResult, Exit, Failure};
 use super::signals::Signals;
 
 pub async fn serve(ctx: &Context, args: ServeArgs) -> CliResult {
     let bind = SocketAddr::new(args.bind, args.port);
     let mut signals = Signals::install()?;
     let store = FileStore::open(&ctx.ledger_dir, ctx.store_options.clone())?;
+    if ctx.remote.is_some() {
+        return Err(Failure::usage(
+            "serve serves a ledger directory (`--ledger DIR`), not another server",
+        ));
+    }
     let (auth, token_note) = if args.no_auth {
+        if ctx.token_file.is_some() {
+            return Err(Failure::usage(
+                "--no-auth and --token-file exclude each other",
+            ));
+        }
         auth::check_open_bind(args.bind)?;
         (Auth::Open, "no token (--no-auth)".to_string())
-    } else if let Some(file) = &args.token_file {
+    } else if let Some(file) = &ctx.token_file {
         let token = auth::read_token(file)?;
         (
             Auth::Token(token.into()),

@@ -10,7 +10,14 @@ use crate::ids::ParticipantId;
 use crate::store::{FileStoreOptions, Store};
 
 use super::callbacks::LedgerCallback;
+use super::discover::Discovery;
 use super::exec::{ENV_LEDGER_DIR, ENV_LEDGER_ETCD, ENV_LEDGER_ETCD_PREFIX, ENV_LEDGER_URL};
+
+/// The token of a remote ledger, for clients and for the workers of a remote run.
+pub const ENV_LEDGER_TOKEN: &str = "TOM_LEDGER_TOKEN";
+
+/// The value of `TOM_LEDGER_URL` / `--server` that asks for discovery.
+pub const AUTO: &str = "auto";
 
 /// Default interval between heartbeats.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -32,6 +39,14 @@ pub(crate) enum Target {
         endpoints: Vec<String>,
         options: crate::store::EtcdOptions,
     },
+    /// A ledger server at a URL, or the one discovery finds.
+    Remote(RemoteTarget),
+}
+
+/// Where a remote ledger is.
+pub(crate) enum RemoteTarget {
+    Url(String),
+    Discover(Discovery),
 }
 
 /// How to connect to a ledger, and with which settings.
@@ -50,9 +65,42 @@ pub struct Connect {
     pub(crate) callback: LedgerCallback,
     pub(crate) clock: SharedClock,
     pub(crate) host: Option<String>,
+    /// The bearer token of a remote ledger.
+    pub(crate) token: Option<String>,
 }
 
 impl Connect {
+    /// The ledger served by `tom-ledger serve` at `url` (`http://host:port`); the token
+    /// is given with [`token`](Self::token).
+    pub fn remote(url: impl Into<String>) -> Self {
+        Self::with_target(Target::Remote(RemoteTarget::Url(url.into())))
+    }
+
+    /// The ledger server discovery finds: `server.json` of the ledger directory
+    /// (`TOM_LEDGER_DIR`, else `_ai/operation_ledger`), then `127.0.0.1:19880`. Its
+    /// token is read beside its ledger on this machine unless given.
+    pub fn discover() -> Self {
+        let dir = std::env::var_os(ENV_LEDGER_DIR)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("_ai/operation_ledger"));
+        Self::discover_with(Discovery {
+            ledger_dir: Some(dir),
+            ..Discovery::default()
+        })
+    }
+
+    /// Discovery with its settings spelled out (a ledger directory, hosts or a subnet to
+    /// scan, limits).
+    pub fn discover_with(discovery: Discovery) -> Self {
+        Self::with_target(Target::Remote(RemoteTarget::Discover(discovery)))
+    }
+
+    /// The bearer token of a remote ledger (`tom-ledger serve` prints where it is).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
     /// The embedded ledger in a directory (created if missing).
     pub fn local(dir: impl Into<PathBuf>) -> Self {
         Self::with_target(Target::Local {
@@ -72,8 +120,8 @@ impl Connect {
 
     /// The ledger a worker's parent named in the environment: [`ENV_LEDGER_DIR`], else
     /// [`ENV_LEDGER_ETCD`] (with [`ENV_LEDGER_ETCD_PREFIX`]), else [`ENV_LEDGER_URL`]
-    /// (refused: this build has no remote ledger). `None` when none is set (empty counts
-    /// as unset).
+    /// (`auto`: discovery) with the token of [`ENV_LEDGER_TOKEN`]. `None` when none is set
+    /// (empty counts as unset).
     pub fn from_env() -> Result<Option<Connect>> {
         if let Some(dir) = std::env::var_os(ENV_LEDGER_DIR).filter(|d| !d.is_empty()) {
             return Ok(Some(Connect::local(dir)));
@@ -82,13 +130,28 @@ impl Connect {
             let prefix = std::env::var_os(ENV_LEDGER_ETCD_PREFIX).filter(|p| !p.is_empty());
             return Connect::etcd_from_env(&list, prefix.as_deref()).map(Some);
         }
-        match std::env::var_os(ENV_LEDGER_URL).filter(|u| !u.is_empty()) {
-            Some(url) => Err(Error::invalid(
-                format!("{ENV_LEDGER_URL} `{}`", url.to_string_lossy()),
-                "remote ledgers are not supported by this build",
-            )),
-            None => Ok(None),
+        let Some(url) = std::env::var_os(ENV_LEDGER_URL).filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let url = url.into_string().map_err(|u| {
+            Error::invalid(
+                format!("{ENV_LEDGER_URL} `{}`", u.to_string_lossy()),
+                "not valid UTF-8",
+            )
+        })?;
+        let mut connect = if url == AUTO {
+            Connect::discover()
+        } else {
+            crate::store::remote::parse_url(&url)?;
+            Connect::remote(url)
+        };
+        if let Some(token) = std::env::var(ENV_LEDGER_TOKEN)
+            .ok()
+            .filter(|t| !t.is_empty())
+        {
+            connect = connect.token(token);
         }
+        Ok(Some(connect))
     }
 
     /// An etcd ledger from a comma-separated endpoint list and a key prefix (`None`:
@@ -194,6 +257,7 @@ impl Connect {
             callback: LedgerCallback::default(),
             clock: Arc::new(SystemClock),
             host: None,
+            token: None,
         }
     }
 
@@ -336,4 +400,6 @@ pub(crate) struct LedgerConfig {
     pub cleanup_wait: Duration,
     /// Default grace for stopping workers (see [`Connect::worker_grace`]).
     pub worker_grace: Duration,
+    /// The token of a remote ledger, handed to workers with its URL.
+    pub remote_token: Option<String>,
 }

@@ -308,7 +308,12 @@ fn nested_env(location: &StoreLocation, op: &Operation, call: &CallId) -> Vec<(S
                 dir.to_string_lossy().into_owned(),
             ));
         }
-        StoreLocation::Url(url) => env.push((ENV_LEDGER_URL.to_string(), url.clone())),
+        StoreLocation::Url(url) => {
+            env.push((ENV_LEDGER_URL.to_string(), url.clone()));
+            if let Some(token) = &op.shared.ledger.config.remote_token {
+                env.push((super::ENV_LEDGER_TOKEN.to_string(), token.clone()));
+            }
+        }
         StoreLocation::Etcd { endpoints, prefix } => {
             env.push((ENV_LEDGER_ETCD.to_string(), endpoints.join(",")));
             env.push((ENV_LEDGER_ETCD_PREFIX.to_string(), prefix.clone()));

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use crate::clock::age_ms;
 use crate::error::{Error, Result};
+use crate::model::LedgerData;
 use crate::model::OperationState;
 use crate::presence::{
-    Ages, BeatFuture, BeatSchedule, HeartbeatError, HeartbeatErrorType, HeartbeatResult,
+    Ages, BeatFuture, BeatSchedule, HeartbeatError, HeartbeatErrorType, HeartbeatResult, KeepAlive,
     Registration,
 };
 
@@ -34,15 +35,24 @@ pub struct HeartbeatOptions {
 /// One beat: refresh this participant and its frames, judge the others.
 pub(crate) async fn beat(shared: &Arc<OpShared>) -> Result<HeartbeatResult> {
     let me = shared.ledger.config.participant.clone();
-    let mut before = None;
-    let after = shared
-        .refresh(|data, now| {
-            before = Some(data.clone());
-            super::core::frames::beat(data, &me, now);
-            Ok(())
-        })
-        .await?;
-    let before = before.expect("change ran");
+    let (before, after) = match shared
+        .ledger
+        .presence
+        .keep_alive(&shared.id, &me, shared.epoch)
+    {
+        Some(kept) => kept_alive(shared, kept).await?,
+        None => {
+            let mut before = None;
+            let after = shared
+                .refresh(|data, now| {
+                    before = Some(data.clone());
+                    super::core::frames::beat(data, &me, now);
+                    Ok(())
+                })
+                .await?;
+            (before.expect("change ran"), after)
+        }
+    };
     let now = shared.now();
     // Judged outside the local lock: a paused local peer is judged by reading /proc.
     let Ages { ages, stale } = shared.ledger.presence.ages(&after, &me);
@@ -60,6 +70,26 @@ pub(crate) async fn beat(shared: &Arc<OpShared>) -> Result<HeartbeatResult> {
         data_before: Some(before),
         data_after: Some(after),
     })
+}
+
+/// A beat the presence backend keeps beside the document (a server): the document is
+/// only read. A fenced participant takes in the operation as it is, which fences it
+/// here too (its workers are stopped).
+async fn kept_alive(shared: &Arc<OpShared>, kept: KeepAlive) -> Result<(LedgerData, LedgerData)> {
+    let before = shared.local().cached.clone();
+    match kept.await {
+        Ok(after) => {
+            shared.observe(&after);
+            Ok((before.unwrap_or_else(|| after.clone()), after))
+        }
+        Err(e @ Error::Fenced { .. }) => {
+            if let Ok(data) = shared.ledger.store.read(&shared.id).await {
+                shared.observe(&data);
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Beat once and tell the callbacks. Returns false when the heartbeat should stop.

@@ -9,6 +9,7 @@ mod callbacks;
 mod connect;
 pub(crate) mod core;
 mod crash;
+mod discover;
 mod effects;
 mod exec;
 mod failure;
@@ -34,8 +35,9 @@ use crate::clock::{SharedClock, Timestamp};
 use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId, ParticipantId};
 use crate::model::{LedgerData, LogLevel, Participant, ParticipantState};
-use crate::presence::{FilePresence, Presence, PresenceEvents, SelfIdentity};
+use crate::presence::{FilePresence, Presence, PresenceEvents, RemotePresence, SelfIdentity};
 pub use crate::store::OperationSummary;
+use crate::store::remote::RemoteStore;
 use crate::store::{FileStore, Store};
 
 pub use crate::presence::{HeartbeatError, HeartbeatErrorType, HeartbeatResult};
@@ -44,8 +46,10 @@ pub use callbacks::{
     BoxFuture, CallCallback, LedgerCallback, OperationCallback, OperationFailedInfo,
 };
 pub use connect::{
-    Connect, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PAUSE, DEFAULT_STALE_THRESHOLD,
+    AUTO, Connect, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PAUSE, DEFAULT_STALE_THRESHOLD,
+    ENV_LEDGER_TOKEN,
 };
+pub use discover::{Discovery, Found, discover};
 pub use exec::{
     Decoder, ENV_CALL, ENV_LEDGER_DIR, ENV_LEDGER_ETCD, ENV_LEDGER_ETCD_PREFIX, ENV_LEDGER_URL,
     ENV_OPERATION, ENV_PARTICIPANT, ExecWorker, RunningFn, WorkerResult, exit_code, process_record,
@@ -59,7 +63,7 @@ pub use recovery_proof::RecoveryMode;
 pub use spawned::{CallContext, CallStatus, SpawnedCall, TrackedCall};
 pub use sync::{SyncOptions, SyncResult, WaitOptions};
 
-pub(crate) use connect::{LedgerConfig, Target};
+pub(crate) use connect::{LedgerConfig, RemoteTarget, Target};
 use core::registry::{Holder, Joining};
 use shared::OpShared;
 
@@ -168,6 +172,8 @@ impl Ledger {
     pub async fn connect(connect: Connect) -> Result<Ledger> {
         #[cfg(feature = "etcd")]
         let mut etcd = None;
+        let mut remote_token = None;
+        let mut remote_store = None;
         let store: Arc<dyn Store> = match connect.target {
             Target::Local { dir, create: true } => {
                 Arc::new(FileStore::open(dir, connect.file_options)?)
@@ -180,6 +186,19 @@ impl Ledger {
             Target::Etcd { endpoints, options } => {
                 let store = crate::store::EtcdStore::connect(&endpoints, options).await?;
                 etcd = Some((store.cluster().clone(), store.keys().clone()));
+                Arc::new(store)
+            }
+            Target::Remote(remote) => {
+                let (url, found_token) = match remote {
+                    RemoteTarget::Url(url) => (url, None),
+                    RemoteTarget::Discover(d) => {
+                        let found = discover::discover(&d).await?;
+                        (found.url, found.token)
+                    }
+                };
+                remote_token = connect.token.clone().or(found_token);
+                let store = RemoteStore::new(&url, remote_token.clone())?;
+                remote_store = Some(store.clone());
                 Arc::new(store)
             }
         };
@@ -197,17 +216,27 @@ impl Ledger {
                 .cleanup_wait
                 .unwrap_or(connect.heartbeat_interval * 2),
             worker_grace: connect.worker_grace,
+            remote_token,
         };
         let mut identity = SelfIdentity::current();
         if let Some(host) = connect.host {
             identity.host = host;
         }
-        let presence: Arc<dyn Presence> = Arc::new(FilePresence::with_identity(
-            identity.clone(),
-            connect.stale_threshold,
-            connect.max_pause,
-            connect.clock.clone(),
-        ));
+        let presence: Arc<dyn Presence> = match remote_store {
+            Some(store) => Arc::new(RemotePresence::new(
+                store,
+                identity.clone(),
+                connect.stale_threshold,
+                connect.max_pause,
+                connect.clock.clone(),
+            )),
+            None => Arc::new(FilePresence::with_identity(
+                identity.clone(),
+                connect.stale_threshold,
+                connect.max_pause,
+                connect.clock.clone(),
+            )),
+        };
         #[cfg(feature = "etcd")]
         let presence: Arc<dyn Presence> = match etcd {
             Some((cluster, keys)) => Arc::new(crate::presence::EtcdPresence::new(

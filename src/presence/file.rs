@@ -41,6 +41,11 @@ impl FilePresence {
             judge: Judge::new(identity, stale_threshold, max_pause, clock),
         }
     }
+
+    /// Presence judged with a server's heartbeat ages where it reported them.
+    pub(crate) fn with_judge(judge: Arc<Judge>) -> Self {
+        Self { judge }
+    }
 }
 
 impl Presence for FilePresence {

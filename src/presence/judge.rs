@@ -21,6 +21,7 @@ use crate::clock::{SharedClock, Timestamp, age_ms};
 use crate::ids::ParticipantId;
 use crate::model::{LedgerData, Participant, ParticipantState};
 use crate::process::{self as identity, ProcessIdentity};
+use crate::store::remote::ServerAges;
 
 /// Facts about this process that other participants use to judge it.
 #[derive(Clone, Debug, Default)]
@@ -62,6 +63,9 @@ pub(crate) struct Judge {
     stale_threshold_ms: AtomicU64,
     max_pause: Duration,
     clock: SharedClock,
+    /// Heartbeat ages measured by a server's clock (remote presence); without them, or
+    /// for a participant the server said nothing of, the age of `lastHeartbeat`.
+    server_ages: Option<Arc<ServerAges>>,
 }
 
 impl Judge {
@@ -71,12 +75,32 @@ impl Judge {
         max_pause: Duration,
         clock: SharedClock,
     ) -> Arc<Self> {
+        Self::with_server_ages(identity, stale_threshold, max_pause, clock, None)
+    }
+
+    pub fn with_server_ages(
+        identity: SelfIdentity,
+        stale_threshold: Duration,
+        max_pause: Duration,
+        clock: SharedClock,
+        server_ages: Option<Arc<ServerAges>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             identity,
             stale_threshold_ms: AtomicU64::new(millis(stale_threshold)),
             max_pause,
             clock,
+            server_ages,
         })
+    }
+
+    /// The age of a registered participant's last heartbeat: by the server's clock when
+    /// a server reported it, else by the `lastHeartbeat` field.
+    fn heartbeat_age(&self, now: Timestamp, p: &Participant) -> u64 {
+        self.server_ages
+            .as_ref()
+            .and_then(|ages| ages.age_ms(&p.host, p.pid, p.epoch))
+            .unwrap_or_else(|| age_ms(now, p.last_heartbeat))
     }
 
     pub fn stale_threshold(&self) -> Duration {
@@ -121,7 +145,7 @@ impl Judge {
                 None => ProcessIdentity::of(p.pid).is_some(),
             };
         }
-        age_ms(self.now(), p.last_heartbeat) <= self.threshold_ms() || self.pause_excuses(p)
+        self.heartbeat_age(self.now(), p) <= self.threshold_ms() || self.pause_excuses(p)
     }
 
     /// Whether a participant that recorded a pause is excused from the heartbeat
@@ -173,7 +197,7 @@ impl Judge {
         let mut ages = BTreeMap::new();
         for (id, p) in &data.participants {
             if p.state == ParticipantState::Active {
-                ages.insert(id.clone(), age_ms(now, p.last_heartbeat));
+                ages.insert(id.clone(), self.heartbeat_age(now, p));
             }
         }
         for frame in &data.call_frames {

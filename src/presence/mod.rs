@@ -31,11 +31,12 @@
 //!   rewrites the file and wakes the other watchers; what the roster saves is the
 //!   re-judging: a view whose registry (ids, epochs, states) is unchanged costs one walk
 //!   over the registry and nothing else.
-//! - **Server** (planned): a beat is a small request that the server stamps with its own
-//!   clock and keeps beside the document, not in it; the server judges ages with that
-//!   clock (no clock skew between machines) and pushes joined/expired on its event
-//!   stream. Its `Roster` forwards those events; its judgement of a participant reads the
-//!   server's stamp.
+//! - **Server** ([`RemotePresence`]): a beat is a small request that the server stamps
+//!   with its own clock and keeps beside the document, not in it ([`Presence::keep_alive`]);
+//!   every answer carrying an operation brings its participants' ages by the server's
+//!   clock, and judgements use those (no clock skew between machines). The server pushes
+//!   expired participants on the event stream; the roster forwards them. Peers on this
+//!   machine are still watched through a pidfd.
 //! - **etcd** ([`EtcdPresence`], feature `etcd`): each participant keeps a key per
 //!   operation bound to one lease whose TTL is the stale threshold, renewed by the
 //!   connection every third of the TTL; lease expiry (key deletion, seen through a watch)
@@ -51,22 +52,29 @@ mod etcd;
 mod file;
 mod judge;
 mod registration;
+mod remote;
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::ids::ParticipantId;
+use crate::error::Result;
+use crate::ids::{OperationId, ParticipantId};
 use crate::model::{LedgerData, Participant};
 
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdPresence;
+/// A beat a backend keeps itself; it gives the operation as it is after the beat.
+pub type KeepAlive =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<LedgerData>> + Send>>;
+
 pub use file::FilePresence;
 pub use judge::Ages;
 pub(crate) use judge::SelfIdentity;
 pub use registration::{
     BeatFuture, BeatSchedule, HeartbeatError, HeartbeatErrorType, HeartbeatResult, Registration,
 };
+pub use remote::RemotePresence;
 
 /// A change in who is present in an operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +125,14 @@ pub trait Presence: Send + Sync + std::fmt::Debug + 'static {
     /// Follow the participants of one operation as `me`. Must be called within a tokio
     /// runtime (watches run as tasks).
     fn follow(&self, me: ParticipantId) -> (Box<dyn Roster>, PresenceEvents);
+
+    /// The beat of `me` at `epoch` when this backend keeps heartbeats beside the
+    /// document (a server); `None`: the ledger refreshes the heartbeat field in the
+    /// document. A participant no longer active at that epoch gets `Error::Fenced`.
+    fn keep_alive(&self, op: &OperationId, me: &ParticipantId, epoch: u64) -> Option<KeepAlive> {
+        let _ = (op, me, epoch);
+        None
+    }
 }
 
 /// The participants of one operation as one participant follows them.

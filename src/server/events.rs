@@ -4,14 +4,20 @@
 //! The stream starts with `hello` and the operation's revision, then one line per change
 //! of the store's watch: `changed` with the revision, plus `abort` when the flag was set
 //! and `crash` when frames were newly declared crashed; `archived` ends it; `resync` when
-//! the store's watch lost changes; `ping` while idle. It ends when the store's watch
+//! the store's watch lost changes; `ping` while idle. Given `?staleMs=N`, the stream
+//! also judges the participants' heartbeats by the server's clock (`beats.rs`):
+//! `joined` at a participant's first beat at an epoch, `expired` once its last beat is
+//! older than N ms. It ends when the store's watch
 //! ends or the server shuts down; a client then reconnects and reads the operation anew.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use tokio::sync::mpsc;
@@ -28,16 +34,26 @@ use super::state::AppState;
 /// Lines queued for a slow reader before the stream stops waiting for it.
 const LINES_QUEUED: usize = 64;
 
+/// How often a stream with a stale threshold judges heartbeat ages.
+const JUDGE_EVERY: Duration = Duration::from_millis(200);
+
 pub async fn stream(
     State(state): State<AppState>,
     Path(op): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let op = operation(&op)?;
+    let stale_ms = match query.get("staleMs") {
+        None => None,
+        Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("staleMs `{raw}`: not a number of milliseconds"))
+        })?),
+    };
     // Watch first, then read: nothing written in between is missed.
     let changes = state.store.watch(&op)?;
     let first = state.store.read_versioned(&op).await?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(LINES_QUEUED);
-    tokio::spawn(feed(state, op, changes, first.data, tx));
+    tokio::spawn(feed(state, op, changes, first.data, stale_ms, tx));
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|line| (line, rx))
     }));
@@ -55,6 +71,9 @@ pub async fn stream(
 struct Told {
     aborted: bool,
     crashed: BTreeSet<ParticipantId>,
+    /// Participants announced joined / expired, at their epoch.
+    joined: BTreeSet<(ParticipantId, u64)>,
+    expired: BTreeSet<(ParticipantId, u64)>,
 }
 
 impl Told {
@@ -62,8 +81,38 @@ impl Told {
         Self {
             aborted: data.aborted,
             crashed: crashed(data),
+            joined: BTreeSet::new(),
+            expired: BTreeSet::new(),
         }
     }
+}
+
+/// Joined and expired participants by the server's heartbeat table.
+fn presence_news(
+    told: &mut Told,
+    state: &AppState,
+    data: &LedgerData,
+    stale_ms: u64,
+) -> Vec<EventLine> {
+    let mut lines = Vec::new();
+    for age in state.beats.ages(data, state.clock.now()) {
+        let key = (age.participant.clone(), age.epoch);
+        if age.age_ms > stale_ms {
+            if told.expired.insert(key) {
+                lines.push(EventLine::Expired {
+                    participant: age.participant,
+                    epoch: age.epoch,
+                    age_ms: age.age_ms,
+                });
+            }
+        } else if age.beaten && told.joined.insert(key) {
+            lines.push(EventLine::Joined {
+                participant: age.participant,
+                epoch: age.epoch,
+            });
+        }
+    }
+    lines
 }
 
 fn crashed(data: &LedgerData) -> BTreeSet<ParticipantId> {
@@ -88,28 +137,43 @@ async fn feed(
     op: crate::ids::OperationId,
     mut changes: ChangeStream,
     first: LedgerData,
+    stale_ms: Option<u64>,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
 ) {
     let mut shutdown = state.shutdown.clone();
     let mut told = Told::of(&first);
-    if !send(
-        &tx,
-        &EventLine::Hello {
-            revision: Some(first.seq),
-        },
-    )
-    .await
-    {
+    let mut latest = first;
+    let hello = EventLine::Hello {
+        revision: Some(latest.seq),
+    };
+    if !send(&tx, &hello).await {
         return;
     }
+    let mut idle = Duration::ZERO;
     loop {
+        // With a stale threshold the stream wakes often to judge ages; a ping is sent
+        // after a ping interval of silence either way.
+        let wait = match stale_ms {
+            Some(_) => JUDGE_EVERY,
+            None => state.ping_interval,
+        };
         let change = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = tx.closed() => return,
-            change = tokio::time::timeout(state.ping_interval, changes.next()) => change,
+            change = tokio::time::timeout(wait, changes.next()) => change,
         };
         let lines = match change {
-            Err(_) => vec![EventLine::Ping],
+            Err(_) => {
+                idle += wait;
+                let mut lines = match stale_ms {
+                    Some(ms) => presence_news(&mut told, &state, &latest, ms),
+                    None => Vec::new(),
+                };
+                if idle >= state.ping_interval && lines.is_empty() {
+                    lines.push(EventLine::Ping);
+                }
+                lines
+            }
             Ok(None) => return,
             Ok(Some(c)) => match c.kind {
                 ChangeKind::Resync => vec![EventLine::Resync],
@@ -119,7 +183,11 @@ async fn feed(
                     return;
                 }
                 ChangeKind::Changed => match state.store.read_versioned(&op).await {
-                    Ok(now) => news(&mut told, &now.data),
+                    Ok(now) => {
+                        let lines = news(&mut told, &now.data);
+                        latest = now.data;
+                        lines
+                    }
                     // Gone from the live ledger: archived (or removed) meanwhile.
                     Err(crate::error::Error::OperationNotFound(_)) => {
                         send(&tx, &EventLine::Archived { revision: None }).await;
@@ -129,6 +197,9 @@ async fn feed(
                 },
             },
         };
+        if !lines.is_empty() {
+            idle = Duration::ZERO;
+        }
         for line in &lines {
             if !send(&tx, line).await {
                 return;

@@ -7,6 +7,7 @@
 //!   (the status page, the original's endpoints) merge there.
 //! - [`native`] and [`events`]: the native API under `/v1/` and its event streams.
 //! - [`compat`]: the original's 15 endpoints over the same core and store.
+//! - [`beats`]: remote participants' heartbeats, stamped with the server's clock.
 //! - [`auth`]: the bearer token. [`errors`]: `{"error": ...}` answers.
 //! - [`page`]: the status page at `GET /` (its own API under `/page/api/`).
 //! - [`discovery`]: `/status` and the `server.json` file. [`listen`]: the accept loop
@@ -16,6 +17,7 @@
 //! (participants do, under their own proof rules).
 
 pub mod auth;
+pub mod beats;
 pub mod compat;
 pub mod discovery;
 pub mod errors;
@@ -116,6 +118,13 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> Result<Runni
         .local_addr()
         .map_err(|e| Error::invalid(format!("bind address `{}`", options.bind), e.to_string()))?;
     let (stop, stopped) = watch::channel(false);
+    let beats = Arc::new(beats::Beats::default());
+    tokio::spawn(beats::write_through(
+        beats.clone(),
+        store.clone(),
+        options.clock.clone(),
+        stopped.clone(),
+    ));
     let state = state::AppState {
         store,
         clock: options.clock.clone(),
@@ -123,6 +132,7 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> Result<Runni
         base_path: options.ledger_dir.as_ref().map(|d| d.display().to_string()),
         shutdown: stopped.clone(),
         ping_interval: options.ping_interval,
+        beats: beats.clone(),
     };
     let app = router::app(state, options.auth.clone(), options.limits);
     let url = format!("http://{addr}");

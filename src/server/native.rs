@@ -9,6 +9,7 @@
 //! | `GET /v1/operations/{op}` | `read_versioned` (`ETag`) |
 //! | `PUT /v1/operations/{op}[?kind=refresh]` (`If-Match`) | `compare_and_swap` (412 on conflict) |
 //! | `POST /v1/operations/{op}/archive` | `archive` |
+//! | `POST /v1/operations/{op}/beat` | a heartbeat kept beside the document (`beats.rs`); 410 if fenced |
 //! | `GET/POST /v1/operations/{op}/log/{main,debug}` | `read_log` (`?from=`) / `append_log` |
 //! | `GET /v1/operations/{op}/events` | `watch`, as JSON lines (see `events.rs`) |
 //! | `GET /v1/archived`, `GET /v1/archived/{op}` | `list_archived`, `read_archived` |
@@ -26,10 +27,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 use crate::ids::OperationId;
-use crate::model::LedgerData;
+use crate::model::{LedgerData, ParticipantState};
 use crate::store::remote::wire::{
-    AppendBody, ArchivedBody, IdsBody, KIND_REFRESH, LogBody, SummariesBody, SummaryBody, etag,
-    parse_etag, parse_log_segment,
+    AGES_HEADER, AppendBody, ArchivedBody, BeatBody, IdsBody, KIND_REFRESH, LogBody, SummariesBody,
+    SummaryBody, etag, parse_etag, parse_log_segment,
 };
 use crate::store::{LogCursor, Revision, Versioned, WriteKind};
 
@@ -42,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/operations", get(list).post(create))
         .route("/v1/operations/{op}", get(read).put(swap))
         .route("/v1/operations/{op}/archive", post(archive))
+        .route("/v1/operations/{op}/beat", post(beat))
         .route(
             "/v1/operations/{op}/log/{kind}",
             get(read_log).post(append_log),
@@ -65,11 +67,18 @@ fn json_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request(format!("invalid json body: {e}")))
 }
 
-/// The data with its revision as `ETag`.
-fn versioned(status: StatusCode, v: Versioned) -> Response {
+/// The data with its revision as `ETag` and its participants' heartbeat ages by the
+/// server's clock.
+fn versioned(state: &AppState, status: StatusCode, v: Versioned) -> Response {
+    let ages =
+        serde_json::to_string(&state.beats.ages(&v.data, state.clock.now())).unwrap_or_default();
     let mut response = (status, Json(v.data)).into_response();
+    let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&etag(v.revision)) {
-        response.headers_mut().insert(header::ETAG, value);
+        headers.insert(header::ETAG, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&ages) {
+        headers.insert(AGES_HEADER, value);
     }
     response
 }
@@ -97,15 +106,13 @@ async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult {
     let data: LedgerData = json_body(&body)?;
     state.store.create(&data).await?;
     let written = state.store.read_versioned(&data.operation_id).await?;
-    Ok(versioned(StatusCode::CREATED, written))
+    Ok(versioned(&state, StatusCode::CREATED, written))
 }
 
 async fn read(State(state): State<AppState>, Path(op): Path<String>) -> ApiResult {
     let op = operation(&op)?;
-    Ok(versioned(
-        StatusCode::OK,
-        state.store.read_versioned(&op).await?,
-    ))
+    let current = state.store.read_versioned(&op).await?;
+    Ok(versioned(&state, StatusCode::OK, current))
 }
 
 async fn read_archived(
@@ -143,19 +150,15 @@ async fn swap(
             )));
         }
     };
+    // The written data keeps the operation's id, whatever the body says (as on every
+    // store).
     let data: LedgerData = json_body(&body)?;
-    if data.operation_id != op {
-        return Err(ApiError::bad_request(format!(
-            "operation `{}` in the body differs from `{op}` in the path",
-            data.operation_id
-        )));
-    }
     match state
         .store
         .compare_and_swap(&op, expected, data, kind)
         .await
     {
-        Ok(written) => Ok(versioned(StatusCode::OK, written)),
+        Ok(written) => Ok(versioned(&state, StatusCode::OK, written)),
         Err(e @ Error::Conflict { found, .. }) => Ok(conflict(e, found)),
         Err(e) => Err(e.into()),
     }
@@ -176,6 +179,7 @@ async fn archive(
 ) -> ApiResult<Json<ArchivedBody>> {
     let op = operation(&op)?;
     let archived = state.store.archive(&op).await?;
+    state.beats.forget(&op);
     Ok(Json(ArchivedBody {
         location: archived.location().to_string(),
     }))
@@ -212,4 +216,31 @@ async fn append_log(
     let append: AppendBody = json_body(&body)?;
     state.store.append_log(&op, kind, &append.line).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A participant's heartbeat: stamped by the server's clock, beside the document (which
+/// is read, not written). A participant that is not active at that epoch any more is
+/// fenced: 410.
+async fn beat(State(state): State<AppState>, Path(op): Path<String>, body: Bytes) -> ApiResult {
+    let op = operation(&op)?;
+    let beat: BeatBody = json_body(&body)?;
+    let current = state.store.read_versioned(&op).await?;
+    let admitted = current
+        .data
+        .participants
+        .get(&beat.participant)
+        .is_some_and(|p| p.epoch == beat.epoch && p.state == ParticipantState::Active);
+    if !admitted {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            Error::Fenced {
+                operation: op,
+                participant: beat.participant,
+                epoch: beat.epoch,
+            }
+            .to_string(),
+        ));
+    }
+    state.beats.stamp(&op, &beat.participant, beat.epoch);
+    Ok(versioned(&state, StatusCode::OK, current))
 }

@@ -9,6 +9,8 @@ use tokio::sync::watch;
 use crate::clock::SharedClock;
 use crate::store::Store;
 
+use super::beats::Beats;
+
 /// The state handed to every route.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -25,4 +27,6 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// How often an idle event stream sends a ping line.
     pub ping_interval: Duration,
+    /// Heartbeats of remote participants, by the server's clock.
+    pub beats: Arc<Beats>,
 }

@@ -239,6 +239,15 @@ impl<K: Eq + Hash> Subscribers<K> {
         }
     }
 
+    /// End the streams of `key` (the feed of that key stopped).
+    pub fn end<Q>(&mut self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.by_key.remove(key);
+    }
+
     /// End every stream (the feed behind them stopped).
     pub fn end_all(&mut self) {
         self.by_key.clear();

@@ -80,6 +80,7 @@ impl Env {
             "TOM_LEDGER_URL",
             "TOM_LEDGER_ETCD",
             "TOM_LEDGER_ETCD_PREFIX",
+            "TOM_LEDGER_TOKEN",
             "TOM_LEDGER_LOG",
             "TOM_LEDGER_LOCK_TIMEOUT",
             "TOM_LEDGER_TRAIL_KEEP",

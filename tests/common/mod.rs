@@ -65,3 +65,4 @@ pub fn has_lock_waiter(ino: u64) -> bool {
 pub mod crash;
 pub mod peer;
 pub mod process;
+pub mod server;

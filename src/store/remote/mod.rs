@@ -2,9 +2,20 @@
 //! HTTP, so the ledger API works the same on a remote ledger.
 //!
 //! - [`wire`]: the native API's shapes, shared with the server.
+//! - [`RemoteStore`] (`client.rs`): the trait's calls as requests (`http.rs`: token,
+//!   deadline, retries with backoff); `feed.rs`: each watched operation's event stream.
 //! - [`server_file`]: `server.json`, which discovery reads.
 
+mod ages;
+mod client;
+mod feed;
+mod http;
+mod probe;
 pub mod server_file;
 pub mod wire;
 
+pub use ages::{ServerAges, ServerExpired};
+pub use client::{RemoteStore, parse_url};
+pub use http::RequestTiming;
+pub use probe::probe;
 pub use server_file::{SERVER_FILE, ServerFile};

@@ -189,6 +189,34 @@ pub struct ArchivedBody {
     pub location: String,
 }
 
+/// The header on every answer that carries an operation: the heartbeat ages of its
+/// active participants by the server's clock (JSON, a list of [`HeartbeatAge`]).
+pub const AGES_HEADER: &str = "x-heartbeat-ages";
+
+/// One participant's heartbeat age, measured by the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatAge {
+    pub participant: ParticipantId,
+    #[serde(default)]
+    pub host: String,
+    pub pid: i32,
+    pub epoch: u64,
+    pub age_ms: u64,
+    /// Whether it has beaten through this server at this epoch (else the age counts
+    /// from the server's start).
+    #[serde(default)]
+    pub beaten: bool,
+}
+
+/// `POST /v1/operations/{op}/beat`: a participant is alive at this epoch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BeatBody {
+    pub participant: ParticipantId,
+    pub epoch: u64,
+}
+
 /// Error answers: one line.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -214,6 +242,20 @@ pub enum EventLine {
     Crash {
         revision: Option<u64>,
         participants: Vec<ParticipantId>,
+    },
+    /// A participant's first beat at this epoch reached the server.
+    #[serde(rename_all = "camelCase")]
+    Joined {
+        participant: ParticipantId,
+        epoch: u64,
+    },
+    /// A participant's last beat is older than the stream's stale threshold (by the
+    /// server's clock).
+    #[serde(rename_all = "camelCase")]
+    Expired {
+        participant: ParticipantId,
+        epoch: u64,
+        age_ms: u64,
     },
     /// The operation was archived; the stream ends.
     #[serde(rename_all = "camelCase")]

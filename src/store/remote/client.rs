@@ -1,0 +1,416 @@
+//! [`RemoteStore`]: the [`Store`] trait over the server's native API. It implements only
+//! compare-and-swap (read-change-write is the trait's one loop on top of it), so the
+//! ledger's changes run here, in the participant, exactly as on the other backends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+
+use crate::error::{Error, Result};
+use crate::ids::{OperationId, ParticipantId};
+use crate::model::LedgerData;
+use crate::revision::Revision;
+
+use super::super::{
+    ArchiveRef, ChangeStream, ListEntry, LogCursor, LogKind, Store, StoreLocation, Subscribers,
+    Versioned, WriteKind,
+};
+use super::ages::ServerAges;
+use super::feed;
+use super::http::{Answer, Http, RequestTiming};
+use super::wire::{
+    AGES_HEADER, AppendBody, ArchivedBody, BeatBody, HeartbeatAge, IdsBody, KIND_REFRESH, LogBody,
+    SummariesBody, etag, log_segment, parse_etag,
+};
+
+/// The operations of a ledger server.
+#[derive(Clone)]
+pub struct RemoteStore {
+    pub(super) http: Http,
+    /// Streams of watched operations, fed by one event-stream task per operation.
+    pub(super) feed: Arc<Mutex<Subscribers<OperationId>>>,
+    /// Operations whose event-stream task runs.
+    pub(super) feeding: Arc<Mutex<HashMap<OperationId, tokio::task::JoinHandle<()>>>>,
+    /// Heartbeat ages and expired participants the server reported.
+    pub(super) ages: Arc<ServerAges>,
+}
+
+impl std::fmt::Debug for RemoteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteStore")
+            .field("url", &self.http.base)
+            .finish()
+    }
+}
+
+impl Drop for RemoteStore {
+    fn drop(&mut self) {
+        // The last handle ends the event-stream tasks (they hold the table weakly too).
+        if Arc::strong_count(&self.feeding) == 1 {
+            for (_, task) in self
+                .feeding
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain()
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Check a server URL: plain `http://host[:port]`, without a path (this build speaks no
+/// TLS); a trailing `/` is dropped.
+pub fn parse_url(url: &str) -> Result<String> {
+    let bad = |reason: &str| Error::invalid(format!("server url `{url}`"), reason.to_string());
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if parsed.scheme() != "http" {
+        return Err(bad("expected http://HOST:PORT (no TLS in this build)"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("expected no path, query or fragment"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad("credentials go in a token, not in the url"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+impl RemoteStore {
+    /// A store served at `url` (`http://host:port`), sending `token` if given.
+    pub fn new(url: &str, token: Option<String>) -> Result<Self> {
+        Self::with_timing(url, token, RequestTiming::default())
+    }
+
+    pub fn with_timing(url: &str, token: Option<String>, timing: RequestTiming) -> Result<Self> {
+        let base = parse_url(url)?;
+        Ok(Self {
+            http: Http::new(base, token, timing)?,
+            feed: Arc::new(Mutex::new(Subscribers::default())),
+            feeding: Arc::new(Mutex::new(HashMap::new())),
+            ages: Arc::new(ServerAges::default()),
+        })
+    }
+
+    /// What the server reports of heartbeats (shared by every clone of this store).
+    pub fn server_ages(&self) -> Arc<ServerAges> {
+        self.ages.clone()
+    }
+
+    /// A participant's heartbeat, kept by the server beside the document; returns the
+    /// operation as it is. A participant not active at `epoch` any more is fenced.
+    pub async fn beat(
+        &self,
+        op: &OperationId,
+        participant: &ParticipantId,
+        epoch: u64,
+    ) -> Result<Versioned> {
+        let path = format!("{}/beat", Self::op_path(op));
+        let body = BeatBody {
+            participant: participant.clone(),
+            epoch,
+        };
+        let mut retried = false;
+        match self
+            .http
+            .send(
+                || self.http.request(Method::POST, &path).json(&body),
+                &mut retried,
+            )
+            .await?
+        {
+            Answer::Ok(response) => self.versioned(response).await,
+            Answer::Refused { status, .. } if status == StatusCode::GONE => Err(Error::Fenced {
+                operation: op.clone(),
+                participant: participant.clone(),
+                epoch,
+            }),
+            Answer::Refused {
+                status, message, ..
+            } => Err(self.op_error(op, status, message)),
+        }
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> &str {
+        &self.http.base
+    }
+
+    fn op_path(op: &OperationId) -> String {
+        format!("/v1/operations/{op}")
+    }
+
+    /// An error answer about `op` as this crate's error.
+    fn op_error(&self, op: &OperationId, status: StatusCode, message: String) -> Error {
+        match status {
+            StatusCode::NOT_FOUND => Error::OperationNotFound(op.clone()),
+            StatusCode::CONFLICT => Error::OperationExists(op.clone()),
+            other => self.http.refused(other, message),
+        }
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        op: Option<&OperationId>,
+    ) -> Result<T> {
+        let mut retried = false;
+        match self
+            .http
+            .send(|| self.http.request(Method::GET, path), &mut retried)
+            .await?
+        {
+            Answer::Ok(response) => self.http.json(response).await,
+            Answer::Refused {
+                status, message, ..
+            } => Err(match op {
+                Some(op) => self.op_error(op, status, message),
+                None => self.http.refused(status, message),
+            }),
+        }
+    }
+
+    async fn versioned(&self, response: reqwest::Response) -> Result<Versioned> {
+        if let Some(ages) = response
+            .headers()
+            .get(AGES_HEADER)
+            .and_then(|v| serde_json::from_slice::<Vec<HeartbeatAge>>(v.as_bytes()).ok())
+        {
+            self.ages.record(&ages);
+        }
+        let revision = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(parse_etag)
+            .transpose()?;
+        let data: LedgerData = self.http.json(response).await?;
+        let revision = revision.unwrap_or(Revision::new(data.seq));
+        Ok(Versioned { data, revision })
+    }
+}
+
+/// Whether `current` is what a write of `sent` on top of `expected` produced: an earlier
+/// attempt that reached the server although its answer was lost.
+fn is_own_write(current: &Versioned, sent: &LedgerData, expected: Revision) -> bool {
+    current.revision == expected.next() && same_content(&current.data, sent)
+}
+
+/// Whether two versions of an operation differ only in their revision.
+fn same_content(stored: &LedgerData, sent: &LedgerData) -> bool {
+    let mut mine = sent.clone();
+    mine.seq = stored.seq;
+    *stored == mine
+}
+
+#[async_trait]
+impl Store for RemoteStore {
+    fn location(&self) -> StoreLocation {
+        StoreLocation::Url(self.http.base.clone())
+    }
+
+    async fn create(&self, data: &LedgerData) -> Result<()> {
+        let op = &data.operation_id;
+        let mut retried = false;
+        let answer = self
+            .http
+            .send(
+                || self.http.request(Method::POST, "/v1/operations").json(data),
+                &mut retried,
+            )
+            .await?;
+        match answer {
+            Answer::Ok(_) => Ok(()),
+            Answer::Refused { status, .. }
+                if status == StatusCode::CONFLICT
+                    && retried
+                    && self
+                        .read_versioned(op)
+                        .await
+                        .is_ok_and(|v| same_content(&v.data, data)) =>
+            {
+                Ok(())
+            }
+            Answer::Refused {
+                status, message, ..
+            } => Err(self.op_error(op, status, message)),
+        }
+    }
+
+    async fn read_versioned(&self, op: &OperationId) -> Result<Versioned> {
+        let path = Self::op_path(op);
+        let mut retried = false;
+        match self
+            .http
+            .send(|| self.http.request(Method::GET, &path), &mut retried)
+            .await?
+        {
+            Answer::Ok(response) => self.versioned(response).await,
+            Answer::Refused {
+                status, message, ..
+            } => Err(self.op_error(op, status, message)),
+        }
+    }
+
+    async fn compare_and_swap(
+        &self,
+        op: &OperationId,
+        expected: Revision,
+        data: LedgerData,
+        kind: WriteKind,
+    ) -> Result<Versioned> {
+        let mut path = Self::op_path(op);
+        if kind == WriteKind::Refresh {
+            path.push_str(&format!("?kind={KIND_REFRESH}"));
+        }
+        // The written data keeps the operation's id.
+        let mut data = data;
+        data.operation_id = op.clone();
+        let tag = etag(expected);
+        let mut retried = false;
+        let answer = self
+            .http
+            .send(
+                || {
+                    self.http
+                        .request(Method::PUT, &path)
+                        .header(reqwest::header::IF_MATCH, tag.as_str())
+                        .json(&data)
+                },
+                &mut retried,
+            )
+            .await?;
+        match answer {
+            Answer::Ok(response) => self.versioned(response).await,
+            Answer::Refused { status, etag, .. } if status == StatusCode::PRECONDITION_FAILED => {
+                if retried
+                    && let Ok(current) = self.read_versioned(op).await
+                    && is_own_write(&current, &data, expected)
+                {
+                    return Ok(current);
+                }
+                let found = etag
+                    .as_deref()
+                    .map(parse_etag)
+                    .transpose()?
+                    .unwrap_or(expected);
+                Err(Error::Conflict {
+                    operation: op.clone(),
+                    expected,
+                    found,
+                })
+            }
+            Answer::Refused {
+                status, message, ..
+            } => Err(self.op_error(op, status, message)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<OperationId>> {
+        Ok(self
+            .get_json::<IdsBody>("/v1/operations", None)
+            .await?
+            .operations)
+    }
+
+    async fn list_archived(&self) -> Result<Vec<OperationId>> {
+        Ok(self
+            .get_json::<IdsBody>("/v1/archived", None)
+            .await?
+            .operations)
+    }
+
+    async fn read_archived(&self, op: &OperationId) -> Result<LedgerData> {
+        self.get_json(&format!("/v1/archived/{op}"), Some(op)).await
+    }
+
+    async fn list_summaries(&self) -> Result<Vec<ListEntry>> {
+        let body: SummariesBody = self.get_json("/v1/summaries", None).await?;
+        Ok(body
+            .entries
+            .into_iter()
+            .map(|e| e.into_entry(&self.http.base))
+            .collect())
+    }
+
+    async fn append_log(&self, op: &OperationId, kind: LogKind, line: &str) -> Result<()> {
+        let path = format!("{}/log/{}", Self::op_path(op), log_segment(kind));
+        let body = AppendBody {
+            line: line.to_string(),
+        };
+        let mut retried = false;
+        match self
+            .http
+            .send(
+                || self.http.request(Method::POST, &path).json(&body),
+                &mut retried,
+            )
+            .await?
+        {
+            Answer::Ok(_) => Ok(()),
+            Answer::Refused {
+                status, message, ..
+            } => Err(self.op_error(op, status, message)),
+        }
+    }
+
+    async fn read_log(
+        &self,
+        op: &OperationId,
+        kind: LogKind,
+        from: LogCursor,
+    ) -> Result<(String, LogCursor)> {
+        let path = format!(
+            "{}/log/{}?from={}",
+            Self::op_path(op),
+            log_segment(kind),
+            from.position()
+        );
+        let body: LogBody = self.get_json(&path, Some(op)).await?;
+        Ok((body.text, LogCursor::at(body.cursor)))
+    }
+
+    async fn archive(&self, op: &OperationId) -> Result<ArchiveRef> {
+        let path = format!("{}/archive", Self::op_path(op));
+        let mut retried = false;
+        match self
+            .http
+            .send(|| self.http.request(Method::POST, &path), &mut retried)
+            .await?
+        {
+            Answer::Ok(response) => {
+                let body: ArchivedBody = self.http.json(response).await?;
+                Ok(ArchiveRef::new(op.clone(), body.location))
+            }
+            // A retried archive that had gone through finds nothing live any more.
+            Answer::Refused { status, .. }
+                if status == StatusCode::NOT_FOUND
+                    && retried
+                    && self.read_archived(op).await.is_ok() =>
+            {
+                Ok(ArchiveRef::new(
+                    op.clone(),
+                    format!("{}/v1/archived/{op}", self.http.base),
+                ))
+            }
+            Answer::Refused {
+                status, message, ..
+            } => Err(self.op_error(op, status, message)),
+        }
+    }
+
+    fn watch(&self, op: &OperationId) -> Result<ChangeStream> {
+        let stream = self
+            .feed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .subscribe(op.clone());
+        feed::ensure_running(self, op)?;
+        Ok(stream)
+    }
+}
