@@ -1,0 +1,213 @@
+//! Where a simulation's operation lives. Every participant process connects to the same
+//! backend; the runner reads the outcome from it.
+//!
+//! - `file`: a ledger directory in the scenario's scratch directory.
+//! - `server`: a `tom-ledger serve` of the scenario's own ([`server`]) over a ledger
+//!   directory in its scratch directory, with a token; participants connect with
+//!   `--server` and `--token-file`.
+//! - `etcd` (a build with the `etcd` feature): the cluster named by `--etcd` /
+//!   `TOM_LEDGER_ETCD`, else an etcd member of the run's own ([`etcd`]); each scenario
+//!   under a key prefix of its own, participants connecting with `--etcd` and that prefix.
+
+pub mod etcd;
+pub mod server;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::ids::ParticipantId;
+use crate::ledger::Connect;
+
+use super::timing::Timing;
+
+pub use etcd::OwnEtcd;
+pub use server::OwnServer;
+
+/// The backend scenarios run on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    #[default]
+    File,
+    Server,
+    Etcd,
+}
+
+impl Backend {
+    /// Parse `file`, `server` or `etcd`.
+    pub fn parse(name: &str) -> Result<Backend> {
+        match name {
+            "file" => Ok(Backend::File),
+            "server" => Ok(Backend::Server),
+            "etcd" => Ok(Backend::Etcd),
+            other => Err(Error::invalid(
+                "backend",
+                format!("`{other}` is not one of file, server, etcd"),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::File => "file",
+            Backend::Server => "server",
+            Backend::Etcd => "etcd",
+        }
+    }
+
+    /// Refused when this build cannot run scenarios on the backend (etcd without the
+    /// `etcd` feature). The server is this same executable: always there.
+    pub fn check_available(self) -> Result<()> {
+        match self {
+            Backend::File | Backend::Server => Ok(()),
+            Backend::Etcd if cfg!(feature = "etcd") => Ok(()),
+            Backend::Etcd => Err(Error::BackendUnavailable(self.name().into())),
+        }
+    }
+
+    /// Set the backend up for one scenario whose scratch directory is `scratch`:
+    /// `exe` serves the server backend; `etcd` are the endpoints of the etcd backend
+    /// (`None`: a member of the scenario's own is started in the scratch directory).
+    pub async fn prepare(
+        self,
+        scratch: &Path,
+        exe: &Path,
+        etcd: Option<&[String]>,
+    ) -> Result<Prepared> {
+        self.check_available()?;
+        match self {
+            Backend::File => Ok(Prepared::File {
+                ledger_dir: scratch.join("ledger"),
+            }),
+            Backend::Server => {
+                let server = OwnServer::start(exe, scratch).await?;
+                Ok(Prepared::Server(server))
+            }
+            Backend::Etcd => {
+                let (endpoints, own) = match etcd {
+                    Some(list) => (list.to_vec(), None),
+                    None => {
+                        let member = OwnEtcd::start(&scratch.join("etcd")).await?;
+                        (vec![member.client_url().to_string()], Some(member))
+                    }
+                };
+                let prefix = unique_prefix(scratch);
+                // Refused here, before any participant starts, when the list is bad.
+                Connect::etcd_from_list(&endpoints.join(","), Some(&prefix))?;
+                Ok(Prepared::Etcd {
+                    endpoints,
+                    prefix,
+                    own,
+                })
+            }
+        }
+    }
+}
+
+/// A key prefix no other scenario uses: this process, a counter, the scratch directory's
+/// name (which names the scenario).
+fn unique_prefix(scratch: &Path) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = scratch
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "/{name}-{}-{}/",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A backend set up for one scenario. Whatever it started (a server, an etcd member)
+/// is stopped with [`stop`](Prepared::stop), or killed when it is dropped.
+#[derive(Debug)]
+pub enum Prepared {
+    File {
+        ledger_dir: PathBuf,
+    },
+    Server(OwnServer),
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+        /// The member started for this scenario, when none was named.
+        own: Option<OwnEtcd>,
+    },
+}
+
+impl Prepared {
+    /// The arguments that connect a `tom-ledger` participant process to it.
+    pub fn participant_args(&self) -> Vec<OsString> {
+        match self {
+            Prepared::File { ledger_dir } => {
+                vec!["--ledger".into(), ledger_dir.clone().into_os_string()]
+            }
+            Prepared::Server(server) => vec![
+                "--server".into(),
+                server.url().into(),
+                "--token-file".into(),
+                server.token_file().as_os_str().to_owned(),
+            ],
+            Prepared::Etcd { endpoints, .. } => vec!["--etcd".into(), endpoints.join(",").into()],
+        }
+    }
+
+    /// The etcd key prefix of the scenario, for `simulate-participant --etcd-prefix`.
+    pub fn etcd_prefix(&self) -> Option<&str> {
+        match self {
+            Prepared::Etcd { prefix, .. } => Some(prefix),
+            _ => None,
+        }
+    }
+
+    /// How the runner connects to read the outcome (creating nothing).
+    pub fn reader(&self) -> Result<Connect> {
+        match self {
+            Prepared::File { ledger_dir } => Ok(Connect::existing(ledger_dir)),
+            Prepared::Server(server) => Ok(server.connect()),
+            Prepared::Etcd {
+                endpoints, prefix, ..
+            } => Connect::etcd_from_list(&endpoints.join(","), Some(prefix)),
+        }
+    }
+
+    /// Stop what was started for the scenario (and wait until it is gone).
+    pub async fn stop(&mut self) {
+        match self {
+            Prepared::File { .. } => {}
+            Prepared::Server(server) => server.stop().await,
+            Prepared::Etcd { own, .. } => {
+                if let Some(member) = own {
+                    member.stop().await;
+                }
+            }
+        }
+    }
+}
+
+/// How a participant process connects: its id and the simulation's timing (no fsync:
+/// a simulation's ledger is scratch).
+pub fn participant_connect(
+    target: Connect,
+    participant: ParticipantId,
+    timing: &Timing,
+) -> Connect {
+    target
+        .participant(participant)
+        .heartbeat_interval(timing.heartbeat)
+        .heartbeat_jitter(std::time::Duration::ZERO)
+        .stale_threshold(timing.stale)
+        .cleanup_wait(timing.cleanup_wait)
+        .durable(false)
+}
