@@ -1,6 +1,7 @@
 //! `tom-ledger simulate` as a user runs it: listing, running with the table or JSON,
 //! custom scenarios from TOML (a wrong expectation fails the run with expected versus
-//! seen; a bad file exits 2 with file:line:column), backends this build lacks.
+//! seen; a bad file exits 2 with file:line:column), backends this build lacks, the
+//! server and etcd backends started and stopped by the command.
 
 mod cli_common;
 
@@ -218,13 +219,25 @@ fn unknown_scenarios_and_unavailable_backends_exit_2_and_start_nothing() {
             &["simulate", "happy_pth"][..],
             "unknown scenario `happy_pth` (`tom-ledger simulate --list` names them)",
         ),
-        (
-            &["simulate", "--all", "--backend", "server"][..],
-            "backend `server` is not available in this build",
-        ),
+        #[cfg(not(feature = "etcd"))]
         (
             &["simulate", "--all", "--backend", "etcd"][..],
             "backend `etcd` is not available in this build",
+        ),
+        (
+            &["--etcd", "http://127.0.0.1:1", "simulate", "--all"][..],
+            "--etcd names the cluster of `--backend etcd`, not of `--backend file`",
+        ),
+        (
+            &[
+                "--etcd",
+                "http://127.0.0.1:1",
+                "simulate",
+                "--all",
+                "--backend",
+                "server",
+            ][..],
+            "--etcd names the cluster of `--backend etcd`, not of `--backend server`",
         ),
         (
             &["simulate", "--all", "--backend", "floppy"][..],
@@ -282,4 +295,111 @@ fn ctrl_c_ends_the_run_with_130_and_leaves_no_process_and_no_scratch() {
         })
         .collect();
     assert!(left.is_empty(), "scratch left behind");
+}
+
+#[test]
+fn the_server_backend_starts_a_server_per_scenario_and_stops_it() {
+    let env = Env::new();
+    let out = sim(
+        &env,
+        env.bare(&[
+            "--json",
+            "simulate",
+            "bridge_crash_during_init",
+            "--backend",
+            "server",
+        ]),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    let o: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("one JSON line");
+    assert_eq!(o["passed"], true);
+    let ledger = o["ledger"].as_str().unwrap_or("");
+    assert!(ledger.starts_with("server http://127.0.0.1:"), "{ledger}");
+    // The server carried the scratch path in its arguments: gone with the participants.
+    let marker = env.dir.path().to_str().expect("utf-8").to_string();
+    assert!(cli_common::processes_with(&marker).is_empty());
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn the_etcd_backend_without_a_cluster_starts_a_member_and_removes_it() {
+    let env = Env::new();
+    let out = sim(
+        &env,
+        env.bare(&[
+            "--json",
+            "simulate",
+            "happy_path",
+            "copilot_error",
+            "--backend",
+            "etcd",
+        ]),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    let objects: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(objects.len(), 2);
+    // One member for the run, each scenario under a key prefix of its own.
+    let ledgers: Vec<&str> = objects
+        .iter()
+        .map(|o| o["ledger"].as_str().unwrap_or(""))
+        .collect();
+    let endpoint = |l: &str| l.split(' ').nth(1).unwrap_or("").to_string();
+    assert!(
+        ledgers[0].starts_with("etcd http://127.0.0.1:"),
+        "{ledgers:?}"
+    );
+    assert_eq!(endpoint(ledgers[0]), endpoint(ledgers[1]));
+    assert_ne!(ledgers[0], ledgers[1]);
+    let marker = env.dir.path().to_str().expect("utf-8").to_string();
+    assert!(
+        cli_common::processes_with(&marker).is_empty(),
+        "etcd left running"
+    );
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn the_etcd_backend_without_etcd_installed_exits_2_and_starts_nothing() {
+    let env = Env::new();
+    let mut cmd = env.bare(&["simulate", "happy_path", "--backend", "etcd"]);
+    // A PATH without etcd on it.
+    cmd.env("PATH", env.dir.path())
+        .env_remove("TOM_LEDGER_ETCD");
+    let out = sim(&env, cmd);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr.trim_end(),
+        "tom-ledger: error: backend `etcd` needs the program `etcd`, which is not installed (not found in PATH)"
+    );
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn the_etcd_backend_refuses_a_bad_endpoint_list_before_anything_starts() {
+    let env = Env::new();
+    let out = sim(
+        &env,
+        env.bare(&[
+            "--etcd",
+            "ftp://nowhere",
+            "simulate",
+            "happy_path",
+            "--backend",
+            "etcd",
+        ]),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr.starts_with("tom-ledger: error: "),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("ftp://nowhere"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
 }

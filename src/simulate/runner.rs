@@ -84,6 +84,7 @@ async fn run_in(scenario: &Scenario, options: &RunnerOptions, scratch: &Path) ->
         .backend
         .prepare(scratch, &options.exe, options.etcd_endpoints.as_deref())
         .await?;
+    let ledger = prepared.label();
     let temps = scratch.join("temps");
     std::fs::create_dir(&temps).map_err(|e| Error::io("create", &temps, e))?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -96,6 +97,7 @@ async fn run_in(scenario: &Scenario, options: &RunnerOptions, scratch: &Path) ->
         tx,
         rx,
         observed: Observed {
+            ledger,
             started_at: now_nanos(),
             ..Observed::default()
         },

@@ -163,6 +163,17 @@ impl Prepared {
         }
     }
 
+    /// Where the operation lives, for people to read (and for tests to find it).
+    pub fn label(&self) -> String {
+        match self {
+            Prepared::File { ledger_dir } => format!("file {}", ledger_dir.display()),
+            Prepared::Server(server) => format!("server {}", server.url()),
+            Prepared::Etcd {
+                endpoints, prefix, ..
+            } => format!("etcd {} {prefix}", endpoints.join(",")),
+        }
+    }
+
     /// The etcd key prefix of the scenario, for `simulate-participant --etcd-prefix`.
     pub fn etcd_prefix(&self) -> Option<&str> {
         match self {
