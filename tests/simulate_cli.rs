@@ -260,16 +260,45 @@ fn unknown_scenarios_and_unavailable_backends_exit_2_and_start_nothing() {
 
 #[test]
 fn ctrl_c_ends_the_run_with_130_and_leaves_no_process_and_no_scratch() {
+    interrupt_bridge_hang(&[], 2);
+}
+
+#[test]
+fn ctrl_c_on_the_server_backend_stops_the_server_too() {
+    // The server, the cli and the bridge carry the scratch path.
+    interrupt_bridge_hang(&["--backend", "server"], 3);
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn ctrl_c_on_the_etcd_backend_stops_the_member_too() {
+    interrupt_bridge_hang(&["--backend", "etcd"], 3);
+}
+
+/// SIGINT to `simulate bridge_hang` once `running` of its processes run: it exits 130,
+/// and no process of it (participants, a server, an etcd member) nor scratch is left.
+fn interrupt_bridge_hang(backend: &[&str], running: usize) {
     let env = Env::new();
-    let mut cmd = env.bare(&["simulate", "bridge_hang"]);
+    let mut args = vec!["simulate", "bridge_hang"];
+    args.extend_from_slice(backend);
+    let mut cmd = env.bare(&args);
     cmd.env("TMPDIR", env.dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("start simulate");
-    // Its participants carry the scratch path, inside the test's directory.
+    // Its processes carry the scratch path, inside the test's directory (participants on
+    // etcd: their key prefix, named after the scratch directory).
     let scratch_marker = env.dir.path().to_str().expect("utf-8").to_string();
+    let prefix_marker = format!("tom-ledger-sim-{}-", child.id());
+    let processes = || {
+        let mut pids = cli_common::processes_with(&scratch_marker);
+        pids.extend(cli_common::processes_with(&prefix_marker));
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    };
     cli_common::wait_until("the scenario's participants to run", || {
-        cli_common::processes_with(&scratch_marker).len() >= 2
+        processes().len() >= running
     });
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
@@ -282,9 +311,7 @@ fn ctrl_c_ends_the_run_with_130_and_leaves_no_process_and_no_scratch() {
         stderr.trim_end(),
         "tom-ledger: error: interrupted by SIGINT during scenario `bridge_hang` (0 of 1 run)"
     );
-    cli_common::wait_until("the participants to be gone", || {
-        cli_common::processes_with(&scratch_marker).is_empty()
-    });
+    cli_common::wait_until("the participants to be gone", || processes().is_empty());
     let left: Vec<_> = std::fs::read_dir(env.dir.path())
         .expect("read test dir")
         .filter_map(|e| e.ok())
@@ -359,6 +386,11 @@ fn the_etcd_backend_without_a_cluster_starts_a_member_and_removes_it() {
         cli_common::processes_with(&marker).is_empty(),
         "etcd left running"
     );
+    for ledger in ledgers {
+        // Participants carry their scenario's key prefix.
+        let prefix = ledger.rsplit(' ').next().unwrap_or("");
+        assert!(cli_common::processes_with(prefix).is_empty(), "{prefix}");
+    }
 }
 
 #[cfg(feature = "etcd")]
