@@ -14,7 +14,6 @@ pub mod server;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::ids::ParticipantId;
@@ -105,10 +104,9 @@ impl Backend {
     }
 }
 
-/// A key prefix no other scenario uses: this process, a counter, the scratch directory's
-/// name (which names the scenario).
+/// A key prefix no other scenario uses: the scratch directory's name (this process, a
+/// counter, the scenario) and the time, for runs on other machines sharing the cluster.
 fn unique_prefix(scratch: &Path) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = scratch
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -123,11 +121,7 @@ fn unique_prefix(scratch: &Path) -> String {
             }
         })
         .collect();
-    format!(
-        "/{name}-{}-{}/",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("/{name}-{:x}/", super::protocol::now_nanos())
 }
 
 /// A backend set up for one scenario. Whatever it started (a server, an etcd member)
