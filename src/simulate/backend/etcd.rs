@@ -114,9 +114,15 @@ impl OwnEtcd {
 
 impl Drop for OwnEtcd {
     fn drop(&mut self) {
-        // The worker's own drop kills its group; the directory goes once it is gone.
-        if let Some(worker) = self.worker.take() {
+        // The worker's own drop SIGKILLs its group; the directory goes once it is dead.
+        if let Some(mut worker) = self.worker.take() {
+            // Not reaped yet: the pid is still its own.
+            let running = matches!(worker.try_wait(), Ok(None));
+            let pid = worker.pid();
             drop(worker);
+            if running {
+                super::wait_dead(pid, Duration::from_secs(5));
+            }
         }
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);

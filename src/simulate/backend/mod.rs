@@ -201,6 +201,25 @@ impl Prepared {
     }
 }
 
+/// Wait (bounded) until the process `pid`, our child just SIGKILLed, is dead: gone or a
+/// zombie. For drops, which cannot await: what it wrote is complete before its directory
+/// is removed.
+fn wait_dead(pid: i32, bound: std::time::Duration) {
+    let deadline = std::time::Instant::now() + bound;
+    while std::time::Instant::now() < deadline {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let after = stat.rsplit_once(')')?.1.to_string();
+                after.trim_start().chars().next()
+            });
+        if matches!(state, None | Some('Z') | Some('X')) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// How a participant process connects: its id and the simulation's timing (no fsync:
 /// a simulation's ledger is scratch).
 pub fn participant_connect(

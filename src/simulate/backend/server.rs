@@ -126,3 +126,19 @@ impl OwnServer {
         }
     }
 }
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        // Dropped while it runs (Ctrl+C, a failure): the worker's drop SIGKILLs its
+        // group; its ledger directory goes with the scratch directory once it is dead.
+        if let Some(mut worker) = self.worker.take() {
+            // Not reaped yet: the pid is still its own.
+            let running = matches!(worker.try_wait(), Ok(None));
+            let pid = worker.pid();
+            drop(worker);
+            if running {
+                super::wait_dead(pid, Duration::from_secs(5));
+            }
+        }
+    }
+}
