@@ -435,3 +435,49 @@ fn the_etcd_backend_refuses_a_bad_endpoint_list_before_anything_starts() {
     assert!(out.stderr.contains("ftp://nowhere"), "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
 }
+
+#[test]
+fn a_participant_refuses_a_ledger_it_cannot_reach_and_joins_nothing() {
+    let env = Env::new();
+    let ledger = env.path("ledger");
+    let ledger = ledger.to_str().expect("utf-8");
+    let timing = [
+        "simulate-participant",
+        "--heartbeat-ms",
+        "100",
+        "--stale-ms",
+        "3000",
+        "--cleanup-wait-ms",
+        "0",
+    ];
+    for (place, extra, message) in [
+        (
+            &["--server", "http://127.0.0.1:1"][..],
+            &[][..],
+            "simulate-participant --server needs --token-file",
+        ),
+        (
+            &["--ledger", ledger][..],
+            &["--etcd-prefix", "/sim/"][..],
+            "--etcd-prefix goes with --etcd",
+        ),
+        (
+            &[][..],
+            &[][..],
+            "simulate-participant needs one of --ledger DIR, --server URL, --etcd URLS",
+        ),
+    ] {
+        let mut args: Vec<&str> = place.to_vec();
+        args.extend(["--participant", "cli"]);
+        args.extend(timing);
+        args.extend(extra);
+        let out = cli_common::run(env.bare(&args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stdout, "", "{args:?}");
+        assert_eq!(
+            out.stderr.trim_end(),
+            format!("tom-ledger: error: {message}")
+        );
+    }
+    assert!(!env.path("ledger").exists(), "nothing created");
+}

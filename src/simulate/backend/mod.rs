@@ -235,3 +235,29 @@ pub fn participant_connect(
         .cleanup_wait(timing.cleanup_wait)
         .durable(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_key_prefixes_are_valid_and_differ_per_scenario() {
+        let a = unique_prefix(Path::new("/tmp/tom-ledger-sim-1-0-happy_path"));
+        let b = unique_prefix(Path::new("/tmp/tom-ledger-sim-1-1-happy_path"));
+        assert!(a.starts_with("/tom-ledger-sim-1-0-happy_path-"), "{a}");
+        assert!(a.ends_with('/') && !a.chars().any(char::is_whitespace));
+        assert_ne!(a, b);
+        let odd = unique_prefix(Path::new("/tmp/a b\tc"));
+        assert!(odd.starts_with("/a_b_c-"), "{odd}");
+    }
+
+    #[test]
+    fn the_server_is_always_available_etcd_only_with_its_feature() {
+        assert!(Backend::File.check_available().is_ok());
+        assert!(Backend::Server.check_available().is_ok());
+        assert_eq!(
+            Backend::Etcd.check_available().is_ok(),
+            cfg!(feature = "etcd")
+        );
+    }
+}
