@@ -171,7 +171,7 @@ async fn a_stopped_participant_is_fenced_when_it_wakes() {
         .expect("worker recorded");
     assert!(alive(worker_pid));
     // The peer is idle now (its heartbeat is an hour away): stop it.
-    peer.signal(Signal::SIGSTOP);
+    peer.stop_outside_lock().await;
     wait_for("the stale participant to be declared crashed", || async {
         store
             .read(&id)
@@ -209,7 +209,7 @@ async fn coordinator_killed_during_cleanup_is_replaced() {
     // A participant that holds up the cleanup: alive but stopped.
     let mut blocker = Peer::start("hang", dir.path(), op.operation_id(), "blocker", &[]);
     assert_eq!(blocker.line().await, "ready");
-    blocker.signal(Signal::SIGSTOP);
+    blocker.stop_outside_lock().await;
     let mut coordinator = Peer::start(
         "fail-and-hang",
         dir.path(),

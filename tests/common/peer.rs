@@ -75,10 +75,48 @@ impl Peer {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal peer");
     }
 
+    /// SIGSTOP the peer at a moment it holds no ledger lock (a peer stopped inside a
+    /// write would hold up every other participant's writes, crash declarations
+    /// included): stopped, checked in `/proc/locks`, let go and tried again if it held one.
+    pub async fn stop_outside_lock(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            self.signal(nix::sys::signal::Signal::SIGSTOP);
+            while proc_state(self.pid()) != Some('T') {
+                assert!(std::time::Instant::now() < deadline, "peer never stopped");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if !holds_lock(self.pid()) {
+                return;
+            }
+            self.signal(nix::sys::signal::Signal::SIGCONT);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "peer kept holding a lock"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     pub async fn wait(&mut self) -> std::process::ExitStatus {
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("peer exits in time")
             .expect("wait peer")
     }
+}
+
+/// The state letter of `/proc/PID/stat` (R, S, D, T, Z, ...).
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Whether the process owns a file lock (`/proc/locks` names the owner's pid).
+fn holds_lock(pid: i32) -> bool {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let pid = pid.to_string();
+    locks
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(pid.as_str()))
 }

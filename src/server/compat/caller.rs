@@ -20,17 +20,35 @@
 //! nothing about its process can be checked from the server's host, so everyone judges
 //! it by the heartbeats the server stamps with its own clock.
 
+use axum::body::Bytes;
 use axum::http::HeaderMap;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::ids::{CallId, ParticipantId};
+use crate::ids::{CallId, OperationId, ParticipantId};
 use crate::model::{LedgerData, Participant, ParticipantState};
 
 use super::request::{ApiResult, Fields};
 
 /// The header a client may name itself in (listed by the original's CORS headers).
 pub(crate) const PARTICIPANT_HEADER: &str = "participant-id";
+
+/// A request that acts on one operation as its sender: the body's fields, the
+/// operation it names and who it says sent it.
+pub(crate) struct Sent {
+    pub fields: Fields,
+    pub op: OperationId,
+    pub claims: Claims,
+}
+
+impl Sent {
+    pub fn read(headers: &HeaderMap, body: &Bytes) -> ApiResult<Sent> {
+        let fields = Fields::from_body(headers, body)?;
+        let op = fields.operation()?;
+        let claims = Claims::read(&fields, headers)?;
+        Ok(Sent { fields, op, claims })
+    }
+}
 
 /// What a request says about who sent it.
 #[derive(Clone, Debug, Default)]

@@ -19,7 +19,7 @@ use crate::store::WriteKind;
 
 use super::super::state::AppState;
 use super::act::{act, log};
-use super::caller::{Caller, Claims, Unclaimed};
+use super::caller::{Caller, Sent, Unclaimed};
 use super::request::{ApiResult, Fields};
 
 /// A frame of `caller`, stamped with the server's clock.
@@ -68,9 +68,7 @@ pub(crate) async fn start(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let fields = Fields::from_body(&headers, &body)?;
-    let op = fields.operation()?;
-    let claims = Claims::read(&fields, &headers)?;
+    let Sent { fields, op, claims } = Sent::read(&headers, &body)?;
     let options = Options::read(&fields)?;
     let mut started = None;
     let acted = act(
@@ -148,10 +146,8 @@ pub(crate) async fn create_frame(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let fields = Fields::from_body(&headers, &body)?;
-    let op = fields.operation()?;
+    let Sent { fields, op, claims } = Sent::read(&headers, &body)?;
     let call = fields.call()?;
-    let claims = Claims::read(&fields, &headers)?;
     let options = Options::read(&fields)?;
     let acted = act(
         &state,
@@ -206,10 +202,8 @@ async fn remove(
     body: &Bytes,
     failure: Option<&str>,
 ) -> ApiResult<(crate::ids::OperationId, CallId, Removed)> {
-    let fields = Fields::from_body(headers, body)?;
-    let op = fields.operation()?;
+    let Sent { fields, op, claims } = Sent::read(headers, body)?;
     let call = fields.call()?;
-    let claims = Claims::read(&fields, headers)?;
     let mut failed_operation = false;
     let acted = act(
         state,

@@ -20,8 +20,8 @@ use crate::store::WriteKind;
 
 use super::super::state::AppState;
 use super::act::act;
-use super::caller::{Claims, Unclaimed};
-use super::request::{ApiResult, Fields};
+use super::caller::{Sent, Unclaimed};
+use super::request::ApiResult;
 
 /// Liveness as judged from the server: its host, the one stale threshold, its clock.
 pub(crate) fn presence(state: &AppState) -> FilePresence {
@@ -37,9 +37,7 @@ pub(crate) async fn heartbeat(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let fields = Fields::from_body(&headers, &body)?;
-    let op = fields.operation()?;
-    let claims = Claims::read(&fields, &headers)?;
+    let Sent { op, claims, .. } = Sent::read(&headers, &body)?;
     let acted = act(
         &state,
         &op,

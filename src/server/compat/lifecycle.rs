@@ -18,7 +18,7 @@ use crate::store::WriteKind;
 
 use super::super::state::AppState;
 use super::act::{act, log};
-use super::caller::{Claims, Unclaimed, registration};
+use super::caller::{Sent, Unclaimed, registration};
 use super::heartbeat::presence;
 use super::request::{ApiResult, Fields};
 
@@ -134,9 +134,7 @@ pub(crate) async fn leave(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let fields = Fields::from_body(&headers, &body)?;
-    let op = fields.operation()?;
-    let claims = Claims::read(&fields, &headers)?;
+    let Sent { fields, op, claims } = Sent::read(&headers, &body)?;
     let cancel = fields.bool("cancelPendingCalls")?.unwrap_or(false);
     let mut cancelled: Vec<CallId> = Vec::new();
     let acted = act(
@@ -185,9 +183,7 @@ pub(crate) async fn complete(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let fields = Fields::from_body(&headers, &body)?;
-    let op = fields.operation()?;
-    let claims = Claims::read(&fields, &headers)?;
+    let Sent { op, claims, .. } = Sent::read(&headers, &body)?;
     act(
         &state,
         &op,
