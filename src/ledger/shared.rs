@@ -33,6 +33,12 @@ use super::operation::Operation;
 const WATCH_COALESCE: Duration = Duration::from_millis(5);
 
 /// A call of this process that has a frame in the ledger.
+/// What a write is: a heartbeat, or a change with the log lines that report it.
+enum WriteNow<'a> {
+    HeartbeatOnly,
+    Change(&'a [String]),
+}
+
 pub(crate) struct ActiveCall {
     pub session: u64,
     /// Set for spawned calls: cancels their work.
@@ -187,9 +193,41 @@ impl OpShared {
     /// The write itself, for a caller that holds the turn.
     pub(super) async fn write_now(
         self: &Arc<Self>,
-        mut change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+        change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
         heartbeat_only: bool,
     ) -> Result<LedgerData> {
+        let kind = if heartbeat_only {
+            WriteNow::HeartbeatOnly
+        } else {
+            WriteNow::Change(&[])
+        };
+        Ok(self.write_now_as(change, kind).await?.0)
+    }
+
+    /// A change written with `lines` for the operation log (formatted lines), in one
+    /// write where the store can; the lines are handed to the log-line callback once
+    /// written (a line that could not be appended is only traced: log lines are best
+    /// effort once the state is written).
+    pub(super) async fn write_now_logged(
+        self: &Arc<Self>,
+        change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+        lines: &[String],
+    ) -> Result<LedgerData> {
+        let (data, logged) = self.write_now_as(change, WriteNow::Change(lines)).await?;
+        if let Err(e) = logged {
+            tracing::debug!(operation = %self.id, error = %e, "log line not written");
+        }
+        for line in lines {
+            self.ledger.report_line(line);
+        }
+        Ok(data)
+    }
+
+    async fn write_now_as(
+        self: &Arc<Self>,
+        mut change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+        kind: WriteNow<'_>,
+    ) -> Result<(LedgerData, Result<()>)> {
         let now = self.now();
         let me = self.ledger.config.participant.clone();
         let epoch = self.epoch;
@@ -201,13 +239,19 @@ impl OpShared {
             change(data, now)
         };
         let store = &self.ledger.store;
-        let result = if heartbeat_only {
-            store.refresh(&self.id, &mut apply).await
-        } else {
-            store.modify(&self.id, &mut apply).await
+        let result = match kind {
+            WriteNow::HeartbeatOnly => store
+                .refresh(&self.id, &mut apply)
+                .await
+                .map(|data| (data, Ok(()))),
+            WriteNow::Change([]) => store
+                .modify(&self.id, &mut apply)
+                .await
+                .map(|data| (data, Ok(()))),
+            WriteNow::Change(lines) => store.modify_logged(&self.id, &mut apply, lines).await,
         };
         match &result {
-            Ok(data) => self.observe(data),
+            Ok((data, _)) => self.observe(data),
             // A late write of a participant that left (and was dropped from the
             // registry) is refused like a fenced one, but it is no crash of ours.
             Err(Error::Fenced { .. }) if unregistered && self.local().ended => {}

@@ -9,6 +9,9 @@
 //!   which this handle remembers for each `seq` it read; a `seq` it has not seen is read
 //!   first. On a refused compare the same round trip returns the current value, whose
 //!   `seq` the conflict names.
+//! - A read-change-write runs the change on the last value this handle saw and swaps
+//!   against it, with the log lines that report the change in the same transaction: one
+//!   round trip when nobody else wrote (`swap.rs`).
 //! - Every request goes through the cluster's endpoint rotation (`cluster.rs`) and may
 //!   be sent twice. So each write detects its own earlier success: a swap or create that
 //!   finds its own bytes in place has been applied; a log line is a key of its own.
@@ -19,8 +22,10 @@
 mod cluster;
 mod history;
 mod keys;
+mod known;
 mod logs;
 mod record;
+mod swap;
 mod watch;
 
 use std::collections::{HashMap, VecDeque};
@@ -34,8 +39,8 @@ use etcd_client::{
 };
 
 use super::{
-    ArchiveRef, ChangeStream, ListEntry, LogCursor, LogKind, OperationSummary, Revision, Store,
-    StoreLocation, Versioned, WriteKind,
+    ArchiveRef, Change, ChangeStream, ListEntry, LogCursor, LogKind, OperationSummary, Revision,
+    Store, StoreLocation, Versioned, WriteKind,
 };
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
@@ -52,6 +57,9 @@ const TRIM_EVERY: u64 = 256;
 const MAX_LISTING_BYTES: usize = 256 * 1024 * 1024;
 /// Attempts of an archive whose operation keeps changing under it.
 const ARCHIVE_ATTEMPTS: u32 = 50;
+/// Most log lines written in the transaction of the change they report (etcd allows 128
+/// operations in one); more are appended after it.
+const LINES_WITH_CHANGE: usize = 100;
 
 /// Settings of an etcd store.
 #[derive(Clone, Debug)]
@@ -97,6 +105,8 @@ struct Inner {
     options: EtcdOptions,
     /// `seq` -> `mod_revision` of the operations this handle read or wrote.
     revisions: Mutex<HashMap<OperationId, VecDeque<(u64, i64)>>>,
+    /// The last value of each operation this handle saw, for one-round-trip changes.
+    known: Arc<known::KnownValues>,
     /// The newest cluster revision this handle has seen (watches start after it).
     seen: AtomicI64,
     appends: AtomicU64,
@@ -140,9 +150,11 @@ impl EtcdStore {
         let keys = Keys::new(&options.prefix)?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| Error::invalid("etcd store", format!("needs a tokio runtime: {e}")))?;
+        let known = Arc::new(known::KnownValues::default());
         let store = Self {
             inner: Arc::new(Inner {
-                watches: watch::Watches::new(cluster.clone(), runtime),
+                watches: watch::Watches::new(cluster.clone(), runtime, known.clone()),
+                known,
                 cluster,
                 keys,
                 options,
@@ -203,6 +215,7 @@ impl EtcdStore {
     }
 
     fn forget(&self, op: &OperationId) {
+        self.inner.known.forget(op);
         self.inner
             .revisions
             .lock()
@@ -278,8 +291,32 @@ impl EtcdStore {
             .ok_or_else(|| Error::OperationNotFound(op.clone()))?;
         let data = record::decode(&key, op, kv.value())?;
         self.remember(op, data.seq, kv.mod_revision());
+        self.inner
+            .known
+            .offer(op, known::Value::Data(data.clone()), kv.mod_revision());
         let revision = Revision::new(data.seq);
         Ok((Versioned { data, revision }, kv.mod_revision()))
+    }
+
+    /// Count `added` lines of this handle; every [`TRIM_EVERY`] of them, trim the log
+    /// to its bound.
+    async fn trim_if_due(&self, op: &OperationId, kind: LogKind, added: usize) -> Result<()> {
+        let added = u64::try_from(added).unwrap_or(u64::MAX);
+        if added == 0 {
+            return Ok(());
+        }
+        let before = self.inner.appends.fetch_add(added, Ordering::Relaxed);
+        if before / TRIM_EVERY == (before + added) / TRIM_EVERY {
+            return Ok(());
+        }
+        logs::trim(
+            &self.inner.cluster,
+            &self.inner.keys,
+            op,
+            kind,
+            self.inner.options.log_max_lines,
+        )
+        .await
     }
 
     fn summaries(&self, dir: &str, kvs: &[KeyValue], archived: bool) -> Vec<ListEntry> {
@@ -325,7 +362,11 @@ impl Store for EtcdStore {
         let response = self.txn(txn).await?;
         let responses = response.op_responses();
         if response.succeeded() {
-            self.remember(op, data.seq, header_revision(&response));
+            let at = header_revision(&response);
+            self.remember(op, data.seq, at);
+            self.inner
+                .known
+                .offer(op, known::Value::Data(data.clone()), at);
             return Ok(());
         }
         match got(&responses, 0) {
@@ -380,7 +421,11 @@ impl Store for EtcdStore {
             .or_else([TxnOp::get(key.as_str(), None)]);
         let response = self.txn(txn).await?;
         if response.succeeded() {
-            self.remember(op, revision.get(), header_revision(&response));
+            let at = header_revision(&response);
+            self.remember(op, revision.get(), at);
+            self.inner
+                .known
+                .offer(op, known::Value::Data(data.clone()), at);
             return Ok(Versioned { data, revision });
         }
         let responses = response.op_responses();
@@ -450,20 +495,37 @@ impl Store for EtcdStore {
         Ok(out)
     }
 
+    /// One round trip when this handle's last value of the operation is current.
+    async fn modify(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
+        self.swap_in(op, change, &[]).await
+    }
+
+    async fn refresh(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
+        self.swap_in(op, change, &[]).await
+    }
+
+    /// The change and its lines in one transaction (beyond [`LINES_WITH_CHANGE`] lines,
+    /// the rest after it).
+    async fn modify_logged(
+        &self,
+        op: &OperationId,
+        change: Change<'_>,
+        lines: &[String],
+    ) -> Result<(LedgerData, Result<()>)> {
+        let (with, after) = lines.split_at(lines.len().min(LINES_WITH_CHANGE));
+        let written = self.swap_in(op, change, with).await?;
+        let mut logged = self.trim_if_due(op, LogKind::Main, with.len()).await;
+        for line in after {
+            if let Err(e) = self.append_log(op, LogKind::Main, line).await {
+                logged = Err(e);
+            }
+        }
+        Ok((written, logged))
+    }
+
     async fn append_log(&self, op: &OperationId, kind: LogKind, line: &str) -> Result<()> {
         logs::append(&self.inner.cluster, &self.inner.keys, op, kind, line).await?;
-        let n = self.inner.appends.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_multiple_of(TRIM_EVERY) {
-            logs::trim(
-                &self.inner.cluster,
-                &self.inner.keys,
-                op,
-                kind,
-                self.inner.options.log_max_lines,
-            )
-            .await?;
-        }
-        Ok(())
+        self.trim_if_due(op, kind, 1).await
     }
 
     async fn read_log(
