@@ -235,6 +235,18 @@ impl EtcdStore {
             .map(|(_, m)| *m)
     }
 
+    /// The `seq` this handle knows was written at `mod_revision`.
+    fn seq_written_at(&self, op: &OperationId, mod_revision: i64) -> Option<u64> {
+        self.inner
+            .revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(op)?
+            .iter()
+            .find(|(_, m)| *m == mod_revision)
+            .map(|(s, _)| *s)
+    }
+
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         let response = self
             .inner
@@ -383,6 +395,21 @@ impl Store for EtcdStore {
 
     async fn read_versioned(&self, op: &OperationId) -> Result<Versioned> {
         Ok(self.read_live(op).await?.0)
+    }
+
+    /// The key's `mod_revision` without its value (a small request): the operation's
+    /// revision when this handle knows which `seq` was written at it, `None` otherwise.
+    async fn current_revision(&self, op: &OperationId) -> Result<Option<Revision>> {
+        let key = self.inner.keys.live(op);
+        let kvs = self
+            .get(key, Some(GetOptions::new().with_keys_only()))
+            .await?;
+        let kv = kvs
+            .first()
+            .ok_or_else(|| Error::OperationNotFound(op.clone()))?;
+        Ok(self
+            .seq_written_at(op, kv.mod_revision())
+            .map(Revision::new))
     }
 
     async fn compare_and_swap(
