@@ -479,24 +479,36 @@ impl OpShared {
         let weak: Weak<OpShared> = Arc::downgrade(self);
         let task = spawn(async move {
             loop {
-                if changes.next().await.is_none() {
-                    let Some(shared) = weak.upgrade() else { break };
-                    match shared.ledger.store.watch(&shared.id) {
-                        Ok(again) => changes = again,
-                        Err(e) => {
-                            tracing::warn!(operation = %shared.id, error = %e, "changes are no longer pushed; heartbeats carry them");
-                            break;
+                // The newest revision the changes name; `None` when one names none.
+                let mut newest = match changes.next().await {
+                    Some(change) => named_revision(&change),
+                    None => {
+                        let Some(shared) = weak.upgrade() else { break };
+                        match shared.ledger.store.watch(&shared.id) {
+                            Ok(again) => changes = again,
+                            Err(e) => {
+                                tracing::warn!(operation = %shared.id, error = %e, "changes are no longer pushed; heartbeats carry them");
+                                break;
+                            }
                         }
+                        None
                     }
-                }
+                };
                 // Under a storm of writes (many busy participants), read at most once per
                 // interval: changes in between are folded into the next read, and every
                 // participant does not parse every write of every other.
                 tokio::time::sleep(WATCH_COALESCE).await;
-                while changes.try_next().is_some() {}
+                while let Some(change) = changes.try_next() {
+                    newest = newest.zip(named_revision(&change)).map(|(a, b)| a.max(b));
+                }
                 let Some(shared) = weak.upgrade() else { break };
-                // This participant's own writes are notified too: nothing to read when the
-                // operation is still at the revision of this participant's view.
+                // This participant's own writes are notified too: nothing to read when its
+                // view is as new as every change named, or (asked of the store) when the
+                // operation is still at the revision of its view.
+                let seen = shared.local().cached.as_ref().map(|d| Revision::new(d.seq));
+                if newest.is_some_and(|n| seen.is_some_and(|s| s >= n)) {
+                    continue;
+                }
                 if shared.view_is_current().await == Some(true) {
                     continue;
                 }
@@ -525,6 +537,14 @@ impl Drop for OpShared {
         if let Some(h) = local.watcher.take() {
             h.abort();
         }
+    }
+}
+
+/// The revision a pushed change names, if it is a write that names one.
+fn named_revision(change: &crate::store::OperationChange) -> Option<Revision> {
+    match change.kind {
+        crate::store::ChangeKind::Changed => change.revision,
+        _ => None,
     }
 }
 
