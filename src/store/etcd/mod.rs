@@ -57,9 +57,6 @@ const TRIM_EVERY: u64 = 256;
 const MAX_LISTING_BYTES: usize = 256 * 1024 * 1024;
 /// Attempts of an archive whose operation keeps changing under it.
 const ARCHIVE_ATTEMPTS: u32 = 50;
-/// Most log lines written in the transaction of the change they report (etcd allows 128
-/// operations in one); more are appended after it.
-const LINES_WITH_CHANGE: usize = 100;
 
 /// Settings of an etcd store.
 #[derive(Clone, Debug)]
@@ -310,27 +307,6 @@ impl EtcdStore {
         Ok((Versioned { data, revision }, kv.mod_revision()))
     }
 
-    /// Count `added` lines of this handle; every [`TRIM_EVERY`] of them, trim the log
-    /// to its bound.
-    async fn trim_if_due(&self, op: &OperationId, kind: LogKind, added: usize) -> Result<()> {
-        let added = u64::try_from(added).unwrap_or(u64::MAX);
-        if added == 0 {
-            return Ok(());
-        }
-        let before = self.inner.appends.fetch_add(added, Ordering::Relaxed);
-        if before / TRIM_EVERY == (before + added) / TRIM_EVERY {
-            return Ok(());
-        }
-        logs::trim(
-            &self.inner.cluster,
-            &self.inner.keys,
-            op,
-            kind,
-            self.inner.options.log_max_lines,
-        )
-        .await
-    }
-
     fn summaries(&self, dir: &str, kvs: &[KeyValue], archived: bool) -> Vec<ListEntry> {
         let mut out: Vec<ListEntry> = kvs
             .iter()
@@ -539,15 +515,7 @@ impl Store for EtcdStore {
         change: Change<'_>,
         lines: &[String],
     ) -> Result<(LedgerData, Result<()>)> {
-        let (with, after) = lines.split_at(lines.len().min(LINES_WITH_CHANGE));
-        let written = self.swap_in(op, change, with).await?;
-        let mut logged = self.trim_if_due(op, LogKind::Main, with.len()).await;
-        for line in after {
-            if let Err(e) = self.append_log(op, LogKind::Main, line).await {
-                logged = Err(e);
-            }
-        }
-        Ok((written, logged))
+        self.swap_in_logged(op, change, lines).await
     }
 
     async fn append_log(&self, op: &OperationId, kind: LogKind, line: &str) -> Result<()> {

@@ -17,7 +17,11 @@ use crate::error::{Error, Result};
 use crate::ids::OperationId;
 use crate::model::LedgerData;
 use crate::store::read_change_write::{MAX_ATTEMPTS, back_off};
-use crate::store::{Change, LogKind, Revision};
+use crate::store::{Change, LogKind, Revision, Store};
+
+/// Most log lines written in the transaction of the change they report (etcd allows 128
+/// operations in one); more are appended after it.
+const LINES_WITH_CHANGE: usize = 100;
 
 /// The value a change runs on, and whether the cluster has just confirmed it.
 struct Base {
@@ -48,6 +52,25 @@ impl EtcdStore {
             mod_revision,
             confirmed: true,
         })
+    }
+
+    /// [`Store::modify_logged`](crate::store::Store::modify_logged): the change with up
+    /// to [`LINES_WITH_CHANGE`] lines in one transaction, any further lines after it.
+    pub(super) async fn swap_in_logged(
+        &self,
+        op: &OperationId,
+        change: Change<'_>,
+        lines: &[String],
+    ) -> Result<(LedgerData, Result<()>)> {
+        let (with, after) = lines.split_at(lines.len().min(LINES_WITH_CHANGE));
+        let written = self.swap_in(op, change, with).await?;
+        let mut logged = self.trim_if_due(op, LogKind::Main, with.len()).await;
+        for line in after {
+            if let Err(e) = self.append_log(op, LogKind::Main, line).await {
+                logged = Err(e);
+            }
+        }
+        Ok((written, logged))
     }
 
     /// Apply `change` and write the result with `lines` appended to the main log in the
