@@ -299,6 +299,12 @@ pub enum Error {
     /// A simulator backend this build cannot run on.
     #[error("backend `{0}` is not available in this build")]
     BackendUnavailable(String),
+
+    /// A simulator backend whose program is not installed here.
+    #[error(
+        "backend `{backend}` needs the program `{program}`, which is not installed (not found in PATH)"
+    )]
+    BackendProgramMissing { backend: String, program: String },
 }
 
 fn stderr_suffix(stderr: &str) -> String {

@@ -104,9 +104,18 @@ fn status_and_abort_through_the_environment() {
     let started: serde_json::Value = serde_json::from_str(&started).unwrap();
     let op = started["operation"].as_str().unwrap().to_string();
     wait_until("the worker to run", || env.path("ready").exists());
-    let out = cli_common::run(with_env(env.bare(&["--json", "status", &op])));
-    out.expect_code(0);
-    let status = &out.json()[0];
+    // The worker's frame is recorded just after it starts (group commit): its `ready`
+    // file can come first.
+    let status = std::cell::RefCell::new(serde_json::Value::Null);
+    wait_until("status to show the worker's call", || {
+        let out = cli_common::run(with_env(env.bare(&["--json", "status", &op])));
+        out.expect_code(0);
+        let now = out.json()[0].clone();
+        let shown = !now["frames"][0].is_null();
+        *status.borrow_mut() = now;
+        shown
+    });
+    let status = status.into_inner();
     assert_eq!(status["state"], "running");
     assert_eq!(status["frames"][0]["description"], "holder");
     cli_common::run(with_env(env.bare(&["abort", &op]))).expect_code(0);

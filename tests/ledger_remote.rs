@@ -29,9 +29,20 @@ impl Backend for RemoteBackend {
     fn shared_location(&self) -> Option<(&'static str, String)> {
         Some(("TOM_LEDGER_URL", self.server.url.clone()))
     }
+
+    /// Who wrote a record is the server's word, no proof for automatic recovery
+    /// (SPEC §15).
+    fn proves_provenance(&self) -> bool {
+        false
+    }
+
+    /// Remote participants' heartbeats are stamped and aged by the server's clock.
+    fn judges_by_participant_clock(&self) -> bool {
+        false
+    }
 }
 
-ledger_suite!(remote: RemoteBackend::new());
+ledger_suite!(RemoteBackend::new());
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

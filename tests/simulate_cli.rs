@@ -1,6 +1,7 @@
 //! `tom-ledger simulate` as a user runs it: listing, running with the table or JSON,
 //! custom scenarios from TOML (a wrong expectation fails the run with expected versus
-//! seen; a bad file exits 2 with file:line:column), backends this build lacks.
+//! seen; a bad file exits 2 with file:line:column), backends this build lacks, the
+//! server and etcd backends started and stopped by the command.
 
 mod cli_common;
 
@@ -218,13 +219,25 @@ fn unknown_scenarios_and_unavailable_backends_exit_2_and_start_nothing() {
             &["simulate", "happy_pth"][..],
             "unknown scenario `happy_pth` (`tom-ledger simulate --list` names them)",
         ),
-        (
-            &["simulate", "--all", "--backend", "server"][..],
-            "backend `server` is not available in this build",
-        ),
+        #[cfg(not(feature = "etcd"))]
         (
             &["simulate", "--all", "--backend", "etcd"][..],
             "backend `etcd` is not available in this build",
+        ),
+        (
+            &["--etcd", "http://127.0.0.1:1", "simulate", "--all"][..],
+            "--etcd names the cluster of `--backend etcd`, not of `--backend file`",
+        ),
+        (
+            &[
+                "--etcd",
+                "http://127.0.0.1:1",
+                "simulate",
+                "--all",
+                "--backend",
+                "server",
+            ][..],
+            "--etcd names the cluster of `--backend etcd`, not of `--backend server`",
         ),
         (
             &["simulate", "--all", "--backend", "floppy"][..],
@@ -247,16 +260,45 @@ fn unknown_scenarios_and_unavailable_backends_exit_2_and_start_nothing() {
 
 #[test]
 fn ctrl_c_ends_the_run_with_130_and_leaves_no_process_and_no_scratch() {
+    interrupt_bridge_hang(&[], 2);
+}
+
+#[test]
+fn ctrl_c_on_the_server_backend_stops_the_server_too() {
+    // The server, the cli and the bridge carry the scratch path.
+    interrupt_bridge_hang(&["--backend", "server"], 3);
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn ctrl_c_on_the_etcd_backend_stops_the_member_too() {
+    interrupt_bridge_hang(&["--backend", "etcd"], 3);
+}
+
+/// SIGINT to `simulate bridge_hang` once `running` of its processes run: it exits 130,
+/// and no process of it (participants, a server, an etcd member) nor scratch is left.
+fn interrupt_bridge_hang(backend: &[&str], running: usize) {
     let env = Env::new();
-    let mut cmd = env.bare(&["simulate", "bridge_hang"]);
+    let mut args = vec!["simulate", "bridge_hang"];
+    args.extend_from_slice(backend);
+    let mut cmd = env.bare(&args);
     cmd.env("TMPDIR", env.dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("start simulate");
-    // Its participants carry the scratch path, inside the test's directory.
+    // Its processes carry the scratch path, inside the test's directory (participants on
+    // etcd: their key prefix, named after the scratch directory).
     let scratch_marker = env.dir.path().to_str().expect("utf-8").to_string();
+    let prefix_marker = format!("tom-ledger-sim-{}-", child.id());
+    let processes = || {
+        let mut pids = cli_common::processes_with(&scratch_marker);
+        pids.extend(cli_common::processes_with(&prefix_marker));
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    };
     cli_common::wait_until("the scenario's participants to run", || {
-        cli_common::processes_with(&scratch_marker).len() >= 2
+        processes().len() >= running
     });
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
@@ -269,9 +311,7 @@ fn ctrl_c_ends_the_run_with_130_and_leaves_no_process_and_no_scratch() {
         stderr.trim_end(),
         "tom-ledger: error: interrupted by SIGINT during scenario `bridge_hang` (0 of 1 run)"
     );
-    cli_common::wait_until("the participants to be gone", || {
-        cli_common::processes_with(&scratch_marker).is_empty()
-    });
+    cli_common::wait_until("the participants to be gone", || processes().is_empty());
     let left: Vec<_> = std::fs::read_dir(env.dir.path())
         .expect("read test dir")
         .filter_map(|e| e.ok())
@@ -282,4 +322,162 @@ fn ctrl_c_ends_the_run_with_130_and_leaves_no_process_and_no_scratch() {
         })
         .collect();
     assert!(left.is_empty(), "scratch left behind");
+}
+
+#[test]
+fn the_server_backend_starts_a_server_per_scenario_and_stops_it() {
+    let env = Env::new();
+    let out = sim(
+        &env,
+        env.bare(&[
+            "--json",
+            "simulate",
+            "bridge_crash_during_init",
+            "--backend",
+            "server",
+        ]),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    let o: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("one JSON line");
+    assert_eq!(o["passed"], true);
+    let ledger = o["ledger"].as_str().unwrap_or("");
+    assert!(ledger.starts_with("server http://127.0.0.1:"), "{ledger}");
+    // The server carried the scratch path in its arguments: gone with the participants.
+    let marker = env.dir.path().to_str().expect("utf-8").to_string();
+    assert!(cli_common::processes_with(&marker).is_empty());
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn the_etcd_backend_without_a_cluster_starts_a_member_and_removes_it() {
+    let env = Env::new();
+    let out = sim(
+        &env,
+        env.bare(&[
+            "--json",
+            "simulate",
+            "happy_path",
+            "copilot_error",
+            "--backend",
+            "etcd",
+        ]),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    let objects: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(objects.len(), 2);
+    // One member for the run, each scenario under a key prefix of its own.
+    let ledgers: Vec<&str> = objects
+        .iter()
+        .map(|o| o["ledger"].as_str().unwrap_or(""))
+        .collect();
+    let endpoint = |l: &str| l.split(' ').nth(1).unwrap_or("").to_string();
+    assert!(
+        ledgers[0].starts_with("etcd http://127.0.0.1:"),
+        "{ledgers:?}"
+    );
+    assert_eq!(endpoint(ledgers[0]), endpoint(ledgers[1]));
+    assert_ne!(ledgers[0], ledgers[1]);
+    let marker = env.dir.path().to_str().expect("utf-8").to_string();
+    assert!(
+        cli_common::processes_with(&marker).is_empty(),
+        "etcd left running"
+    );
+    for ledger in ledgers {
+        // Participants carry their scenario's key prefix.
+        let prefix = ledger.rsplit(' ').next().unwrap_or("");
+        assert!(cli_common::processes_with(prefix).is_empty(), "{prefix}");
+    }
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn the_etcd_backend_without_etcd_installed_exits_2_and_starts_nothing() {
+    let env = Env::new();
+    let mut cmd = env.bare(&["simulate", "happy_path", "--backend", "etcd"]);
+    // A PATH without etcd on it.
+    cmd.env("PATH", env.dir.path())
+        .env_remove("TOM_LEDGER_ETCD");
+    let out = sim(&env, cmd);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr.trim_end(),
+        "tom-ledger: error: backend `etcd` needs the program `etcd`, which is not installed (not found in PATH)"
+    );
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn the_etcd_backend_refuses_a_bad_endpoint_list_before_anything_starts() {
+    let env = Env::new();
+    let out = sim(
+        &env,
+        env.bare(&[
+            "--etcd",
+            "ftp://nowhere",
+            "simulate",
+            "happy_path",
+            "--backend",
+            "etcd",
+        ]),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr.starts_with("tom-ledger: error: "),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("ftp://nowhere"), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn a_participant_refuses_a_ledger_it_cannot_reach_and_joins_nothing() {
+    let env = Env::new();
+    let ledger = env.path("ledger");
+    let ledger = ledger.to_str().expect("utf-8");
+    let timing = [
+        "simulate-participant",
+        "--heartbeat-ms",
+        "100",
+        "--stale-ms",
+        "3000",
+        "--cleanup-wait-ms",
+        "0",
+    ];
+    for (place, extra, message) in [
+        (
+            &["--server", "http://127.0.0.1:1"][..],
+            &[][..],
+            "simulate-participant --server needs --token-file",
+        ),
+        (
+            &["--ledger", ledger][..],
+            &["--etcd-prefix", "/sim/"][..],
+            "--etcd-prefix goes with --etcd",
+        ),
+        (
+            &[][..],
+            &[][..],
+            "simulate-participant needs one of --ledger DIR, --server URL, --etcd URLS",
+        ),
+    ] {
+        let mut args: Vec<&str> = place.to_vec();
+        args.extend(["--participant", "cli"]);
+        args.extend(timing);
+        args.extend(extra);
+        let out = cli_common::run(env.bare(&args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stdout, "", "{args:?}");
+        assert_eq!(
+            out.stderr.trim_end(),
+            format!("tom-ledger: error: {message}")
+        );
+    }
+    assert!(!env.path("ledger").exists(), "nothing created");
 }

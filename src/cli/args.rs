@@ -443,4 +443,8 @@ pub struct SimulateParticipantArgs {
 
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub cleanup_wait_ms: u64,
+
+    /// The scenario's key prefix on the etcd ledger (`--etcd`)
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
 }

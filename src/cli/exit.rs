@@ -102,6 +102,7 @@ pub fn is_input_error(e: &Error) -> bool {
             | Error::ScenarioFile { .. }
             | Error::UnknownScenario(_)
             | Error::BackendUnavailable(_)
+            | Error::BackendProgramMissing { .. }
     )
 }
 

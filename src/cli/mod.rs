@@ -127,9 +127,15 @@ fn init_tracing(verbose: u8) {
 async fn dispatch(cli: Cli) -> CliResult {
     // The simulator makes its own scratch ledgers; its participants are told theirs.
     match cli.command {
-        Command::Simulate(a) => return simulate::simulate(cli.json, a).await,
+        Command::Simulate(a) => return simulate::simulate(cli.json, cli.etcd, a).await,
         Command::SimulateParticipant(a) => {
-            return simulate::participant(cli.ledger, cli.participant, a).await;
+            let at = simulate::LedgerArgs {
+                ledger: cli.ledger,
+                server: cli.server,
+                token_file: cli.token_file,
+                etcd: cli.etcd,
+            };
+            return simulate::participant(at, cli.participant, a).await;
         }
         _ => {}
     }

@@ -4,6 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tom_dist_ledger::cleanup::StopSignals;
+use tom_dist_ledger::ledger::ENV_LEDGER_ETCD;
 use tom_dist_ledger::simulate::participant::{ParticipantConfig, run_participant};
 use tom_dist_ledger::simulate::{self, Backend, RunnerOptions, Timing, backend, builtin, load};
 use tom_dist_ledger::{CleanupHandler, Connect, OperationId, ParticipantId};
@@ -11,9 +13,16 @@ use tom_dist_ledger::{CleanupHandler, Connect, OperationId, ParticipantId};
 use super::args::{SimulateArgs, SimulateParticipantArgs};
 use super::exit::{CliResult, Exit, Failure};
 
-/// `tom-ledger simulate`: list, or run and check, scenarios.
-pub async fn simulate(json: bool, args: SimulateArgs) -> CliResult {
+/// `tom-ledger simulate`: list, or run and check, scenarios. `etcd`: the `--etcd`
+/// endpoint list (else `TOM_LEDGER_ETCD`) for `--backend etcd`.
+pub async fn simulate(json: bool, etcd: Option<String>, args: SimulateArgs) -> CliResult {
     let backend = Backend::parse(&args.backend)?;
+    if etcd.is_some() && backend != Backend::Etcd {
+        return Err(Failure::usage(format!(
+            "--etcd names the cluster of `--backend etcd`, not of `--backend {}`",
+            backend.name()
+        )));
+    }
     let available = match &args.file {
         Some(file) => load::load_file(file)?,
         None => builtin::all(),
@@ -34,12 +43,57 @@ pub async fn simulate(json: bool, args: SimulateArgs) -> CliResult {
     options.backend = backend;
     options.timing = Timing::paced(Duration::from_millis(args.pace));
     // Ctrl+C ends the run: the scenario under way is dropped (its participants are
-    // killed, its scratch directory removed) and the command exits with 128+N.
+    // killed, its scratch directory removed, its server stopped) and the command exits
+    // with 128+N.
     let mut signals = CleanupHandler::global().install_reporting()?;
+    // The etcd backend without a named cluster: one member of the run's own for every
+    // scenario (each under its own key prefix), stopped and removed when this returns.
+    let mut own_etcd = None;
+    if backend == Backend::Etcd {
+        let named = match etcd {
+            Some(list) => Some(list),
+            None => std::env::var(ENV_LEDGER_ETCD)
+                .ok()
+                .filter(|l| !l.is_empty()),
+        };
+        let endpoints = match named {
+            Some(list) => split_endpoints(&list)?,
+            None => {
+                let dir = own_etcd_dir()?;
+                let started = tokio::select! {
+                    started = backend::OwnEtcd::start(&dir) => started?,
+                    Some(sig) = signals.recv() => {
+                        return Err(Failure {
+                            exit: Exit::Signal(sig as i32),
+                            message: format!("interrupted by {sig} while etcd started"),
+                        });
+                    }
+                };
+                let endpoints = vec![started.client_url().to_string()];
+                own_etcd = Some(started);
+                endpoints
+            }
+        };
+        options.etcd_endpoints = Some(endpoints);
+    }
+    let result = run_selected(json, &selected, &options, &mut signals).await;
+    if let Some(mut member) = own_etcd {
+        member.stop().await;
+    }
+    result
+}
+
+/// Run the scenarios one after the other; Ctrl+C ends the run.
+async fn run_selected(
+    json: bool,
+    selected: &[simulate::Scenario],
+    options: &RunnerOptions,
+    signals: &mut StopSignals,
+) -> CliResult {
     let mut outcomes = Vec::new();
-    for scenario in &selected {
+    for scenario in selected {
         let outcome = tokio::select! {
-            outcome = simulate::run(scenario, &options) => outcome?,
+            outcome = simulate::run(scenario, options) => outcome?,
             Some(sig) = signals.recv() => {
                 return Err(Failure {
                     exit: Exit::Signal(sig as i32),
@@ -98,18 +152,74 @@ fn print_line(line: &str) {
     let _ = out.flush();
 }
 
+/// Where a participant's ledger is: the global `--ledger`, `--server` (with
+/// `--token-file`) or `--etcd` the runner passes.
+pub struct LedgerArgs {
+    pub ledger: Option<PathBuf>,
+    pub server: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub etcd: Option<String>,
+}
+
+impl LedgerArgs {
+    /// The one ledger named (`--etcd-prefix` goes with `--etcd` only).
+    fn connect(self, etcd_prefix: Option<&str>) -> CliResult<Connect> {
+        if etcd_prefix.is_some() && self.etcd.is_none() {
+            return Err(Failure::usage("--etcd-prefix goes with --etcd"));
+        }
+        match (self.ledger, self.server, self.etcd) {
+            (Some(dir), None, None) => Ok(Connect::local(dir)),
+            (None, Some(url), None) => {
+                tom_dist_ledger::store::remote::parse_url(&url)?;
+                let Some(file) = self.token_file else {
+                    return Err(Failure::usage(
+                        "simulate-participant --server needs --token-file",
+                    ));
+                };
+                let token = tom_dist_ledger::server::auth::read_token(&file)?;
+                Ok(Connect::remote(url).token(token))
+            }
+            (None, None, Some(list)) => Ok(Connect::etcd_from_list(&list, etcd_prefix)?),
+            _ => Err(Failure::usage(
+                "simulate-participant needs one of --ledger DIR, --server URL, --etcd URLS",
+            )),
+        }
+    }
+}
+
+/// The endpoints of `--etcd` / `TOM_LEDGER_ETCD`, checked as the etcd ledger checks them.
+fn split_endpoints(list: &str) -> CliResult<Vec<String>> {
+    let connect = Connect::etcd_from_list(list, None)?;
+    Ok(connect
+        .etcd_endpoints()
+        .map(<[String]>::to_vec)
+        .unwrap_or_default())
+}
+
+/// A fresh directory (0700) for the run's own etcd member, under `$TMPDIR`; the member
+/// removes it when it stops.
+fn own_etcd_dir() -> CliResult<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "tom-ledger-sim-etcd-{}-{}",
+        std::process::id(),
+        tom_dist_ledger::simulate::protocol::now_nanos()
+    ));
+    Ok(dir)
+}
+
 /// `tom-ledger simulate-participant`: one participant process. The initiator takes
 /// Ctrl+C as `run` does: the signal handler cleans up and exits with 128+N.
 pub async fn participant(
-    ledger: Option<PathBuf>,
+    at: LedgerArgs,
     participant: Option<String>,
     args: SimulateParticipantArgs,
 ) -> CliResult {
-    let (Some(dir), Some(name)) = (ledger, participant) else {
+    let Some(name) = participant else {
         return Err(Failure::usage(
-            "simulate-participant needs --ledger DIR and --participant ID",
+            "simulate-participant needs --participant ID",
         ));
     };
+    let target = at.connect(args.etcd_prefix.as_deref())?;
     let id = ParticipantId::parse(name.as_str())?;
     let join = match &args.operation {
         Some(op) => Some(OperationId::parse(op.as_str())?),
@@ -124,7 +234,7 @@ pub async fn participant(
         cleanup_wait: Duration::from_millis(args.cleanup_wait_ms),
         ..Timing::fast()
     };
-    let connect = backend::participant_connect(Connect::local(dir), id, &timing);
+    let connect = backend::participant_connect(target, id, &timing);
     let code = run_participant(ParticipantConfig { connect, join }).await;
     // A signal cleanup under way ends the process itself (128+N).
     CleanupHandler::global().settle().await;

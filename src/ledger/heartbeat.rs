@@ -56,6 +56,11 @@ pub(crate) async fn beat(shared: &Arc<OpShared>) -> Result<HeartbeatResult> {
     let now = shared.now();
     // Judged outside the local lock: a paused local peer is judged by reading /proc.
     let Ages { ages, stale } = shared.ledger.presence.ages(&after, &me);
+    let stale = if stale.is_empty() {
+        stale
+    } else {
+        shared.ledger.presence.confirm_stale(&after, stale).await
+    };
     Ok(HeartbeatResult {
         abort_flag: after.aborted,
         ledger_exists: true,

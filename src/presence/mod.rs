@@ -59,6 +59,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::error::Result;
+use crate::future::BoxFuture;
 use crate::ids::{OperationId, ParticipantId};
 use crate::model::{LedgerData, Participant};
 
@@ -121,6 +122,19 @@ pub trait Presence: Send + Sync + std::fmt::Debug + 'static {
 
     /// The heartbeat ages in a beat's view as `me` sees them now, and who else is stale.
     fn ages(&self, data: &LedgerData, me: &ParticipantId) -> Ages;
+
+    /// Of the participants `ages` found stale, those the backend still finds stale
+    /// when asked directly. A backend whose liveness record is followed through a watch
+    /// (etcd) asks the record itself, so a watch that has not yet caught up with a
+    /// registration never turns into a false crash. The default confirms them all.
+    fn confirm_stale<'a>(
+        &'a self,
+        data: &'a LedgerData,
+        stale: Vec<ParticipantId>,
+    ) -> BoxFuture<'a, Vec<ParticipantId>> {
+        let _ = data;
+        Box::pin(std::future::ready(stale))
+    }
 
     /// Follow the participants of one operation as `me`. Must be called within a tokio
     /// runtime (watches run as tasks).

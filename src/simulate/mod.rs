@@ -14,7 +14,9 @@
 //! - [`runner`]: one scenario, start to end (`walk`: the call tree; `faults`: injecting
 //!   them); [`observed`]: what it saw.
 //! - [`check`]: expected versus seen; [`report`]: the table and the JSON.
-//! - [`backend`]: where the operation lives; [`timing`]: fast by default, or paced.
+//! - [`backend`]: where the operation lives (a scratch ledger directory, a `tom-ledger
+//!   serve` or an etcd member started for the run, or a cluster named); [`timing`]: fast
+//!   by default, or paced.
 
 pub mod backend;
 pub mod builtin;

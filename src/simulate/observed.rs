@@ -53,6 +53,8 @@ impl std::fmt::Display for Ended {
 /// Everything one run observed.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
+    /// Where the operation lived (`file DIR`, `server URL`, `etcd URLS PREFIX`).
+    pub ledger: String,
     /// Participants in the order they were started.
     pub started: Vec<String>,
     pub events: Vec<(String, Event)>,

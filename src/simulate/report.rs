@@ -77,6 +77,7 @@ pub fn json(o: &Outcome) -> Value {
     json!({
         "scenario": o.name,
         "passed": o.passed(),
+        "ledger": seen.ledger,
         "state": seen.state.map(|s| s.to_string()),
         "reason": seen.reason,
         "detection_ms": seen.detection_ms(),

@@ -34,6 +34,9 @@ pub struct RunnerOptions {
     pub timing: Timing,
     /// Where each scenario's scratch directory is made (and removed afterwards).
     pub scratch_root: PathBuf,
+    /// The etcd backend's cluster (client URLs); `None`: each scenario starts a member
+    /// of its own in its scratch directory.
+    pub etcd_endpoints: Option<Vec<String>>,
 }
 
 impl RunnerOptions {
@@ -43,6 +46,7 @@ impl RunnerOptions {
             backend: Backend::File,
             timing: Timing::fast(),
             scratch_root: std::env::temp_dir(),
+            etcd_endpoints: None,
         }
     }
 }
@@ -76,7 +80,11 @@ impl Drop for Scratch {
 }
 
 async fn run_in(scenario: &Scenario, options: &RunnerOptions, scratch: &Path) -> Result<Observed> {
-    let prepared = options.backend.prepare(scratch)?;
+    let prepared = options
+        .backend
+        .prepare(scratch, &options.exe, options.etcd_endpoints.as_deref())
+        .await?;
+    let ledger = prepared.label();
     let temps = scratch.join("temps");
     std::fs::create_dir(&temps).map_err(|e| Error::io("create", &temps, e))?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -89,6 +97,7 @@ async fn run_in(scenario: &Scenario, options: &RunnerOptions, scratch: &Path) ->
         tx,
         rx,
         observed: Observed {
+            ledger,
             started_at: now_nanos(),
             ..Observed::default()
         },
@@ -105,6 +114,8 @@ async fn run_in(scenario: &Scenario, options: &RunnerOptions, scratch: &Path) ->
     }
     run.settle().await;
     run.collect().await;
+    // What the backend started for the scenario goes before its scratch directory.
+    run.prepared.stop().await;
     run.observed.finished_at = now_nanos();
     Ok(run.observed)
 }

@@ -264,6 +264,9 @@ impl<'a> Run<'a> {
         let mut args: Vec<OsString> = self.prepared.participant_args();
         args.extend(["--participant".into(), name.into()]);
         args.push("simulate-participant".into());
+        if let Some(prefix) = self.prepared.etcd_prefix() {
+            args.extend(["--etcd-prefix".into(), prefix.into()]);
+        }
         let t = self.timing();
         for (flag, value) in [
             ("--heartbeat-ms", t.heartbeat),
@@ -302,8 +305,18 @@ impl<'a> Run<'a> {
 
     /// Note when the operation leaves the live ledger.
     pub(super) async fn watch_archive(&mut self, op: &OperationId) {
-        let Ok(reader) = Ledger::connect(self.prepared.reader()).await else {
-            return;
+        let reader = match self.prepared.reader() {
+            Ok(target) => Ledger::connect(target).await,
+            Err(e) => Err(e),
+        };
+        let reader = match reader {
+            Ok(reader) => reader,
+            Err(e) => {
+                self.observed
+                    .problems
+                    .push(format!("the runner cannot read the ledger: {e}"));
+                return;
+            }
         };
         let (watcher, op, tx) = (reader.clone(), op.clone(), self.tx.clone());
         let bound = self.timing().step_bound * 20 + self.timing().settle_bound;

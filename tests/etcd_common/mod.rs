@@ -16,12 +16,27 @@ use std::time::{Duration, Instant};
 /// How long a member (or cluster) may take to become healthy on a loaded machine.
 const START_BOUND: Duration = Duration::from_secs(60);
 
-/// A free loopback port (bound, then released for etcd to take).
+/// A free loopback port for etcd to take, chosen below the kernel's ephemeral range
+/// (32768 and up): a port that a `bind(:0)` elsewhere (servers of other tests) could be
+/// handed between our check and etcd's bind is never chosen. Random within 20000..32000
+/// and checked free by binding it; never the same port twice in one test process.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let state = RandomState::new();
+    for attempt in 0u32..10_000 {
+        let port = 20_000 + (state.hash_one((attempt, std::process::id())) % 12_000) as u16;
+        let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        let handed = handed.get_or_insert_with(HashSet::new);
+        if handed.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        handed.insert(port);
+        return port;
+    }
+    panic!("no free loopback port in 20000..32000");
 }
 
 /// One etcd member process.

@@ -1,9 +1,10 @@
 //! Creating, joining, leaving and completing operations; logs, state, temp resources.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tom_dist_ledger::ledger::{CallOptions, LedgerCallback, OperationOptions};
+use tom_dist_ledger::ledger::{CallOptions, LedgerCallback, OperationCallback, OperationOptions};
 use tom_dist_ledger::model::{OperationState, ParticipantState};
 use tom_dist_ledger::store::LogKind;
 use tom_dist_ledger::{Error, LogLevel, OperationId};
@@ -388,32 +389,53 @@ pub async fn start_time_and_elapsed(b: &dyn Backend) {
     op.complete().await.unwrap();
 }
 
+/// Once `dispose` returns no beat is in flight and none follows: the disposed
+/// participant's beat count stays put while a second participant, beating on the same
+/// interval, beats ten more times. Counted through the heartbeat callback, so it holds
+/// whether a beat rewrites the document (file, memory) or not (a server, etcd).
 pub async fn dispose_stops_heartbeats(b: &dyn Backend) {
-    let ledger = connect_with(b, "cli", |c| {
+    let fast = |c: tom_dist_ledger::Connect| {
         c.heartbeat_interval(Duration::from_millis(20))
             .heartbeat_jitter(Duration::ZERO)
-    })
-    .await;
+    };
+    let ledger = connect_with(b, "cli", fast).await;
+    let (callback, beats) = beat_counter();
     let op = ledger
-        .create_operation(OperationOptions::new())
+        .create_operation(OperationOptions::new().callback(callback))
         .await
         .unwrap();
-    let store = ledger.store().clone();
-    let id = op.operation_id().clone();
-    let seq0 = store.read(&id).await.unwrap().seq;
-    wait_until("heartbeats to write", || {
-        let store = store.clone();
-        let id = id.clone();
-        async move { store.read(&id).await.unwrap().seq > seq0 + 2 }
+    wait_for_beats(&beats, 3, "the participant's beats").await;
+    let observer = connect_with(b, "obs", fast).await;
+    let (callback, observed) = beat_counter();
+    let joined = observer
+        .join_operation(
+            op.operation_id(),
+            OperationOptions::new().callback(callback),
+        )
+        .await
+        .unwrap();
+    ledger.dispose().await;
+    let last = beats.load(Ordering::SeqCst);
+    let seen = observed.load(Ordering::SeqCst);
+    wait_for_beats(&observed, seen + 10, "ten more beats of the observer").await;
+    assert_eq!(beats.load(Ordering::SeqCst), last, "no beat after dispose");
+    joined.leave(false).await.unwrap();
+    observer.dispose().await;
+}
+
+fn beat_counter() -> (OperationCallback, Arc<AtomicUsize>) {
+    let beats = Arc::new(AtomicUsize::new(0));
+    let counter = beats.clone();
+    let callback = OperationCallback::new().on_heartbeat_success(move |_, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    (callback, beats)
+}
+
+async fn wait_for_beats(beats: &Arc<AtomicUsize>, at_least: usize, what: &str) {
+    wait_until(what, || {
+        let beats = beats.clone();
+        async move { beats.load(Ordering::SeqCst) >= at_least }
     })
     .await;
-    // Once dispose returns, no beat is in flight; ten intervals pass without a write.
-    ledger.dispose().await;
-    let last = store.read(&id).await.unwrap().seq;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        store.read(&id).await.unwrap().seq,
-        last,
-        "no beat after dispose"
-    );
 }

@@ -35,14 +35,14 @@ pub trait Backend: Send + Sync {
     fn shared_location(&self) -> Option<(&'static str, String)>;
     /// Whether the store can show who wrote a record (`Store::provenance`): automatic
     /// recovery acts only on records it proves to be this user's (a cluster such as etcd
-    /// cannot, so its abandoned operations are left to `recover`).
+    /// or a ledger server cannot, so their abandoned operations are left to `recover`).
     fn proves_provenance(&self) -> bool {
         true
     }
     /// Whether a participant's liveness is judged by heartbeat ages on the judging
     /// participant's clock (a manual clock moved past the threshold makes it stale), or
-    /// by the backend's own clock (etcd: a participant whose lease etcd holds is alive,
-    /// whatever the clocks of the participants say).
+    /// by the backend's own clock (etcd: a participant whose lease etcd holds is alive;
+    /// a server: ages by its clock), whatever the clocks of the participants say.
     fn judges_by_participant_clock(&self) -> bool {
         true
     }
@@ -158,37 +158,24 @@ pub async fn log_of(ledger: &Ledger, op: &tom_dist_ledger::OperationId) -> Strin
 #[macro_export]
 macro_rules! ledger_suite {
     ($make:expr) => {
-        $crate::ledger_suite!(@every $make; tests; tests; tests);
+        $crate::ledger_suite!(@every $make; tests);
     };
     (in_process: $make:expr) => {
-        $crate::ledger_suite!(@every $make; needs_shared; tests; tests);
+        $crate::ledger_suite!(@every $make; needs_shared);
     };
-    // A backend reached through a server: who wrote a record is the server's word,
-    // which is no proof for automatic recovery (SPEC §15); heartbeats are kept by the
-    // server beside the document and aged by its clock (SPEC §10).
-    (remote: $make:expr) => {
-        $crate::ledger_suite!(@every $make; tests; needs_provenance; needs_document_beats);
-    };
-    (@every $make:expr; $shared:ident; $proof:ident; $beats:ident) => {
-        // Behaviours that read heartbeats in the document, written by each beat and aged
-        // by the participant's own (here: manual) clock.
-        $crate::ledger_suite!(@$beats $make;
-            lifecycle::dispose_stops_heartbeats,
-            signals::heartbeat_result_and_participants_without_calls,
-            signals::stale_participant_detected_with_manual_clock,
-            signals::stale_remote_participant_is_declared_crashed_and_fenced,
-            pause::paused_remote_participant_is_excused_for_max_pause,
-            pause::paused_local_participant_is_judged_by_its_pid
-        );
+    (@every $make:expr; $shared:ident) => {
         // Behaviours that need other processes to reach the same ledger.
         $crate::ledger_suite!(@$shared $make;
             exec::worker_gets_the_nested_environment
         );
-        // Behaviours that need the store to prove who wrote an operation's record.
-        $crate::ledger_suite!(@$proof $make;
-            ending::connect_recovers_abandoned_operations_when_asked
-        );
         $crate::ledger_suite!(@tests $make;
+            lifecycle::dispose_stops_heartbeats,
+            signals::heartbeat_result_and_participants_without_calls,
+            signals::stale_participant_detected,
+            signals::stale_remote_participant_is_declared_crashed_and_fenced,
+            pause::paused_remote_participant_is_excused_for_max_pause,
+            pause::paused_local_participant_is_judged_by_its_pid,
+            ending::connect_recovers_abandoned_operations_when_asked,
             lifecycle::create_registers_initiator,
             lifecycle::join_registers_a_second_participant,
             lifecycle::join_unknown_operation_fails,
@@ -259,26 +246,6 @@ macro_rules! ledger_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             #[ignore = "needs a ledger shared with other processes; this backend lives in the test process"]
-            async fn $name() {
-                let backend = $make;
-                ledger_suite::guarded(ledger_suite::$group::$name(&backend)).await;
-            }
-        )*
-    };
-    (@needs_provenance $make:expr; $($group:ident :: $name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "needs a store that proves who wrote a record; a server's answer is input, not proof"]
-            async fn $name() {
-                let backend = $make;
-                ledger_suite::guarded(ledger_suite::$group::$name(&backend)).await;
-            }
-        )*
-    };
-    (@needs_document_beats $make:expr; $($group:ident :: $name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "heartbeats are kept by the server beside the document and aged by its clock, not written per beat nor aged by a participant's clock (see ledger_remote.rs)"]
             async fn $name() {
                 let backend = $make;
                 ledger_suite::guarded(ledger_suite::$group::$name(&backend)).await;

@@ -2,28 +2,35 @@
 //! them by heartbeat age, a local one for as long as its process lives, a remote one
 //! for at most `max_pause`.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tom_dist_ledger::clock::{Clock, ManualClock, age_ms};
+use tom_dist_ledger::clock::{Clock, ManualClock, SystemClock, age_ms};
 use tom_dist_ledger::ledger::OperationCallback;
 
 use super::signals::join_as_remote;
-use super::{Backend, connect_with, create_and_beat, join_and_beat, with_clock};
+use super::{Backend, connect_with, create_and_beat, join_and_beat, wait_until, with_clock};
 
 const MAX_PAUSE: Duration = Duration::from_secs(60);
 
+/// Judged by the backend's own time: silent past the stale threshold but paused for
+/// less than the longest pause, the participant is excused; paused longer, it is stale.
 pub async fn paused_remote_participant_is_excused_for_max_pause(b: &dyn Backend) {
-    let clock = ManualClock::starting_now();
+    let stale = Duration::from_secs(1);
+    let max_pause = Duration::from_secs(8);
     let cli = connect_with(b, "cli", |c| {
-        with_clock(clock.clone())(c)
-            .heartbeat_interval(Duration::from_secs(3600))
-            .max_pause(MAX_PAUSE)
+        c.heartbeat_interval(Duration::from_secs(3600))
+            .stale_threshold(stale)
+            .max_pause(max_pause)
     })
     .await;
     let op = create_and_beat(&cli, OperationCallback::new()).await;
-    let joined = join_as_remote(b, &clock, &cli, &op).await;
+    let joined = join_as_remote(b, Arc::new(SystemClock), &cli, &op).await;
     let remote = joined.participant_id().clone();
-    let paused_at = clock.now();
+    // Taken before the pause is stamped: the time it measures is never less than the
+    // pause's age.
+    let paused_since = Instant::now();
+    let paused_at = SystemClock.now();
     cli.store()
         .modify(op.operation_id(), &mut |d| {
             d.participants
@@ -35,16 +42,34 @@ pub async fn paused_remote_participant_is_excused_for_max_pause(b: &dyn Backend)
         .await
         .unwrap();
     // Past the stale threshold, within the longest pause: excused.
-    clock.advance(Duration::from_secs(16));
-    assert!(op.heartbeat().await.unwrap().stale_participants.is_empty());
-    clock.advance(MAX_PAUSE - Duration::from_secs(16));
-    assert!(op.heartbeat().await.unwrap().stale_participants.is_empty());
-    // Paused for longer than that: judged by heartbeat age again.
-    clock.advance(Duration::from_secs(1));
-    assert_eq!(
-        op.heartbeat().await.unwrap().stale_participants,
-        vec![remote]
+    let stale_ms = stale.as_millis() as u64;
+    let excused = Arc::new(Mutex::new(None));
+    wait_until("the paused participant silent past the threshold", || {
+        let (op, remote, excused) = (&op, remote.clone(), excused.clone());
+        async move {
+            let result = op.heartbeat().await.unwrap();
+            let past = result.participant_heartbeat_ages[&remote] > stale_ms;
+            if past {
+                *excused.lock().unwrap() =
+                    Some((result.stale_participants, paused_since.elapsed()));
+            }
+            past
+        }
+    })
+    .await;
+    let (stale_list, paused_for) = excused.lock().unwrap().take().expect("recorded");
+    assert!(
+        paused_for < max_pause,
+        "paused {paused_for:?} before the check"
     );
+    assert!(stale_list.is_empty(), "{stale_list:?}");
+    // Paused for longer than that: judged by heartbeat age again.
+    wait_until("the pause running out", || {
+        let (op, remote) = (&op, remote.clone());
+        async move { op.heartbeat().await.unwrap().stale_participants == vec![remote] }
+    })
+    .await;
+    assert!(paused_since.elapsed() >= max_pause);
     op.complete().await.unwrap();
 }
 

@@ -3,14 +3,19 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-use crate::cli_common::{Env, Live, wait_bounded};
+use crate::cli_common::{Env, Live, assert_same, snapshot, wait_bounded};
+use tom_dist_ledger::ledger::OperationOptions;
+use tom_dist_ledger::{Connect, Ledger, ParticipantId};
 
 /// Longest a test may keep a server: past it the server is killed and the test binary
 /// aborts instead of hanging.
@@ -183,4 +188,100 @@ pub async fn answer(sent: reqwest::Result<reqwest::Response>) -> (StatusCode, Va
 /// The ledger directory of the test.
 pub fn ledger_dir(env: &Env) -> PathBuf {
     env.ledger.clone()
+}
+
+/// A ledger with something in it to aim at: a library operation whose initiator (this
+/// test process) is alive but no longer writes, and an operation of an original client
+/// with a running call. Returns (library op, original op, its call).
+pub async fn seeded(server: &Server, env: &Env) -> (String, String, String) {
+    let lib = Ledger::connect(
+        Connect::local(&env.ledger).participant(ParticipantId::parse("holder").unwrap()),
+    )
+    .await
+    .expect("connect");
+    let op = lib
+        .create_operation(OperationOptions::new())
+        .await
+        .expect("create");
+    let library_op = op.operation_id().to_string();
+    // No more heartbeats: nothing writes into the directory from here on.
+    lib.dispose().await;
+    let created = server
+        .ok("/operation/create", json!({"participantId": "orig"}))
+        .await;
+    let original_op = created["operationId"].as_str().unwrap().to_string();
+    let call = server
+        .ok(
+            "/call/start",
+            json!({"operationId": original_op, "sessionId": 1}),
+        )
+        .await;
+    let call = call["callId"].as_str().unwrap().to_string();
+    (library_op, original_op, call)
+}
+
+/// The server still answers, and the ledger is as it was.
+pub async fn unharmed(
+    server: &Server,
+    ledger: &Path,
+    before: &BTreeMap<PathBuf, Vec<u8>>,
+    what: &str,
+) {
+    let (status, health) = server.get("/health").await;
+    assert_eq!(status, StatusCode::OK, "after {what}: {health}");
+    assert_same(before, &snapshot(ledger), &format!("ledger after {what}"));
+}
+
+/// Read what the server sends until it closes the connection (or the bound passes).
+pub async fn read_to_close(stream: &mut TcpStream, bound: Duration) -> Option<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Send `head` and then `body` (in the background: a server that refuses early may close
+/// before it is all written), and read the answer until the server closes.
+pub async fn exchange(addr: &str, head: Vec<u8>, body: Vec<u8>) -> String {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        if write.write_all(&head).await.is_ok() {
+            let _ = write.write_all(&body).await;
+        }
+        write
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout_at(deadline, read.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            Ok(_) => break,
+            Err(_) => panic!("no answer within the bound"),
+        }
+        // One whole answer (headers and its announced body) is enough.
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, rest)) = text.split_once("\r\n\r\n")
+            && let Some(len) = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            && rest.len() >= len
+        {
+            break;
+        }
+    }
+    writer.abort();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+pub fn addr(server: &Server) -> String {
+    server.url.trim_start_matches("http://").to_string()
 }

@@ -25,11 +25,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use etcd_client::GetOptions;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
+use crate::future::BoxFuture;
 use crate::ids::{OperationId, ParticipantId};
 use crate::model::{LedgerData, Participant, ParticipantState};
 use crate::process::exited;
@@ -46,6 +48,8 @@ use super::{Presence, PresenceEvent, PresenceEvents, Roster};
 
 /// The smallest TTL asked for (etcd rounds smaller ones up anyway).
 const MIN_TTL_SECS: i64 = 1;
+/// How long a beat asks etcd to confirm a stale judgement before the ages stand.
+const CONFIRM_WITHIN: Duration = Duration::from_secs(2);
 /// Pause before a broken presence watch is taken up again.
 const RESUME_PAUSE: Duration = Duration::from_millis(100);
 
@@ -205,6 +209,43 @@ impl Presence for EtcdPresence {
         let mut ages = self.shared.judge.ages(data, me);
         ages.stale.retain(|id| !self.leased_in(data, id));
         ages
+    }
+
+    /// Stale by age and without a marker in this connection's view: ask etcd for the
+    /// operation's keys, since the view follows a watch that may not have caught up
+    /// with a registration yet. Unreachable etcd: the ages stand.
+    fn confirm_stale<'a>(
+        &'a self,
+        data: &'a LedgerData,
+        stale: Vec<ParticipantId>,
+    ) -> BoxFuture<'a, Vec<ParticipantId>> {
+        Box::pin(async move {
+            let prefix = self.shared.keys.presence(&data.operation_id);
+            let listed = self
+                .shared
+                .cluster
+                .run_within(CONFIRM_WITHIN, |mut c| {
+                    let prefix = prefix.clone();
+                    async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+                })
+                .await;
+            let Ok(listed) = listed else { return stale };
+            let markers: HashMap<&[u8], Marker> = listed
+                .kvs()
+                .iter()
+                .filter_map(|kv| Some((kv.key(), serde_json::from_slice(kv.value()).ok()?)))
+                .collect();
+            stale
+                .into_iter()
+                .filter(|id| {
+                    let key = format!("{prefix}{id}");
+                    let held = markers.get(key.as_bytes());
+                    !held
+                        .zip(data.participants.get(id))
+                        .is_some_and(|(m, p)| m.is_of(p))
+                })
+                .collect()
+        })
     }
 
     fn follow(&self, me: ParticipantId) -> (Box<dyn Roster>, PresenceEvents) {
