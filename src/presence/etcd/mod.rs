@@ -404,41 +404,13 @@ impl Roster for EtcdRoster {
             if let Some(p) = data.participants.get(id)
                 && p.state == ParticipantState::Active
             {
-                // Its key may only be on its way to this connection's watch (it just
-                // joined): etcd itself is asked before it counts as expired.
-                let key = format!("{}{id}", self.shared.keys.presence(&data.operation_id));
-                let (shared, events) = (self.shared.clone(), self.events.clone());
-                let (id, p) = (id.clone(), p.clone());
-                self.tasks.retain(|t| !t.is_finished());
-                self.tasks.push(tokio::spawn(async move {
-                    if !key_is_of(&shared, key, &p).await {
-                        let _ = events.send(PresenceEvent::Expired {
-                            participant: id,
-                            epoch: p.epoch,
-                            reason: "heartbeat stale".into(),
-                        });
-                    }
-                }));
+                let _ = self.events.send(PresenceEvent::Expired {
+                    participant: id.clone(),
+                    epoch: p.epoch,
+                    reason: "heartbeat stale".into(),
+                });
             }
         }
-    }
-}
-
-/// Whether etcd holds a live presence key `key` for the registration `p` (a cluster that
-/// cannot be asked counts as holding it: no crash is declared on no answer).
-async fn key_is_of(shared: &Shared, key: String, p: &Participant) -> bool {
-    let answer = shared
-        .cluster
-        .run(|mut c| {
-            let key = key.clone();
-            async move { c.get(key, None).await }
-        })
-        .await;
-    match answer {
-        Ok(response) => response.kvs().first().is_some_and(|kv| {
-            serde_json::from_slice::<Marker>(kv.value()).is_ok_and(|m| m.is_of(p))
-        }),
-        Err(_) => true,
     }
 }
 
