@@ -404,3 +404,70 @@ async fn lines_of_one_transaction_keep_their_order_and_bound() {
     let expected: Vec<String> = (248..270).map(|n| format!("line {n}")).collect();
     assert_eq!(kept, expected);
 }
+
+/// The next change a watch reports, within the suite's patience.
+async fn next_change(
+    changes: &mut tom_dist_ledger::store::ChangeStream,
+) -> tom_dist_ledger::store::OperationChange {
+    tokio::time::timeout(store_suite::PATIENCE, changes.next())
+        .await
+        .expect("a change report in time")
+        .expect("the watch goes on")
+}
+
+/// A watch names the `seq` of every write, the handle's own ones (known without reading
+/// the value) and another handle's; another handle's value comes with its event, so the
+/// next change swaps against it in one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_names_each_write_and_keeps_the_handle_current() {
+    let etcd = Etcd::single();
+    let prefix = unique_prefix("watch-seq");
+    let (a, b) = (open(&etcd, &prefix).await, open(&etcd, &prefix).await);
+    let data = sample("op_watch_seq");
+    let id = &data.operation_id;
+    a.create(&data).await.unwrap();
+    let mut changes = a.watch(id).unwrap();
+    let describe = |text: String| {
+        move |d: &mut tom_dist_ledger::model::LedgerData| {
+            d.description = Some(text.clone());
+            Ok(())
+        }
+    };
+    // Once a first change is reported the watch exists: every later write names its seq.
+    a.modify(id, &mut describe("first".into())).await.unwrap();
+    next_change(&mut changes).await;
+    for round in 0..3 {
+        let own = a
+            .modify(id, &mut describe(format!("a {round}")))
+            .await
+            .unwrap();
+        let change = next_change(&mut changes).await;
+        assert_eq!(change.revision, Some(Revision::new(own.seq)), "own write");
+
+        let other = b
+            .modify(id, &mut describe(format!("b {round}")))
+            .await
+            .unwrap();
+        let change = next_change(&mut changes).await;
+        assert_eq!(change.revision, Some(Revision::new(other.seq)), "b's write");
+
+        let before = a.cluster().requests_sent();
+        let mut seen = None;
+        let next = a
+            .modify(id, &mut |d| {
+                seen = d.description.clone();
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            a.cluster().requests_sent() - before,
+            1,
+            "swapped against the value the watch brought"
+        );
+        assert_eq!(seen, other.description);
+        assert_eq!(next.seq, other.seq + 1);
+        let change = next_change(&mut changes).await;
+        assert_eq!(change.revision, Some(Revision::new(next.seq)));
+    }
+}

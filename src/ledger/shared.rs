@@ -471,6 +471,14 @@ impl OpShared {
         }
     }
 
+    /// Whether this participant's view is at least as new as `revision`.
+    fn view_covers(&self, revision: Revision) -> bool {
+        self.local()
+            .cached
+            .as_ref()
+            .is_some_and(|d| Revision::new(d.seq) >= revision)
+    }
+
     /// Start following changes of the operation pushed by the store. A stream that ends
     /// (its feed stopped) is replaced by a new subscription and the operation read again;
     /// if the store can watch no more, the heartbeat is left as the only way news come.
@@ -494,6 +502,12 @@ impl OpShared {
                         None
                     }
                 };
+                // This participant's own write, already in its view: no wait, no read.
+                if let Some(n) = newest
+                    && weak.upgrade().is_some_and(|s| s.view_covers(n))
+                {
+                    continue;
+                }
                 // Under a storm of writes (many busy participants), read at most once per
                 // interval: changes in between are folded into the next read, and every
                 // participant does not parse every write of every other.
@@ -505,8 +519,7 @@ impl OpShared {
                 // This participant's own writes are notified too: nothing to read when its
                 // view is as new as every change named, or (asked of the store) when the
                 // operation is still at the revision of its view.
-                let seen = shared.local().cached.as_ref().map(|d| Revision::new(d.seq));
-                if newest.is_some_and(|n| seen.is_some_and(|s| s >= n)) {
+                if newest.is_some_and(|n| shared.view_covers(n)) {
                     continue;
                 }
                 if shared.view_is_current().await == Some(true) {

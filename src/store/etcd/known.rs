@@ -55,6 +55,33 @@ impl KnownValues {
         Some(known.clone())
     }
 
+    /// The `seq` of the value known at `mod_revision`, when this handle has it parsed
+    /// (it wrote or read that value itself).
+    pub fn seq_at(&self, op: &OperationId, mod_revision: i64) -> Option<u64> {
+        let values = self.lock();
+        let (known, _) = values.get(op)?;
+        match &known.value {
+            Value::Data(data) if known.mod_revision == mod_revision => Some(data.seq),
+            _ => None,
+        }
+    }
+
+    /// Take in a value of `op` from a watch event, unless this one or a newer one is
+    /// known (the bytes are copied only when taken). Only of an operation already known.
+    pub fn offer_raw(&self, op: &OperationId, value: &[u8], mod_revision: i64) {
+        let tick = self.tick();
+        let mut values = self.lock();
+        if let Some((known, used)) = values.get_mut(op)
+            && known.mod_revision < mod_revision
+        {
+            *known = Known {
+                value: Value::Raw(value.to_vec()),
+                mod_revision,
+            };
+            *used = tick;
+        }
+    }
+
     /// Take in a value of `op`, unless a newer one is known.
     pub fn offer(&self, op: &OperationId, value: Value, mod_revision: i64) {
         let tick = self.tick();
@@ -92,10 +119,5 @@ impl KnownValues {
     /// Forget `op` (deleted, archived, or found missing).
     pub fn forget(&self, op: &OperationId) {
         self.lock().remove(op);
-    }
-
-    /// Whether anything is known of `op` (watch events are kept only for those).
-    pub fn knows(&self, op: &OperationId) -> bool {
-        self.lock().contains_key(op)
     }
 }

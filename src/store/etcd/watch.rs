@@ -22,7 +22,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::cluster::Cluster;
-use super::known::{KnownValues, Value};
+use super::known::KnownValues;
 use super::record;
 use crate::error::Result;
 use crate::ids::OperationId;
@@ -178,12 +178,18 @@ impl Watch {
             return;
         };
         match kind {
-            EventType::Put if known.knows(&self.op) => {
-                known.offer(&self.op, Value::Raw(kv.value().to_vec()), kv.mod_revision());
-            }
-            EventType::Put => {}
+            EventType::Put => known.offer_raw(&self.op, kv.value(), kv.mod_revision()),
             EventType::Delete => known.forget(&self.op),
         }
+    }
+
+    /// The `seq` a put holds: known without parsing when this handle wrote or read that
+    /// very value (its own writes, the common case), else read from the value.
+    fn seq_of(&self, kv: &etcd_client::KeyValue) -> Option<u64> {
+        self.known
+            .upgrade()
+            .and_then(|known| known.seq_at(&self.op, kv.mod_revision()))
+            .or_else(|| record::seq_of(kv.value()))
     }
 
     async fn follow(&mut self) -> Outcome {
@@ -238,7 +244,7 @@ impl Watch {
                 self.take_in(event.event_type(), kv);
                 let change = match event.event_type() {
                     EventType::Put if kv.mod_revision() > certain_after => {
-                        OperationChange::changed(record::seq_of(kv.value()).map(Revision::new))
+                        OperationChange::changed(self.seq_of(kv).map(Revision::new))
                     }
                     EventType::Put => OperationChange::changed(None),
                     EventType::Delete => OperationChange::archived(None),
