@@ -149,6 +149,7 @@ async fn a_clock_far_ahead_makes_no_false_crash() {
         let mut w = peer("wait-abort", &etcd, &prefix, &id, &["--hb-ms", "500"]);
         assert_eq!(w.line().await, "ready");
         let (counted, stale) = (beats.clone(), stale_reports.clone());
+        let counted_stale = beats.clone();
         op.start_heartbeat(tom_dist_ledger::HeartbeatOptions {
             interval: Duration::from_millis(200),
             jitter: Duration::ZERO,
@@ -157,7 +158,11 @@ async fn a_clock_far_ahead_makes_no_false_crash() {
                     counted.fetch_add(1, Ordering::SeqCst);
                 })
                 .on_heartbeat_error(move |_, e| {
-                    if e.kind == tom_dist_ledger::HeartbeatErrorType::HeartbeatStale {
+                    // Judgements count once the initiator follows the peer's lease (its
+                    // first clean beat): before, the peer's key may still be on its way.
+                    if e.kind == tom_dist_ledger::HeartbeatErrorType::HeartbeatStale
+                        && counted_stale.load(Ordering::SeqCst) > 0
+                    {
                         stale.fetch_add(1, Ordering::SeqCst);
                     }
                 }),

@@ -239,3 +239,235 @@ async fn archiving_keeps_the_newest_archives() {
         .unwrap();
     assert_eq!(log, "kept while archived\n");
 }
+
+/// A change swaps against the handle's last value: one request with its log lines when
+/// nobody else wrote; after another handle's write, the refused swap brings the current
+/// value (two requests, no separate read); a change refused on the old value reads once
+/// before it is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_and_its_lines_cost_one_round_trip() {
+    let etcd = Etcd::single();
+    let prefix = unique_prefix("round-trips");
+    let (a, b) = (open(&etcd, &prefix).await, open(&etcd, &prefix).await);
+    let mut data = sample("op_round_trips");
+    data.call_frames.clear();
+    let id = &data.operation_id;
+    a.create(&data).await.unwrap();
+    let sent = |s: &EtcdStore| s.cluster().requests_sent();
+
+    let before = sent(&a);
+    let lines = ["CALL_STARTED one", "CALL_ENDED one"].map(String::from);
+    let (written, logged) = a
+        .modify_logged(
+            id,
+            &mut |d| {
+                d.description = Some("one".into());
+                Ok(())
+            },
+            &lines,
+        )
+        .await
+        .unwrap();
+    logged.unwrap();
+    assert_eq!(
+        sent(&a) - before,
+        1,
+        "one transaction for the change and its lines"
+    );
+    assert_eq!(written.seq, data.seq + 1);
+
+    b.modify(id, &mut |d| {
+        d.call_frames.push(store_suite::frame(
+            &store_suite::participant("b"),
+            "call_b_1_bbbb",
+        ));
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let before = sent(&a);
+    let written = a
+        .modify(id, &mut |d| {
+            d.aborted = true;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(sent(&a) - before, 2, "a refused swap and one on its answer");
+    assert_eq!(written.call_frames.len(), 1, "b's frame is kept");
+
+    a.modify(id, &mut |d| {
+        d.call_frames.clear();
+        Ok(())
+    })
+    .await
+    .unwrap();
+    b.modify(id, &mut |d| {
+        d.call_frames.push(store_suite::frame(
+            &store_suite::participant("b"),
+            "call_b_2_cccc",
+        ));
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let before = sent(&a);
+    a.modify(id, &mut |d| {
+        if d.call_frames.is_empty() {
+            return Err(tom_dist_ledger::Error::invalid("frames", "none"));
+        }
+        d.call_frames.clear();
+        Ok(())
+    })
+    .await
+    .expect("made on the current data");
+    assert_eq!(sent(&a) - before, 2, "a read, then the swap");
+    let (log, _) = a
+        .read_log(id, LogKind::Main, LogCursor::START)
+        .await
+        .unwrap();
+    assert_eq!(log, "CALL_STARTED one\nCALL_ENDED one\n");
+}
+
+/// Lines written in one transaction share a revision: reads keep their order across
+/// pages and cursors, and trimming keeps the newest within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_of_one_transaction_keep_their_order_and_bound() {
+    let etcd = Etcd::single();
+    let store = open(&etcd, &unique_prefix("txn-lines")).await;
+    let data = sample("op_txn_lines");
+    let id = &data.operation_id;
+    store.create(&data).await.unwrap();
+    // 600 lines: more than one page of a read (500 keys).
+    let mut expected = String::new();
+    let mut cursor_after_first = None;
+    for n in 0..200 {
+        let lines: Vec<String> = (0..3).map(|i| format!("line {n}.{i}")).collect();
+        for line in &lines {
+            expected.push_str(line);
+            expected.push('\n');
+        }
+        store
+            .modify_logged(id, &mut |_| Ok(()), &lines)
+            .await
+            .unwrap()
+            .1
+            .unwrap();
+        if n == 0 {
+            cursor_after_first = Some(
+                store
+                    .read_log(id, LogKind::Main, LogCursor::START)
+                    .await
+                    .unwrap()
+                    .1,
+            );
+        }
+    }
+    let (text, _) = store
+        .read_log(id, LogKind::Main, LogCursor::START)
+        .await
+        .unwrap();
+    assert_eq!(text, expected);
+    let (rest, _) = store
+        .read_log(id, LogKind::Main, cursor_after_first.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rest, expected["line 0.0\nline 0.1\nline 0.2\n".len()..]);
+
+    let bounded = EtcdStore::connect(
+        &etcd.endpoints(),
+        EtcdOptions {
+            prefix: unique_prefix("txn-lines-bound"),
+            log_max_lines: 10,
+            ..EtcdOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    bounded.create(&data).await.unwrap();
+    // 90 transactions of 3 lines: the 86th crosses 256 lines and trims to the newest 10
+    // (lines 248 to 257); the 12 after it stay.
+    for n in 0..90 {
+        let lines: Vec<String> = (0..3).map(|i| format!("line {}", n * 3 + i)).collect();
+        bounded
+            .modify_logged(id, &mut |_| Ok(()), &lines)
+            .await
+            .unwrap()
+            .1
+            .unwrap();
+    }
+    let (text, _) = bounded
+        .read_log(id, LogKind::Main, LogCursor::START)
+        .await
+        .unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    let expected: Vec<String> = (248..270).map(|n| format!("line {n}")).collect();
+    assert_eq!(kept, expected);
+}
+
+/// The next change a watch reports, within the suite's patience.
+async fn next_change(
+    changes: &mut tom_dist_ledger::store::ChangeStream,
+) -> tom_dist_ledger::store::OperationChange {
+    tokio::time::timeout(store_suite::PATIENCE, changes.next())
+        .await
+        .expect("a change report in time")
+        .expect("the watch goes on")
+}
+
+/// A watch names the `seq` of every write, the handle's own ones (known without reading
+/// the value) and another handle's; another handle's value comes with its event, so the
+/// next change swaps against it in one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_names_each_write_and_keeps_the_handle_current() {
+    let etcd = Etcd::single();
+    let prefix = unique_prefix("watch-seq");
+    let (a, b) = (open(&etcd, &prefix).await, open(&etcd, &prefix).await);
+    let data = sample("op_watch_seq");
+    let id = &data.operation_id;
+    a.create(&data).await.unwrap();
+    let mut changes = a.watch(id).unwrap();
+    let describe = |text: String| {
+        move |d: &mut tom_dist_ledger::model::LedgerData| {
+            d.description = Some(text.clone());
+            Ok(())
+        }
+    };
+    // Once a first change is reported the watch exists: every later write names its seq.
+    a.modify(id, &mut describe("first".into())).await.unwrap();
+    next_change(&mut changes).await;
+    for round in 0..3 {
+        let own = a
+            .modify(id, &mut describe(format!("a {round}")))
+            .await
+            .unwrap();
+        let change = next_change(&mut changes).await;
+        assert_eq!(change.revision, Some(Revision::new(own.seq)), "own write");
+
+        let other = b
+            .modify(id, &mut describe(format!("b {round}")))
+            .await
+            .unwrap();
+        let change = next_change(&mut changes).await;
+        assert_eq!(change.revision, Some(Revision::new(other.seq)), "b's write");
+
+        let before = a.cluster().requests_sent();
+        let mut seen = None;
+        let next = a
+            .modify(id, &mut |d| {
+                seen = d.description.clone();
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            a.cluster().requests_sent() - before,
+            1,
+            "swapped against the value the watch brought"
+        );
+        assert_eq!(seen, other.description);
+        assert_eq!(next.seq, other.seq + 1);
+        let change = next_change(&mut changes).await;
+        assert_eq!(change.revision, Some(Revision::new(next.seq)));
+    }
+}

@@ -10,7 +10,7 @@ use crate::model::{CallFrame, FrameState, LogLevel};
 
 use super::callbacks::CallCallback;
 use super::core;
-use super::group_commit::{Flush, ThenLog};
+use super::group_commit::{Flush, LogLine, ThenLog};
 use super::operation::Operation;
 use super::shared::{ActiveCall, OpShared};
 
@@ -111,10 +111,24 @@ impl<T: Clone + Send + 'static> Call<T> {
     /// `on_completion` fails the call instead (`Error::CallFailed` with the panic message).
     pub async fn end(&self, result: T) -> Result<()> {
         self.finish()?;
+        let ended = || {
+            format!(
+                "CALL_ENDED callId={} duration={}ms",
+                self.id,
+                self.duration_ms()
+            )
+        };
+        // Without `on_completion` the outcome is known now: the line goes with the
+        // frame's removal (one write where the store can).
+        let Some(f) = &self.callback.on_completion else {
+            let line = LogLine::if_written(LogLevel::Info, ended());
+            if !remove_frame(&self.shared, &self.id, Flush::Inline, Some(line)).await? {
+                self.shared.log_quietly(LogLevel::Info, &ended()).await;
+            }
+            return Ok(());
+        };
         remove_frame(&self.shared, &self.id, Flush::Inline, None).await?;
-        if let Some(f) = &self.callback.on_completion
-            && let Err(panic) = super::panic::guarded(|| f(result)).await
-        {
+        if let Err(panic) = super::panic::guarded(|| f(result)).await {
             let cause = Error::CallbackPanicked {
                 callback: "on_completion",
                 message: panic,
@@ -126,16 +140,7 @@ impl<T: Clone + Send + 'static> Call<T> {
                 cause: Arc::new(cause),
             });
         }
-        self.shared
-            .log_quietly(
-                LogLevel::Info,
-                &format!(
-                    "CALL_ENDED callId={} duration={}ms",
-                    self.id,
-                    self.duration_ms()
-                ),
-            )
-            .await;
+        self.shared.log_quietly(LogLevel::Info, &ended()).await;
         Ok(())
     }
 
@@ -263,7 +268,14 @@ impl Operation {
         let id = CallId::generate(self.participant_id());
         let frame = new_frame(shared, &id, self.session, &options);
         let started_at = frame.start_time;
-        add_frame(shared, frame, Flush::Inline, None).await?;
+        let line = LogLine::if_written(
+            LogLevel::Info,
+            format!(
+                "CALL_STARTED callId={id} participant={}",
+                self.participant_id()
+            ),
+        );
+        add_frame(shared, frame, Flush::Inline, Some(line)).await?;
         shared.local().calls.insert(
             id.clone(),
             ActiveCall {
@@ -274,15 +286,6 @@ impl Operation {
                 on_operation_failed: options.callback.on_operation_failed.clone(),
             },
         );
-        shared
-            .log_quietly(
-                LogLevel::Info,
-                &format!(
-                    "CALL_STARTED callId={id} participant={}",
-                    self.participant_id()
-                ),
-            )
-            .await;
         Ok(Call {
             shared: shared.clone(),
             id,
@@ -336,13 +339,14 @@ pub(crate) async fn add_frame(
 }
 
 /// Remove the call's frame and forget the call locally; written with whatever else of
-/// this participant is queued (group commit).
+/// this participant is queued (group commit). True when the removal was written, false
+/// when the operation is over (its frames are gone with it).
 pub(crate) async fn remove_frame(
     shared: &Arc<OpShared>,
     id: &CallId,
     flush: Flush,
     then_log: ThenLog,
-) -> Result<()> {
+) -> Result<bool> {
     shared.local().calls.remove(id);
     let ended = id.clone();
     let result = shared
@@ -356,9 +360,9 @@ pub(crate) async fn remove_frame(
         )
         .await;
     match result {
-        Ok(_) => Ok(()),
+        Ok(()) => Ok(true),
         // Once the operation is over, its frames are gone with it.
-        Err(e) if super::failure::is_gone(&e) => Ok(()),
+        Err(e) if super::failure::is_gone(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }

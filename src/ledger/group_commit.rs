@@ -28,8 +28,35 @@ use super::shared::OpShared;
 /// change), as the frames' `start` and `end` do.
 pub(crate) type QueuedChange = Box<dyn FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send>;
 
-/// A log line written right after the change, whatever became of it.
-pub(crate) type ThenLog = Option<(LogLevel, String)>;
+/// A log line that reports a queued change: written with the change (in the same
+/// write where the store can), and, when the change fails, after it if `if_failed`.
+pub(crate) struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+    pub if_failed: bool,
+}
+
+impl LogLine {
+    /// Written whatever becomes of the change.
+    pub fn always(level: LogLevel, message: String) -> Self {
+        Self {
+            level,
+            message,
+            if_failed: true,
+        }
+    }
+
+    /// Written only with the change.
+    pub fn if_written(level: LogLevel, message: String) -> Self {
+        Self {
+            level,
+            message,
+            if_failed: false,
+        }
+    }
+}
+
+pub(crate) type ThenLog = Option<LogLine>;
 
 struct Entry {
     change: QueuedChange,
@@ -38,11 +65,15 @@ struct Entry {
 }
 
 impl Entry {
-    /// The change's log line (by the writer, so that the thread of a current-thread
-    /// runtime does not append it either), then its answer.
-    async fn answer(self, shared: &OpShared, result: Result<()>) {
-        if let Some((level, line)) = &self.then_log {
-            shared.log_quietly(*level, line).await;
+    /// Answer the change; its log line, unless written with it, is appended first (by
+    /// the writer, so that the thread of a current-thread runtime does not append it
+    /// either) where it is due.
+    async fn answer(self, shared: &OpShared, result: Result<()>, line_written: bool) {
+        if let Some(log) = &self.then_log
+            && !line_written
+            && (result.is_ok() || log.if_failed)
+        {
+            shared.log_quietly(log.level, &log.message).await;
         }
         let _ = self.reply.send(result);
     }
@@ -114,8 +145,8 @@ pub(crate) enum Flush {
 
 impl OpShared {
     /// Change the operation as this participant, in the next group write (see the module
-    /// notes), then append `then_log` to the operation log (whether the change was
-    /// written or not): returns once both are done. (Not with the data as written: a
+    /// notes), with `then_log` appended to the operation log (see [`LogLine`]): returns
+    /// once both are done. (Not with the data as written: a
     /// batch would copy the whole operation once per change.)
     pub async fn modify_queued(
         self: &Arc<Self>,
@@ -157,20 +188,39 @@ impl OpShared {
         }
     }
 
-    /// One read-change-write for the whole batch, each change answered on its own.
+    /// One change with its log line in one write (where the store can).
+    async fn write_one(self: &Arc<Self>, mut entry: Entry) {
+        let lines: Vec<String> = entry
+            .then_log
+            .iter()
+            .map(|log| self.ledger.log_line_text(log.level, &log.message))
+            .collect();
+        let result = self.write_now_logged(&mut entry.change, &lines).await;
+        let written = result.is_ok();
+        entry.answer(self, result.map(drop), written).await;
+    }
+
+    /// One read-change-write for the whole batch, each change answered on its own. The
+    /// lines due whatever becomes of their change go with the write; the others after
+    /// it, for the changes that were made.
     async fn write_batch(self: &Arc<Self>, mut batch: Vec<Entry>) {
         if batch.len() == 1 {
-            let mut entry = batch.pop().expect("one entry");
-            let result = self.write_now(&mut entry.change, false).await;
-            entry.answer(self, result.map(drop)).await;
+            let entry = batch.pop().expect("one entry");
+            self.write_one(entry).await;
             return;
         }
+        let lines: Vec<String> = batch
+            .iter()
+            .filter_map(|e| e.then_log.as_ref())
+            .filter(|log| log.if_failed)
+            .map(|log| self.ledger.log_line_text(log.level, &log.message))
+            .collect();
         let mut failures: Vec<Option<Error>> = Vec::new();
         let written = {
             let mut changes: Vec<&mut QueuedChange> =
                 batch.iter_mut().map(|e| &mut e.change).collect();
             let failures = &mut failures;
-            self.write_now(
+            self.write_now_logged(
                 &mut |data: &mut LedgerData, now: Timestamp| {
                     // Run again after a conflict: every change starts from the data anew.
                     failures.clear();
@@ -179,21 +229,23 @@ impl OpShared {
                     }
                     Ok(())
                 },
-                false,
+                &lines,
             )
             .await
         };
         match written {
             Ok(_) => {
                 for (entry, failure) in batch.into_iter().zip(failures) {
-                    entry.answer(self, failure.map_or(Ok(()), Err)).await;
+                    let with_write = entry.then_log.as_ref().is_some_and(|log| log.if_failed);
+                    entry
+                        .answer(self, failure.map_or(Ok(()), Err), with_write)
+                        .await;
                 }
             }
             // Failed as a whole: each change alone, so each gets its own error.
             Err(_) => {
-                for mut entry in batch {
-                    let result = self.write_now(&mut entry.change, false).await;
-                    entry.answer(self, result.map(drop)).await;
+                for entry in batch {
+                    self.write_one(entry).await;
                 }
             }
         }

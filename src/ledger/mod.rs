@@ -91,15 +91,25 @@ impl LedgerInner {
 
     /// Append a line to an operation's log and hand it to the log-line callback.
     pub async fn log(&self, op: &OperationId, level: LogLevel, message: &str) -> Result<()> {
-        let line = crate::model::log_line(&self.clock.now(), level, message);
+        let line = self.log_line_text(level, message);
         let result = self
             .store
             .append_log(op, crate::store::LogKind::Main, &line)
             .await;
-        if let Some(f) = &self.callback.on_log_line {
-            panic::call_quietly("on_log_line", || f(&line));
-        }
+        self.report_line(&line);
         result
+    }
+
+    /// A log line as written, stamped now.
+    pub fn log_line_text(&self, level: LogLevel, message: &str) -> String {
+        crate::model::log_line(&self.clock.now(), level, message)
+    }
+
+    /// Hand a line written to an operation's log to the log-line callback.
+    pub fn report_line(&self, line: &str) {
+        if let Some(f) = &self.callback.on_log_line {
+            panic::call_quietly("on_log_line", || f(line));
+        }
     }
 
     fn registered(&self, op: &OperationId) -> Option<Arc<OpShared>> {

@@ -33,6 +33,12 @@ use super::operation::Operation;
 const WATCH_COALESCE: Duration = Duration::from_millis(5);
 
 /// A call of this process that has a frame in the ledger.
+/// What a write is: a heartbeat, or a change with the log lines that report it.
+enum WriteNow<'a> {
+    HeartbeatOnly,
+    Change(&'a [String]),
+}
+
 pub(crate) struct ActiveCall {
     pub session: u64,
     /// Set for spawned calls: cancels their work.
@@ -187,9 +193,41 @@ impl OpShared {
     /// The write itself, for a caller that holds the turn.
     pub(super) async fn write_now(
         self: &Arc<Self>,
-        mut change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+        change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
         heartbeat_only: bool,
     ) -> Result<LedgerData> {
+        let kind = if heartbeat_only {
+            WriteNow::HeartbeatOnly
+        } else {
+            WriteNow::Change(&[])
+        };
+        Ok(self.write_now_as(change, kind).await?.0)
+    }
+
+    /// A change written with `lines` for the operation log (formatted lines), in one
+    /// write where the store can; the lines are handed to the log-line callback once
+    /// written (a line that could not be appended is only traced: log lines are best
+    /// effort once the state is written).
+    pub(super) async fn write_now_logged(
+        self: &Arc<Self>,
+        change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+        lines: &[String],
+    ) -> Result<LedgerData> {
+        let (data, logged) = self.write_now_as(change, WriteNow::Change(lines)).await?;
+        if let Err(e) = logged {
+            tracing::debug!(operation = %self.id, error = %e, "log line not written");
+        }
+        for line in lines {
+            self.ledger.report_line(line);
+        }
+        Ok(data)
+    }
+
+    async fn write_now_as(
+        self: &Arc<Self>,
+        mut change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+        kind: WriteNow<'_>,
+    ) -> Result<(LedgerData, Result<()>)> {
         let now = self.now();
         let me = self.ledger.config.participant.clone();
         let epoch = self.epoch;
@@ -201,13 +239,19 @@ impl OpShared {
             change(data, now)
         };
         let store = &self.ledger.store;
-        let result = if heartbeat_only {
-            store.refresh(&self.id, &mut apply).await
-        } else {
-            store.modify(&self.id, &mut apply).await
+        let result = match kind {
+            WriteNow::HeartbeatOnly => store
+                .refresh(&self.id, &mut apply)
+                .await
+                .map(|data| (data, Ok(()))),
+            WriteNow::Change([]) => store
+                .modify(&self.id, &mut apply)
+                .await
+                .map(|data| (data, Ok(()))),
+            WriteNow::Change(lines) => store.modify_logged(&self.id, &mut apply, lines).await,
         };
         match &result {
-            Ok(data) => self.observe(data),
+            Ok((data, _)) => self.observe(data),
             // A late write of a participant that left (and was dropped from the
             // registry) is refused like a fenced one, but it is no crash of ours.
             Err(Error::Fenced { .. }) if unregistered && self.local().ended => {}
@@ -427,6 +471,14 @@ impl OpShared {
         }
     }
 
+    /// Whether this participant's view is at least as new as `revision`.
+    fn view_covers(&self, revision: Revision) -> bool {
+        self.local()
+            .cached
+            .as_ref()
+            .is_some_and(|d| Revision::new(d.seq) >= revision)
+    }
+
     /// Start following changes of the operation pushed by the store. A stream that ends
     /// (its feed stopped) is replaced by a new subscription and the operation read again;
     /// if the store can watch no more, the heartbeat is left as the only way news come.
@@ -435,24 +487,41 @@ impl OpShared {
         let weak: Weak<OpShared> = Arc::downgrade(self);
         let task = spawn(async move {
             loop {
-                if changes.next().await.is_none() {
-                    let Some(shared) = weak.upgrade() else { break };
-                    match shared.ledger.store.watch(&shared.id) {
-                        Ok(again) => changes = again,
-                        Err(e) => {
-                            tracing::warn!(operation = %shared.id, error = %e, "changes are no longer pushed; heartbeats carry them");
-                            break;
+                // The newest revision the changes name; `None` when one names none.
+                let mut newest = match changes.next().await {
+                    Some(change) => named_revision(&change),
+                    None => {
+                        let Some(shared) = weak.upgrade() else { break };
+                        match shared.ledger.store.watch(&shared.id) {
+                            Ok(again) => changes = again,
+                            Err(e) => {
+                                tracing::warn!(operation = %shared.id, error = %e, "changes are no longer pushed; heartbeats carry them");
+                                break;
+                            }
                         }
+                        None
                     }
+                };
+                // This participant's own write, already in its view: no wait, no read.
+                if let Some(n) = newest
+                    && weak.upgrade().is_some_and(|s| s.view_covers(n))
+                {
+                    continue;
                 }
                 // Under a storm of writes (many busy participants), read at most once per
                 // interval: changes in between are folded into the next read, and every
                 // participant does not parse every write of every other.
                 tokio::time::sleep(WATCH_COALESCE).await;
-                while changes.try_next().is_some() {}
+                while let Some(change) = changes.try_next() {
+                    newest = newest.zip(named_revision(&change)).map(|(a, b)| a.max(b));
+                }
                 let Some(shared) = weak.upgrade() else { break };
-                // This participant's own writes are notified too: nothing to read when the
-                // operation is still at the revision of this participant's view.
+                // This participant's own writes are notified too: nothing to read when its
+                // view is as new as every change named, or (asked of the store) when the
+                // operation is still at the revision of its view.
+                if newest.is_some_and(|n| shared.view_covers(n)) {
+                    continue;
+                }
                 if shared.view_is_current().await == Some(true) {
                     continue;
                 }
@@ -481,6 +550,14 @@ impl Drop for OpShared {
         if let Some(h) = local.watcher.take() {
             h.abort();
         }
+    }
+}
+
+/// The revision a pushed change names, if it is a write that names one.
+fn named_revision(change: &crate::store::OperationChange) -> Option<Revision> {
+    match change.kind {
+        crate::store::ChangeKind::Changed => change.revision,
+        _ => None,
     }
 }
 

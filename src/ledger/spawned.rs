@@ -19,7 +19,7 @@ use crate::model::LogLevel;
 
 use super::call::{CallOptions, add_frame, new_frame, remove_frame};
 use super::callbacks::BoxFuture;
-use super::group_commit::Flush;
+use super::group_commit::{Flush, LogLine};
 use super::operation::Operation;
 use super::shared::{ActiveCall, OpShared, spawn};
 use crate::model::{CallFrame, ProcessRecord};
@@ -124,7 +124,13 @@ impl CallContext {
             self.call_id, shared.ledger.config.participant
         );
         // The line is written once the frame is, by whoever writes it.
-        add_frame(shared, frame, flush, Some((LogLevel::Info, line))).await
+        add_frame(
+            shared,
+            frame,
+            flush,
+            Some(LogLine::always(LogLevel::Info, line)),
+        )
+        .await
     }
 
     /// A setter for the kill handler that can move into a `'static` callback.
@@ -488,7 +494,7 @@ async fn finish<T: Clone + Send + Sync + 'static>(
             format!("CALL_FAILED callId={id} error={message}"),
         ),
     };
-    let _ = remove_frame(shared, id, flush, Some(line)).await;
+    let _ = remove_frame(shared, id, flush, Some(LogLine::always(line.0, line.1))).await;
     if !matches!(outcome, Outcome::Success(_))
         && let Some(f) = &callback.on_cleanup
         && let Err(panic) = super::panic::guarded(|| f()).await

@@ -162,6 +162,28 @@ pub trait Store: Send + Sync + Debug + 'static {
         read_change_write(self, op, change, WriteKind::Change).await
     }
 
+    /// [`modify`](Self::modify) that also appends `lines` (in order, without newlines) to
+    /// the operation's main log once the change is written; when the change fails, none
+    /// of them is written. Returns the data as written and whether the lines were
+    /// appended. By default the lines are appended after the write (an append that fails
+    /// does not undo the change); a backend may write them in the same transaction as the
+    /// change (etcd: one round trip for both).
+    async fn modify_logged(
+        &self,
+        op: &OperationId,
+        change: Change<'_>,
+        lines: &[String],
+    ) -> Result<(LedgerData, Result<()>)> {
+        let written = self.modify(op, change).await?;
+        let mut logged = Ok(());
+        for line in lines {
+            if let Err(e) = self.append_log(op, LogKind::Main, line).await {
+                logged = Err(e);
+            }
+        }
+        Ok((written, logged))
+    }
+
     /// A change that only refreshes heartbeats: the same as [`modify`](Self::modify), but
     /// the backend keeps no history of it (the file store makes no trail entry).
     async fn refresh(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {

@@ -488,3 +488,46 @@ pub async fn archive_names_the_operation(ledger: &TestLedger) {
     assert!(!archived.location().is_empty());
     assert_eq!(archived.to_string(), archived.location());
 }
+
+/// `modify_logged`: the lines follow the lines before them, in order, once the change is
+/// written; a change that fails writes neither.
+pub async fn modify_logged_writes_its_lines_with_the_change(ledger: &TestLedger) {
+    let store = ledger.open();
+    let data = sample("op_logged");
+    let id = &data.operation_id;
+    store.create(&data).await.unwrap();
+    store.append_log(id, LogKind::Main, "before").await.unwrap();
+    let lines = ["one", "two", "three"].map(String::from);
+    let (written, logged) = store
+        .modify_logged(
+            id,
+            &mut |d| {
+                d.aborted = true;
+                Ok(())
+            },
+            &lines,
+        )
+        .await
+        .unwrap();
+    logged.unwrap();
+    assert!(written.aborted);
+    assert_eq!(store.read(id).await.unwrap(), written);
+    let (text, cursor) = store
+        .read_log(id, LogKind::Main, LogCursor::START)
+        .await
+        .unwrap();
+    assert_eq!(text, "before\none\ntwo\nthree\n");
+    let err = store
+        .modify_logged(
+            id,
+            &mut |_| Err(Error::invalid("change", "refused on purpose")),
+            &["never".to_string()],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    assert_eq!(store.read(id).await.unwrap(), written);
+    store.append_log(id, LogKind::Main, "after").await.unwrap();
+    let (text, _) = store.read_log(id, LogKind::Main, cursor).await.unwrap();
+    assert_eq!(text, "after\n");
+}

@@ -83,6 +83,8 @@ macro_rules! store_suite {
             list_summaries_lists_live_then_archived,
             archive_names_the_operation,
             concurrent_modifies_lose_no_update,
+            a_change_is_decided_on_the_current_data,
+            modify_logged_writes_its_lines_with_the_change,
         );
     };
     (@each $factory:path; $($behaviour:ident),* $(,)?) => {

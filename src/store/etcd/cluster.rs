@@ -42,6 +42,8 @@ struct Inner {
     healing: tokio::sync::Mutex<u64>,
     /// How many times the client was rebuilt (for the count `healing` guards).
     generation: std::sync::atomic::AtomicU64,
+    /// Requests sent, every attempt counted.
+    requests: std::sync::atomic::AtomicU64,
     deadline: Duration,
 }
 
@@ -143,6 +145,7 @@ impl Cluster {
                 endpoints,
                 healing: tokio::sync::Mutex::new(0),
                 generation: std::sync::atomic::AtomicU64::new(0),
+                requests: std::sync::atomic::AtomicU64::new(0),
                 deadline,
             }),
         })
@@ -207,6 +210,9 @@ impl Cluster {
         let until = Instant::now() + deadline;
         loop {
             let generation = self.generation();
+            self.inner
+                .requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match request(self.client()).await {
                 Ok(value) => return Ok(value),
                 Err(e) if is_transient(&e) && Instant::now() < until => {
@@ -217,6 +223,15 @@ impl Cluster {
                 Err(e) => return Err(self.unavailable_or_invalid(e)),
             }
         }
+    }
+
+    /// Requests sent through [`run`](Self::run) so far, every attempt counted (round
+    /// trips of the ledger's writes, for tests and diagnostics; watches and lease
+    /// keep-alives are streams of their own and not counted).
+    pub fn requests_sent(&self) -> u64 {
+        self.inner
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn generation(&self) -> u64 {

@@ -5,11 +5,38 @@ use std::sync::atomic::Ordering;
 
 use etcd_client::{DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 
-use super::{EtcdStore, Keys};
+use super::{EtcdStore, Keys, TRIM_EVERY, logs};
 use crate::error::{Error, Result};
 use crate::ids::{OperationId, ParticipantId};
+use crate::store::LogKind;
 
 impl EtcdStore {
+    /// Count `added` lines of this handle; every [`TRIM_EVERY`] of them, trim the log
+    /// to its bound.
+    pub(super) async fn trim_if_due(
+        &self,
+        op: &OperationId,
+        kind: LogKind,
+        added: usize,
+    ) -> Result<()> {
+        let added = u64::try_from(added).unwrap_or(u64::MAX);
+        if added == 0 {
+            return Ok(());
+        }
+        let before = self.inner.appends.fetch_add(added, Ordering::Relaxed);
+        if before / TRIM_EVERY == (before + added) / TRIM_EVERY {
+            return Ok(());
+        }
+        logs::trim(
+            &self.inner.cluster,
+            &self.inner.keys,
+            op,
+            kind,
+            self.inner.options.log_max_lines,
+        )
+        .await
+    }
+
     /// Compact the cluster's history up to `keep` revisions before the current one
     /// (for every ledger of the cluster: compaction is cluster-wide). Watches that were
     /// behind it resync.

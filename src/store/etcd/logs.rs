@@ -3,14 +3,16 @@
 //!
 //! A line's key ends in a random id, so appends from many participants never contend;
 //! an append that is retried after a lost reply writes the same key again, which keeps
-//! its create revision (one line, not two). A [`LogCursor`] is the create revision of
-//! the last line read. Logs stay where they are when the operation is archived, so a
+//! its create revision (one line, not two). Lines written in one transaction (with the
+//! change they report) share a create revision and are ordered by their keys (the random
+//! id, then the line's number). A [`LogCursor`] is the create revision of the last line
+//! read; a read takes all the lines of a revision or none of them. Logs stay where they are when the operation is archived, so a
 //! reader goes on from its cursor into the archived log. Every so many appends, a handle
 //! trims the oldest lines beyond the bound (readers from the start then begin later, as
 //! after a rotation of the file store's log).
 
 use etcd_client::{
-    Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+    Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp,
 };
 
 use super::cluster::Cluster;
@@ -23,6 +25,8 @@ use crate::store::{LogCursor, LogKind};
 const PAGE: i64 = 500;
 /// Deletes per transaction when trimming (etcd allows 128 operations).
 const TRIM_BATCH: usize = 100;
+/// Most lines one transaction can hold (etcd allows 128 operations in one).
+const TXN_LINES: u64 = 128;
 
 /// The line as stored: line breaks inside it escaped, ending in one newline.
 pub fn escape(line: &str) -> String {
@@ -38,6 +42,18 @@ pub fn escape(line: &str) -> String {
     out
 }
 
+/// Keys for `n` lines written in one transaction, in their order.
+pub fn line_keys(keys: &Keys, op: &OperationId, kind: LogKind, n: usize) -> Vec<String> {
+    let dir = keys.log(op, kind);
+    let id = rand::random::<u64>();
+    (0..n).map(|i| format!("{dir}{id:016x}{i:04x}")).collect()
+}
+
+/// Lines in log order: by create revision, then by key within one transaction.
+fn in_log_order(kvs: &mut [KeyValue]) {
+    kvs.sort_by(|a, b| (a.create_revision(), a.key()).cmp(&(b.create_revision(), b.key())));
+}
+
 /// Append one line to a log of a live or archived operation.
 pub async fn append(
     cluster: &Cluster,
@@ -46,7 +62,7 @@ pub async fn append(
     kind: LogKind,
     line: &str,
 ) -> Result<()> {
-    let key = format!("{}{:016x}", keys.log(op, kind), rand::random::<u64>());
+    let key = line_keys(keys, op, kind, 1).remove(0);
     let value = escape(line);
     // Live: one round trip. Archived: a second one.
     for exists in [keys.live(op), keys.archived(op)] {
@@ -116,11 +132,21 @@ pub async fn read(
                 async move { c.get(prefix, Some(options)).await }
             })
             .await?;
-        for kv in page.kvs() {
+        let mut kvs = page.kvs().to_vec();
+        in_log_order(&mut kvs);
+        let more = page.more();
+        if more && let Some(tail) = kvs.last().map(KeyValue::create_revision) {
+            // The page may end inside one transaction's lines: read them next time.
+            // (A transaction holds at most 128 lines, a page more.)
+            if kvs.iter().any(|kv| kv.create_revision() != tail) {
+                kvs.retain(|kv| kv.create_revision() != tail);
+            }
+        }
+        for kv in &kvs {
             text.push_str(&String::from_utf8_lossy(kv.value()));
             last = last.max(kv.create_revision());
         }
-        if !page.more() || page.kvs().is_empty() {
+        if !more || kvs.is_empty() {
             break;
         }
     }
@@ -157,15 +183,24 @@ pub async fn trim(
     let oldest = cluster
         .run(|mut c| {
             let prefix = prefix.clone();
+            // Past the excess by one transaction's lines: the oldest are chosen in
+            // log order below, whatever order etcd gives within a revision.
+            let limit = excess.saturating_add(TXN_LINES);
             let options = GetOptions::new()
                 .with_prefix()
                 .with_keys_only()
                 .with_sort(SortTarget::Create, SortOrder::Ascend)
-                .with_limit(i64::try_from(excess).unwrap_or(i64::MAX));
+                .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
             async move { c.get(prefix, Some(options)).await }
         })
         .await?;
-    let doomed: Vec<Vec<u8>> = oldest.kvs().iter().map(|kv| kv.key().to_vec()).collect();
+    let mut oldest = oldest.kvs().to_vec();
+    in_log_order(&mut oldest);
+    let doomed: Vec<Vec<u8>> = oldest
+        .iter()
+        .take(usize::try_from(excess).unwrap_or(usize::MAX))
+        .map(|kv| kv.key().to_vec())
+        .collect();
     for batch in doomed.chunks(TRIM_BATCH) {
         let deletes: Vec<TxnOp> = batch
             .iter()

@@ -9,6 +9,9 @@
 //!   which this handle remembers for each `seq` it read; a `seq` it has not seen is read
 //!   first. On a refused compare the same round trip returns the current value, whose
 //!   `seq` the conflict names.
+//! - A read-change-write runs the change on the last value this handle saw and swaps
+//!   against it, with the log lines that report the change in the same transaction: one
+//!   round trip when nobody else wrote (`swap.rs`).
 //! - Every request goes through the cluster's endpoint rotation (`cluster.rs`) and may
 //!   be sent twice. So each write detects its own earlier success: a swap or create that
 //!   finds its own bytes in place has been applied; a log line is a key of its own.
@@ -19,8 +22,10 @@
 mod cluster;
 mod history;
 mod keys;
+mod known;
 mod logs;
 mod record;
+mod swap;
 mod watch;
 
 use std::collections::{HashMap, VecDeque};
@@ -34,8 +39,8 @@ use etcd_client::{
 };
 
 use super::{
-    ArchiveRef, ChangeStream, ListEntry, LogCursor, LogKind, OperationSummary, Revision, Store,
-    StoreLocation, Versioned, WriteKind,
+    ArchiveRef, Change, ChangeStream, ListEntry, LogCursor, LogKind, OperationSummary, Revision,
+    Store, StoreLocation, Versioned, WriteKind,
 };
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
@@ -97,6 +102,8 @@ struct Inner {
     options: EtcdOptions,
     /// `seq` -> `mod_revision` of the operations this handle read or wrote.
     revisions: Mutex<HashMap<OperationId, VecDeque<(u64, i64)>>>,
+    /// The last value of each operation this handle saw, for one-round-trip changes.
+    known: Arc<known::KnownValues>,
     /// The newest cluster revision this handle has seen (watches start after it).
     seen: AtomicI64,
     appends: AtomicU64,
@@ -140,9 +147,11 @@ impl EtcdStore {
         let keys = Keys::new(&options.prefix)?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| Error::invalid("etcd store", format!("needs a tokio runtime: {e}")))?;
+        let known = Arc::new(known::KnownValues::default());
         let store = Self {
             inner: Arc::new(Inner {
-                watches: watch::Watches::new(cluster.clone(), runtime),
+                watches: watch::Watches::new(cluster.clone(), runtime, known.clone()),
+                known,
                 cluster,
                 keys,
                 options,
@@ -203,6 +212,7 @@ impl EtcdStore {
     }
 
     fn forget(&self, op: &OperationId) {
+        self.inner.known.forget(op);
         self.inner
             .revisions
             .lock()
@@ -220,6 +230,18 @@ impl EtcdStore {
             .rev()
             .find(|(s, _)| *s == seq)
             .map(|(_, m)| *m)
+    }
+
+    /// The `seq` this handle knows was written at `mod_revision`.
+    fn seq_written_at(&self, op: &OperationId, mod_revision: i64) -> Option<u64> {
+        self.inner
+            .revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(op)?
+            .iter()
+            .find(|(_, m)| *m == mod_revision)
+            .map(|(s, _)| *s)
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
@@ -278,6 +300,9 @@ impl EtcdStore {
             .ok_or_else(|| Error::OperationNotFound(op.clone()))?;
         let data = record::decode(&key, op, kv.value())?;
         self.remember(op, data.seq, kv.mod_revision());
+        self.inner
+            .known
+            .offer(op, known::Value::Data(data.clone()), kv.mod_revision());
         let revision = Revision::new(data.seq);
         Ok((Versioned { data, revision }, kv.mod_revision()))
     }
@@ -325,7 +350,11 @@ impl Store for EtcdStore {
         let response = self.txn(txn).await?;
         let responses = response.op_responses();
         if response.succeeded() {
-            self.remember(op, data.seq, header_revision(&response));
+            let at = header_revision(&response);
+            self.remember(op, data.seq, at);
+            self.inner
+                .known
+                .offer(op, known::Value::Data(data.clone()), at);
             return Ok(());
         }
         match got(&responses, 0) {
@@ -342,6 +371,21 @@ impl Store for EtcdStore {
 
     async fn read_versioned(&self, op: &OperationId) -> Result<Versioned> {
         Ok(self.read_live(op).await?.0)
+    }
+
+    /// The key's `mod_revision` without its value (a small request): the operation's
+    /// revision when this handle knows which `seq` was written at it, `None` otherwise.
+    async fn current_revision(&self, op: &OperationId) -> Result<Option<Revision>> {
+        let key = self.inner.keys.live(op);
+        let kvs = self
+            .get(key, Some(GetOptions::new().with_keys_only()))
+            .await?;
+        let kv = kvs
+            .first()
+            .ok_or_else(|| Error::OperationNotFound(op.clone()))?;
+        Ok(self
+            .seq_written_at(op, kv.mod_revision())
+            .map(Revision::new))
     }
 
     async fn compare_and_swap(
@@ -380,7 +424,11 @@ impl Store for EtcdStore {
             .or_else([TxnOp::get(key.as_str(), None)]);
         let response = self.txn(txn).await?;
         if response.succeeded() {
-            self.remember(op, revision.get(), header_revision(&response));
+            let at = header_revision(&response);
+            self.remember(op, revision.get(), at);
+            self.inner
+                .known
+                .offer(op, known::Value::Data(data.clone()), at);
             return Ok(Versioned { data, revision });
         }
         let responses = response.op_responses();
@@ -450,20 +498,29 @@ impl Store for EtcdStore {
         Ok(out)
     }
 
+    /// One round trip when this handle's last value of the operation is current.
+    async fn modify(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
+        self.swap_in(op, change, &[]).await
+    }
+
+    async fn refresh(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
+        self.swap_in(op, change, &[]).await
+    }
+
+    /// The change and its lines in one transaction (beyond [`LINES_WITH_CHANGE`] lines,
+    /// the rest after it).
+    async fn modify_logged(
+        &self,
+        op: &OperationId,
+        change: Change<'_>,
+        lines: &[String],
+    ) -> Result<(LedgerData, Result<()>)> {
+        self.swap_in_logged(op, change, lines).await
+    }
+
     async fn append_log(&self, op: &OperationId, kind: LogKind, line: &str) -> Result<()> {
         logs::append(&self.inner.cluster, &self.inner.keys, op, kind, line).await?;
-        let n = self.inner.appends.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_multiple_of(TRIM_EVERY) {
-            logs::trim(
-                &self.inner.cluster,
-                &self.inner.keys,
-                op,
-                kind,
-                self.inner.options.log_max_lines,
-            )
-            .await?;
-        }
-        Ok(())
+        self.trim_if_due(op, kind, 1).await
     }
 
     async fn read_log(

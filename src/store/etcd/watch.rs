@@ -22,6 +22,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::cluster::Cluster;
+use super::known::KnownValues;
 use super::record;
 use crate::error::Result;
 use crate::ids::OperationId;
@@ -46,15 +47,17 @@ struct Task {
 /// The watches of one store handle.
 pub(super) struct Watches {
     feed: Arc<Feed>,
+    known: Arc<KnownValues>,
     tasks: Mutex<HashMap<OperationId, Task>>,
     cluster: Cluster,
     runtime: Handle,
 }
 
 impl Watches {
-    pub fn new(cluster: Cluster, runtime: Handle) -> Self {
+    pub fn new(cluster: Cluster, runtime: Handle, known: Arc<KnownValues>) -> Self {
         Self {
             feed: Arc::default(),
+            known,
             tasks: Mutex::default(),
             cluster,
             runtime,
@@ -76,6 +79,7 @@ impl Watches {
                 next: seen.saturating_add(1).max(1),
                 certain_after: None,
                 feed: Arc::downgrade(&self.feed),
+                known: Arc::downgrade(&self.known),
                 done: done.clone(),
                 cluster: self.cluster.clone(),
             };
@@ -110,6 +114,8 @@ struct Watch {
     /// predate the subscription and carry no revision.
     certain_after: Option<i64>,
     feed: Weak<Feed>,
+    /// The handle's last values, kept current by the events (for one-round-trip changes).
+    known: Weak<KnownValues>,
     done: Arc<AtomicBool>,
     cluster: Cluster,
 }
@@ -165,6 +171,27 @@ impl Watch {
         }
     }
 
+    /// Keep the handle's last value of the operation current (only of an operation it
+    /// changes: it knows a value of it already).
+    fn take_in(&self, kind: EventType, kv: &etcd_client::KeyValue) {
+        let Some(known) = self.known.upgrade() else {
+            return;
+        };
+        match kind {
+            EventType::Put => known.offer_raw(&self.op, kv.value(), kv.mod_revision()),
+            EventType::Delete => known.forget(&self.op),
+        }
+    }
+
+    /// The `seq` a put holds: known without parsing when this handle wrote or read that
+    /// very value (its own writes, the common case), else read from the value.
+    fn seq_of(&self, kv: &etcd_client::KeyValue) -> Option<u64> {
+        self.known
+            .upgrade()
+            .and_then(|known| known.seq_at(&self.op, kv.mod_revision()))
+            .or_else(|| record::seq_of(kv.value()))
+    }
+
     async fn follow(&mut self) -> Outcome {
         if self.listening().is_none() {
             return Outcome::Done;
@@ -214,9 +241,10 @@ impl Watch {
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 self.next = self.next.max(kv.mod_revision().saturating_add(1));
+                self.take_in(event.event_type(), kv);
                 let change = match event.event_type() {
                     EventType::Put if kv.mod_revision() > certain_after => {
-                        OperationChange::changed(record::seq_of(kv.value()).map(Revision::new))
+                        OperationChange::changed(self.seq_of(kv).map(Revision::new))
                     }
                     EventType::Put => OperationChange::changed(None),
                     EventType::Delete => OperationChange::archived(None),
