@@ -197,7 +197,9 @@ async fn worker_ending_before_its_frame_is_written_is_decided_without_waiting() 
 #[tokio::test(flavor = "current_thread")]
 async fn refused_frame_write_after_the_worker_ended_ends_the_call_as_cancelled() {
     let dir = tempfile::tempdir().unwrap();
-    let (ledger, op, lock) = ledger_with_lock(dir.path(), Duration::from_secs(10)).await;
+    // The worker exits long before the lock wait gives up (it exits at once); the refusal
+    // then costs a lock wait for the frame and one for its removal.
+    let (ledger, op, lock) = ledger_with_lock(dir.path(), Duration::from_secs(5)).await;
     let id = op.operation_id().clone();
     lock.lock().unwrap();
 
@@ -207,7 +209,7 @@ async fn refused_frame_write_after_the_worker_ended_ends_the_call_as_cancelled()
         .await
         .expect("decided while its frame write waits for the lock");
     assert!(call.is_success(), "{call}");
-    let joined = tokio::time::timeout(BOUND, call.join())
+    let joined = tokio::time::timeout(BOUND * 4, call.join())
         .await
         .expect("the refused write is answered");
     assert!(
