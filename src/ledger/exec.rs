@@ -28,7 +28,7 @@ use crate::store::StoreLocation;
 
 use super::call::CallOptions;
 use super::operation::Operation;
-use super::spawned::{SpawnMode, SpawnedCall};
+use super::spawned::{FrameWrite, SpawnMode, SpawnedCall};
 
 /// Environment variables a worker gets so nested tools join the same operation.
 pub const ENV_LEDGER_DIR: &str = "TOM_LEDGER_DIR";
@@ -53,7 +53,8 @@ pub enum WorkerResult {
     File(PathBuf),
 }
 
-/// Receives the call and the worker once the worker runs and its frame is written.
+/// Receives the call and the worker once the worker runs and its frame is written (a
+/// worker that ends before that write is answered: once it has ended).
 pub type RunningFn = Box<dyn FnOnce(&CallId, &WorkerInfo) + Send>;
 
 /// A worker process to run as a call: the process layer's command and run options,
@@ -116,7 +117,8 @@ impl<T: Send + 'static> ExecWorker<T> {
         self
     }
 
-    /// Called once the worker runs and its frame is written.
+    /// Called once the worker runs and its frame is written; for a worker that ends
+    /// before that write is answered, once it has ended (before its outcome is out).
     pub fn on_running(mut self, f: impl FnOnce(&CallId, &WorkerInfo) + Send + 'static) -> Self {
         self.on_running = Some(Box::new(f));
         self
@@ -230,6 +232,8 @@ impl Operation {
             // worker is stopped at once.
             let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel::<WorkerInfo>();
             let killer_ctx = ctx.killer_handle();
+            let spawned = Arc::new(std::sync::Mutex::new(None::<WorkerInfo>));
+            let seen = spawned.clone();
             let run = run
                 .cancel(ctx.token.clone())
                 .on_spawn(move |info: &WorkerInfo| {
@@ -237,26 +241,26 @@ impl Operation {
                     killer_ctx(Arc::new(move |sig: Signal| {
                         signal_group(pgid, Some(sig)).unwrap_or(false)
                     }));
+                    *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.clone());
                     let _ = spawned_tx.send(info.clone());
                 });
-            let frame_written = async {
+            let running = Arc::new(std::sync::Mutex::new(on_running));
+            let frame_ctx = ctx.clone();
+            let frame_running = running.clone();
+            let mut frame_written: FrameWrite = Box::pin(async move {
                 match spawned_rx.await {
                     Ok(info) => {
-                        let written = ctx.open_frame(Some(process_record(&info))).await;
+                        let written = frame_ctx.open_frame(Some(process_record(&info))).await;
                         match &written {
-                            Ok(()) => {
-                                if let Some(f) = on_running {
-                                    f(&ctx.call_id, &info);
-                                }
-                            }
-                            Err(_) => ctx.token.cancel(),
+                            Ok(()) => call_running(&frame_running, &frame_ctx.call_id, &info),
+                            Err(_) => frame_ctx.token.cancel(),
                         }
                         written
                     }
                     // Never spawned: the runner reports why.
                     Err(_) => Ok(()),
                 }
-            };
+            });
             let runner = async {
                 match &result {
                     WorkerResult::ExitStatus => run_to_exit(cmd, run).await,
@@ -264,9 +268,28 @@ impl Operation {
                     WorkerResult::File(path) => run_file_result(cmd, path, run).await,
                 }
             };
-            let (output, framed): (Result<RunOutput>, Result<()>) =
-                tokio::join!(runner, frame_written);
-            framed?;
+            tokio::pin!(runner);
+            let mut framed: Option<Result<()>> = None;
+            let output: Result<RunOutput> = loop {
+                tokio::select! {
+                    biased;
+                    written = &mut frame_written, if framed.is_none() => framed = Some(written),
+                    output = &mut runner => break output,
+                }
+            };
+            match framed {
+                Some(written) => written?,
+                // The worker ended before its frame write was answered: its outcome goes
+                // out now, the write's answer comes with the call's end (a refusal ends
+                // the call as cancelled). Whoever waits to hear that it ran hears it now.
+                None => {
+                    let info = spawned.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    if let Some(info) = info {
+                        call_running(&running, &ctx.call_id, &info);
+                    }
+                    ctx.answer_frame_later(frame_written);
+                }
+            }
             let output = match output {
                 Ok(output) => output,
                 Err(e) => return Err(worker_failure(&ctx, e).await),
@@ -324,6 +347,14 @@ fn nested_env(location: &StoreLocation, op: &Operation, call: &CallId) -> Vec<(S
     env.push((ENV_CALL.to_string(), call.to_string()));
     env.push((ENV_PARTICIPANT.to_string(), op.participant_id().to_string()));
     env
+}
+
+/// Hand the call and its worker to the `on_running` callback, once.
+fn call_running(slot: &std::sync::Mutex<Option<RunningFn>>, call: &CallId, info: &WorkerInfo) {
+    let f = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(f) = f {
+        f(call, info);
+    }
 }
 
 /// What a call frame records of a worker the process layer started.

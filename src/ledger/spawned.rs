@@ -26,6 +26,10 @@ use crate::model::{CallFrame, ProcessRecord};
 
 pub(crate) type Killer = Arc<dyn Fn(Signal) -> bool + Send + Sync>;
 
+/// A frame write still in flight when the call's work ended (see
+/// [`CallContext::answer_frame_later`]): its answer comes with the call's end.
+pub(crate) type FrameWrite = BoxFuture<'static, Result<()>>;
+
 /// How a spawned call ended.
 #[derive(Clone, Debug)]
 enum Outcome<T> {
@@ -64,6 +68,7 @@ impl<T> Clone for SpawnedCall<T> {
 
 /// What the work of a spawned call gets: its id, its cancellation token and its
 /// operation.
+#[derive(Clone)]
 pub struct CallContext {
     pub call_id: CallId,
     /// Cancelled by `SpawnedCall::cancel`, `leave(true)` and the operation's failure.
@@ -73,6 +78,8 @@ pub struct CallContext {
     /// For work that opens its own frame (exec workers: once the process runs, so the
     /// frame is written once, with the process in it).
     pending_frame: Arc<Mutex<Option<CallFrame>>>,
+    /// A frame write the work handed over unanswered (its worker ended first).
+    frame_write: Arc<Mutex<Option<FrameWrite>>>,
 }
 
 /// How a spawned call's work is run.
@@ -131,6 +138,15 @@ impl CallContext {
             Some(LogLine::always(LogLevel::Info, line)),
         )
         .await
+    }
+
+    /// Hand over this call's frame write, still in flight, when the work's outcome is
+    /// known before it is answered (a worker that ended first): the outcome is handed out
+    /// at once ([`SpawnedCall::wait_decided`]) and the write's answer comes with the
+    /// call's end; a refused write ends the call as cancelled, as it would have had it been
+    /// answered while the worker ran.
+    pub(crate) fn answer_frame_later(&self, write: FrameWrite) {
+        *lock(&self.frame_write) = Some(write);
     }
 
     /// A setter for the kill handler that can move into a `'static` callback.
@@ -254,6 +270,12 @@ impl<T: Clone + Send + Sync + 'static> SpawnedCall<T> {
     /// waits for that too). The result is available from then on. For callers that act
     /// on the outcome at once, as a scheduler starting the next worker does; completing
     /// the operation waits for the record.
+    ///
+    /// One exception: a worker that ended before the write of its frame was answered is
+    /// decided on how it ended, without waiting for that answer. Should the write then be
+    /// refused (the operation failed or this participant was fenced meanwhile), the call
+    /// ends as cancelled: [`wait`](Self::wait), [`join`](Self::join) and the result from
+    /// then on say so.
     pub async fn wait_decided(&self) {
         let mut decided = self.inner.decided.subscribe();
         let mut done = self.inner.done.subscribe();
@@ -378,7 +400,9 @@ impl Operation {
             operation: self.clone(),
             killer: inner.killer.clone(),
             pending_frame: Arc::new(Mutex::new(Some(frame))),
+            frame_write: Arc::new(Mutex::new(None)),
         };
+        let frame_write = ctx.frame_write.clone();
         let call = SpawnedCall {
             inner: inner.clone(),
         };
@@ -416,7 +440,8 @@ impl Operation {
             } else {
                 Flush::Inline
             };
-            finish(&shared, &inner, &options, outcome, flush).await;
+            let frame_write = lock(&frame_write).take();
+            finish(&shared, &inner, &options, outcome, flush, frame_write).await;
         });
         call
     }
@@ -436,6 +461,7 @@ async fn finish<T: Clone + Send + Sync + 'static>(
     options: &CallOptions<T>,
     mut outcome: Outcome<T>,
     flush: Flush,
+    frame_write: Option<FrameWrite>,
 ) {
     let id = &inner.id;
     let callback = &options.callback;
@@ -483,6 +509,15 @@ async fn finish<T: Clone + Send + Sync + 'static>(
         inner.decided.send_replace(true);
         Ending::begin(shared)
     });
+    // A frame write the work did not wait for: answered before the end is recorded, so
+    // that the end's line says how the call ended. Refused (the operation failed, this
+    // participant was fenced), the call ends as cancelled.
+    if let Some(write) = frame_write
+        && write.await.is_err()
+    {
+        inner.token.cancel();
+        outcome = Outcome::Cancelled;
+    }
     // The outcome's line is written right after the frame is removed, by whoever
     // removes it.
     let line = match &outcome {
