@@ -12,7 +12,7 @@ use tom_dist_ledger::model::{OperationState, ParticipantState};
 use tom_dist_ledger::process::{RunOptions, WorkerCommand};
 
 use super::exec::{ready, ready_signal};
-use super::{Backend, connect, connect_with, log_of, wait_until};
+use super::{Backend, connect, connect_with, log_of, registered, wait_until};
 use crate::common::process::{TestScope, alive, assert_none_left};
 
 const HANG: &str = env!("CARGO_BIN_EXE_worker-hang");
@@ -193,7 +193,7 @@ pub async fn fenced_participant_cannot_log(b: &dyn Backend) {
     // Another participant declares `w` crashed; `w` has not written since.
     cli.store()
         .modify(op.operation_id(), &mut |d| {
-            d.participants.get_mut(&me).expect("registered").state = ParticipantState::Crashed;
+            registered(d, &me)?.state = ParticipantState::Crashed;
             Ok(())
         })
         .await

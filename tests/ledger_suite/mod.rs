@@ -74,6 +74,21 @@ pub fn store_of(ledger: &Ledger) -> Arc<dyn Store> {
 }
 
 /// Wait until `check` holds, polling; panics with `what` after a generous bound.
+/// The registration of `me` in a change's view. A store may run a change first on the
+/// last value it saw (which may predate `me`'s join) and runs it again on a fresh read
+/// when it is refused, so a missing registration is a refusal, not a panic.
+pub fn registered<'a>(
+    data: &'a mut tom_dist_ledger::model::LedgerData,
+    me: &ParticipantId,
+) -> tom_dist_ledger::Result<&'a mut tom_dist_ledger::model::Participant> {
+    data.participants.get_mut(me).ok_or_else(|| {
+        tom_dist_ledger::Error::invalid(
+            format!("participant `{me}`"),
+            "not registered in this view",
+        )
+    })
+}
+
 pub async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,

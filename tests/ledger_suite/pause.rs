@@ -9,7 +9,9 @@ use tom_dist_ledger::clock::{Clock, ManualClock, SystemClock, age_ms};
 use tom_dist_ledger::ledger::OperationCallback;
 
 use super::signals::join_as_remote;
-use super::{Backend, connect_with, create_and_beat, join_and_beat, wait_until, with_clock};
+use super::{
+    Backend, connect_with, create_and_beat, join_and_beat, registered, wait_until, with_clock,
+};
 
 const MAX_PAUSE: Duration = Duration::from_secs(60);
 
@@ -33,10 +35,7 @@ pub async fn paused_remote_participant_is_excused_for_max_pause(b: &dyn Backend)
     let paused_at = SystemClock.now();
     cli.store()
         .modify(op.operation_id(), &mut |d| {
-            d.participants
-                .get_mut(&remote)
-                .expect("registered")
-                .paused_at = Some(paused_at);
+            registered(d, &remote)?.paused_at = Some(paused_at);
             Ok(())
         })
         .await

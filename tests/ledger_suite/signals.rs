@@ -10,7 +10,7 @@ use tom_dist_ledger::ledger::{
 };
 use tom_dist_ledger::model::{OperationState, ParticipantState};
 
-use super::{Backend, connect, connect_with, create_and_beat, log_of, wait_until};
+use super::{Backend, connect, connect_with, create_and_beat, log_of, registered, wait_until};
 
 pub async fn abort_flag_set_clear_and_check(b: &dyn Backend) {
     let ledger = connect(b, "cli").await;
@@ -203,7 +203,7 @@ pub(crate) async fn join_as_remote(
     let me = joined.participant_id().clone();
     cli.store()
         .modify(op.operation_id(), &mut |d| {
-            let p = d.participants.get_mut(&me).expect("registered");
+            let p = registered(d, &me)?;
             p.host = "elsewhere".into();
             p.boot_id = None;
             Ok(())
@@ -343,7 +343,7 @@ pub async fn fenced_participant_writes_are_refused(b: &dyn Backend) {
     // Another participant declares `w` crashed.
     cli.store()
         .modify(op.operation_id(), &mut |d| {
-            d.participants.get_mut(&me).expect("registered").state = ParticipantState::Crashed;
+            registered(d, &me)?.state = ParticipantState::Crashed;
             Ok(())
         })
         .await
