@@ -435,22 +435,43 @@ impl OpShared {
         let weak: Weak<OpShared> = Arc::downgrade(self);
         let task = spawn(async move {
             loop {
-                if changes.next().await.is_none() {
-                    let Some(shared) = weak.upgrade() else { break };
-                    match shared.ledger.store.watch(&shared.id) {
-                        Ok(again) => changes = again,
-                        Err(e) => {
-                            tracing::warn!(operation = %shared.id, error = %e, "changes are no longer pushed; heartbeats carry them");
-                            break;
+                let first = match changes.next().await {
+                    Some(change) => change,
+                    None => {
+                        let Some(shared) = weak.upgrade() else { break };
+                        match shared.ledger.store.watch(&shared.id) {
+                            Ok(again) => changes = again,
+                            Err(e) => {
+                                tracing::warn!(operation = %shared.id, error = %e, "changes are no longer pushed; heartbeats carry them");
+                                break;
+                            }
                         }
+                        crate::store::OperationChange::resync()
                     }
-                }
+                };
                 // Under a storm of writes (many busy participants), read at most once per
                 // interval: changes in between are folded into the next read, and every
                 // participant does not parse every write of every other.
+                // `reached`: the revision every change so far is known to have produced
+                // (`None` once one is not known: a resync, a change without revision).
+                let mut reached = first.revision;
                 tokio::time::sleep(WATCH_COALESCE).await;
-                while changes.try_next().is_some() {}
+                while let Some(change) = changes.try_next() {
+                    reached = reached.zip(change.revision).map(|(a, b)| a.max(b));
+                }
                 let Some(shared) = weak.upgrade() else { break };
+                // A store that was handed the operation with its changes (a server's
+                // pushed documents) has what a read would give.
+                if let Some(seen) = reached.and_then(|r| {
+                    shared
+                        .ledger
+                        .store
+                        .latest_seen(&shared.id)
+                        .filter(|seen| seen.revision >= r)
+                }) {
+                    shared.observe(&seen.data);
+                    continue;
+                }
                 // This participant's own writes are notified too: nothing to read when the
                 // operation is still at the revision of this participant's view.
                 if shared.view_is_current().await == Some(true) {

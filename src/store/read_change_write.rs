@@ -45,7 +45,7 @@ pub async fn read_change_write<S: Store + ?Sized>(
 
 /// Let the writer that won finish: yield at first, then sleep a little longer each time
 /// (up to 10 ms) so that many contenders spread out.
-async fn back_off(attempt: u32) {
+pub(crate) async fn back_off(attempt: u32) {
     if attempt < 4 {
         tokio::task::yield_now().await;
     } else {

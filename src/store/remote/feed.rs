@@ -12,12 +12,14 @@ use reqwest::{Method, StatusCode};
 
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
+use crate::model::LedgerData;
 use crate::revision::Revision;
 
-use super::super::{OperationChange, Subscribers};
+use super::super::{OperationChange, Subscribers, Versioned};
 use super::ages::{ServerAges, ServerExpired};
 use super::client::RemoteStore;
 use super::http::Http;
+use super::known::Known;
 use super::wire::EventLine;
 
 /// Longest silence on a stream before it counts as broken (the server pings every 5 s).
@@ -42,6 +44,7 @@ pub fn ensure_running(store: &RemoteStore, op: &OperationId) -> Result<()> {
         store.http.clone(),
         Arc::downgrade(&store.feed),
         store.ages.clone(),
+        store.known.clone(),
         op.clone(),
     ));
     feeding.insert(op.clone(), task);
@@ -83,14 +86,15 @@ enum Ended {
     Broken,
 }
 
-async fn run(http: Http, feed: Feed, ages: Arc<ServerAges>, op: OperationId) {
+async fn run(http: Http, feed: Feed, ages: Arc<ServerAges>, known: Arc<Known>, op: OperationId) {
     let mut pause = http.timing.first_backoff;
     loop {
         if !watched(&feed, &op) {
             return;
         }
-        match follow(&http, &feed, &ages, &op).await {
+        match follow(&http, &feed, &ages, &known, &op).await {
             Ended::Gone => {
+                known.forget(&op);
                 end(&feed, &op);
                 return;
             }
@@ -105,6 +109,7 @@ async fn run(http: Http, feed: Feed, ages: Arc<ServerAges>, op: OperationId) {
                 {
                     publish(&feed, &op, OperationChange::archived(None));
                 }
+                known.forget(&op);
                 end(&feed, &op);
                 return;
             }
@@ -121,7 +126,13 @@ async fn run(http: Http, feed: Feed, ages: Arc<ServerAges>, op: OperationId) {
 }
 
 /// Read one connection's lines until it ends.
-async fn follow(http: &Http, feed: &Feed, ages: &ServerAges, op: &OperationId) -> Ended {
+async fn follow(
+    http: &Http,
+    feed: &Feed,
+    ages: &ServerAges,
+    known: &Known,
+    op: &OperationId,
+) -> Ended {
     // With a stale threshold, the server judges heartbeats and pushes who expired.
     let path = match ages.stale_ms() {
         Some(ms) => format!("/v1/operations/{op}/events?staleMs={ms}"),
@@ -154,11 +165,33 @@ async fn follow(http: &Http, feed: &Feed, ages: &ServerAges, op: &OperationId) -
                 continue;
             };
             let rev = |r: Option<u64>| r.map(Revision::new);
+            // A pushed document is kept as the newest version seen, so that neither the
+            // watchers nor the next change need to read it.
+            let keep = |revision: Option<u64>, document: Option<Box<LedgerData>>| match (
+                revision, document,
+            ) {
+                (Some(revision), Some(data)) if data.operation_id == *op => {
+                    known.offer(&Versioned {
+                        data: *data,
+                        revision: Revision::new(revision),
+                    });
+                    true
+                }
+                _ => false,
+            };
             let change = match event {
-                // What happened between the watch and the stream's start (or during a
-                // gap) is not known: read again.
-                EventLine::Hello { .. } | EventLine::Resync => Some(OperationChange::resync()),
-                EventLine::Changed { revision } => Some(OperationChange::changed(rev(revision))),
+                // The operation as the stream starts: what happened between the watch and
+                // the stream's start (or during a gap) is in it. Without it, read again.
+                EventLine::Hello { revision, document } => Some(if keep(revision, document) {
+                    OperationChange::changed(rev(revision))
+                } else {
+                    OperationChange::resync()
+                }),
+                EventLine::Resync => Some(OperationChange::resync()),
+                EventLine::Changed { revision, document } => {
+                    keep(revision, document);
+                    Some(OperationChange::changed(rev(revision)))
+                }
                 // The `changed` line before them already tells the watchers to read.
                 EventLine::Abort { .. } | EventLine::Crash { .. } => None,
                 EventLine::Archived { revision } => {
