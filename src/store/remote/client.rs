@@ -303,6 +303,9 @@ impl RemoteStore {
             None => (self.read_versioned(op).await?, true),
         };
         let mut attempt = 0;
+        // A writer whose view is current right after its own write wins most races, so
+        // a loser is given the request deadline, not only a count of attempts.
+        let started = tokio::time::Instant::now();
         loop {
             let mut data = current.data.clone();
             if let Err(e) = change(&mut data) {
@@ -316,9 +319,16 @@ impl RemoteStore {
             attempt += 1;
             match self.swap(op, current.revision, data, kind).await? {
                 Swap::Written(written) => return Ok(written.data),
-                Swap::Conflict { error, .. } if attempt >= MAX_ATTEMPTS => return Err(error),
+                Swap::Conflict { error, .. }
+                    if attempt >= MAX_ATTEMPTS
+                        && started.elapsed() >= self.http.timing.deadline =>
+                {
+                    return Err(error);
+                }
                 Swap::Conflict { current: now, .. } => {
-                    back_off(attempt).await;
+                    // Spread the contenders out (yielding only would not: they are other
+                    // processes).
+                    back_off(attempt + 3).await;
                     current = match now {
                         // As the server had it when it refused: as fresh as a read.
                         Some(now) => now,
