@@ -427,6 +427,8 @@ mod tests {
             ParticipantId::parse("cli").unwrap(),
             chrono::Utc::now(),
         );
+        // As the wire keeps it (times in milliseconds).
+        let data: LedgerData = serde_json::from_slice(&serde_json::to_vec(&data).unwrap()).unwrap();
         let text = line_bytes(&DocumentLine {
             event: "changed",
             revision: Some(7),

@@ -180,13 +180,13 @@ async fn follow(
                 _ => false,
             };
             let change = match event {
-                // The operation as the stream starts: what happened between the watch and
-                // the stream's start (or during a gap) is in it. Without it, read again.
-                EventLine::Hello { revision, document } => Some(if keep(revision, document) {
-                    OperationChange::changed(rev(revision))
-                } else {
-                    OperationChange::resync()
-                }),
+                // What happened between the watch and the stream's start (or during a
+                // gap) is not known to the watchers: they read again (the operation as
+                // the stream starts is kept; it is no change).
+                EventLine::Hello { revision, document } => {
+                    keep(revision, document);
+                    Some(OperationChange::resync())
+                }
                 EventLine::Resync => Some(OperationChange::resync()),
                 EventLine::Changed { revision, document } => {
                     keep(revision, document);
