@@ -12,10 +12,9 @@ use reqwest::{Method, StatusCode};
 
 use crate::error::{Error, Result};
 use crate::ids::OperationId;
-use crate::model::LedgerData;
 use crate::revision::Revision;
 
-use super::super::{OperationChange, Subscribers, Versioned};
+use super::super::{OperationChange, Subscribers};
 use super::ages::{ServerAges, ServerExpired};
 use super::client::RemoteStore;
 use super::http::Http;
@@ -72,6 +71,18 @@ fn end(feed: &Feed, op: &OperationId) {
 fn watched(feed: &Feed, op: &OperationId) -> bool {
     feed.upgrade()
         .is_some_and(|f| f.lock().unwrap_or_else(|e| e.into_inner()).count(op) > 0)
+}
+
+/// What a line is, without parsing the operation it may carry. A `hello` or `changed`
+/// line with its operation is kept as the newest version seen (the operation as the
+/// stream starts is no change: the watchers get a resync for `hello`), so that neither
+/// the watchers nor the next change need to read it.
+#[derive(serde::Deserialize)]
+struct DocumentHead {
+    event: String,
+    revision: Option<u64>,
+    #[serde(default)]
+    document: Option<serde::de::IgnoredAny>,
 }
 
 /// How one connection ended.
@@ -157,6 +168,24 @@ async fn follow(
         buffer.extend_from_slice(&chunk);
         while let Some(end_of_line) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=end_of_line).collect();
+            // A line with an operation is only scanned here: the operation is parsed
+            // when someone asks for it (under a storm of writes, only the last one is).
+            if let Ok(head) = serde_json::from_slice::<DocumentHead>(&line)
+                && head.document.is_some()
+                && let Some(revision) = head.revision
+                && matches!(head.event.as_str(), "hello" | "changed")
+            {
+                known.offer_pushed(op, Revision::new(revision), line);
+                let change = if head.event == "hello" {
+                    OperationChange::resync()
+                } else {
+                    OperationChange::changed(Some(Revision::new(revision)))
+                };
+                if !publish(feed, op, change) {
+                    return Ended::Unwatched;
+                }
+                continue;
+            }
             let Ok(event) = serde_json::from_slice::<EventLine>(&line) else {
                 // A line this client does not know: read the operation to be sure.
                 if !publish(feed, op, OperationChange::resync()) {
@@ -165,31 +194,11 @@ async fn follow(
                 continue;
             };
             let rev = |r: Option<u64>| r.map(Revision::new);
-            // A pushed document is kept as the newest version seen, so that neither the
-            // watchers nor the next change need to read it.
-            let keep = |revision: Option<u64>, document: Option<Box<LedgerData>>| match (
-                revision, document,
-            ) {
-                (Some(revision), Some(data)) if data.operation_id == *op => {
-                    known.offer(&Versioned {
-                        data: *data,
-                        revision: Revision::new(revision),
-                    });
-                    true
-                }
-                _ => false,
-            };
             let change = match event {
                 // What happened between the watch and the stream's start (or during a
-                // gap) is not known to the watchers: they read again (the operation as
-                // the stream starts is kept; it is no change).
-                EventLine::Hello { revision, document } => {
-                    keep(revision, document);
-                    Some(OperationChange::resync())
-                }
-                EventLine::Resync => Some(OperationChange::resync()),
-                EventLine::Changed { revision, document } => {
-                    keep(revision, document);
+                // gap) is not known to the watchers: they read again.
+                EventLine::Hello { .. } | EventLine::Resync => Some(OperationChange::resync()),
+                EventLine::Changed { revision, .. } => {
                     Some(OperationChange::changed(rev(revision)))
                 }
                 // The `changed` line before them already tells the watchers to read.
