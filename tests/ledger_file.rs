@@ -86,12 +86,26 @@ async fn a_call_start_leaves_the_state_before_it_in_the_trail() {
         op.stop_heartbeat();
         let call = op.start_call::<()>(CallOptions::new()).await.unwrap();
         let data = ledger.store().read(op.operation_id()).await.unwrap();
-        let trail = b
-            .dir()
-            .join(format!("{}_trail", op.operation_id()))
-            .join(format!("{:08}_{}.json", data.seq, op.operation_id()));
-        let snapshot = LedgerData::from_json(&std::fs::read(trail).unwrap()).unwrap();
-        assert_eq!(snapshot.seq, data.seq - 1);
+        // The newest trail entry (should a beat still land after the start, it moves the
+        // revision on but leaves no trail entry).
+        let trail_dir = b.dir().join(format!("{}_trail", op.operation_id()));
+        let newest = std::fs::read_dir(&trail_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let seq = name.split('_').next()?.parse::<u64>().ok()?;
+                Some((seq, e.path()))
+            })
+            .max()
+            .expect("a trail entry");
+        assert!(newest.0 <= data.seq, "{newest:?} after {}", data.seq);
+        let snapshot = LedgerData::from_json(&std::fs::read(&newest.1).unwrap()).unwrap();
+        assert_eq!(snapshot.seq, newest.0 - 1);
+        assert!(
+            snapshot.call_frames.is_empty(),
+            "the state before the call start"
+        );
         call.end(()).await.unwrap();
         op.complete().await.unwrap();
     })

@@ -433,3 +433,55 @@ async fn bad_requests_get_one_line_errors_and_change_nothing() {
     assert_error_line("no token", &b1);
     unharmed(&server, &env.ledger, &before, "requests without the token").await;
 }
+
+/// A request head (request line and headers) larger than the server's limit (64 KiB) is
+/// refused with 431 and one error line, whether it comes in one header or many, and
+/// changes nothing; a large head within the limit is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_over_the_limit_gets_431_and_changes_nothing() {
+    let env = Env::new();
+    let server = Server::start(&env, Auth::NoAuth);
+    let (_, op, _) = seeded(&server, &env).await;
+    let before = snapshot(&env.ledger);
+    let body = format!("{{\"operationId\":\"{op}\",\"participantId\":\"orig\"}}");
+    let head = |extra: &str| {
+        format!(
+            "POST /operation/abort HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let one_header = |bytes: usize| format!("x-filler: {}\r\n", "a".repeat(bytes));
+    let many_headers = |count: usize| {
+        (0..count)
+            .map(|i| format!("x-filler-{i}: {}\r\n", "b".repeat(900)))
+            .collect::<String>()
+    };
+    for (what, extra) in [
+        ("one 70 KB header", one_header(70_000)),
+        ("one 100 KB header", one_header(100_000)),
+        ("80 headers of 900 bytes", many_headers(80)),
+    ] {
+        let answer = exchange(&addr(&server), head(&extra), body.clone().into_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{what}: {answer:.200}");
+        let json = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        let error: Value = serde_json::from_str(json.trim())
+            .unwrap_or_else(|e| panic!("{what}: not one json line ({e}): {json}"));
+        let message = error["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("larger than the limit") && !message.contains('\n'),
+            "{what}: {message}"
+        );
+        unharmed(&server, &env.ledger, &before, what).await;
+    }
+    // A large head within the limit is an ordinary request.
+    let (status, health) = answer(
+        server
+            .request(Method::GET, "/health")
+            .header("x-filler", "c".repeat(40_000))
+            .send()
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+}

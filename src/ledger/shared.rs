@@ -487,9 +487,8 @@ impl OpShared {
         let weak: Weak<OpShared> = Arc::downgrade(self);
         let task = spawn(async move {
             loop {
-                // The newest revision the changes name; `None` when one names none.
-                let mut newest = match changes.next().await {
-                    Some(change) => named_revision(&change),
+                let first = match changes.next().await {
+                    Some(change) => change,
                     None => {
                         let Some(shared) = weak.upgrade() else { break };
                         match shared.ledger.store.watch(&shared.id) {
@@ -499,9 +498,12 @@ impl OpShared {
                                 break;
                             }
                         }
-                        None
+                        crate::store::OperationChange::resync()
                     }
                 };
+                // The newest revision the changes name; `None` once one names none (a
+                // resync, an archive, a change without revision).
+                let mut newest = named_revision(&first);
                 // This participant's own write, already in its view: no wait, no read.
                 if let Some(n) = newest
                     && weak.upgrade().is_some_and(|s| s.view_covers(n))
@@ -517,11 +519,24 @@ impl OpShared {
                 }
                 let Some(shared) = weak.upgrade() else { break };
                 // This participant's own writes are notified too: nothing to read when its
-                // view is as new as every change named, or (asked of the store) when the
-                // operation is still at the revision of its view.
+                // view is as new as every change named.
                 if newest.is_some_and(|n| shared.view_covers(n)) {
                     continue;
                 }
+                // A store that was handed the operation with its changes (a server's
+                // pushed documents) has what a read would give.
+                if let Some(seen) = newest.and_then(|r| {
+                    shared
+                        .ledger
+                        .store
+                        .latest_seen(&shared.id)
+                        .filter(|seen| seen.revision >= r)
+                }) {
+                    shared.observe(&seen.data);
+                    continue;
+                }
+                // Otherwise nothing to read when the operation is still at the revision of
+                // this participant's view (asked of the store).
                 if shared.view_is_current().await == Some(true) {
                     continue;
                 }

@@ -4,11 +4,20 @@
 //!
 //! `axum::serve` has no header timeout (it runs hyper without a timer), so connections
 //! are served here with hyper's own HTTP/1 builder.
+//!
+//! hyper's read buffer limit is no exact bound on a request head (a head that arrives in
+//! one read is parsed whatever its size), so the head's size is checked on every request
+//! as well: larger than [`ConnectionLimits::header_bytes`] gets 431 and a JSON error line.
+//! hyper's own limit stays as a backstop, at twice that.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -48,6 +57,10 @@ pub async fn serve(
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let head_limit = limits.header_bytes;
+    let app = app.layer(middleware::from_fn(move |request: Request, next: Next| {
+        refuse_large_head(head_limit, request, next)
+    }));
     let slots = Arc::new(Semaphore::new(limits.connections));
     let mut connections = JoinSet::new();
     loop {
@@ -80,7 +93,7 @@ pub async fn serve(
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_time)
-                .max_buf_size(limits.header_bytes)
+                .max_buf_size(limits.header_bytes.saturating_mul(2).max(8192))
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {
@@ -99,4 +112,31 @@ pub async fn serve(
     {
         connections.abort_all();
     }
+}
+
+/// The size of a request's head as sent: request line, header lines, blank line.
+pub fn head_bytes(request: &Request) -> usize {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(1, |p| p.as_str().len());
+    let request_line = request.method().as_str().len() + 1 + target + 1 + "HTTP/1.1".len() + 2;
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    request_line + headers + 2
+}
+
+/// 431 for a request whose head is larger than `limit` bytes.
+async fn refuse_large_head(limit: usize, request: Request, next: Next) -> Response {
+    let size = head_bytes(&request);
+    if size > limit {
+        return super::errors::json_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!("request head of {size} bytes is larger than the limit of {limit} bytes"),
+        );
+    }
+    next.run(request).await
 }

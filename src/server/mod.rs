@@ -5,7 +5,8 @@
 //!   any backend).
 //! - [`router`]: the one function that puts routes and layers together; more routes
 //!   (the status page, the original's endpoints) merge there.
-//! - [`native`] and [`events`]: the native API under `/v1/` and its event streams.
+//! - [`native`] and [`events`]: the native API under `/v1/` and its event streams;
+//!   [`hub`]: one shared feed per watched operation behind all its streams.
 //! - [`compat`]: the original's 15 endpoints over the same core and store.
 //! - [`beats`]: remote participants' heartbeats, stamped with the server's clock.
 //! - [`auth`]: the bearer token. [`errors`]: `{"error": ...}` answers.
@@ -22,6 +23,7 @@ pub mod compat;
 pub mod discovery;
 pub mod errors;
 pub mod events;
+pub mod hub;
 pub mod listen;
 pub mod native;
 pub mod page;
@@ -133,6 +135,7 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> Result<Runni
         shutdown: stopped.clone(),
         ping_interval: options.ping_interval,
         beats: beats.clone(),
+        hubs: Arc::new(hub::Hubs::default()),
     };
     let app = router::app(state, options.auth.clone(), options.limits);
     let url = format!("http://{addr}");

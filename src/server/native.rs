@@ -7,7 +7,7 @@
 //! | `GET /v1/operations` | `list` |
 //! | `POST /v1/operations` (a `LedgerData`) | `create` (201, 409 if taken) |
 //! | `GET /v1/operations/{op}` | `read_versioned` (`ETag`) |
-//! | `PUT /v1/operations/{op}[?kind=refresh]` (`If-Match`) | `compare_and_swap` (412 on conflict) |
+//! | `PUT /v1/operations/{op}[?kind=refresh]` (`If-Match`) | `compare_and_swap` (412 on conflict; with `x-on-conflict: current`, the 412 carries the operation as it is) |
 //! | `POST /v1/operations/{op}/archive` | `archive` |
 //! | `POST /v1/operations/{op}/beat` | a heartbeat kept beside the document (`beats.rs`); 410 if fenced |
 //! | `GET/POST /v1/operations/{op}/log/{main,debug}` | `read_log` (`?from=`) / `append_log` |
@@ -29,8 +29,9 @@ use crate::error::Error;
 use crate::ids::OperationId;
 use crate::model::{LedgerData, ParticipantState};
 use crate::store::remote::wire::{
-    AGES_HEADER, AppendBody, ArchivedBody, BeatBody, IdsBody, KIND_REFRESH, LogBody, SummariesBody,
-    SummaryBody, etag, parse_etag, parse_log_segment,
+    AGES_HEADER, AppendBody, ArchivedBody, BeatBody, CURRENT_ON_CONFLICT, ConflictBody, IdsBody,
+    KIND_REFRESH, LogBody, ON_CONFLICT_HEADER, SummariesBody, SummaryBody, etag, parse_etag,
+    parse_log_segment,
 };
 use crate::store::{LogCursor, Revision, Versioned, WriteKind};
 
@@ -111,7 +112,7 @@ async fn create(State(state): State<AppState>, body: Bytes) -> ApiResult {
 
 async fn read(State(state): State<AppState>, Path(op): Path<String>) -> ApiResult {
     let op = operation(&op)?;
-    let current = state.store.read_versioned(&op).await?;
+    let current = state.hubs.current(&state, &op).await?;
     Ok(versioned(&state, StatusCode::OK, current))
 }
 
@@ -153,12 +154,23 @@ async fn swap(
     // The written data keeps the operation's id, whatever the body says (as on every
     // store).
     let data: LedgerData = json_body(&body)?;
+    let wants_current = headers
+        .get(ON_CONFLICT_HEADER)
+        .is_some_and(|v| v.as_bytes() == CURRENT_ON_CONFLICT.as_bytes());
     match state
         .store
         .compare_and_swap(&op, expected, data, kind)
         .await
     {
-        Ok(written) => Ok(versioned(&state, StatusCode::OK, written)),
+        Ok(written) => {
+            // The operation's event streams hear of it now, without a read.
+            state.hubs.offer(&op, &written);
+            Ok(versioned(&state, StatusCode::OK, written))
+        }
+        Err(e @ Error::Conflict { .. }) if wants_current => {
+            let current = state.hubs.current(&state, &op).await?;
+            Ok(conflict_with_current(e, current))
+        }
         Err(e @ Error::Conflict { found, .. }) => Ok(conflict(e, found)),
         Err(e) => Err(e.into()),
     }
@@ -168,6 +180,19 @@ async fn swap(
 fn conflict(e: Error, found: Revision) -> Response {
     let mut response = ApiError::from(e).into_response();
     if let Ok(value) = HeaderValue::from_str(&etag(found)) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// 412 with the operation as it is and its revision, for a retry without a read.
+fn conflict_with_current(e: Error, current: Versioned) -> Response {
+    let body = ConflictBody {
+        error: e.to_string(),
+        current: current.data,
+    };
+    let mut response = (StatusCode::PRECONDITION_FAILED, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&etag(current.revision)) {
         response.headers_mut().insert(header::ETAG, value);
     }
     response
@@ -224,7 +249,7 @@ async fn append_log(
 async fn beat(State(state): State<AppState>, Path(op): Path<String>, body: Bytes) -> ApiResult {
     let op = operation(&op)?;
     let beat: BeatBody = json_body(&body)?;
-    let current = state.store.read_versioned(&op).await?;
+    let current = state.hubs.current(&state, &op).await?;
     let admitted = current
         .data
         .participants

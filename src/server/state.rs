@@ -10,6 +10,7 @@ use crate::clock::SharedClock;
 use crate::store::Store;
 
 use super::beats::Beats;
+use super::hub::Hubs;
 
 /// The state handed to every route.
 #[derive(Clone, Debug)]
@@ -29,4 +30,6 @@ pub struct AppState {
     pub ping_interval: Duration,
     /// Heartbeats of remote participants, by the server's clock.
     pub beats: Arc<Beats>,
+    /// The shared feeds of the operations that event streams watch.
+    pub hubs: Arc<Hubs>,
 }

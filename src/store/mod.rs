@@ -227,6 +227,16 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// A stream of the operation's changes from now on.
     fn watch(&self, op: &OperationId) -> Result<ChangeStream>;
 
+    /// The newest version of a live operation this store has been told of without asking
+    /// its backend (a remote store: its own reads and writes, documents pushed with
+    /// changes); it may be behind the operation as it is. `None` when the store keeps
+    /// none. For a watcher that learned of a change up to some revision: a version at or
+    /// past it is what a read would have told it.
+    fn latest_seen(&self, op: &OperationId) -> Option<Versioned> {
+        let _ = op;
+        None
+    }
+
     /// Who can have written the operation's record; `None` when the backend cannot tell.
     async fn provenance(&self, op: &OperationId) -> Result<Option<Provenance>> {
         let _ = op;

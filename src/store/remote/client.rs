@@ -1,6 +1,8 @@
-//! [`RemoteStore`]: the [`Store`] trait over the server's native API. It implements only
-//! compare-and-swap (read-change-write is the trait's one loop on top of it), so the
-//! ledger's changes run here, in the participant, exactly as on the other backends.
+//! [`RemoteStore`]: the [`Store`] trait over the server's native API. The ledger's
+//! changes run here, in the participant, exactly as on the other backends: a change is
+//! applied to the newest version this store has seen (`known.rs`) and written with a
+//! compare-and-swap on its revision; a refused write's answer carries the current
+//! version for the retry, so a change is one request in the common case.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,16 +15,19 @@ use crate::ids::{OperationId, ParticipantId};
 use crate::model::LedgerData;
 use crate::revision::Revision;
 
+use super::super::read_change_write::back_off;
 use super::super::{
-    ArchiveRef, ChangeStream, ListEntry, LogCursor, LogKind, Store, StoreLocation, Subscribers,
-    Versioned, WriteKind,
+    ArchiveRef, Change, ChangeStream, ListEntry, LogCursor, LogKind, MAX_ATTEMPTS, Store,
+    StoreLocation, Subscribers, Versioned, WriteKind,
 };
 use super::ages::ServerAges;
 use super::feed;
 use super::http::{Answer, Http, RequestTiming};
+use super::known::Known;
 use super::wire::{
-    AGES_HEADER, AppendBody, ArchivedBody, BeatBody, HeartbeatAge, IdsBody, KIND_REFRESH, LogBody,
-    SummariesBody, etag, log_segment, parse_etag,
+    AGES_HEADER, AppendBody, ArchivedBody, BeatBody, CURRENT_ON_CONFLICT, ConflictBody,
+    HeartbeatAge, IdsBody, KIND_REFRESH, LogBody, ON_CONFLICT_HEADER, SummariesBody, etag,
+    log_segment, parse_etag,
 };
 
 /// The operations of a ledger server.
@@ -35,6 +40,19 @@ pub struct RemoteStore {
     pub(super) feeding: Arc<Mutex<HashMap<OperationId, tokio::task::JoinHandle<()>>>>,
     /// Heartbeat ages and expired participants the server reported.
     pub(super) ages: Arc<ServerAges>,
+    /// The newest version seen of each operation.
+    pub(super) known: Arc<Known>,
+}
+
+/// How a compare-and-swap came back.
+enum Swap {
+    Written(Versioned),
+    /// Refused: another write came first; the operation as the server had it then, when
+    /// the answer carried it.
+    Conflict {
+        error: Error,
+        current: Option<Versioned>,
+    },
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -94,6 +112,7 @@ impl RemoteStore {
             feed: Arc::new(Mutex::new(Subscribers::default())),
             feeding: Arc::new(Mutex::new(HashMap::new())),
             ages: Arc::new(ServerAges::default()),
+            known: Arc::new(Known::default()),
         })
     }
 
@@ -191,7 +210,134 @@ impl RemoteStore {
             .transpose()?;
         let data: LedgerData = self.http.json(response).await?;
         let revision = revision.unwrap_or(Revision::new(data.seq));
-        Ok(Versioned { data, revision })
+        let seen = Versioned { data, revision };
+        self.known.offer(&seen);
+        Ok(seen)
+    }
+
+    /// Replace the operation if it is still at `expected`; a refusal brings the
+    /// operation as it is, when the server sends it.
+    async fn swap(
+        &self,
+        op: &OperationId,
+        expected: Revision,
+        data: LedgerData,
+        kind: WriteKind,
+    ) -> Result<Swap> {
+        let mut path = Self::op_path(op);
+        if kind == WriteKind::Refresh {
+            path.push_str(&format!("?kind={KIND_REFRESH}"));
+        }
+        // The written data keeps the operation's id.
+        let mut data = data;
+        data.operation_id = op.clone();
+        let tag = etag(expected);
+        let mut retried = false;
+        let answer = self
+            .http
+            .send(
+                || {
+                    self.http
+                        .request(Method::PUT, &path)
+                        .header(reqwest::header::IF_MATCH, tag.as_str())
+                        .header(ON_CONFLICT_HEADER, CURRENT_ON_CONFLICT)
+                        .json(&data)
+                },
+                &mut retried,
+            )
+            .await?;
+        match answer {
+            Answer::Ok(response) => Ok(Swap::Written(self.versioned(response).await?)),
+            Answer::Refused {
+                status, etag, body, ..
+            } if status == StatusCode::PRECONDITION_FAILED => {
+                let found = etag.as_deref().map(parse_etag).transpose()?;
+                let current = match (found, serde_json::from_slice::<ConflictBody>(&body)) {
+                    (Some(revision), Ok(body)) => Some(Versioned {
+                        data: body.current,
+                        revision,
+                    }),
+                    _ => None,
+                };
+                if let Some(current) = &current {
+                    self.known.offer(current);
+                }
+                if retried {
+                    let now = match &current {
+                        Some(current) => Ok(current.clone()),
+                        None => self.read_versioned(op).await,
+                    };
+                    if let Ok(now) = now
+                        && is_own_write(&now, &data, expected)
+                    {
+                        return Ok(Swap::Written(now));
+                    }
+                }
+                Ok(Swap::Conflict {
+                    error: Error::Conflict {
+                        operation: op.clone(),
+                        expected,
+                        found: found.unwrap_or(expected),
+                    },
+                    current,
+                })
+            }
+            Answer::Refused {
+                status, message, ..
+            } => Err(self.op_error(op, status, message)),
+        }
+    }
+
+    /// Read-change-write starting from the newest version seen: one write in the common
+    /// case. A change that fails on a version seen earlier runs again on a fresh read
+    /// before its error counts, so the answer is what the change says of the operation
+    /// as it is.
+    async fn change_write(
+        &self,
+        op: &OperationId,
+        change: Change<'_>,
+        kind: WriteKind,
+    ) -> Result<LedgerData> {
+        let (mut current, mut fresh) = match self.known.get(op) {
+            Some(seen) => (seen, false),
+            None => (self.read_versioned(op).await?, true),
+        };
+        let mut attempt = 0;
+        // A writer whose view is current right after its own write wins most races, so
+        // a loser is given the request deadline, not only a count of attempts.
+        let started = tokio::time::Instant::now();
+        loop {
+            let mut data = current.data.clone();
+            if let Err(e) = change(&mut data) {
+                if fresh {
+                    return Err(e);
+                }
+                current = self.read_versioned(op).await?;
+                fresh = true;
+                continue;
+            }
+            attempt += 1;
+            match self.swap(op, current.revision, data, kind).await? {
+                Swap::Written(written) => return Ok(written.data),
+                Swap::Conflict { error, .. }
+                    if attempt >= MAX_ATTEMPTS
+                        && started.elapsed() >= self.http.timing.deadline =>
+                {
+                    return Err(error);
+                }
+                Swap::Conflict { current: now, .. } => {
+                    // Spread the contenders out (yielding only would not: they are other
+                    // processes).
+                    back_off(attempt + 3).await;
+                    current = match now {
+                        // As the server had it when it refused: as fresh as a read.
+                        Some(now) => now,
+                        None => self.read_versioned(op).await?,
+                    };
+                    fresh = true;
+                }
+            }
+        }
     }
 }
 
@@ -264,51 +410,22 @@ impl Store for RemoteStore {
         data: LedgerData,
         kind: WriteKind,
     ) -> Result<Versioned> {
-        let mut path = Self::op_path(op);
-        if kind == WriteKind::Refresh {
-            path.push_str(&format!("?kind={KIND_REFRESH}"));
+        match self.swap(op, expected, data, kind).await? {
+            Swap::Written(written) => Ok(written),
+            Swap::Conflict { error, .. } => Err(error),
         }
-        // The written data keeps the operation's id.
-        let mut data = data;
-        data.operation_id = op.clone();
-        let tag = etag(expected);
-        let mut retried = false;
-        let answer = self
-            .http
-            .send(
-                || {
-                    self.http
-                        .request(Method::PUT, &path)
-                        .header(reqwest::header::IF_MATCH, tag.as_str())
-                        .json(&data)
-                },
-                &mut retried,
-            )
-            .await?;
-        match answer {
-            Answer::Ok(response) => self.versioned(response).await,
-            Answer::Refused { status, etag, .. } if status == StatusCode::PRECONDITION_FAILED => {
-                if retried
-                    && let Ok(current) = self.read_versioned(op).await
-                    && is_own_write(&current, &data, expected)
-                {
-                    return Ok(current);
-                }
-                let found = etag
-                    .as_deref()
-                    .map(parse_etag)
-                    .transpose()?
-                    .unwrap_or(expected);
-                Err(Error::Conflict {
-                    operation: op.clone(),
-                    expected,
-                    found,
-                })
-            }
-            Answer::Refused {
-                status, message, ..
-            } => Err(self.op_error(op, status, message)),
-        }
+    }
+
+    async fn modify(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
+        self.change_write(op, change, WriteKind::Change).await
+    }
+
+    async fn refresh(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
+        self.change_write(op, change, WriteKind::Refresh).await
+    }
+
+    fn latest_seen(&self, op: &OperationId) -> Option<Versioned> {
+        self.known.get(op)
     }
 
     async fn list(&self) -> Result<Vec<OperationId>> {
@@ -384,6 +501,7 @@ impl Store for RemoteStore {
             .await?
         {
             Answer::Ok(response) => {
+                self.known.forget(op);
                 let body: ArchivedBody = self.http.json(response).await?;
                 Ok(ArchiveRef::new(op.clone(), body.location))
             }

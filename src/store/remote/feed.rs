@@ -18,6 +18,7 @@ use super::super::{OperationChange, Subscribers};
 use super::ages::{ServerAges, ServerExpired};
 use super::client::RemoteStore;
 use super::http::Http;
+use super::known::Known;
 use super::wire::EventLine;
 
 /// Longest silence on a stream before it counts as broken (the server pings every 5 s).
@@ -42,6 +43,7 @@ pub fn ensure_running(store: &RemoteStore, op: &OperationId) -> Result<()> {
         store.http.clone(),
         Arc::downgrade(&store.feed),
         store.ages.clone(),
+        store.known.clone(),
         op.clone(),
     ));
     feeding.insert(op.clone(), task);
@@ -71,6 +73,18 @@ fn watched(feed: &Feed, op: &OperationId) -> bool {
         .is_some_and(|f| f.lock().unwrap_or_else(|e| e.into_inner()).count(op) > 0)
 }
 
+/// What a line is, without parsing the operation it may carry. A `hello` or `changed`
+/// line with its operation is kept as the newest version seen (the operation as the
+/// stream starts is no change: the watchers get a resync for `hello`), so that neither
+/// the watchers nor the next change need to read it.
+#[derive(serde::Deserialize)]
+struct DocumentHead {
+    event: String,
+    revision: Option<u64>,
+    #[serde(default)]
+    document: Option<serde::de::IgnoredAny>,
+}
+
 /// How one connection ended.
 enum Ended {
     /// The operation left the live ledger (archived or removed): the streams end.
@@ -83,14 +97,15 @@ enum Ended {
     Broken,
 }
 
-async fn run(http: Http, feed: Feed, ages: Arc<ServerAges>, op: OperationId) {
+async fn run(http: Http, feed: Feed, ages: Arc<ServerAges>, known: Arc<Known>, op: OperationId) {
     let mut pause = http.timing.first_backoff;
     loop {
         if !watched(&feed, &op) {
             return;
         }
-        match follow(&http, &feed, &ages, &op).await {
+        match follow(&http, &feed, &ages, &known, &op).await {
             Ended::Gone => {
+                known.forget(&op);
                 end(&feed, &op);
                 return;
             }
@@ -105,6 +120,7 @@ async fn run(http: Http, feed: Feed, ages: Arc<ServerAges>, op: OperationId) {
                 {
                     publish(&feed, &op, OperationChange::archived(None));
                 }
+                known.forget(&op);
                 end(&feed, &op);
                 return;
             }
@@ -121,7 +137,13 @@ async fn run(http: Http, feed: Feed, ages: Arc<ServerAges>, op: OperationId) {
 }
 
 /// Read one connection's lines until it ends.
-async fn follow(http: &Http, feed: &Feed, ages: &ServerAges, op: &OperationId) -> Ended {
+async fn follow(
+    http: &Http,
+    feed: &Feed,
+    ages: &ServerAges,
+    known: &Known,
+    op: &OperationId,
+) -> Ended {
     // With a stale threshold, the server judges heartbeats and pushes who expired.
     let path = match ages.stale_ms() {
         Some(ms) => format!("/v1/operations/{op}/events?staleMs={ms}"),
@@ -146,6 +168,24 @@ async fn follow(http: &Http, feed: &Feed, ages: &ServerAges, op: &OperationId) -
         buffer.extend_from_slice(&chunk);
         while let Some(end_of_line) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=end_of_line).collect();
+            // A line with an operation is only scanned here: the operation is parsed
+            // when someone asks for it (under a storm of writes, only the last one is).
+            if let Ok(head) = serde_json::from_slice::<DocumentHead>(&line)
+                && head.document.is_some()
+                && let Some(revision) = head.revision
+                && matches!(head.event.as_str(), "hello" | "changed")
+            {
+                known.offer_pushed(op, Revision::new(revision), line);
+                let change = if head.event == "hello" {
+                    OperationChange::resync()
+                } else {
+                    OperationChange::changed(Some(Revision::new(revision)))
+                };
+                if !publish(feed, op, change) {
+                    return Ended::Unwatched;
+                }
+                continue;
+            }
             let Ok(event) = serde_json::from_slice::<EventLine>(&line) else {
                 // A line this client does not know: read the operation to be sure.
                 if !publish(feed, op, OperationChange::resync()) {
@@ -156,9 +196,11 @@ async fn follow(http: &Http, feed: &Feed, ages: &ServerAges, op: &OperationId) -
             let rev = |r: Option<u64>| r.map(Revision::new);
             let change = match event {
                 // What happened between the watch and the stream's start (or during a
-                // gap) is not known: read again.
+                // gap) is not known to the watchers: they read again.
                 EventLine::Hello { .. } | EventLine::Resync => Some(OperationChange::resync()),
-                EventLine::Changed { revision } => Some(OperationChange::changed(rev(revision))),
+                EventLine::Changed { revision, .. } => {
+                    Some(OperationChange::changed(rev(revision)))
+                }
                 // The `changed` line before them already tells the watchers to read.
                 EventLine::Abort { .. } | EventLine::Crash { .. } => None,
                 EventLine::Archived { revision } => {

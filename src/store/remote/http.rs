@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 
 use super::wire::ErrorBody;
 
+/// How long an idle connection is kept for reuse (below the server's idle limit).
+const POOL_IDLE: Duration = Duration::from_secs(5);
+
 /// Timing of the client's requests.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestTiming {
@@ -51,6 +54,8 @@ pub enum Answer {
         status: StatusCode,
         message: String,
         etag: Option<String>,
+        /// The answer's body (a 412 may carry the current operation).
+        body: Vec<u8>,
     },
 }
 
@@ -58,6 +63,9 @@ impl Http {
     pub fn new(base: String, token: Option<String>, timing: RequestTiming) -> Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(timing.connect)
+            // Idle connections are reused for the next request, and dropped before the
+            // server closes them (it keeps an idle one for its header time, 10 s).
+            .pool_idle_timeout(POOL_IDLE)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| Error::Unavailable {
@@ -160,16 +168,20 @@ async fn refused(response: Response) -> Answer {
         .get(reqwest::header::ETAG)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let message = match response.bytes().await {
-        Ok(bytes) => serde_json::from_slice::<ErrorBody>(&bytes)
-            .map(|b| b.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
-        Err(e) => describe(&e),
+    let (message, body) = match response.bytes().await {
+        Ok(bytes) => (
+            serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+            bytes.to_vec(),
+        ),
+        Err(e) => (describe(&e), Vec::new()),
     };
     Answer::Refused {
         status,
         message,
         etag,
+        body,
     }
 }
 

@@ -3,13 +3,15 @@
 //!
 //! - [`wire`]: the native API's shapes, shared with the server.
 //! - [`RemoteStore`] (`client.rs`): the trait's calls as requests (`http.rs`: token,
-//!   deadline, retries with backoff); `feed.rs`: each watched operation's event stream.
+//!   deadline, retries with backoff); `feed.rs`: each watched operation's event stream;
+//!   `known.rs`: the newest version seen of each operation, where changes start from.
 //! - [`server_file`]: `server.json`, which discovery reads.
 
 mod ages;
 mod client;
 mod feed;
 mod http;
+mod known;
 mod probe;
 pub mod server_file;
 pub mod wire;

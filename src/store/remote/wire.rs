@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::ids::{OperationId, ParticipantId};
-use crate::model::OperationState;
+use crate::model::{LedgerData, OperationState};
 use crate::revision::Revision;
 
 use super::super::{ListEntry, LogKind, OperationSummary};
@@ -223,17 +223,41 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// Request header of a compare-and-swap whose client wants the operation as it is in a
+/// 412 answer (value [`CURRENT_ON_CONFLICT`]), so that its retry needs no read.
+pub const ON_CONFLICT_HEADER: &str = "x-on-conflict";
+
+/// The value of [`ON_CONFLICT_HEADER`] that asks for the current operation.
+pub const CURRENT_ON_CONFLICT: &str = "current";
+
+/// A 412 answer to a write that asked for [`CURRENT_ON_CONFLICT`]: the error and the
+/// operation as it is (its revision is the answer's `ETag`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConflictBody {
+    pub error: String,
+    pub current: LedgerData,
+}
+
 /// One line of `GET /v1/operations/{op}/events` (JSON lines).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "camelCase")]
 pub enum EventLine {
-    /// Sent first: the revision the stream starts at (read the operation if yours is
-    /// older).
+    /// Sent first: the revision the stream starts at and the operation at it (read the
+    /// operation if it is missing).
     #[serde(rename_all = "camelCase")]
-    Hello { revision: Option<u64> },
-    /// The operation was written.
+    Hello {
+        revision: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        document: Option<Box<LedgerData>>,
+    },
+    /// The operation was written: its new revision and, when the server has it, the
+    /// operation as written (so no watcher needs to read it again).
     #[serde(rename_all = "camelCase")]
-    Changed { revision: Option<u64> },
+    Changed {
+        revision: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        document: Option<Box<LedgerData>>,
+    },
     /// The abort flag was set.
     #[serde(rename_all = "camelCase")]
     Abort { revision: Option<u64> },
