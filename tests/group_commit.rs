@@ -179,6 +179,12 @@ async fn worker_ending_before_its_frame_is_written_is_decided_without_waiting() 
             );
         }
     }
+    // Both ended by now; their lines, written once the lock is free, keep the time of
+    // the events (the clock moves on first, so a line stamped when written would be later).
+    let ended_by = chrono::Utc::now();
+    while chrono::Utc::now() < ended_by + chrono::Duration::milliseconds(5) {
+        tokio::task::yield_now().await;
+    }
     lock.unlock().unwrap();
     tokio::time::timeout(BOUND, op.complete())
         .await
@@ -188,6 +194,18 @@ async fn worker_ending_before_its_frame_is_written_is_decided_without_waiting() 
     assert_eq!(log.matches("CALL_SPAWNED").count(), 2, "{log}");
     assert_eq!(log.matches("CALL_COMPLETED").count(), 1, "{log}");
     assert_eq!(log.matches("CALL_FAILED").count(), 1, "{log}");
+    for line in log.lines().filter(|l| {
+        ["CALL_SPAWNED", "CALL_COMPLETED", "CALL_FAILED"]
+            .iter()
+            .any(|k| l.contains(k))
+    }) {
+        let stamp = line.split(' ').next().unwrap_or_default();
+        let at = chrono::DateTime::parse_from_rfc3339(stamp).expect("a timestamp");
+        assert!(
+            at <= ended_by,
+            "stamped when written, not when it happened: {line}"
+        );
+    }
     ledger.dispose().await;
 }
 

@@ -34,6 +34,10 @@ pub(crate) struct LogLine {
     pub level: LogLevel,
     pub message: String,
     pub if_failed: bool,
+    /// When what it reports happened; `None`: stamped when written. A line written
+    /// after the fact (a worker's end recorded once the next worker runs) keeps the
+    /// time of the event, so the log's timeline is the workers' own.
+    pub at: Option<Timestamp>,
 }
 
 impl LogLine {
@@ -43,6 +47,7 @@ impl LogLine {
             level,
             message,
             if_failed: true,
+            at: None,
         }
     }
 
@@ -52,6 +57,15 @@ impl LogLine {
             level,
             message,
             if_failed: false,
+            at: None,
+        }
+    }
+
+    /// The same line, stamped with the time of the event it reports.
+    pub fn stamped(self, at: Timestamp) -> Self {
+        Self {
+            at: Some(at),
+            ..self
         }
     }
 }
@@ -73,7 +87,7 @@ impl Entry {
             && !line_written
             && (result.is_ok() || log.if_failed)
         {
-            shared.log_quietly(log.level, &log.message).await;
+            shared.log_quietly_at(log.at, log.level, &log.message).await;
         }
         let _ = self.reply.send(result);
     }
@@ -193,7 +207,10 @@ impl OpShared {
         let lines: Vec<String> = entry
             .then_log
             .iter()
-            .map(|log| self.ledger.log_line_text(log.level, &log.message))
+            .map(|log| {
+                self.ledger
+                    .log_line_text_at(log.at, log.level, &log.message)
+            })
             .collect();
         let result = self.write_now_logged(&mut entry.change, &lines).await;
         let written = result.is_ok();
@@ -213,7 +230,10 @@ impl OpShared {
             .iter()
             .filter_map(|e| e.then_log.as_ref())
             .filter(|log| log.if_failed)
-            .map(|log| self.ledger.log_line_text(log.level, &log.message))
+            .map(|log| {
+                self.ledger
+                    .log_line_text_at(log.at, log.level, &log.message)
+            })
             .collect();
         let mut failures: Vec<Option<Error>> = Vec::new();
         let written = {

@@ -91,7 +91,18 @@ impl LedgerInner {
 
     /// Append a line to an operation's log and hand it to the log-line callback.
     pub async fn log(&self, op: &OperationId, level: LogLevel, message: &str) -> Result<()> {
-        let line = self.log_line_text(level, message);
+        self.log_at(op, None, level, message).await
+    }
+
+    /// [`log`](Self::log), stamped `at` (now when `None`).
+    pub(crate) async fn log_at(
+        &self,
+        op: &OperationId,
+        at: Option<crate::clock::Timestamp>,
+        level: LogLevel,
+        message: &str,
+    ) -> Result<()> {
+        let line = self.log_line_text_at(at, level, message);
         let result = self
             .store
             .append_log(op, crate::store::LogKind::Main, &line)
@@ -100,9 +111,15 @@ impl LedgerInner {
         result
     }
 
-    /// A log line as written, stamped now.
-    pub fn log_line_text(&self, level: LogLevel, message: &str) -> String {
-        crate::model::log_line(&self.clock.now(), level, message)
+    /// A log line as written, stamped `at` (now when `None`).
+    pub(crate) fn log_line_text_at(
+        &self,
+        at: Option<crate::clock::Timestamp>,
+        level: LogLevel,
+        message: &str,
+    ) -> String {
+        let at = at.unwrap_or_else(|| self.clock.now());
+        crate::model::log_line(&at, level, message)
     }
 
     /// Hand a line written to an operation's log to the log-line callback.

@@ -435,7 +435,16 @@ impl OpShared {
 
     /// Log without failing the caller: log lines are best effort once the state is written.
     pub async fn log_quietly(&self, level: LogLevel, message: &str) {
-        if let Err(e) = self.log(level, message).await {
+        self.log_quietly_at(None, level, message).await;
+    }
+
+    /// [`log_quietly`](Self::log_quietly), stamped `at` (now when `None`).
+    pub async fn log_quietly_at(&self, at: Option<Timestamp>, level: LogLevel, message: &str) {
+        let logged = match self.check_fenced() {
+            Ok(()) => self.ledger.log_at(&self.id, at, level, message).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = logged {
             tracing::debug!(operation = %self.id, error = %e, "log line not written");
         }
     }

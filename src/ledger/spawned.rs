@@ -125,6 +125,7 @@ impl CallContext {
             Flush::Inline
         };
         frame.process = process;
+        let started = frame.start_time;
         let shared = &self.operation.shared;
         let line = format!(
             "CALL_SPAWNED callId={} participant={}",
@@ -135,7 +136,7 @@ impl CallContext {
             shared,
             frame,
             flush,
-            Some(LogLine::always(LogLevel::Info, line)),
+            Some(LogLine::always(LogLevel::Info, line).stamped(started)),
         )
         .await
     }
@@ -465,6 +466,8 @@ async fn finish<T: Clone + Send + Sync + 'static>(
 ) {
     let id = &inner.id;
     let callback = &options.callback;
+    // The end's line keeps this time, however late its write.
+    let ended_at = shared.now();
     let mut fell_back = false;
     if let (Outcome::Failed(message), Some(f)) = (&outcome, &callback.on_call_crashed) {
         match super::panic::guarded(|| f()).await {
@@ -529,7 +532,8 @@ async fn finish<T: Clone + Send + Sync + 'static>(
             format!("CALL_FAILED callId={id} error={message}"),
         ),
     };
-    let _ = remove_frame(shared, id, flush, Some(LogLine::always(line.0, line.1))).await;
+    let end_line = LogLine::always(line.0, line.1).stamped(ended_at);
+    let _ = remove_frame(shared, id, flush, Some(end_line)).await;
     if !matches!(outcome, Outcome::Success(_))
         && let Some(f) = &callback.on_cleanup
         && let Err(panic) = super::panic::guarded(|| f()).await
