@@ -406,11 +406,14 @@ impl Operation {
         let call = SpawnedCall {
             inner: inner.clone(),
         };
+        // The task lives as long as the worker: the futures of the ledger writes before
+        // and after the work (each the size of a store write) are boxed, so that the task
+        // holds only what waiting for the work needs.
         spawn(async move {
             let opened = if self_managed {
                 Ok(())
             } else {
-                ctx.open_frame(None).await
+                Box::pin(ctx.open_frame(None)).await
             };
             let outcome = match opened {
                 Err(e) => Outcome::Failed(Arc::new(e)),
@@ -441,7 +444,15 @@ impl Operation {
                 Flush::Inline
             };
             let frame_write = lock(&frame_write).take();
-            finish(&shared, &inner, &options, outcome, flush, frame_write).await;
+            Box::pin(finish(
+                &shared,
+                &inner,
+                &options,
+                outcome,
+                flush,
+                frame_write,
+            ))
+            .await;
         });
         call
     }
