@@ -27,6 +27,7 @@ use crate::process::{
 use crate::store::StoreLocation;
 
 use super::call::CallOptions;
+use super::callbacks::BoxFuture;
 use super::operation::Operation;
 use super::spawned::{FrameWrite, SpawnMode, SpawnedCall};
 
@@ -261,14 +262,14 @@ impl Operation {
                     Err(_) => Ok(()),
                 }
             });
-            let runner = async {
-                match &result {
-                    WorkerResult::ExitStatus => run_to_exit(cmd, run).await,
-                    WorkerResult::Stdout => run_stdio(cmd, run).await,
-                    WorkerResult::File(path) => run_file_result(cmd, path, run).await,
-                }
+            // Built directly (not in an async block that would keep its own copies of the
+            // command and options) and boxed: the run's future is the largest part of a
+            // worker's call and lives as long as the worker.
+            let mut runner: BoxFuture<'_, Result<RunOutput>> = match &result {
+                WorkerResult::ExitStatus => Box::pin(run_to_exit(cmd, run)),
+                WorkerResult::Stdout => Box::pin(run_stdio(cmd, run)),
+                WorkerResult::File(path) => Box::pin(run_file_result(cmd, path, run)),
             };
-            tokio::pin!(runner);
             let first = tokio::select! {
                 biased;
                 written = &mut frame_written => First::Written(written),

@@ -566,7 +566,13 @@ async fn finish<T: Clone + Send + Sync + 'static>(
         && options.fail_on_crash
     {
         let reason = format!("call `{id}` failed: {message}");
-        let _ = super::failure::fail_operation(shared, reason, vec![id.clone()]).await;
+        // Boxed: the largest step of a call's end, and the rarest.
+        let _ = Box::pin(super::failure::fail_operation(
+            shared,
+            reason,
+            vec![id.clone()],
+        ))
+        .await;
     }
     *lock_outcome(inner) = Some(outcome);
     inner.done.send_replace(true);
