@@ -27,6 +27,7 @@ use crate::process::{
 use crate::store::StoreLocation;
 
 use super::call::CallOptions;
+use super::callbacks::BoxFuture;
 use super::operation::Operation;
 use super::spawned::{FrameWrite, SpawnMode, SpawnedCall};
 
@@ -261,38 +262,44 @@ impl Operation {
                     Err(_) => Ok(()),
                 }
             });
-            let runner = async {
-                match &result {
-                    WorkerResult::ExitStatus => run_to_exit(cmd, run).await,
-                    WorkerResult::Stdout => run_stdio(cmd, run).await,
-                    WorkerResult::File(path) => run_file_result(cmd, path, run).await,
-                }
+            // Built directly (not in an async block that would keep its own copies of the
+            // command and options) and boxed: the run's future is the largest part of a
+            // worker's call and lives as long as the worker.
+            let mut runner: BoxFuture<'_, Result<RunOutput>> = match &result {
+                WorkerResult::ExitStatus => Box::pin(run_to_exit(cmd, run)),
+                WorkerResult::Stdout => Box::pin(run_stdio(cmd, run)),
+                WorkerResult::File(path) => Box::pin(run_file_result(cmd, path, run)),
             };
-            tokio::pin!(runner);
-            let mut framed: Option<Result<()>> = None;
-            let output: Result<RunOutput> = loop {
-                tokio::select! {
-                    biased;
-                    written = &mut frame_written, if framed.is_none() => framed = Some(written),
-                    output = &mut runner => break output,
-                }
+            let first = tokio::select! {
+                biased;
+                written = &mut frame_written => First::Written(written),
+                output = &mut runner => First::Ended(output),
             };
-            match framed {
-                Some(written) => written?,
+            let output: Result<RunOutput> = match first {
+                // Answered while the worker runs: the write's future (the size of a store
+                // write) is freed now rather than kept for the worker's whole life.
+                First::Written(written) => {
+                    drop(frame_written);
+                    let output = runner.await;
+                    written?;
+                    output
+                }
                 // The worker ended before its frame write was answered: its outcome goes
                 // out now, the write's answer comes with the call's end (a refusal ends
                 // the call as cancelled). Whoever waits to hear that it ran hears it now.
-                None => {
+                First::Ended(output) => {
                     let info = spawned.lock().unwrap_or_else(|e| e.into_inner()).take();
                     if let Some(info) = info {
                         call_running(&running, &ctx.call_id, &info);
                     }
                     ctx.answer_frame_later(frame_written);
+                    output
                 }
-            }
+            };
             let output = match output {
                 Ok(output) => output,
-                Err(e) => return Err(worker_failure(&ctx, e).await),
+                // Boxed: a store read, only on failure, kept out of the worker's future.
+                Err(e) => return Err(Box::pin(worker_failure(&ctx, e)).await),
             };
             let text = String::from_utf8_lossy(&output.data);
             decode(&text).map_err(|reason| Error::Decode {
@@ -377,6 +384,12 @@ pub fn process_record(info: &WorkerInfo) -> ProcessRecord {
 /// (a nested command that stopped on the abort) was cancelled, not broken: the call ends
 /// as cancelled. Participants it started that died without leaving (a nested
 /// `tom-ledger exec`, say) are named: their crash is reported to this call.
+/// Which of a worker's frame write and its run finished first.
+enum First {
+    Written(Result<()>),
+    Ended(Result<RunOutput>),
+}
+
 async fn worker_failure(ctx: &super::spawned::CallContext, error: Error) -> Error {
     let shared = &ctx.operation.shared;
     let Ok(data) = shared.ledger.store.read(&shared.id).await else {

@@ -313,12 +313,13 @@ impl Operation {
         let text = TempResource::encode_path(&path);
         let pid = i64::from(self.pid());
         let me = self.participant_id().clone();
-        self.shared
-            .modify(|data, now| {
-                core::temps::register(data, &text, pid, &me, now);
-                Ok(())
-            })
-            .await?;
+        // Boxed: a store write's future is large, and a caller that registers its paths
+        // before starting a worker keeps its own future for as long as the worker runs.
+        Box::pin(self.shared.modify(|data, now| {
+            core::temps::register(data, &text, pid, &me, now);
+            Ok(())
+        }))
+        .await?;
         Ok(())
     }
 
@@ -347,12 +348,12 @@ impl Operation {
         self.shared.local().temps.remove(&path);
         CleanupHandler::global().remove_temp_path(&path);
         let text = TempResource::encode_path(&path);
-        self.shared
-            .modify(|data, _| {
-                core::temps::unregister(data, &text);
-                Ok(())
-            })
-            .await?;
+        // Boxed, like the registration's write.
+        Box::pin(self.shared.modify(|data, _| {
+            core::temps::unregister(data, &text);
+            Ok(())
+        }))
+        .await?;
         Ok(())
     }
 

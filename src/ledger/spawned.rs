@@ -407,11 +407,14 @@ impl Operation {
         let call = SpawnedCall {
             inner: inner.clone(),
         };
+        // The task lives as long as the worker: the futures of the ledger writes before
+        // and after the work (each the size of a store write) are boxed, so that the task
+        // holds only what waiting for the work needs.
         spawn(async move {
             let opened = if self_managed {
                 Ok(())
             } else {
-                ctx.open_frame(None).await
+                Box::pin(ctx.open_frame(None)).await
             };
             let outcome = match opened {
                 Err(e) => Outcome::Failed(Arc::new(e)),
@@ -442,7 +445,15 @@ impl Operation {
                 Flush::Inline
             };
             let frame_write = lock(&frame_write).take();
-            finish(&shared, &inner, &options, outcome, flush, frame_write).await;
+            Box::pin(finish(
+                &shared,
+                &inner,
+                &options,
+                outcome,
+                flush,
+                frame_write,
+            ))
+            .await;
         });
         call
     }
@@ -559,7 +570,13 @@ async fn finish<T: Clone + Send + Sync + 'static>(
         && options.fail_on_crash
     {
         let reason = format!("call `{id}` failed: {message}");
-        let _ = super::failure::fail_operation(shared, reason, vec![id.clone()]).await;
+        // Boxed: the largest step of a call's end, and the rarest.
+        let _ = Box::pin(super::failure::fail_operation(
+            shared,
+            reason,
+            vec![id.clone()],
+        ))
+        .await;
     }
     *lock_outcome(inner) = Some(outcome);
     inner.done.send_replace(true);
