@@ -92,6 +92,34 @@ async fn bad_requests_get_one_line_errors_and_change_nothing() {
     let revision: u64 = etag.trim_matches('"').parse().unwrap();
     let stale = format!("\"{}\"", revision.saturating_sub(1));
     let before = snapshot(&env.ledger);
+    // A write that carries log lines (`x-with-lines: main`): out of bounds or malformed,
+    // it writes neither the change nor any line, even on the current revision.
+    let with_lines = |lines: &[String]| {
+        format!(
+            "{{\"data\":{stored},\"lines\":{}}}",
+            serde_json::to_string(lines).unwrap()
+        )
+    };
+    let too_many = with_lines(&vec!["a line".to_string(); 101]);
+    let too_long = with_lines(&["ok".to_string(), "x".repeat(64 * 1024 + 1)]);
+    let fine_lines = with_lines(&["a line of a refused write".to_string()]);
+    let lines_not_a_list = format!("{{\"data\":{stored},\"lines\":\"one\"}}");
+    let lines_extra_field = format!("{{\"data\":{stored},\"lines\":[],\"log\":\"debug\"}}");
+    let native_put = format!("/v1/operations/{op}");
+    let lines_case = |what, body: &str, status| {
+        case(what, Method::PUT, &native_put, Some(body), status)
+            .header("if-match", &etag)
+            .header("x-with-lines", "main")
+    };
+    let lines_cases = vec![
+        lines_case("101 lines with a write", &too_many, 400),
+        lines_case("a line over 64 KiB with a write", &too_long, 400),
+        lines_case("lines that are not a list", &lines_not_a_list, 400),
+        lines_case("lines with an unknown field", &lines_extra_field, 400),
+        lines_case("lines without the operation", "{\"lines\":[\"x\"]}", 400),
+        lines_case("lines for an unknown log", &fine_lines, 400).header("x-with-lines", "debug"),
+        lines_case("lines of a refused write", &fine_lines, 412).header("if-match", &stale),
+    ];
 
     let cases = vec![
         // Malformed JSON and wrong shapes.
@@ -376,7 +404,7 @@ async fn bad_requests_get_one_line_errors_and_change_nothing() {
             428,
         ),
     ];
-    for c in &cases {
+    for c in cases.iter().chain(&lines_cases) {
         let (status, body) = send(&server, c, true).await;
         assert_eq!(status.as_u16(), c.status, "{}: {body}", c.what);
         assert_error_line(c.what, &body);

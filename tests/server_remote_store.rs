@@ -13,8 +13,8 @@ use common::server::ServerProcess;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tom_dist_ledger::model::LedgerData;
-use tom_dist_ledger::store::Store;
 use tom_dist_ledger::store::remote::RemoteStore;
+use tom_dist_ledger::store::{LogCursor, LogKind, Store};
 use tom_dist_ledger::{Error, OperationId, ParticipantId};
 
 const BOUND: Duration = Duration::from_secs(60);
@@ -222,6 +222,193 @@ async fn every_stream_of_an_operation_gets_each_version_written() {
             let abort = lines.next().await;
             assert_eq!(abort["event"], "abort");
         }
+    })
+    .await
+    .expect("within the bound");
+}
+
+/// A TCP relay in front of the server that counts the HTTP requests passing through it
+/// (each request line ends in ` HTTP/1.1\r\n`; a JSON body never holds a raw line break).
+struct CountingRelay {
+    url: String,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingRelay {
+    async fn start(server: &ServerProcess) -> CountingRelay {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = server.url.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let counted = counted.clone();
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut tail: Vec<u8> = Vec::new();
+                    while let Ok(n) = client_read.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        // The marker may be split between reads: look at the end of the
+                        // last read too.
+                        let keep = tail.len();
+                        tail.extend_from_slice(&buf[..n]);
+                        let marker = b" HTTP/1.1\r\n";
+                        let found = tail.windows(marker.len()).filter(|w| w == marker).count();
+                        let before = tail[..keep].windows(marker.len()).filter(|w| w == marker);
+                        counted.fetch_add(found - before.count(), Ordering::SeqCst);
+                        let from = tail.len().saturating_sub(marker.len() - 1);
+                        tail.drain(..from);
+                        if server_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+            }
+        });
+        CountingRelay { url, requests }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The main log's lines that `mark` is in.
+async fn marked_lines(store: &RemoteStore, op: &OperationId, mark: &str) -> Vec<String> {
+    let (text, _) = store
+        .read_log(op, LogKind::Main, LogCursor::START)
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.contains(mark))
+        .map(|l| l[l.find(mark).unwrap()..].to_string())
+        .collect()
+}
+
+/// A change with its log lines is one request, the lines are in the main log when the
+/// answer comes, and with many writers at once the lines are in the order of the writes
+/// they describe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_with_lines_is_one_request_and_the_lines_keep_the_write_order() {
+    let _scope = TestScope::new();
+    let server = ServerProcess::start();
+    tokio::time::timeout(BOUND, async {
+        let (direct, op) = created(&server, "op-logged").await;
+        let relay = CountingRelay::start(&server).await;
+        let store = RemoteStore::new(&relay.url, Some(server.token.clone())).unwrap();
+        store.read_versioned(&op).await.unwrap();
+        let sent_before = relay.requests();
+        let lines = vec!["#mark one".to_string(), "#mark two".to_string()];
+        let (written, appended) = store
+            .modify_logged(
+                &op,
+                &mut |d: &mut LedgerData| {
+                    d.description = Some("logged".into());
+                    Ok(())
+                },
+                &lines,
+            )
+            .await
+            .unwrap();
+        appended.unwrap();
+        assert_eq!(relay.requests() - sent_before, 1, "one request for both");
+        assert_eq!(written.description.as_deref(), Some("logged"));
+        assert_eq!(marked_lines(&direct, &op, "#mark").await, lines);
+
+        // Eight writers, three changes each: each change appends its name to the
+        // description (the order of the writes) and logs two lines naming it.
+        let writers = (0..8).map(|w| {
+            let store = RemoteStore::new(&server.url, Some(server.token.clone())).unwrap();
+            let op = op.clone();
+            tokio::spawn(async move {
+                for round in 0..3 {
+                    let name = format!("w{w}r{round}");
+                    let lines = vec![format!("#order {name} start"), format!("#order {name} end")];
+                    let (_, appended) = store
+                        .modify_logged(
+                            &op,
+                            &mut |d: &mut LedgerData| {
+                                let before = d.description.take().unwrap_or_default();
+                                d.description = Some(format!("{before} {name}"));
+                                Ok(())
+                            },
+                            &lines,
+                        )
+                        .await
+                        .unwrap();
+                    appended.unwrap();
+                }
+            })
+        });
+        for writer in writers.collect::<Vec<_>>() {
+            writer.await.unwrap();
+        }
+        let order = direct.read(&op).await.unwrap().description.unwrap();
+        let expected: Vec<String> = order
+            .split_whitespace()
+            .skip(1)
+            .flat_map(|name| [format!("#order {name} start"), format!("#order {name} end")])
+            .collect();
+        assert_eq!(expected.len(), 48);
+        assert_eq!(marked_lines(&direct, &op, "#order").await, expected);
+    })
+    .await
+    .expect("within the bound");
+}
+
+/// A write with lines that is refused (another write came first) appends none of them;
+/// a plain write (no lines header) is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_appends_none_of_its_lines() {
+    let _scope = TestScope::new();
+    let server = ServerProcess::start();
+    tokio::time::timeout(BOUND, async {
+        let (store, op) = created(&server, "op-refused-lines").await;
+        let current = store.read_versioned(&op).await.unwrap();
+        let http = reqwest::Client::new();
+        let put = |revision: u64, line: &str| {
+            let body = serde_json::json!({ "data": current.data, "lines": [line] });
+            http.put(format!("{}/v1/operations/{op}", server.url))
+                .bearer_auth(&server.token)
+                .header("if-match", format!("\"{revision}\""))
+                .header("x-with-lines", "main")
+                .json(&body)
+        };
+        let stale = put(current.revision.get() + 7, "#line refused")
+            .send()
+            .await;
+        assert_eq!(stale.unwrap().status(), StatusCode::PRECONDITION_FAILED);
+        let fine = put(current.revision.get(), "#line written").send().await;
+        assert_eq!(fine.unwrap().status(), StatusCode::OK);
+        let again = put(current.revision.get(), "#line refused").send().await;
+        assert_eq!(again.unwrap().status(), StatusCode::PRECONDITION_FAILED);
+        assert_eq!(
+            marked_lines(&store, &op, "#line").await,
+            vec!["#line written".to_string()]
+        );
+        let plain = http
+            .put(format!("{}/v1/operations/{op}", server.url))
+            .bearer_auth(&server.token)
+            .header("if-match", format!("\"{}\"", current.revision.get() + 1))
+            .json(&current.data)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(plain.status(), StatusCode::OK);
+        assert_eq!(marked_lines(&store, &op, "#line").await.len(), 1);
     })
     .await
     .expect("within the bound");

@@ -6,7 +6,8 @@
 //! - [`router`]: the one function that puts routes and layers together; more routes
 //!   (the status page, the original's endpoints) merge there.
 //! - [`native`] and [`events`]: the native API under `/v1/` and its event streams;
-//!   [`hub`]: one shared feed per watched operation behind all its streams.
+//!   [`hub`]: one shared feed per watched operation behind all its streams;
+//!   [`line_order`]: writes that carry log lines take turns per operation.
 //! - [`compat`]: the original's 15 endpoints over the same core and store.
 //! - [`beats`]: remote participants' heartbeats, stamped with the server's clock.
 //! - [`auth`]: the bearer token. [`errors`]: `{"error": ...}` answers.
@@ -24,6 +25,7 @@ pub mod discovery;
 pub mod errors;
 pub mod events;
 pub mod hub;
+pub mod line_order;
 pub mod listen;
 pub mod native;
 pub mod page;
@@ -136,6 +138,7 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> Result<Runni
         ping_interval: options.ping_interval,
         beats: beats.clone(),
         hubs: Arc::new(hub::Hubs::default()),
+        line_order: Arc::new(line_order::LineOrder::default()),
     };
     let app = router::app(state, options.auth.clone(), options.limits);
     let url = format!("http://{addr}");

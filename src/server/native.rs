@@ -7,7 +7,7 @@
 //! | `GET /v1/operations` | `list` |
 //! | `POST /v1/operations` (a `LedgerData`) | `create` (201, 409 if taken) |
 //! | `GET /v1/operations/{op}` | `read_versioned` (`ETag`) |
-//! | `PUT /v1/operations/{op}[?kind=refresh]` (`If-Match`) | `compare_and_swap` (412 on conflict; with `x-on-conflict: current`, the 412 carries the operation as it is) |
+//! | `PUT /v1/operations/{op}[?kind=refresh]` (`If-Match`) | `compare_and_swap` (412 on conflict; with `x-on-conflict: current`, the 412 carries the operation as it is); with `x-with-lines: main` the body is `{"data", "lines"}` and the lines are appended to the main log after the write, before the answer (`modify_logged`) |
 //! | `POST /v1/operations/{op}/archive` | `archive` |
 //! | `POST /v1/operations/{op}/beat` | a heartbeat kept beside the document (`beats.rs`); 410 if fenced |
 //! | `GET/POST /v1/operations/{op}/log/{main,debug}` | `read_log` (`?from=`) / `append_log` |
@@ -30,10 +30,11 @@ use crate::ids::OperationId;
 use crate::model::{LedgerData, ParticipantState};
 use crate::store::remote::wire::{
     AGES_HEADER, AppendBody, ArchivedBody, BeatBody, CURRENT_ON_CONFLICT, ConflictBody, IdsBody,
-    KIND_REFRESH, LogBody, ON_CONFLICT_HEADER, SummariesBody, SummaryBody, etag, parse_etag,
+    KIND_REFRESH, LINES_FAILED_HEADER, LogBody, LoggedWriteBody, ON_CONFLICT_HEADER, SummariesBody,
+    SummaryBody, WITH_LINES_HEADER, WITH_LINES_MAIN, check_lines_for_write, etag, parse_etag,
     parse_log_segment,
 };
-use crate::store::{LogCursor, Revision, Versioned, WriteKind};
+use crate::store::{LogCursor, LogKind, Revision, Versioned, WriteKind};
 
 use super::errors::ApiError;
 use super::events;
@@ -153,27 +154,70 @@ async fn swap(
     };
     // The written data keeps the operation's id, whatever the body says (as on every
     // store).
-    let data: LedgerData = json_body(&body)?;
+    let (data, lines) = written_body(&headers, &body)?;
     let wants_current = headers
         .get(ON_CONFLICT_HEADER)
         .is_some_and(|v| v.as_bytes() == CURRENT_ON_CONFLICT.as_bytes());
+    // Lines keep the order of the writes they describe: one logged write at a time.
+    let turn = match lines {
+        Some(_) => Some(state.line_order.turn(&op).await),
+        None => None,
+    };
     match state
         .store
         .compare_and_swap(&op, expected, data, kind)
         .await
     {
         Ok(written) => {
+            let failed = append_lines(&state, &op, lines.as_deref().unwrap_or_default()).await;
+            drop(turn);
             // The operation's event streams hear of it now, without a read.
             state.hubs.offer(&op, &written);
-            Ok(versioned(&state, StatusCode::OK, written))
+            let mut response = versioned(&state, StatusCode::OK, written);
+            if let Some(e) = failed {
+                let reason = HeaderValue::from_str(&e.to_string())
+                    .unwrap_or(HeaderValue::from_static("log lines not appended"));
+                response.headers_mut().insert(LINES_FAILED_HEADER, reason);
+            }
+            Ok(response)
         }
         Err(e @ Error::Conflict { .. }) if wants_current => {
+            drop(turn);
             let current = state.hubs.current(&state, &op).await?;
             Ok(conflict_with_current(e, current))
         }
         Err(e @ Error::Conflict { found, .. }) => Ok(conflict(e, found)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A write's body: the operation alone, or with `x-with-lines: main` the operation and
+/// its lines for the main log (checked against the bounds before anything is written).
+fn written_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<(LedgerData, Option<Vec<String>>)> {
+    let Some(with_lines) = headers.get(WITH_LINES_HEADER) else {
+        return Ok((json_body(body)?, None));
+    };
+    if with_lines.as_bytes() != WITH_LINES_MAIN.as_bytes() {
+        return Err(ApiError::bad_request(format!(
+            "`{WITH_LINES_HEADER}: {}`: expected `{WITH_LINES_MAIN}`",
+            String::from_utf8_lossy(with_lines.as_bytes())
+        )));
+    }
+    let logged: LoggedWriteBody = json_body(body)?;
+    check_lines_for_write(&logged.lines)?;
+    Ok((logged.data, Some(logged.lines)))
+}
+
+/// Append a written change's lines to the main log, in order; the first failure (the
+/// write stands, later lines are still tried).
+async fn append_lines(state: &AppState, op: &OperationId, lines: &[String]) -> Option<Error> {
+    let mut failed = None;
+    for line in lines {
+        if let Err(e) = state.store.append_log(op, LogKind::Main, line).await {
+            failed.get_or_insert(e);
+        }
+    }
+    failed
 }
 
 /// 412 with the revision the operation is at.
@@ -205,6 +249,7 @@ async fn archive(
     let op = operation(&op)?;
     let archived = state.store.archive(&op).await?;
     state.beats.forget(&op);
+    state.line_order.forget(&op);
     Ok(Json(ArchivedBody {
         location: archived.location().to_string(),
     }))

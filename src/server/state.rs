@@ -11,6 +11,7 @@ use crate::store::Store;
 
 use super::beats::Beats;
 use super::hub::Hubs;
+use super::line_order::LineOrder;
 
 /// The state handed to every route.
 #[derive(Clone, Debug)]
@@ -32,4 +33,6 @@ pub struct AppState {
     pub beats: Arc<Beats>,
     /// The shared feeds of the operations that event streams watch.
     pub hubs: Arc<Hubs>,
+    /// Writes with log lines take turns per operation, so their lines keep their order.
+    pub line_order: Arc<LineOrder>,
 }

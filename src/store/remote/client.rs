@@ -26,7 +26,8 @@ use super::http::{Answer, Http, RequestTiming};
 use super::known::Known;
 use super::wire::{
     AGES_HEADER, AppendBody, ArchivedBody, BeatBody, CURRENT_ON_CONFLICT, ConflictBody,
-    HeartbeatAge, IdsBody, KIND_REFRESH, LogBody, ON_CONFLICT_HEADER, SummariesBody, etag,
+    HeartbeatAge, IdsBody, KIND_REFRESH, LINES_FAILED_HEADER, LogBody, LoggedWriteBody,
+    ON_CONFLICT_HEADER, SummariesBody, WITH_LINES_HEADER, WITH_LINES_MAIN, etag, lines_for_write,
     log_segment, parse_etag,
 };
 
@@ -46,7 +47,8 @@ pub struct RemoteStore {
 
 /// How a compare-and-swap came back.
 enum Swap {
-    Written(Versioned),
+    /// Written, with whether the lines sent with it were appended.
+    Written(Versioned, Result<()>),
     /// Refused: another write came first; the operation as the server had it then, when
     /// the answer carried it.
     Conflict {
@@ -223,6 +225,7 @@ impl RemoteStore {
         expected: Revision,
         data: LedgerData,
         kind: WriteKind,
+        lines: &[String],
     ) -> Result<Swap> {
         let mut path = Self::op_path(op);
         if kind == WriteKind::Refresh {
@@ -232,22 +235,44 @@ impl RemoteStore {
         let mut data = data;
         data.operation_id = op.clone();
         let tag = etag(expected);
+        let logged = (!lines.is_empty()).then(|| LoggedWriteBody {
+            data: data.clone(),
+            lines: lines.to_vec(),
+        });
         let mut retried = false;
         let answer = self
             .http
             .send(
                 || {
-                    self.http
+                    let request = self
+                        .http
                         .request(Method::PUT, &path)
                         .header(reqwest::header::IF_MATCH, tag.as_str())
-                        .header(ON_CONFLICT_HEADER, CURRENT_ON_CONFLICT)
-                        .json(&data)
+                        .header(ON_CONFLICT_HEADER, CURRENT_ON_CONFLICT);
+                    match &logged {
+                        Some(logged) => request
+                            .header(WITH_LINES_HEADER, WITH_LINES_MAIN)
+                            .json(logged),
+                        None => request.json(&data),
+                    }
                 },
                 &mut retried,
             )
             .await?;
         match answer {
-            Answer::Ok(response) => Ok(Swap::Written(self.versioned(response).await?)),
+            Answer::Ok(response) => {
+                let appended = match response.headers().get(LINES_FAILED_HEADER) {
+                    Some(reason) => Err(Error::Unavailable {
+                        location: self.http.base.clone(),
+                        reason: format!(
+                            "log lines not appended: {}",
+                            String::from_utf8_lossy(reason.as_bytes())
+                        ),
+                    }),
+                    None => Ok(()),
+                };
+                Ok(Swap::Written(self.versioned(response).await?, appended))
+            }
             Answer::Refused {
                 status, etag, body, ..
             } if status == StatusCode::PRECONDITION_FAILED => {
@@ -267,10 +292,11 @@ impl RemoteStore {
                         Some(current) => Ok(current.clone()),
                         None => self.read_versioned(op).await,
                     };
+                    // The server appends a write's lines before it answers.
                     if let Ok(now) = now
                         && is_own_write(&now, &data, expected)
                     {
-                        return Ok(Swap::Written(now));
+                        return Ok(Swap::Written(now, Ok(())));
                     }
                 }
                 Ok(Swap::Conflict {
@@ -297,7 +323,8 @@ impl RemoteStore {
         op: &OperationId,
         change: Change<'_>,
         kind: WriteKind,
-    ) -> Result<LedgerData> {
+        lines: &[String],
+    ) -> Result<(LedgerData, Result<()>)> {
         let (mut current, mut fresh) = match self.known.get(op) {
             Some(seen) => (seen, false),
             None => (self.read_versioned(op).await?, true),
@@ -317,8 +344,8 @@ impl RemoteStore {
                 continue;
             }
             attempt += 1;
-            match self.swap(op, current.revision, data, kind).await? {
-                Swap::Written(written) => return Ok(written.data),
+            match self.swap(op, current.revision, data, kind, lines).await? {
+                Swap::Written(written, appended) => return Ok((written.data, appended)),
                 Swap::Conflict { error, .. }
                     if attempt >= MAX_ATTEMPTS
                         && started.elapsed() >= self.http.timing.deadline =>
@@ -410,18 +437,44 @@ impl Store for RemoteStore {
         data: LedgerData,
         kind: WriteKind,
     ) -> Result<Versioned> {
-        match self.swap(op, expected, data, kind).await? {
-            Swap::Written(written) => Ok(written),
+        match self.swap(op, expected, data, kind, &[]).await? {
+            Swap::Written(written, _) => Ok(written),
             Swap::Conflict { error, .. } => Err(error),
         }
     }
 
     async fn modify(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
-        self.change_write(op, change, WriteKind::Change).await
+        Ok(self
+            .change_write(op, change, WriteKind::Change, &[])
+            .await?
+            .0)
+    }
+
+    /// The change and its lines in one request (lines beyond the bounds of one write,
+    /// and all after them, are appended on their own after it).
+    async fn modify_logged(
+        &self,
+        op: &OperationId,
+        change: Change<'_>,
+        lines: &[String],
+    ) -> Result<(LedgerData, Result<()>)> {
+        let (with, after) = lines.split_at(lines_for_write(lines));
+        let (written, mut appended) = self
+            .change_write(op, change, WriteKind::Change, with)
+            .await?;
+        for line in after {
+            if let Err(e) = self.append_log(op, LogKind::Main, line).await {
+                appended = Err(e);
+            }
+        }
+        Ok((written, appended))
     }
 
     async fn refresh(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {
-        self.change_write(op, change, WriteKind::Refresh).await
+        Ok(self
+            .change_write(op, change, WriteKind::Refresh, &[])
+            .await?
+            .0)
     }
 
     fn latest_seen(&self, op: &OperationId) -> Option<Versioned> {

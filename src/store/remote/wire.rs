@@ -183,6 +183,64 @@ pub struct AppendBody {
     pub line: String,
 }
 
+/// The header of a compare-and-swap whose body also carries lines for the operation's
+/// main log (value [`WITH_LINES_MAIN`]): the body is a [`LoggedWriteBody`], and the server
+/// appends the lines, in order, after the write and before it answers; a refused write
+/// appends none. Without the header the body is the operation alone.
+pub const WITH_LINES_HEADER: &str = "x-with-lines";
+
+/// The only value of [`WITH_LINES_HEADER`]: the lines go to the main log.
+pub const WITH_LINES_MAIN: &str = "main";
+
+/// The header of a written [`LoggedWriteBody`] whose lines could not all be appended
+/// (the write stands): why.
+pub const LINES_FAILED_HEADER: &str = "x-lines-failed";
+
+/// Most lines one write carries.
+pub const MAX_LINES_WITH_WRITE: usize = 100;
+
+/// Longest line (bytes) one write carries.
+pub const MAX_LINE_WITH_WRITE: usize = 64 * 1024;
+
+/// `PUT /v1/operations/{op}` with [`WITH_LINES_HEADER`]: the operation and its log lines.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggedWriteBody {
+    pub data: LedgerData,
+    pub lines: Vec<String>,
+}
+
+/// How many of `lines`, from the first, one write may carry (the rest are appended on
+/// their own after it, so the order stays).
+pub fn lines_for_write(lines: &[String]) -> usize {
+    lines
+        .iter()
+        .take(MAX_LINES_WITH_WRITE)
+        .take_while(|line| line.len() <= MAX_LINE_WITH_WRITE)
+        .count()
+}
+
+/// Check the lines a write carries; the error names the wrong value.
+pub fn check_lines_for_write(lines: &[String]) -> Result<()> {
+    if lines.len() > MAX_LINES_WITH_WRITE {
+        return Err(Error::invalid(
+            format!("{} log lines with one write", lines.len()),
+            format!("at most {MAX_LINES_WITH_WRITE}"),
+        ));
+    }
+    if let Some((index, line)) = lines
+        .iter()
+        .enumerate()
+        .find(|(_, line)| line.len() > MAX_LINE_WITH_WRITE)
+    {
+        return Err(Error::invalid(
+            format!("log line {index} of {} bytes", line.len()),
+            format!("at most {MAX_LINE_WITH_WRITE} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /v1/operations/{op}/archive`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ArchivedBody {
