@@ -171,9 +171,13 @@ impl OpShared {
         let (answer, start) = self.commits.push(change, then_log);
         if start {
             let shared = self.clone();
+            // Boxed: inline, the flush's state would make every queued change's future
+            // (one per running worker) as large as a whole write.
             match flush {
-                Flush::Inline => shared.flush_queued().await,
-                Flush::Background if !on_current_thread_runtime() => shared.flush_queued().await,
+                Flush::Inline => Box::pin(shared.flush_queued()).await,
+                Flush::Background if !on_current_thread_runtime() => {
+                    Box::pin(shared.flush_queued()).await
+                }
                 Flush::Background => {
                     let runtime = tokio::runtime::Handle::current();
                     tokio::task::spawn_blocking(move || runtime.block_on(shared.flush_queued()));
