@@ -17,74 +17,22 @@
 //! 200), `REMOTE_BENCH_ROUNDS` (default 3), `REMOTE_BENCH_RUNS` for the latencies
 //! (default 10).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, Lines};
 use tokio::process::ChildStdout;
 use tom_dist_ledger::ParticipantId;
 use tom_dist_ledger::ledger::{Connect, Ledger, OperationOptions};
 
-const SERVE: &str = env!("CARGO_BIN_EXE_tom-ledger");
+#[path = "common/serve.rs"]
+mod serve;
+
+use serve::{Server, env_or, now_nanos};
+
 const PEER: &str = env!("CARGO_BIN_EXE_worker-ledger-peer");
 const PROCESSES: usize = 8;
 const STALE: Duration = Duration::from_secs(2);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn now_nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
-/// A `tom-ledger serve` on a free port, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    token: String,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let token = format!("bench-token-{:x}", now_nanos());
-        let token_file = dir.join("token");
-        std::fs::write(&token_file, &token).expect("token file");
-        let mut child = Command::new(SERVE)
-            .arg("--ledger")
-            .arg(dir.join("served"))
-            .args(["serve", "--port", "0", "--token-file"])
-            .arg(&token_file)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("serve prints its url");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .expect("url")
-            .to_string();
-        Server { child, url, token }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Where participants connect: a ledger directory or a server.
 #[derive(Clone)]

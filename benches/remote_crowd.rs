@@ -10,61 +10,21 @@
 //! `CROWD_HB_MS` (heartbeat interval, default 5000), `CROWD_IDLE_S` (how long the idle
 //! CPU time is measured, default 20).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncBufReadExt;
 use tom_dist_ledger::ParticipantId;
 use tom_dist_ledger::ledger::{Connect, Ledger, OperationOptions};
 
-const SERVE: &str = env!("CARGO_BIN_EXE_tom-ledger");
+#[path = "common/serve.rs"]
+mod serve;
+
+use serve::{Server, env_or};
+
 const CROWD: &str = env!("CARGO_BIN_EXE_worker-ledger-crowd");
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A `tom-ledger serve` on a free port, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    token: String,
-}
-
 impl Server {
-    fn start(dir: &Path) -> Server {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let token = format!("bench-token-{nanos:x}");
-        let token_file = dir.join("token");
-        std::fs::write(&token_file, &token).expect("token file");
-        let mut child = Command::new(SERVE)
-            .arg("--ledger")
-            .arg(dir.join("served"))
-            .args(["serve", "--port", "0", "--token-file"])
-            .arg(&token_file)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("serve prints its url");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .expect("url")
-            .to_string();
-        Server { child, url, token }
-    }
-
     /// A field of /proc/PID/status in KiB.
     fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -84,13 +44,6 @@ impl Server {
         let fields: Vec<&str> = after_name.split_whitespace().collect();
         // utime and stime are fields 14 and 15 of the whole line (11 and 12 here).
         fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
