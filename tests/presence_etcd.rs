@@ -194,3 +194,59 @@ async fn a_clock_far_ahead_makes_no_false_crash() {
     .await
     .expect("test hung");
 }
+
+/// A registration from another machine with no presence key yet (a joiner puts its key
+/// just after its join) is not judged by heartbeat age for one stale threshold from when
+/// this process first saw it, however old its heartbeat looks; one that never puts a key
+/// is judged after that, and it is declared crashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_gets_one_threshold_to_put_its_key() {
+    let etcd = Etcd::single();
+    let prefix = unique_prefix("grace");
+    tokio::time::timeout(WATCHDOG, async {
+        let cli = Ledger::connect(
+            connect(&etcd, &prefix)
+                .heartbeat_interval(Duration::from_millis(200))
+                .heartbeat_jitter(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+        let op = cli.create_operation(OperationOptions::new()).await.unwrap();
+        let id = op.operation_id().clone();
+        let old = (SystemClock.now() - chrono::Duration::minutes(10)).to_rfc3339();
+        let ghost: tom_dist_ledger::model::Participant =
+            serde_json::from_value(serde_json::json!({
+                "pid": 4242, "host": "host-z", "epoch": 1, "state": "active",
+                "lastHeartbeat": old, "joinedAt": old,
+            }))
+            .unwrap();
+        // Taken before the registration can be seen, so never after its first sight.
+        let registered = Instant::now();
+        cli.store()
+            .modify(&id, &mut |d: &mut tom_dist_ledger::model::LedgerData| {
+                d.participants
+                    .insert(ParticipantId::parse("ghost").unwrap(), ghost.clone());
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let ghost_id = ParticipantId::parse("ghost").unwrap();
+        let store = cli.store().clone();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while store.read(&id).await.unwrap().participants[&ghost_id].state
+                != ParticipantState::Crashed
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("a registration that never puts a key is judged in the end");
+        let waited = registered.elapsed();
+        assert!(waited >= TTL, "judged {waited:?} after it appeared");
+        // It held no call: the crash is contained, the operation goes on.
+        assert!(op.failure().is_none());
+        cli.dispose().await;
+    })
+    .await
+    .expect("test hung");
+}

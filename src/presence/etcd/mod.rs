@@ -17,7 +17,9 @@
 //!   proof rules stay: peers on this host, boot and PID namespace are judged and watched
 //!   by pid (a SIGKILLed local peer is seen at once), and only they are ever signalled.
 //!   Participants with no key (operations of the original, records from elsewhere) are
-//!   judged by heartbeat age as on the file store. What etcd says is input: a present
+//!   judged by heartbeat age as on the file store, once one stale threshold has passed
+//!   since this process first saw their registration (a joiner puts its key just after
+//!   its join: `grace.rs`). What etcd says is input: a present
 //!   key only keeps a participant alive (it never leads to a deletion or a signal), and
 //!   an expired one leads to a crash declaration, whose effects keep their own proofs.
 
@@ -38,9 +40,11 @@ use crate::process::exited;
 use crate::store::etcd::{Cluster, Keys};
 
 mod follower;
+mod grace;
 mod lease;
 
 use follower::KeyFollower;
+use grace::Grace;
 use lease::{keep_lease, register, unregister};
 
 use super::judge::{Ages, Judge, SelfIdentity, identity_of};
@@ -86,6 +90,8 @@ struct Shared {
     keys: Keys,
     /// Presence keys as the watches of this connection last saw them.
     markers: Mutex<Markers>,
+    /// Registrations not yet judged by heartbeat age while their key may be on its way.
+    grace: Grace,
     lease: tokio::sync::Mutex<LeaseState>,
 }
 
@@ -120,6 +126,7 @@ impl EtcdPresence {
             cluster,
             keys,
             markers: Mutex::default(),
+            grace: Grace::default(),
             lease: tokio::sync::Mutex::default(),
         });
         let keeper = tokio::spawn(keep_lease(Arc::downgrade(&shared)));
@@ -138,6 +145,16 @@ impl EtcdPresence {
         self.markers()
             .values()
             .any(|ps| ps.values().any(|m| m.is_of(p)))
+    }
+
+    /// Whether a registration elsewhere was first seen less than a stale threshold
+    /// ago: its key may still be on its way (see `grace.rs`).
+    fn in_grace(&self, p: &Participant) -> bool {
+        !self.shared.judge.is_local(p)
+            && self
+                .shared
+                .grace
+                .within(p, self.shared.judge.stale_threshold())
     }
 
     /// Whether etcd holds a live key for `id` in `data`'s operation, at its epoch.
@@ -191,7 +208,7 @@ impl Presence for EtcdPresence {
         if self.shared.judge.is_local(p) {
             return self.shared.judge.process_running(p);
         }
-        self.leased(p) || self.shared.judge.process_running(p)
+        self.leased(p) || self.in_grace(p) || self.shared.judge.process_running(p)
     }
 
     fn is_live(&self, data: &LedgerData, id: &ParticipantId) -> bool {
@@ -207,7 +224,10 @@ impl Presence for EtcdPresence {
 
     fn ages(&self, data: &LedgerData, me: &ParticipantId) -> Ages {
         let mut ages = self.shared.judge.ages(data, me);
-        ages.stale.retain(|id| !self.leased_in(data, id));
+        ages.stale.retain(|id| {
+            !self.leased_in(data, id)
+                && !data.participants.get(id).is_some_and(|p| self.in_grace(p))
+        });
         ages
     }
 
@@ -366,6 +386,8 @@ impl Roster for EtcdRoster {
             }
             if self.shared.judge.is_local(p) {
                 self.watch_exit(id, p);
+            } else {
+                self.shared.grace.saw(p);
             }
         }
         *self.known.lock().unwrap_or_else(|e| e.into_inner()) = data
