@@ -5,7 +5,8 @@
 //! Built from the log: `CALL_STARTED` / `CALL_SPAWNED` open a call;
 //! `CALL_ENDED` / `CALL_COMPLETED` / `CALL_FAILED` / `CALL_CANCELLED` close it, and
 //! `CRASH_CONTAINED` / `CRASH_DETECTED participant=P calls=[X, Y]` end the listed calls as
-//! crashed; `WORKER_STARTED callId=X name=N pid=P` (written by `run`) names it. Calls still open
+//! crashed; a spawned worker's `CALL_SPAWNED ... pid=P name=N` (or, in older logs, a
+//! `WORKER_STARTED callId=X name=N pid=P` written by `run`) names it. Calls still open
 //! end at `now` (live operation) or at the last log line (archived or ended). Frames that
 //! the log does not show (written by other tools) are added as running calls.
 
@@ -180,6 +181,12 @@ pub fn build(data: &LedgerData, archived: bool, log: &str, now: DateTime<Utc>) -
         };
         match keyword {
             "CALL_STARTED" | "CALL_SPAWNED" => {
+                // A spawned worker's line names its pid and name (older logs: a
+                // `WORKER_STARTED` line after it).
+                if let Some(pid) = field(message, "pid") {
+                    let name = field(message, "name").unwrap_or("").to_string();
+                    names.insert(call.to_string(), (name, Some(pid.to_string())));
+                }
                 open.insert(call.to_string(), spans.len());
                 spans.push(Open {
                     span: Span {
@@ -343,7 +350,7 @@ mod tests {
 2026-01-01T00:00:00.000Z [INFO] OPERATION_CREATED initiator=run-1 description=
 2026-01-01T00:00:01.000Z [INFO] CALL_SPAWNED callId=c1 participant=run-1
 2026-01-01T00:00:01.100Z [INFO] WORKER_STARTED callId=c1 pid=42 name=build
-2026-01-01T00:00:01.500Z [INFO] CALL_SPAWNED callId=c2 participant=run-1
+2026-01-01T00:00:01.500Z [INFO] CALL_SPAWNED callId=c2 participant=run-1 pid=43 name=test
 2026-01-01T00:00:02.000Z [INFO] CALL_STARTED callId=c3 participant=exec-7
 2026-01-01T00:00:03.000Z [INFO] CALL_COMPLETED callId=c1
 2026-01-01T00:00:03.500Z [ERROR] CALL_FAILED callId=c2 error=exit status 3
@@ -364,6 +371,11 @@ garbage line
         assert_eq!(c1.pid.as_deref(), Some("42"));
         assert_eq!((c1.outcome, c1.lane), (Outcome::Ok, 0));
         let c2 = by("c2");
+        assert_eq!(
+            (c2.name.as_deref(), c2.pid.as_deref()),
+            (Some("test"), Some("43")),
+            "a spawn line names its worker"
+        );
         assert_eq!(c2.outcome, Outcome::Failed);
         assert_eq!(c2.error.as_deref(), Some("exit status 3"));
         assert_eq!(c2.lane, 1, "overlapping calls get their own lanes");

@@ -290,8 +290,8 @@ impl Starter {
             }
             let on_started = {
                 let output = output.clone();
-                let op = op.clone();
                 let name = spec.name.clone();
+                // The library's `CALL_SPAWNED` line names the worker and its pid.
                 Box::new(move |s: StartedWorker| {
                     output.emit(Event::WorkerStarted(WorkerStarted {
                         name: name.clone(),
@@ -299,11 +299,6 @@ impl Starter {
                         pid: s.pid,
                         attempt,
                     }));
-                    tokio::spawn(async move {
-                        let line =
-                            format!("WORKER_STARTED callId={} pid={} name={name}", s.call, s.pid);
-                        let _ = op.log(&line, LogLevel::Info).await;
-                    });
                 })
             };
             let routing = match output.mode() {

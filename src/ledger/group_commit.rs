@@ -8,12 +8,21 @@
 //! participant goes through [`Commits::turn`] too and first writes what is queued before
 //! it, so this participant's writes stay in the order they were asked for.
 //!
+//! On `run`'s current-thread runtime, a write on the writer thread that only carries
+//! workers' frames waits until the oldest of them has been queued for [`GATHER`] before
+//! it is made: a short worker's start and end then go into one write, and the workers
+//! started and ended meanwhile with them. The wait is the writer's, never the caller's;
+//! until a frame is written the worker's parent-death signal covers a crash of this
+//! process, as it does while any write is in flight. A queued change that is waited for
+//! at once (`Flush::Inline`) ends the wait.
+//!
 //! A change that fails is left out of the write without touching the others (queued
 //! changes check before they change anything); a write that fails as a whole
 //! (fenced, the operation gone, the lock not had) is retried one change at a time, so
 //! every caller gets its own answer.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -93,11 +102,20 @@ impl Entry {
     }
 }
 
+/// How long the writer thread lets workers' frame writes gather (see the module notes).
+const GATHER: Duration = Duration::from_millis(2);
+/// The writer's sleeps while it gathers: an urgent change waits at most this much.
+const GATHER_STEP: Duration = Duration::from_micros(250);
+
 #[derive(Default)]
 struct Queue {
     entries: Vec<Entry>,
     /// A flush is scheduled or running: it takes what is queued meanwhile.
     flushing: bool,
+    /// When the oldest queued entry was queued.
+    oldest: Option<Instant>,
+    /// A queued entry is waited for at once: no gathering.
+    urgent: bool,
 }
 
 /// The write queue of one participant in one operation.
@@ -119,9 +137,12 @@ impl Commits {
         &self,
         change: QueuedChange,
         then_log: ThenLog,
+        flush: Flush,
     ) -> (oneshot::Receiver<Result<()>>, bool) {
         let (reply, rx) = oneshot::channel();
         let mut queue = self.queue();
+        queue.oldest.get_or_insert_with(Instant::now);
+        queue.urgent |= flush == Flush::Inline;
         queue.entries.push(Entry {
             change,
             then_log,
@@ -140,7 +161,19 @@ impl Commits {
             }
             return None;
         }
+        queue.oldest = None;
+        queue.urgent = false;
         Some(std::mem::take(&mut queue.entries))
+    }
+
+    /// How much longer what is queued may gather before it is written.
+    fn gather_left(&self) -> Option<Duration> {
+        let queue = self.queue();
+        if queue.urgent {
+            return None;
+        }
+        let left = GATHER.saturating_sub(queue.oldest?.elapsed());
+        Some(left).filter(|left| !left.is_zero())
     }
 }
 
@@ -168,19 +201,21 @@ impl OpShared {
         flush: Flush,
         then_log: ThenLog,
     ) -> Result<()> {
-        let (answer, start) = self.commits.push(change, then_log);
+        let (answer, start) = self.commits.push(change, then_log, flush);
         if start {
             let shared = self.clone();
             // Boxed: inline, the flush's state would make every queued change's future
             // (one per running worker) as large as a whole write.
             match flush {
-                Flush::Inline => Box::pin(shared.flush_queued()).await,
+                Flush::Inline => Box::pin(shared.flush_queued(false)).await,
                 Flush::Background if !on_current_thread_runtime() => {
-                    Box::pin(shared.flush_queued()).await
+                    Box::pin(shared.flush_queued(false)).await
                 }
                 Flush::Background => {
                     let runtime = tokio::runtime::Handle::current();
-                    tokio::task::spawn_blocking(move || runtime.block_on(shared.flush_queued()));
+                    tokio::task::spawn_blocking(move || {
+                        runtime.block_on(shared.flush_queued(true))
+                    });
                 }
             }
         }
@@ -191,10 +226,20 @@ impl OpShared {
         })
     }
 
-    /// Write what is queued, batch after batch, until nothing is.
-    async fn flush_queued(self: Arc<Self>) {
+    /// Write what is queued, batch after batch, until nothing is. On the writer thread
+    /// (`gather`), a batch of workers' frames first gathers (see the module notes).
+    async fn flush_queued(self: Arc<Self>, gather: bool) {
         let _turn = self.commits.turn.lock().await;
-        while let Some(batch) = self.commits.take(true) {
+        loop {
+            if gather {
+                // The writer thread's own sleep: nothing else runs on it.
+                while let Some(left) = self.commits.gather_left() {
+                    std::thread::sleep(left.min(GATHER_STEP));
+                }
+            }
+            let Some(batch) = self.commits.take(true) else {
+                break;
+            };
             self.write_batch(batch).await;
         }
     }
@@ -280,4 +325,43 @@ impl OpShared {
 fn on_current_thread_runtime() -> bool {
     tokio::runtime::Handle::current().runtime_flavor()
         == tokio::runtime::RuntimeFlavor::CurrentThread
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noop() -> QueuedChange {
+        Box::new(|_: &mut LedgerData, _: Timestamp| Ok(()))
+    }
+
+    #[test]
+    fn workers_frames_gather_until_the_oldest_is_old_enough_or_one_is_urgent() {
+        let commits = Commits::default();
+        assert_eq!(commits.gather_left(), None, "nothing queued");
+        let (_a, start) = commits.push(noop(), None, Flush::Background);
+        assert!(start, "the first change starts a flush");
+        let left = commits.gather_left().expect("a background frame gathers");
+        assert!(left <= GATHER);
+        let (_b, start) = commits.push(noop(), None, Flush::Background);
+        assert!(!start, "one flush at a time");
+        std::thread::sleep(GATHER);
+        assert_eq!(commits.gather_left(), None, "the oldest waited long enough");
+        assert_eq!(commits.take(true).map(|b| b.len()), Some(2));
+
+        let (_c, _) = commits.push(noop(), None, Flush::Background);
+        assert!(commits.gather_left().is_some());
+        let (_d, _) = commits.push(noop(), None, Flush::Inline);
+        assert_eq!(
+            commits.gather_left(),
+            None,
+            "an urgent change ends the wait"
+        );
+        assert_eq!(commits.take(true).map(|b| b.len()), Some(2));
+        assert_eq!(
+            commits.gather_left(),
+            None,
+            "a taken batch leaves nothing to wait for"
+        );
+    }
 }

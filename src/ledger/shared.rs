@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -27,10 +27,7 @@ use super::LedgerInner;
 use super::callbacks::{BoxFuture, OperationCallback, OperationFailedInfo};
 use super::group_commit::Commits;
 use super::operation::Operation;
-
-/// Least time between two reads caused by change notifications (abort and failure reach
-/// this participant at most this much later than the write).
-const WATCH_COALESCE: Duration = Duration::from_millis(5);
+use super::watcher::OwnWrites;
 
 /// A call of this process that has a frame in the ledger.
 /// What a write is: a heartbeat, or a change with the log lines that report it.
@@ -93,6 +90,8 @@ pub(crate) struct OpShared {
     /// Spawned calls whose outcome was handed out before their end was recorded, and
     /// whose recording is still under way.
     pub(super) ending: watch::Sender<usize>,
+    /// This participant's writes in the store but maybe not yet in its view.
+    pub(super) own_writes: OwnWrites,
     next_session: AtomicU64,
     aborted: watch::Sender<bool>,
     failed: watch::Sender<Option<OperationFailedInfo>>,
@@ -133,6 +132,7 @@ impl OpShared {
             }),
             commits: Commits::default(),
             ending: watch::channel(0).0,
+            own_writes: OwnWrites::default(),
             next_session: AtomicU64::new(1),
             aborted: watch::channel(false).0,
             failed: watch::channel(None).0,
@@ -239,6 +239,8 @@ impl OpShared {
             change(data, now)
         };
         let store = &self.ledger.store;
+        // Until its result is in the view below, the watcher knows a write is landing.
+        let _in_flight = self.own_writes.begin();
         let result = match kind {
             WriteNow::HeartbeatOnly => store
                 .refresh(&self.id, &mut apply)
@@ -417,7 +419,7 @@ impl OpShared {
 
     /// Whether the operation is still at the revision of this participant's last view:
     /// `Some(false)` when it moved (or that cannot be told), `None` when it is gone.
-    async fn view_is_current(&self) -> Option<bool> {
+    pub(super) async fn view_is_current(&self) -> Option<bool> {
         let known = self.local().cached.as_ref().map(|d| Revision::new(d.seq));
         match self.ledger.store.current_revision(&self.id).await {
             Ok(now) => Some(now.is_some() && known == now),
@@ -481,88 +483,11 @@ impl OpShared {
     }
 
     /// Whether this participant's view is at least as new as `revision`.
-    fn view_covers(&self, revision: Revision) -> bool {
+    pub(super) fn view_covers(&self, revision: Revision) -> bool {
         self.local()
             .cached
             .as_ref()
             .is_some_and(|d| Revision::new(d.seq) >= revision)
-    }
-
-    /// Start following changes of the operation pushed by the store. A stream that ends
-    /// (its feed stopped) is replaced by a new subscription and the operation read again;
-    /// if the store can watch no more, the heartbeat is left as the only way news come.
-    pub fn start_watching(self: &Arc<Self>) -> Result<()> {
-        let mut changes = self.ledger.store.watch(&self.id)?;
-        let weak: Weak<OpShared> = Arc::downgrade(self);
-        let task = spawn(async move {
-            loop {
-                let first = match changes.next().await {
-                    Some(change) => change,
-                    None => {
-                        let Some(shared) = weak.upgrade() else { break };
-                        match shared.ledger.store.watch(&shared.id) {
-                            Ok(again) => changes = again,
-                            Err(e) => {
-                                tracing::warn!(operation = %shared.id, error = %e, "changes are no longer pushed; heartbeats carry them");
-                                break;
-                            }
-                        }
-                        crate::store::OperationChange::resync()
-                    }
-                };
-                // The newest revision the changes name; `None` once one names none (a
-                // resync, an archive, a change without revision).
-                let mut newest = named_revision(&first);
-                // This participant's own write, already in its view: no wait, no read.
-                if let Some(n) = newest
-                    && weak.upgrade().is_some_and(|s| s.view_covers(n))
-                {
-                    continue;
-                }
-                // Under a storm of writes (many busy participants), read at most once per
-                // interval: changes in between are folded into the next read, and every
-                // participant does not parse every write of every other.
-                tokio::time::sleep(WATCH_COALESCE).await;
-                while let Some(change) = changes.try_next() {
-                    newest = newest.zip(named_revision(&change)).map(|(a, b)| a.max(b));
-                }
-                let Some(shared) = weak.upgrade() else { break };
-                // This participant's own writes are notified too: nothing to read when its
-                // view is as new as every change named.
-                if newest.is_some_and(|n| shared.view_covers(n)) {
-                    continue;
-                }
-                // A store that was handed the operation with its changes (a server's
-                // pushed documents) has what a read would give.
-                if let Some(seen) = newest.and_then(|r| {
-                    shared
-                        .ledger
-                        .store
-                        .latest_seen(&shared.id)
-                        .filter(|seen| seen.revision >= r)
-                }) {
-                    shared.observe(&seen.data);
-                    continue;
-                }
-                // Otherwise nothing to read when the operation is still at the revision of
-                // this participant's view (asked of the store).
-                if shared.view_is_current().await == Some(true) {
-                    continue;
-                }
-                match shared.ledger.store.read(&shared.id).await {
-                    Ok(data) => shared.observe(&data),
-                    Err(Error::OperationNotFound(_)) => {
-                        super::failure::on_disappeared(&shared).await;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::debug!(operation = %shared.id, error = %e, "watch read failed")
-                    }
-                }
-            }
-        });
-        self.local().watcher = Some(task);
-        Ok(())
     }
 }
 
@@ -574,14 +499,6 @@ impl Drop for OpShared {
         if let Some(h) = local.watcher.take() {
             h.abort();
         }
-    }
-}
-
-/// The revision a pushed change names, if it is a write that names one.
-fn named_revision(change: &crate::store::OperationChange) -> Option<Revision> {
-    match change.kind {
-        crate::store::ChangeKind::Changed => change.revision,
-        _ => None,
     }
 }
 

@@ -7,6 +7,7 @@
 //! pid, and whoever reaps them is not necessarily us.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -50,6 +51,9 @@ pub(crate) struct Group {
     pub containment: Containment,
     /// Set by whoever stops the group first, so the runner can report why it ended.
     reason: OnceLock<StopReason>,
+    /// Set once the process group was seen empty: a group never gains members once it
+    /// has none (its id, if reused later, is someone else's group).
+    gone: AtomicBool,
 }
 
 impl Group {
@@ -61,6 +65,7 @@ impl Group {
             signal_pgid: true,
             containment,
             reason: OnceLock::new(),
+            gone: AtomicBool::new(false),
         }
     }
 
@@ -112,7 +117,16 @@ impl Group {
     /// Whether no live process of the group is left. Cheap when the group is gone.
     pub fn is_empty(&self) -> bool {
         match &self.containment {
-            Containment::Group => group_is_empty(self.pgid),
+            Containment::Group => {
+                if self.gone.load(Ordering::Acquire) {
+                    return true;
+                }
+                let empty = group_is_empty(self.pgid);
+                if empty {
+                    self.gone.store(true, Ordering::Release);
+                }
+                empty
+            }
             Containment::Cgroup(cg) if cg.exists() => {
                 !cg.is_populated() || self.members().is_empty()
             }

@@ -55,8 +55,23 @@ pub(crate) fn read_stat(pid: i32) -> Option<ProcStat> {
     if pid <= 0 {
         return None;
     }
-    let bytes = fs::read(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&String::from_utf8_lossy(&bytes))
+    // One read into room for the whole line (`fs::read` asks the size first, which
+    // /proc does not know, then reads in growing steps): this runs once per worker.
+    let mut file = fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut bytes = vec![0u8; 1024];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            bytes.resize(len * 2, 0);
+        }
+        match std::io::Read::read(&mut file, &mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    parse_stat(&String::from_utf8_lossy(&bytes[..len]))
 }
 
 /// The pids of all processes now in `/proc`.

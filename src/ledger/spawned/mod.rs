@@ -128,13 +128,21 @@ impl CallContext {
         } else {
             Flush::Inline
         };
-        frame.process = process;
-        let started = frame.start_time;
         let shared = &self.operation.shared;
-        let line = format!(
+        let mut line = format!(
             "CALL_SPAWNED callId={} participant={}",
             self.call_id, shared.ledger.config.participant
         );
+        // The worker's pid and name in the same line (what `trace` and the status page
+        // show), so a worker's start costs one log line.
+        if let Some(p) = &process {
+            line.push_str(&format!(" pid={}", p.pid));
+            if let Some(name) = frame.description.as_deref().filter(|d| is_one_word(d)) {
+                line.push_str(&format!(" name={name}"));
+            }
+        }
+        frame.process = process;
+        let started = frame.start_time;
         // The line is written once the frame is, by whoever writes it.
         add_frame(
             shared,
@@ -159,6 +167,11 @@ impl CallContext {
         let slot = self.killer.clone();
         move |k| *lock(&slot) = Some(k)
     }
+}
+
+/// Whether `text` reads back as one `key=value` field of a log line.
+fn is_one_word(text: &str) -> bool {
+    !text.is_empty() && !text.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Status of a tracked call, for `sync`.
