@@ -254,3 +254,48 @@ async fn current_revision_follows_writes_from_the_head_of_the_file() {
         "{err}"
     );
 }
+
+/// A change's log lines go to the log in one append, each still one line (line breaks
+/// inside a line escaped), and an oversized log is rotated after them.
+#[tokio::test]
+async fn a_changes_lines_are_appended_together_and_stay_one_line_each() {
+    use tom_dist_ledger::store::{LogCursor, LogKind};
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(
+        dir.path(),
+        FileStoreOptions {
+            durable: false,
+            log_max_bytes: 64,
+            ..FileStoreOptions::default()
+        },
+    )
+    .expect("open ledger");
+    let id = op("op_lines");
+    store.create(&sample(id.as_str())).await.unwrap();
+    let lines = ["one", "two\nhalf\rway", "three"].map(String::from);
+    let (_, logged) = store
+        .modify_logged(&id, &mut |_| Ok(()), &lines)
+        .await
+        .unwrap();
+    logged.unwrap();
+    let (text, _) = store
+        .read_log(&id, LogKind::Main, LogCursor::START)
+        .await
+        .unwrap();
+    assert_eq!(text, "one\ntwo\\nhalf\\rway\nthree\n");
+    let long = ["x".repeat(80)];
+    store
+        .modify_logged(&id, &mut |_| Ok(()), &long)
+        .await
+        .unwrap()
+        .1
+        .unwrap();
+    let log = dir.path().join(format!("{id}.operation.log"));
+    let live = fs::read_to_string(&log).unwrap();
+    assert!(
+        live.contains("LOG_ROTATED"),
+        "rotated after the lines: {live}"
+    );
+    let earlier = fs::read_to_string(format!("{}.1", log.display())).unwrap();
+    assert!(earlier.ends_with(&format!("{}\n", long[0])), "{earlier}");
+}

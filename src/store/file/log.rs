@@ -51,15 +51,29 @@ pub fn append(
     line: &str,
     durable: bool,
 ) -> Result<Option<u64>> {
-    let mut buf = String::with_capacity(line.len() + 1);
-    for c in line.chars() {
-        match c {
-            '\n' => buf.push_str("\\n"),
-            '\r' => buf.push_str("\\r"),
-            c => buf.push(c),
+    append_lines(paths, op, kind, &[line], durable)
+}
+
+/// [`append`] for several lines at once: one open and one write for all of them, so
+/// they stay together and in order.
+pub fn append_lines(
+    paths: &Paths,
+    op: &OperationId,
+    kind: LogKind,
+    lines: &[&str],
+    durable: bool,
+) -> Result<Option<u64>> {
+    let mut buf = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        for c in line.chars() {
+            match c {
+                '\n' => buf.push_str("\\n"),
+                '\r' => buf.push_str("\\r"),
+                c => buf.push(c),
+            }
         }
+        buf.push('\n');
     }
-    buf.push('\n');
     let (mut file, path, before) = open_for_append(paths, op, kind)?;
     file.write_all(buf.as_bytes())
         .map_err(|e| Error::io("append to", &path, e))?;
@@ -69,7 +83,7 @@ pub fn append(
     if path != paths.log(op, kind) {
         return Ok(None);
     }
-    // The size from the open's `fstat` plus this line: other appenders may have added
+    // The size from the open's `fstat` plus these lines: other appenders may have added
     // theirs meanwhile, so it is at most the real size, which only delays a rotation
     // by their lines.
     Ok(Some(before + buf.len() as u64))

@@ -271,6 +271,27 @@ impl FileStore {
         Ok(data)
     }
 
+    /// Rotate a log that an append took over its bound (best effort: the lines are
+    /// written whatever becomes of the rotation).
+    async fn rotate_if_over(&self, op: &OperationId, kind: LogKind, size: Option<u64>) {
+        let max = self.options.log_max_bytes;
+        if let Some(size) = size
+            && max > 0
+            && size > max
+        {
+            // Rotation is housekeeping: the line is written whatever becomes of it.
+            match self.lock(op, IfMissing::RequireOperation).await {
+                Ok(lock) => {
+                    if let Err(e) = log::rotate(&self.paths, op, kind, max, self.options.durable) {
+                        tracing::debug!(operation = %op, error = %e, "log not rotated");
+                    }
+                    drop(lock);
+                }
+                Err(e) => tracing::debug!(operation = %op, error = %e, "log not rotated"),
+            }
+        }
+    }
+
     async fn create_locked(&self, data: &LedgerData) -> Result<()> {
         let op = &data.operation_id;
         let lock = self.lock(op, IfMissing::Create).await?;
@@ -396,23 +417,31 @@ impl Store for FileStore {
 
     async fn append_log(&self, op: &OperationId, kind: LogKind, line: &str) -> Result<()> {
         let size = log::append(&self.paths, op, kind, line, self.options.durable)?;
-        let max = self.options.log_max_bytes;
-        if let Some(size) = size
-            && max > 0
-            && size > max
-        {
-            // Rotation is housekeeping: the line is written whatever becomes of it.
-            match self.lock(op, IfMissing::RequireOperation).await {
-                Ok(lock) => {
-                    if let Err(e) = log::rotate(&self.paths, op, kind, max, self.options.durable) {
-                        tracing::debug!(operation = %op, error = %e, "log not rotated");
-                    }
-                    drop(lock);
-                }
-                Err(e) => tracing::debug!(operation = %op, error = %e, "log not rotated"),
-            }
-        }
+        self.rotate_if_over(op, kind, size).await;
         Ok(())
+    }
+
+    /// The change, then its lines in one append.
+    async fn modify_logged(
+        &self,
+        op: &OperationId,
+        change: Change<'_>,
+        lines: &[String],
+    ) -> Result<(LedgerData, Result<()>)> {
+        let written = self.write(op, change, true).await?;
+        if lines.is_empty() {
+            return Ok((written, Ok(())));
+        }
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let durable = self.options.durable;
+        let logged = match log::append_lines(&self.paths, op, LogKind::Main, &lines, durable) {
+            Ok(size) => {
+                self.rotate_if_over(op, LogKind::Main, size).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        Ok((written, logged))
     }
 
     async fn read_log(
