@@ -129,3 +129,26 @@ fn worker_survives_the_end_of_the_spawning_thread() {
     wait_until("worker gone", BOUND, || !alive(pid));
     scope.assert_clean();
 }
+
+/// A worker's recorded start time is the one `/proc/PID/stat` gives, however it was
+/// found (the spawn brackets it with the boot-time clock, or reads it).
+#[tokio::test]
+async fn the_recorded_start_time_is_the_one_proc_gives() {
+    let scope = TestScope::new();
+    for _ in 0..40 {
+        let mut worker = WorkerCommand::new(HANG)
+            .args(["--marker", &scope.marker])
+            .spawn()
+            .expect("spawn");
+        let recorded = worker.info().identity.clone();
+        let read = ProcessIdentity::of(recorded.pid).expect("running worker");
+        assert_eq!(
+            recorded.start_ticks, read.start_ticks,
+            "pid {}",
+            recorded.pid
+        );
+        assert_eq!(recorded, read);
+        worker.kill().await;
+    }
+    scope.assert_clean();
+}

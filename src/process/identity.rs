@@ -85,6 +85,28 @@ impl fmt::Display for ProcessIdentity {
     }
 }
 
+/// The clock tick since boot that is now (`/proc/PID/stat`'s unit for start times:
+/// the boot-time clock in `sysconf(_SC_CLK_TCK)` units, rounded down as the kernel
+/// does); `None` where that cannot be computed exactly.
+pub(crate) fn boot_tick_now() -> Option<u64> {
+    static NS_PER_TICK: OnceLock<Option<u64>> = OnceLock::new();
+    let per_tick = (*NS_PER_TICK.get_or_init(|| {
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+        let hz = u64::try_from(hz).ok().filter(|hz| *hz > 0)?;
+        (1_000_000_000 % hz == 0).then(|| 1_000_000_000 / hz)
+    }))?;
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
+        return None;
+    }
+    let ns = u64::try_from(now.tv_sec).ok()? * 1_000_000_000 + u64::try_from(now.tv_nsec).ok()?;
+    Some(ns / per_tick)
+}
+
 /// The id of the running boot (`/proc/sys/kernel/random/boot_id`), read once.
 pub fn boot_id() -> Option<&'static str> {
     static BOOT_ID: OnceLock<Option<String>> = OnceLock::new();

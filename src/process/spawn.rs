@@ -37,7 +37,7 @@ use tokio::runtime::Handle;
 use super::cgroup::{Cgroup, enable_subreaper};
 use super::child::{Child, DirectChild};
 use super::group::{Containment, Group};
-use super::identity::ProcessIdentity;
+use super::identity::{ProcessIdentity, boot_tick_now};
 use super::registry::registry;
 use super::signal::Signal;
 use super::vfork::{self, Prepared, Request};
@@ -304,6 +304,10 @@ impl WorkerCommand {
             _ => None,
         };
         let hook = cgroup_fd.is_some() || self.parent_death.is_some();
+        // The kernel stamps the child's start time between these two readings of the
+        // same clock: when both fall in one clock tick, that tick is its start time, and
+        // `/proc/PID/stat` (costly to generate, once per worker) need not be read.
+        let tick_before = boot_tick_now();
         let spawned = if hook && self.method == SpawnMethod::Vfork && vfork::supported() {
             self.spawn_direct(tag, cgroup_fd)
         } else {
@@ -325,7 +329,18 @@ impl WorkerCommand {
             .id()
             .ok_or_else(|| fail(io::Error::other("the worker has no pid")))?
             as i32;
-        let identity = ProcessIdentity::of(pid).unwrap_or_else(|| ProcessIdentity {
+        let tick_after = boot_tick_now();
+        let bracketed = tick_before.filter(|_| tick_before == tick_after);
+        let identity = match bracketed {
+            Some(start_ticks) => Some(ProcessIdentity {
+                pid,
+                start_ticks,
+                boot_id: super::identity::boot_id().map(str::to_owned),
+                pid_ns: super::identity::pid_namespace(),
+            }),
+            None => ProcessIdentity::of(pid),
+        }
+        .unwrap_or_else(|| ProcessIdentity {
             pid,
             start_ticks: 0,
             boot_id: super::identity::boot_id().map(str::to_owned),
