@@ -48,6 +48,13 @@ fn connect(etcd: &Etcd, prefix: &str) -> Connect {
         .cleanup_wait(Duration::from_secs(5))
 }
 
+/// A connection whose beats judge the others five times a second.
+fn judging(etcd: &Etcd, prefix: &str) -> Connect {
+    connect(etcd, prefix)
+        .heartbeat_interval(Duration::from_millis(200))
+        .heartbeat_jitter(Duration::ZERO)
+}
+
 fn peer(mode: &str, etcd: &Etcd, prefix: &str, op: &OperationId, extra: &[&str]) -> Peer {
     let list = etcd.endpoint_list();
     let ttl_ms = TTL.as_millis().to_string();
@@ -136,14 +143,9 @@ async fn a_clock_far_ahead_makes_no_false_crash() {
     tokio::time::timeout(WATCHDOG, async {
         let beats = Arc::new(AtomicUsize::new(0));
         let stale_reports = Arc::new(AtomicUsize::new(0));
-        let cli = Ledger::connect(
-            connect(&etcd, &prefix)
-                .clock(Arc::new(AheadClock))
-                .heartbeat_interval(Duration::from_millis(200))
-                .heartbeat_jitter(Duration::ZERO),
-        )
-        .await
-        .unwrap();
+        let cli = Ledger::connect(judging(&etcd, &prefix).clock(Arc::new(AheadClock)))
+            .await
+            .unwrap();
         let op = cli.create_operation(OperationOptions::new()).await.unwrap();
         let id = op.operation_id().clone();
         let mut w = peer("wait-abort", &etcd, &prefix, &id, &["--hb-ms", "500"]);
@@ -204,13 +206,7 @@ async fn a_registration_gets_one_threshold_to_put_its_key() {
     let etcd = Etcd::single();
     let prefix = unique_prefix("grace");
     tokio::time::timeout(WATCHDOG, async {
-        let cli = Ledger::connect(
-            connect(&etcd, &prefix)
-                .heartbeat_interval(Duration::from_millis(200))
-                .heartbeat_jitter(Duration::ZERO),
-        )
-        .await
-        .unwrap();
+        let cli = Ledger::connect(judging(&etcd, &prefix)).await.unwrap();
         let op = cli.create_operation(OperationOptions::new()).await.unwrap();
         let id = op.operation_id().clone();
         let old = (SystemClock.now() - chrono::Duration::minutes(10)).to_rfc3339();
