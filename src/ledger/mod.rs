@@ -27,6 +27,7 @@ mod signals;
 mod spawned;
 mod sync;
 mod temps;
+mod watching;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -27,10 +27,7 @@ use super::LedgerInner;
 use super::callbacks::{BoxFuture, OperationCallback, OperationFailedInfo};
 use super::group_commit::Commits;
 use super::operation::Operation;
-
-/// Least time between two reads caused by change notifications (abort and failure reach
-/// this participant at most this much later than the write).
-const WATCH_COALESCE: Duration = Duration::from_millis(5);
+use super::spawned::CallPhase;
 
 /// A call of this process that has a frame in the ledger.
 /// What a write is: a heartbeat, or a change with the log lines that report it.
@@ -43,8 +40,8 @@ pub(crate) struct ActiveCall {
     pub session: u64,
     /// Set for spawned calls: cancels their work.
     pub cancel: Option<CancellationToken>,
-    /// Resolves when a spawned call has finished.
-    pub done: Option<watch::Receiver<bool>>,
+    /// Says when a spawned call has finished ([`CallPhase::Done`]).
+    pub done: Option<watch::Receiver<CallPhase>>,
     pub on_cleanup: Option<Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>>,
     pub on_operation_failed:
         Option<Arc<dyn Fn(OperationFailedInfo) -> BoxFuture<'static, ()> + Send + Sync>>,
@@ -55,7 +52,9 @@ pub(crate) struct Local {
     pub sessions: BTreeMap<u64, OperationCallback>,
     pub calls: HashMap<CallId, ActiveCall>,
     pub temps: BTreeSet<PathBuf>,
-    pub cached: Option<LedgerData>,
+    /// This participant's newest view of the operation (shared: a write that needs
+    /// nothing back hands its data over without a copy).
+    pub cached: Option<Arc<LedgerData>>,
     /// Grace between SIGTERM and SIGKILL for this operation's workers.
     pub worker_grace: Option<Duration>,
     pub heartbeat: Option<Registration>,
@@ -119,7 +118,7 @@ impl OpShared {
                 sessions: BTreeMap::new(),
                 calls: HashMap::new(),
                 temps: BTreeSet::new(),
-                cached: Some(data),
+                cached: Some(Arc::new(data)),
                 worker_grace: None,
                 heartbeat: None,
                 heartbeat_callback: OperationCallback::default(),
@@ -201,28 +200,38 @@ impl OpShared {
         } else {
             WriteNow::Change(&[])
         };
-        Ok(self.write_now_as(change, kind).await?.0)
+        let (data, _) = self.write_now_as(change, kind).await?;
+        self.observe(&data);
+        Ok(data)
     }
 
     /// A change written with `lines` for the operation log (formatted lines), in one
     /// write where the store can; the lines are handed to the log-line callback once
     /// written (a line that could not be appended is only traced: log lines are best
-    /// effort once the state is written).
-    pub(super) async fn write_now_logged(
+    /// effort once the state is written). For the group commit, which needs nothing
+    /// back: the data as written becomes this participant's view without a copy (a copy
+    /// of a large operation per write, on the writer's thread).
+    pub(super) async fn write_now_logged_to_view(
         self: &Arc<Self>,
         change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
         lines: &[String],
-    ) -> Result<LedgerData> {
+    ) -> Result<()> {
         let (data, logged) = self.write_now_as(change, WriteNow::Change(lines)).await?;
+        self.observe_owned(data);
+        self.report_lines(lines, logged);
+        Ok(())
+    }
+
+    fn report_lines(&self, lines: &[String], logged: Result<()>) {
         if let Err(e) = logged {
             tracing::debug!(operation = %self.id, error = %e, "log line not written");
         }
         for line in lines {
             self.ledger.report_line(line);
         }
-        Ok(data)
     }
 
+    /// The write; the caller takes in the data as written ([`observe`](Self::observe)).
     async fn write_now_as(
         self: &Arc<Self>,
         mut change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
@@ -251,7 +260,7 @@ impl OpShared {
             WriteNow::Change(lines) => store.modify_logged(&self.id, &mut apply, lines).await,
         };
         match &result {
-            Ok((data, _)) => self.observe(data),
+            Ok(_) => {}
             // A late write of a participant that left (and was dropped from the
             // registry) is refused like a fenced one, but it is no crash of ours.
             Err(Error::Fenced { .. }) if unregistered && self.local().ended => {}
@@ -267,9 +276,27 @@ impl OpShared {
             let mut local = self.local();
             let newer = local.cached.as_ref().is_none_or(|c| c.seq <= data.seq);
             if newer {
+                local.cached = Some(Arc::new(data.clone()));
+            }
+        }
+        self.react(data);
+    }
+
+    /// [`observe`](Self::observe) of data the caller needs no more: kept without a copy.
+    pub fn observe_owned(self: &Arc<Self>, data: LedgerData) {
+        let data = Arc::new(data);
+        {
+            let mut local = self.local();
+            let newer = local.cached.as_ref().is_none_or(|c| c.seq <= data.seq);
+            if newer {
                 local.cached = Some(data.clone());
             }
         }
+        self.react(&data);
+    }
+
+    /// React to what a fresh view says: abort, fencing, failure; show it to presence.
+    fn react(self: &Arc<Self>, data: &LedgerData) {
         if data.aborted {
             self.abort_locally();
         }
@@ -417,7 +444,7 @@ impl OpShared {
 
     /// Whether the operation is still at the revision of this participant's last view:
     /// `Some(false)` when it moved (or that cannot be told), `None` when it is gone.
-    async fn view_is_current(&self) -> Option<bool> {
+    pub(super) async fn view_is_current(&self) -> Option<bool> {
         let known = self.local().cached.as_ref().map(|d| Revision::new(d.seq));
         match self.ledger.store.current_revision(&self.id).await {
             Ok(now) => Some(now.is_some() && known == now),
@@ -479,91 +506,6 @@ impl OpShared {
             }
         }
     }
-
-    /// Whether this participant's view is at least as new as `revision`.
-    fn view_covers(&self, revision: Revision) -> bool {
-        self.local()
-            .cached
-            .as_ref()
-            .is_some_and(|d| Revision::new(d.seq) >= revision)
-    }
-
-    /// Start following changes of the operation pushed by the store. A stream that ends
-    /// (its feed stopped) is replaced by a new subscription and the operation read again;
-    /// if the store can watch no more, the heartbeat is left as the only way news come.
-    pub fn start_watching(self: &Arc<Self>) -> Result<()> {
-        let mut changes = self.ledger.store.watch(&self.id)?;
-        let weak: Weak<OpShared> = Arc::downgrade(self);
-        let task = spawn(async move {
-            loop {
-                let first = match changes.next().await {
-                    Some(change) => change,
-                    None => {
-                        let Some(shared) = weak.upgrade() else { break };
-                        match shared.ledger.store.watch(&shared.id) {
-                            Ok(again) => changes = again,
-                            Err(e) => {
-                                tracing::warn!(operation = %shared.id, error = %e, "changes are no longer pushed; heartbeats carry them");
-                                break;
-                            }
-                        }
-                        crate::store::OperationChange::resync()
-                    }
-                };
-                // The newest revision the changes name; `None` once one names none (a
-                // resync, an archive, a change without revision).
-                let mut newest = named_revision(&first);
-                // This participant's own write, already in its view: no wait, no read.
-                if let Some(n) = newest
-                    && weak.upgrade().is_some_and(|s| s.view_covers(n))
-                {
-                    continue;
-                }
-                // Under a storm of writes (many busy participants), read at most once per
-                // interval: changes in between are folded into the next read, and every
-                // participant does not parse every write of every other.
-                tokio::time::sleep(WATCH_COALESCE).await;
-                while let Some(change) = changes.try_next() {
-                    newest = newest.zip(named_revision(&change)).map(|(a, b)| a.max(b));
-                }
-                let Some(shared) = weak.upgrade() else { break };
-                // This participant's own writes are notified too: nothing to read when its
-                // view is as new as every change named.
-                if newest.is_some_and(|n| shared.view_covers(n)) {
-                    continue;
-                }
-                // A store that was handed the operation with its changes (a server's
-                // pushed documents) has what a read would give.
-                if let Some(seen) = newest.and_then(|r| {
-                    shared
-                        .ledger
-                        .store
-                        .latest_seen(&shared.id)
-                        .filter(|seen| seen.revision >= r)
-                }) {
-                    shared.observe(&seen.data);
-                    continue;
-                }
-                // Otherwise nothing to read when the operation is still at the revision of
-                // this participant's view (asked of the store).
-                if shared.view_is_current().await == Some(true) {
-                    continue;
-                }
-                match shared.ledger.store.read(&shared.id).await {
-                    Ok(data) => shared.observe(&data),
-                    Err(Error::OperationNotFound(_)) => {
-                        super::failure::on_disappeared(&shared).await;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::debug!(operation = %shared.id, error = %e, "watch read failed")
-                    }
-                }
-            }
-        });
-        self.local().watcher = Some(task);
-        Ok(())
-    }
 }
 
 impl Drop for OpShared {
@@ -574,14 +516,6 @@ impl Drop for OpShared {
         if let Some(h) = local.watcher.take() {
             h.abort();
         }
-    }
-}
-
-/// The revision a pushed change names, if it is a write that names one.
-fn named_revision(change: &crate::store::OperationChange) -> Option<Revision> {
-    match change.kind {
-        crate::store::ChangeKind::Changed => change.revision,
-        _ => None,
     }
 }
 
