@@ -258,3 +258,38 @@ fn futures_read(
     let bytes = std::fs::read(store.operation_path(id)).ok()?;
     tom_dist_ledger::model::LedgerData::from_json(&bytes).ok()
 }
+
+/// A caller that gives up on its change while the write it runs itself waits for the
+/// lock (its future dropped, as a timeout drops it) does not strand this participant's
+/// queue: the write goes on without it once the lock is free, and the next change is
+/// written and answered.
+#[tokio::test(flavor = "current_thread")]
+async fn a_change_given_up_during_its_write_leaves_the_queue_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, op, lock) = ledger_with_lock(dir.path(), Duration::from_secs(60)).await;
+    let id = op.operation_id().clone();
+    let first = op.start_call::<u32>(CallOptions::new()).await.unwrap();
+    lock.lock().unwrap();
+    // The end writes inline: it is polled at once and waits for the lock until dropped.
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), first.end(1)).await;
+    assert!(
+        gave_up.is_err(),
+        "the end was written while the lock was held"
+    );
+    lock.unlock().unwrap();
+
+    let second = tokio::time::timeout(BOUND, op.start_call::<u32>(CallOptions::new()))
+        .await
+        .expect("the next change of this participant is written")
+        .unwrap();
+    let data = ledger.read_live(&id).await.unwrap();
+    let frames: Vec<_> = data.call_frames.iter().map(|f| f.call_id.clone()).collect();
+    assert_eq!(
+        frames,
+        vec![second.call_id().clone()],
+        "the given-up end was written too"
+    );
+    second.end(2).await.unwrap();
+    op.complete().await.unwrap();
+    ledger.dispose().await;
+}

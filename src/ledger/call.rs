@@ -10,9 +10,10 @@ use crate::model::{CallFrame, FrameState, LogLevel};
 
 use super::callbacks::CallCallback;
 use super::core;
-use super::group_commit::{Flush, LogLine, ThenLog};
+use super::group_commit::{Flush, LogLine, Queued, ThenLog};
 use super::operation::Operation;
 use super::shared::{ActiveCall, OpShared};
+use super::spawned::CallPhase;
 
 /// Options of a call (regular or spawned).
 #[derive(Clone)]
@@ -328,14 +329,21 @@ pub(crate) async fn add_frame(
     flush: Flush,
     then_log: ThenLog,
 ) -> Result<()> {
-    shared
-        .modify_queued(
-            Box::new(move |data, _| core::frames::start(data, frame.clone())),
-            flush,
-            then_log,
-        )
-        .await?;
-    Ok(())
+    queue_frame(shared, frame, flush, then_log).await
+}
+
+/// [`add_frame`], queued now; the future waits for the answer.
+pub(crate) fn queue_frame(
+    shared: &Arc<OpShared>,
+    frame: CallFrame,
+    flush: Flush,
+    then_log: ThenLog,
+) -> Queued {
+    shared.queue_change(
+        Box::new(move |data, _| core::frames::start(data, frame.clone())),
+        flush,
+        then_log,
+    )
 }
 
 /// Remove the call's frame and forget the call locally; written with whatever else of
@@ -388,7 +396,7 @@ pub(crate) async fn cancel_calls(shared: &Arc<OpShared>, ids: &[CallId], why: &s
         match (token, done) {
             (Some(token), Some(mut done)) => {
                 token.cancel();
-                let _ = done.wait_for(|d| *d).await;
+                let _ = done.wait_for(|p| *p == CallPhase::Done).await;
             }
             _ => {
                 // A regular call has no task of its own: its cleanup runs here.

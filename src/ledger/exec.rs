@@ -28,6 +28,7 @@ use crate::store::StoreLocation;
 
 use super::call::CallOptions;
 use super::callbacks::BoxFuture;
+use super::group_commit::Queued;
 use super::operation::Operation;
 use super::spawned::{FrameWrite, SpawnMode, SpawnedCall};
 
@@ -217,10 +218,27 @@ impl Operation {
             ..call
         };
         let grace = run.grace.unwrap_or_else(|| self.worker_grace());
-        let run = run.grace(grace);
-        let location = self.shared.ledger.store.location();
-        let operation = self.clone();
+        // What the work needs, boxed: the call's task and the work's future each keep
+        // room for what their closure captured, for the worker's whole life.
+        let setup = Box::new(Setup {
+            command,
+            run: run.grace(grace),
+            result,
+            decode,
+            on_running,
+            location: self.shared.ledger.store.location(),
+            operation: self.clone(),
+        });
         self.spawn_tracked(options, SpawnMode::SelfManaged, move |ctx| async move {
+            let Setup {
+                command,
+                run,
+                result,
+                decode,
+                on_running,
+                location,
+                operation,
+            } = *setup;
             if fail_operation_on_crash {
                 ctx.fail_operation_on_crash();
             }
@@ -228,13 +246,16 @@ impl Operation {
             for (k, v) in nested_env(&location, &operation, &ctx.call_id) {
                 cmd = cmd.env(k, v);
             }
-            // The frame is written once the process runs, with its identity in it. If that
-            // write is refused (the operation failed, this participant was fenced), the
-            // worker is stopped at once.
-            let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel::<WorkerInfo>();
+            drop((location, operation));
+            // The frame is queued for writing once the process runs, with its identity in
+            // it (from the spawn's callback, so the future that waits for the answer holds
+            // only that). If that write is refused (the operation failed, this participant
+            // was fenced), the worker is stopped at once.
+            let (queued_tx, queued_rx) = tokio::sync::oneshot::channel::<Option<Queued>>();
             let killer_ctx = ctx.killer_handle();
             let spawned = Arc::new(std::sync::Mutex::new(None::<WorkerInfo>));
             let seen = spawned.clone();
+            let spawn_ctx = ctx.clone();
             let run = run
                 .cancel(ctx.token.clone())
                 .on_spawn(move |info: &WorkerInfo| {
@@ -243,23 +264,29 @@ impl Operation {
                         signal_group(pgid, Some(sig)).unwrap_or(false)
                     }));
                     *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.clone());
-                    let _ = spawned_tx.send(info.clone());
+                    let _ = queued_tx.send(spawn_ctx.queue_frame(Some(process_record(info))));
                 });
             let running = Arc::new(std::sync::Mutex::new(on_running));
-            let frame_ctx = ctx.clone();
-            let frame_running = running.clone();
+            let (frame_call, frame_token) = (ctx.call_id.clone(), ctx.token.clone());
+            let (frame_running, frame_seen) = (running.clone(), spawned.clone());
             let mut frame_written: FrameWrite = Box::pin(async move {
-                match spawned_rx.await {
-                    Ok(info) => {
-                        let written = frame_ctx.open_frame(Some(process_record(&info))).await;
+                match queued_rx.await {
+                    Ok(Some(queued)) => {
+                        let written = queued.await;
                         match &written {
-                            Ok(()) => call_running(&frame_running, &frame_ctx.call_id, &info),
-                            Err(_) => frame_ctx.token.cancel(),
+                            Ok(()) => {
+                                let info =
+                                    frame_seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                                if let Some(info) = info {
+                                    call_running(&frame_running, &frame_call, &info);
+                                }
+                            }
+                            Err(_) => frame_token.cancel(),
                         }
                         written
                     }
-                    // Never spawned: the runner reports why.
-                    Err(_) => Ok(()),
+                    // No frame to write, or never spawned (the runner reports why).
+                    Ok(None) | Err(_) => Ok(()),
                 }
             });
             // Built directly (not in an async block that would keep its own copies of the
@@ -276,8 +303,8 @@ impl Operation {
                 output = &mut runner => First::Ended(output),
             };
             let output: Result<RunOutput> = match first {
-                // Answered while the worker runs: the write's future (the size of a store
-                // write) is freed now rather than kept for the worker's whole life.
+                // Answered while the worker runs: the write's future is freed now rather
+                // than kept for the worker's whole life.
                 First::Written(written) => {
                     drop(frame_written);
                     let output = runner.await;
@@ -380,16 +407,27 @@ pub fn process_record(info: &WorkerInfo) -> ProcessRecord {
     }
 }
 
-/// The error of a failed worker. A worker that failed while its operation is aborted
-/// (a nested command that stopped on the abort) was cancelled, not broken: the call ends
-/// as cancelled. Participants it started that died without leaving (a nested
-/// `tom-ledger exec`, say) are named: their crash is reported to this call.
+/// What a worker's call needs once it runs, moved into its work in one box.
+struct Setup<T> {
+    command: WorkerCommand,
+    run: RunOptions,
+    result: WorkerResult,
+    decode: Decoder<T>,
+    on_running: Option<RunningFn>,
+    location: StoreLocation,
+    operation: Operation,
+}
+
 /// Which of a worker's frame write and its run finished first.
 enum First {
     Written(Result<()>),
     Ended(Result<RunOutput>),
 }
 
+/// The error of a failed worker. A worker that failed while its operation is aborted
+/// (a nested command that stopped on the abort) was cancelled, not broken: the call ends
+/// as cancelled. Participants it started that died without leaving (a nested
+/// `tom-ledger exec`, say) are named: their crash is reported to this call.
 async fn worker_failure(ctx: &super::spawned::CallContext, error: Error) -> Error {
     let shared = &ctx.operation.shared;
     let Ok(data) = shared.ledger.store.read(&shared.id).await else {

@@ -27,6 +27,7 @@ use super::LedgerInner;
 use super::callbacks::OperationFailedInfo;
 use super::core::{self, Live, failure::Failure};
 use super::shared::OpShared;
+use super::spawned::CallPhase;
 
 /// The failure as participants see it, from the recorded data.
 pub(crate) fn info_from(data: &LedgerData, now: Timestamp) -> OperationFailedInfo {
@@ -198,7 +199,7 @@ pub(crate) async fn self_cleanup(shared: Arc<OpShared>, info: OperationFailedInf
     let wait = shared.ledger.config.cleanup_wait;
     for (_, _, done, _, _) in calls {
         if let Some(mut done) = done {
-            let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+            let _ = tokio::time::timeout(wait, done.wait_for(|p| *p == CallPhase::Done)).await;
         }
     }
     let temps: Vec<_> = std::mem::take(&mut shared.local().temps)

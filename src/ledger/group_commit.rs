@@ -21,13 +21,17 @@
 //! (fenced, the operation gone, the lock not had) is retried one change at a time, so
 //! every caller gets its own answer.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::future::BoxFuture;
 use crate::model::{LedgerData, LogLevel};
 
 use super::shared::OpShared;
@@ -190,6 +194,49 @@ pub(crate) enum Flush {
     Background,
 }
 
+/// A change handed to the group commit: resolves with its answer. It runs the flush
+/// its caller owes when no write of this participant was in flight (see [`Flush`]), and
+/// holds nothing else while it waits (a running worker's pending frame write is one of
+/// these).
+pub(crate) struct Queued {
+    shared: Arc<OpShared>,
+    /// The flush this caller runs itself (inline), until it is done.
+    flush: Option<BoxFuture<'static, ()>>,
+    answer: oneshot::Receiver<Result<()>>,
+}
+
+impl Future for Queued {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if let Some(flush) = self.flush.as_mut() {
+            if flush.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.flush = None;
+        }
+        match Pin::new(&mut self.answer).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(result)) => Poll::Ready(result),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(Error::WriteDropped {
+                operation: self.shared.id.clone(),
+            })),
+        }
+    }
+}
+
+impl Drop for Queued {
+    /// A caller that goes away before its inline flush is done hands it to the runtime:
+    /// the changes queued behind its own are written and answered all the same.
+    fn drop(&mut self) {
+        if let Some(flush) = self.flush.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(flush);
+        }
+    }
+}
+
 impl OpShared {
     /// Change the operation as this participant, in the next group write (see the module
     /// notes), with `then_log` appended to the operation log (see [`LogLine`]): returns
@@ -201,29 +248,40 @@ impl OpShared {
         flush: Flush,
         then_log: ThenLog,
     ) -> Result<()> {
+        self.queue_change(change, flush, then_log).await
+    }
+
+    /// [`modify_queued`](Self::modify_queued), queued now: the change takes its place in
+    /// the queue at once and the future returned waits for its answer.
+    pub(crate) fn queue_change(
+        self: &Arc<Self>,
+        change: QueuedChange,
+        flush: Flush,
+        then_log: ThenLog,
+    ) -> Queued {
         let (answer, start) = self.commits.push(change, then_log, flush);
+        let mut inline: Option<BoxFuture<'static, ()>> = None;
         if start {
             let shared = self.clone();
             // Boxed: inline, the flush's state would make every queued change's future
             // (one per running worker) as large as a whole write.
             match flush {
-                Flush::Inline => Box::pin(shared.flush_queued(false)).await,
-                Flush::Background if !on_current_thread_runtime() => {
-                    Box::pin(shared.flush_queued(false)).await
-                }
-                Flush::Background => {
+                Flush::Background if on_current_thread_runtime() => {
                     let runtime = tokio::runtime::Handle::current();
                     tokio::task::spawn_blocking(move || {
                         runtime.block_on(shared.flush_queued(true))
                     });
                 }
+                Flush::Inline | Flush::Background => {
+                    inline = Some(Box::pin(shared.flush_queued(false)))
+                }
             }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(Error::WriteDropped {
-                operation: self.id.clone(),
-            })
-        })
+        Queued {
+            shared: self.clone(),
+            flush: inline,
+            answer,
+        }
     }
 
     /// Write what is queued, batch after batch, until nothing is. On the writer thread
@@ -261,9 +319,11 @@ impl OpShared {
                     .log_line_text_at(log.at, log.level, &log.message)
             })
             .collect();
-        let result = self.write_now_logged(&mut entry.change, &lines).await;
+        let result = self
+            .write_now_logged_to_view(&mut entry.change, &lines)
+            .await;
         let written = result.is_ok();
-        entry.answer(self, result.map(drop), written).await;
+        entry.answer(self, result, written).await;
     }
 
     /// One read-change-write for the whole batch, each change answered on its own. The
@@ -289,7 +349,7 @@ impl OpShared {
             let mut changes: Vec<&mut QueuedChange> =
                 batch.iter_mut().map(|e| &mut e.change).collect();
             let failures = &mut failures;
-            self.write_now_logged(
+            self.write_now_logged_to_view(
                 &mut |data: &mut LedgerData, now: Timestamp| {
                     // Run again after a conflict: every change starts from the data anew.
                     failures.clear();

@@ -85,7 +85,8 @@ async fn kept_alive(shared: &Arc<OpShared>, kept: KeepAlive) -> Result<(LedgerDa
     match kept.await {
         Ok(after) => {
             shared.observe(&after);
-            Ok((before.unwrap_or_else(|| after.clone()), after))
+            let before = before.map_or_else(|| after.clone(), Arc::unwrap_or_clone);
+            Ok((before, after))
         }
         Err(e @ Error::Fenced { .. }) => {
             if let Ok(data) = shared.ledger.store.read(&shared.id).await {

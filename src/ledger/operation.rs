@@ -88,7 +88,7 @@ impl Operation {
 
     /// The operation as last seen by this participant.
     pub fn cached_data(&self) -> Option<LedgerData> {
-        self.shared.local().cached.clone()
+        self.shared.local().cached.as_deref().cloned()
     }
 
     /// Registration epoch of this participant in the operation.

@@ -27,6 +27,7 @@ use super::LedgerInner;
 use super::callbacks::{BoxFuture, OperationCallback, OperationFailedInfo};
 use super::group_commit::Commits;
 use super::operation::Operation;
+use super::spawned::CallPhase;
 use super::watcher::OwnWrites;
 
 /// A call of this process that has a frame in the ledger.
@@ -40,8 +41,8 @@ pub(crate) struct ActiveCall {
     pub session: u64,
     /// Set for spawned calls: cancels their work.
     pub cancel: Option<CancellationToken>,
-    /// Resolves when a spawned call has finished.
-    pub done: Option<watch::Receiver<bool>>,
+    /// Says when a spawned call has finished ([`CallPhase::Done`]).
+    pub done: Option<watch::Receiver<CallPhase>>,
     pub on_cleanup: Option<Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>>,
     pub on_operation_failed:
         Option<Arc<dyn Fn(OperationFailedInfo) -> BoxFuture<'static, ()> + Send + Sync>>,
@@ -52,7 +53,9 @@ pub(crate) struct Local {
     pub sessions: BTreeMap<u64, OperationCallback>,
     pub calls: HashMap<CallId, ActiveCall>,
     pub temps: BTreeSet<PathBuf>,
-    pub cached: Option<LedgerData>,
+    /// This participant's newest view of the operation (shared: a write that needs
+    /// nothing back hands its data over without a copy).
+    pub cached: Option<Arc<LedgerData>>,
     /// Grace between SIGTERM and SIGKILL for this operation's workers.
     pub worker_grace: Option<Duration>,
     pub heartbeat: Option<Registration>,
@@ -118,7 +121,7 @@ impl OpShared {
                 sessions: BTreeMap::new(),
                 calls: HashMap::new(),
                 temps: BTreeSet::new(),
-                cached: Some(data),
+                cached: Some(Arc::new(data)),
                 worker_grace: None,
                 heartbeat: None,
                 heartbeat_callback: OperationCallback::default(),
@@ -201,28 +204,42 @@ impl OpShared {
         } else {
             WriteNow::Change(&[])
         };
-        Ok(self.write_now_as(change, kind).await?.0)
+        // Until its result is in the view, the watcher knows a write is landing.
+        let _in_flight = self.own_writes.begin();
+        let (data, _) = self.write_now_as(change, kind).await?;
+        self.observe(&data);
+        Ok(data)
     }
 
     /// A change written with `lines` for the operation log (formatted lines), in one
     /// write where the store can; the lines are handed to the log-line callback once
     /// written (a line that could not be appended is only traced: log lines are best
-    /// effort once the state is written).
-    pub(super) async fn write_now_logged(
+    /// effort once the state is written). For the group commit, which needs nothing
+    /// back: the data as written becomes this participant's view without a copy (a copy
+    /// of a large operation per write, on the writer's thread).
+    pub(super) async fn write_now_logged_to_view(
         self: &Arc<Self>,
         change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
         lines: &[String],
-    ) -> Result<LedgerData> {
+    ) -> Result<()> {
+        // Until its result is in the view, the watcher knows a write is landing.
+        let _in_flight = self.own_writes.begin();
         let (data, logged) = self.write_now_as(change, WriteNow::Change(lines)).await?;
+        self.observe_owned(data);
+        self.report_lines(lines, logged);
+        Ok(())
+    }
+
+    fn report_lines(&self, lines: &[String], logged: Result<()>) {
         if let Err(e) = logged {
             tracing::debug!(operation = %self.id, error = %e, "log line not written");
         }
         for line in lines {
             self.ledger.report_line(line);
         }
-        Ok(data)
     }
 
+    /// The write; the caller takes in the data as written ([`observe`](Self::observe)).
     async fn write_now_as(
         self: &Arc<Self>,
         mut change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
@@ -239,8 +256,6 @@ impl OpShared {
             change(data, now)
         };
         let store = &self.ledger.store;
-        // Until its result is in the view below, the watcher knows a write is landing.
-        let _in_flight = self.own_writes.begin();
         let result = match kind {
             WriteNow::HeartbeatOnly => store
                 .refresh(&self.id, &mut apply)
@@ -253,7 +268,7 @@ impl OpShared {
             WriteNow::Change(lines) => store.modify_logged(&self.id, &mut apply, lines).await,
         };
         match &result {
-            Ok((data, _)) => self.observe(data),
+            Ok(_) => {}
             // A late write of a participant that left (and was dropped from the
             // registry) is refused like a fenced one, but it is no crash of ours.
             Err(Error::Fenced { .. }) if unregistered && self.local().ended => {}
@@ -269,9 +284,27 @@ impl OpShared {
             let mut local = self.local();
             let newer = local.cached.as_ref().is_none_or(|c| c.seq <= data.seq);
             if newer {
+                local.cached = Some(Arc::new(data.clone()));
+            }
+        }
+        self.react(data);
+    }
+
+    /// [`observe`](Self::observe) of data the caller needs no more: kept without a copy.
+    pub fn observe_owned(self: &Arc<Self>, data: LedgerData) {
+        let data = Arc::new(data);
+        {
+            let mut local = self.local();
+            let newer = local.cached.as_ref().is_none_or(|c| c.seq <= data.seq);
+            if newer {
                 local.cached = Some(data.clone());
             }
         }
+        self.react(&data);
+    }
+
+    /// React to what a fresh view says: abort, fencing, failure; show it to presence.
+    fn react(self: &Arc<Self>, data: &LedgerData) {
         if data.aborted {
             self.abort_locally();
         }

@@ -322,7 +322,15 @@ impl LedgerData {
 
     /// Pretty JSON (2-space indent), as the original wrote it.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(self).expect("ledger data always serialises");
+        self.to_json_sized(0)
+    }
+
+    /// [`to_json`](Self::to_json) into a buffer of `expected` bytes to start with (the
+    /// size of the version it replaces, say): a large operation is then written without
+    /// the buffer growing, and copying itself, on the way.
+    pub fn to_json_sized(&self, expected: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(expected);
+        serde_json::to_writer_pretty(&mut out, self).expect("ledger data always serialises");
         out.push(b'\n');
         out
     }

@@ -11,7 +11,7 @@ use crate::model::LogLevel;
 use super::super::call::{CallOptions, remove_frame};
 use super::super::group_commit::{Flush, LogLine};
 use super::super::shared::OpShared;
-use super::{FrameWrite, Inner, Outcome, lock_outcome, panicked};
+use super::{CallPhase, FrameWrite, Inner, Outcome, lock_outcome, panicked};
 
 /// Record how the call ended: callbacks (each guarded against panics), frame removed, log
 /// line, operation failure. A panicking callback fails the call with the panic message;
@@ -69,7 +69,7 @@ pub(super) async fn finish<T: Clone + Send + Sync + 'static>(
     let fails_operation = matches!(outcome, Outcome::Failed(_)) && options.fail_on_crash;
     let _ending = (!cleanup_runs && !fails_operation).then(|| {
         *lock_outcome(inner) = Some(outcome.clone());
-        inner.decided.send_replace(true);
+        inner.phase.send_replace(CallPhase::Decided);
         Ending::begin(shared)
     });
     // A frame write the work did not wait for: answered before the end is recorded, so
@@ -128,7 +128,7 @@ pub(super) async fn finish<T: Clone + Send + Sync + 'static>(
         .await;
     }
     *lock_outcome(inner) = Some(outcome);
-    inner.done.send_replace(true);
+    inner.phase.send_replace(CallPhase::Done);
 }
 
 /// Counts a call whose outcome is out while its end is being recorded (completing and

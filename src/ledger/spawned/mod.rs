@@ -17,9 +17,9 @@ use crate::error::{Error, Result};
 use crate::ids::CallId;
 use crate::model::LogLevel;
 
-use super::call::{CallOptions, add_frame, new_frame};
+use super::call::{CallOptions, new_frame, queue_frame};
 use super::callbacks::BoxFuture;
-use super::group_commit::{Flush, LogLine};
+use super::group_commit::{Flush, LogLine, Queued};
 use super::operation::Operation;
 use super::shared::{ActiveCall, spawn};
 use crate::model::{CallFrame, ProcessRecord};
@@ -47,14 +47,24 @@ struct Inner<T> {
     id: CallId,
     description: Option<String>,
     outcome: Mutex<Option<Outcome<T>>>,
-    /// Set once the outcome is known and nothing left to record can change it (possibly
-    /// before its end is recorded; see [`SpawnedCall::wait_decided`]).
-    decided: watch::Sender<bool>,
-    done: watch::Sender<bool>,
+    /// How far the call is: decided, then done (one channel for both, a channel being
+    /// a few hundred bytes per running call).
+    phase: watch::Sender<CallPhase>,
     /// Cancelled by `cancel()`, `leave(true)` or the operation's failure.
     token: CancellationToken,
     /// Shared with the work's `CallContext`, which installs the handler.
     killer: Arc<Mutex<Option<Killer>>>,
+}
+
+/// How far a spawned call is; only moves forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum CallPhase {
+    Running,
+    /// The outcome is known and nothing left to record can change it (possibly before
+    /// its end is recorded; see [`SpawnedCall::wait_decided`]).
+    Decided,
+    /// Finished: the end is recorded.
+    Done,
 }
 
 /// Handle on a spawned call. Cheap to clone.
@@ -117,9 +127,18 @@ impl CallContext {
     /// once, with what recovery needs to find the process again). For other calls, and on
     /// a second call, it does nothing.
     pub async fn open_frame(&self, process: Option<ProcessRecord>) -> Result<()> {
-        let Some(mut frame) = lock(&self.pending_frame).take() else {
-            return Ok(());
-        };
+        match self.queue_frame(process) {
+            Some(write) => write.await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`open_frame`](Self::open_frame), queued now: the frame takes its place in the
+    /// group commit's queue at once (from the spawn's callback, right after the spawn)
+    /// and the future returned only waits for the answer. `None` when there is no frame
+    /// to write.
+    pub(crate) fn queue_frame(&self, process: Option<ProcessRecord>) -> Option<Queued> {
+        let mut frame = lock(&self.pending_frame).take()?;
         // A worker's frame is written off this thread (group commit): the thread that
         // starts and reaps workers does not wait for the disk. Until it is written, the
         // worker's parent-death signal covers a crash of this process.
@@ -144,13 +163,12 @@ impl CallContext {
         frame.process = process;
         let started = frame.start_time;
         // The line is written once the frame is, by whoever writes it.
-        add_frame(
+        Some(queue_frame(
             shared,
             frame,
             flush,
             Some(LogLine::always(LogLevel::Info, line).stamped(started)),
-        )
-        .await
+        ))
     }
 
     /// Hand over this call's frame write, still in flight, when the work's outcome is
@@ -278,8 +296,8 @@ impl<T: Clone + Send + Sync + 'static> SpawnedCall<T> {
 
     /// Wait until the call has finished (never fails).
     pub async fn wait(&self) {
-        let mut rx = self.inner.done.subscribe();
-        let _ = rx.wait_for(|d| *d).await;
+        let mut rx = self.inner.phase.subscribe();
+        let _ = rx.wait_for(|p| *p == CallPhase::Done).await;
     }
 
     /// Wait until the call's outcome is known: as soon as its work has ended (for a
@@ -295,12 +313,8 @@ impl<T: Clone + Send + Sync + 'static> SpawnedCall<T> {
     /// ends as cancelled: [`wait`](Self::wait), [`join`](Self::join) and the result from
     /// then on say so.
     pub async fn wait_decided(&self) {
-        let mut decided = self.inner.decided.subscribe();
-        let mut done = self.inner.done.subscribe();
-        tokio::select! {
-            _ = decided.wait_for(|d| *d) => {}
-            _ = done.wait_for(|d| *d) => {}
-        }
+        let mut phase = self.inner.phase.subscribe();
+        let _ = phase.wait_for(|p| *p >= CallPhase::Decided).await;
     }
 
     /// Wait for the call and return its result.
@@ -395,8 +409,7 @@ impl Operation {
             id: id.clone(),
             description: options.description.clone(),
             outcome: Mutex::new(None),
-            decided: watch::channel(false).0,
-            done: watch::channel(false).0,
+            phase: watch::channel(CallPhase::Running).0,
             token: token.clone(),
             killer: Arc::new(Mutex::new(None)),
         });
@@ -405,7 +418,7 @@ impl Operation {
             ActiveCall {
                 session: self.session,
                 cancel: Some(token.clone()),
-                done: Some(inner.done.subscribe()),
+                done: Some(inner.phase.subscribe()),
                 on_cleanup: options.callback.on_cleanup.clone(),
                 on_operation_failed: options.callback.on_operation_failed.clone(),
             },

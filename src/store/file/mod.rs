@@ -253,10 +253,12 @@ impl FileStore {
         let plan = trail::plan(&self.paths, op, &lock, seq, old_len, record, bounds);
         // The oldest entry that goes becomes this write's staging file.
         let recycle = plan.entry.and(plan.doomed.first().copied());
+        // Sized for the version it replaces and a little more (one more frame, say).
+        let expected = usize::try_from(old_len).unwrap_or(0).saturating_add(4096);
         let recycled = replace::swap_in(
             &self.paths,
             op,
-            &data.to_json(),
+            &data.to_json_sized(expected),
             plan.entry,
             recycle,
             self.options.durable,
