@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::model::{LedgerData, LogLevel};
+use crate::model::{FrameStep, LedgerData, LogLevel};
 
 use super::shared::OpShared;
 
@@ -74,6 +74,9 @@ pub(crate) type ThenLog = Option<LogLine>;
 
 struct Entry {
     change: QueuedChange,
+    /// The change as data when it is a frame step (`change` is that step): a write of
+    /// this change alone may send the step to the store instead.
+    frame: Option<FrameStep>,
     then_log: ThenLog,
     reply: oneshot::Sender<Result<()>>,
 }
@@ -118,12 +121,14 @@ impl Commits {
     fn push(
         &self,
         change: QueuedChange,
+        frame: Option<FrameStep>,
         then_log: ThenLog,
     ) -> (oneshot::Receiver<Result<()>>, bool) {
         let (reply, rx) = oneshot::channel();
         let mut queue = self.queue();
         queue.entries.push(Entry {
             change,
+            frame,
             then_log,
             reply,
         });
@@ -158,17 +163,34 @@ pub(crate) enum Flush {
 }
 
 impl OpShared {
-    /// Change the operation as this participant, in the next group write (see the module
-    /// notes), with `then_log` appended to the operation log (see [`LogLine`]): returns
-    /// once both are done. (Not with the data as written: a
-    /// batch would copy the whole operation once per change.)
-    pub async fn modify_queued(
+    /// A frame step of this participant in the next group write, described as data too
+    /// (see [`modify_queued`](Self::modify_queued)).
+    pub async fn modify_queued_frame(
         self: &Arc<Self>,
-        change: QueuedChange,
+        step: FrameStep,
         flush: Flush,
         then_log: ThenLog,
     ) -> Result<()> {
-        let (answer, start) = self.commits.push(change, then_log);
+        let applied = step.clone();
+        let change: QueuedChange =
+            Box::new(move |data, _| super::core::frames::step(data, &applied));
+        self.modify_queued(change, Some(step), flush, then_log)
+            .await
+    }
+
+    /// Change the operation as this participant, in the next group write (see the module
+    /// notes), with `then_log` appended to the operation log (see [`LogLine`]): returns
+    /// once both are done. (Not with the data as written: a
+    /// batch would copy the whole operation once per change.) `frame`: the change as
+    /// data, when it is a frame step.
+    pub async fn modify_queued(
+        self: &Arc<Self>,
+        change: QueuedChange,
+        frame: Option<FrameStep>,
+        flush: Flush,
+        then_log: ThenLog,
+    ) -> Result<()> {
+        let (answer, start) = self.commits.push(change, frame, then_log);
         if start {
             let shared = self.clone();
             // Boxed: inline, the flush's state would make every queued change's future
@@ -216,7 +238,9 @@ impl OpShared {
                     .log_line_text_at(log.at, log.level, &log.message)
             })
             .collect();
-        let result = self.write_now_logged(&mut entry.change, &lines).await;
+        let result = self
+            .write_now_logged(&mut entry.change, entry.frame.as_ref(), &lines)
+            .await;
         let written = result.is_ok();
         entry.answer(self, result.map(drop), written).await;
     }
@@ -253,6 +277,7 @@ impl OpShared {
                     }
                     Ok(())
                 },
+                None,
                 &lines,
             )
             .await

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId};
-use crate::model::{LedgerData, LogLevel, ParticipantState};
+use crate::model::{FrameChange, FrameStep, LedgerData, LogLevel, ParticipantState};
 use crate::presence::{PresenceEvents, Registration, Roster};
 use crate::revision::Revision;
 
@@ -37,6 +37,9 @@ const WATCH_COALESCE: Duration = Duration::from_millis(5);
 enum WriteNow<'a> {
     HeartbeatOnly,
     Change(&'a [String]),
+    /// A change of this participant's frames, also described as data (see
+    /// [`Store::modify_frame`](crate::store::Store::modify_frame)), with its lines.
+    Frame(&'a FrameStep, &'a [String]),
 }
 
 pub(crate) struct ActiveCall {
@@ -208,12 +211,19 @@ impl OpShared {
     /// write where the store can; the lines are handed to the log-line callback once
     /// written (a line that could not be appended is only traced: log lines are best
     /// effort once the state is written).
+    /// With `frame`, `change` is that frame step (built from it by the caller) and the
+    /// store may be sent the step instead.
     pub(super) async fn write_now_logged(
         self: &Arc<Self>,
         change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+        frame: Option<&FrameStep>,
         lines: &[String],
     ) -> Result<LedgerData> {
-        let (data, logged) = self.write_now_as(change, WriteNow::Change(lines)).await?;
+        let kind = match frame {
+            Some(step) => WriteNow::Frame(step, lines),
+            None => WriteNow::Change(lines),
+        };
+        let (data, logged) = self.write_now_as(change, kind).await?;
         if let Err(e) = logged {
             tracing::debug!(operation = %self.id, error = %e, "log line not written");
         }
@@ -239,6 +249,7 @@ impl OpShared {
             change(data, now)
         };
         let store = &self.ledger.store;
+        let framed = matches!(kind, WriteNow::Frame(..));
         let result = match kind {
             WriteNow::HeartbeatOnly => store
                 .refresh(&self.id, &mut apply)
@@ -249,7 +260,26 @@ impl OpShared {
                 .await
                 .map(|data| (data, Ok(()))),
             WriteNow::Change(lines) => store.modify_logged(&self.id, &mut apply, lines).await,
+            WriteNow::Frame(step, lines) => {
+                let frame = FrameChange {
+                    participant: me.clone(),
+                    epoch,
+                    at: now,
+                    step: step.clone(),
+                };
+                store
+                    .modify_frame(&self.id, &frame, &mut apply, lines)
+                    .await
+            }
         };
+        if framed
+            && matches!(result, Err(Error::Fenced { .. }))
+            && let Some(seen) = store.latest_seen(&self.id)
+        {
+            // Applied by the backend: whether this participant was still registered is
+            // judged on the operation the refusal brought.
+            unregistered = !seen.data.participants.contains_key(&me);
+        }
         match &result {
             Ok((data, _)) => self.observe(data),
             // A late write of a participant that left (and was dropped from the
