@@ -255,3 +255,200 @@ fn fail_all(batch: Vec<Pending>, error: &ApiError) {
         )));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::extract::Query;
+    use axum::http::HeaderMap;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::ledger::core::fixtures::{at, call, frame, operation, pid};
+    use crate::model::{FrameStep, LedgerData};
+    use crate::store::{MemoryStore, Store};
+
+    const BOUND: Duration = Duration::from_secs(30);
+
+    async fn state_with(data: &LedgerData) -> (AppState, watch::Sender<bool>) {
+        let store = Arc::new(MemoryStore::new());
+        store.create(data).await.expect("create");
+        let (stop, shutdown) = watch::channel(false);
+        let state = AppState {
+            store,
+            clock: Arc::new(SystemClock),
+            port: 0,
+            base_path: None,
+            shutdown,
+            ping_interval: Duration::from_secs(5),
+            beats: Default::default(),
+            hubs: Default::default(),
+            line_order: Default::default(),
+            frame_queues: Default::default(),
+            write_holds: Default::default(),
+        };
+        (state, stop)
+    }
+
+    fn open(who: &str, epoch: u64, id: &str) -> FrameBody {
+        FrameBody {
+            change: FrameChange {
+                participant: pid(who),
+                epoch,
+                at: at(5),
+                step: FrameStep::Open(Box::new(frame(who, id, true))),
+            },
+            lines: vec![format!("{id} started")],
+        }
+    }
+
+    fn op() -> OperationId {
+        OperationId::parse("op").expect("id")
+    }
+
+    #[tokio::test]
+    async fn concurrent_changes_of_many_writers_are_all_written_and_answered() {
+        let writers = ["a", "b", "c", "d", "e", "f", "g"];
+        let (state, _stop) = state_with(&operation("init", &writers)).await;
+        let mut answers = Vec::new();
+        for (n, who) in writers.iter().enumerate() {
+            let state = state.clone();
+            let body = open(who, n as u64 + 2, &format!("call-{who}"));
+            answers.push(tokio::spawn(async move {
+                state.frame_queues.submit(&state, &op(), body).await
+            }));
+        }
+        for answer in answers {
+            let answer = tokio::time::timeout(BOUND, answer).await.expect("answered");
+            assert!(matches!(
+                answer.expect("task"),
+                Answer::Written { lines: None, .. }
+            ));
+        }
+        let stored = state.store.read(&op()).await.expect("read");
+        assert_eq!(stored.call_frames.len(), writers.len());
+        let (log, _) = state
+            .store
+            .read_log(&op(), crate::store::LogKind::Main, Default::default())
+            .await
+            .expect("log");
+        assert_eq!(log.lines().count(), writers.len(), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_change_is_left_out_and_answered_with_its_error() {
+        let (state, _stop) = state_with(&operation("init", &["a"])).await;
+        let fenced = open("a", 9, "call-stale");
+        let refused = state.frame_queues.submit(&state, &op(), fenced).await;
+        let Answer::Refused { error, current } = refused else {
+            panic!("not refused");
+        };
+        assert!(
+            matches!(&error, Error::Fenced { participant, epoch: 9, .. } if participant == &pid("a")),
+            "{error}"
+        );
+        assert!(current.data.call_frames.is_empty());
+        let before = state.store.read_versioned(&op()).await.expect("read");
+        assert_eq!(before.revision, current.revision, "nothing written");
+        let written = state
+            .frame_queues
+            .submit(&state, &op(), open("a", 2, "call-ok"))
+            .await;
+        assert!(matches!(written, Answer::Written { .. }));
+        let close = FrameBody {
+            change: FrameChange {
+                participant: pid("a"),
+                epoch: 2,
+                at: at(6),
+                step: FrameStep::Close(call("call-ok")),
+            },
+            lines: Vec::new(),
+        };
+        assert!(matches!(
+            state.frame_queues.submit(&state, &op(), close).await,
+            Answer::Written { .. }
+        ));
+        assert!(
+            state
+                .store
+                .read(&op())
+                .await
+                .expect("read")
+                .call_frames
+                .is_empty()
+        );
+    }
+
+    /// A whole-document write refused with the current operation holds frame writes, so
+    /// its retry at the revision it was told of is not refused again; a write that
+    /// succeeds lets them go on.
+    #[tokio::test]
+    async fn a_refused_put_holds_frame_writes_until_its_retry_is_written() {
+        let (state, _stop) = state_with(&operation("init", &["a"])).await;
+        let seen = state.store.read_versioned(&op()).await.expect("read");
+        let first = state
+            .frame_queues
+            .submit(&state, &op(), open("a", 2, "call-first"))
+            .await;
+        assert!(matches!(first, Answer::Written { .. }));
+        let put = |version: &Versioned| {
+            let mut headers = HeaderMap::new();
+            let tag = format!("\"{}\"", version.revision.get());
+            headers.insert(header::IF_MATCH, HeaderValue::from_str(&tag).unwrap());
+            headers.insert(
+                crate::store::remote::wire::ON_CONFLICT_HEADER,
+                HeaderValue::from_static(crate::store::remote::wire::CURRENT_ON_CONFLICT),
+            );
+            let body = Bytes::from(serde_json::to_vec(&version.data).unwrap());
+            super::super::native::swap(
+                State(state.clone()),
+                Path("op".to_string()),
+                Query(HashMap::new()),
+                headers,
+                body,
+            )
+        };
+        let refused = put(&seen).await.expect("answer");
+        assert_eq!(refused.status(), StatusCode::PRECONDITION_FAILED);
+        let current = state.store.read_versioned(&op()).await.expect("read");
+        assert!(state.write_holds.is_held(&op()));
+        // A frame change now waits (bounded by the hold) instead of moving the
+        // operation on under the retry.
+        let waiting = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                state
+                    .frame_queues
+                    .submit(&state, &op(), open("a", 2, "call-held"))
+                    .await
+            })
+        };
+        tokio::time::timeout(BOUND, async {
+            while !state
+                .frame_queues
+                .lock()
+                .get(&op())
+                .is_some_and(|q| !q.waiting.is_empty())
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the change is queued");
+        let retried = put(&current).await.expect("answer");
+        assert_eq!(retried.status(), StatusCode::OK, "the retry is not refused");
+        assert!(!state.write_holds.is_held(&op()));
+        let answer = tokio::time::timeout(BOUND, waiting)
+            .await
+            .expect("written once released")
+            .expect("task");
+        let Answer::Written { written, .. } = answer else {
+            panic!("not written");
+        };
+        assert_eq!(written.revision, current.revision.next().next());
+    }
+}

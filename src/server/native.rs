@@ -126,7 +126,7 @@ async fn read_archived(
     Ok(Json(state.store.read_archived(&op).await?))
 }
 
-async fn swap(
+pub(super) async fn swap(
     State(state): State<AppState>,
     Path(op): Path<String>,
     Query(query): Query<HashMap<String, String>>,

@@ -44,6 +44,13 @@ impl WriteHolds {
         }
     }
 
+    /// Whether `op`'s frame writes are held now.
+    pub fn is_held(&self, op: &OperationId) -> bool {
+        self.lock()
+            .get(op)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
     /// Wait while `op`'s frame writes are held.
     pub async fn wait(&self, op: &OperationId) {
         loop {
@@ -89,16 +96,19 @@ mod tests {
             .expect("waiter");
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_hold_ends_by_itself_after_its_bound() {
         let holds = WriteHolds::default();
         holds.hold(&op());
         let started = Instant::now();
-        holds.wait(&op()).await;
+        tokio::time::timeout(Duration::from_secs(30), holds.wait(&op()))
+            .await
+            .expect("the hold ends");
         assert!(started.elapsed() >= HOLD_BOUND);
+        assert!(!holds.is_held(&op()));
         // Nothing held: no wait.
-        let again = Instant::now();
-        holds.wait(&op()).await;
-        assert_eq!(again.elapsed(), Duration::ZERO);
+        tokio::time::timeout(Duration::from_secs(30), holds.wait(&op()))
+            .await
+            .expect("no wait");
     }
 }

@@ -144,6 +144,51 @@ mod tests {
         }
     }
 
+    fn described(who: &str, epoch: u64, step: FrameStep) -> FrameChange {
+        FrameChange {
+            participant: pid(who),
+            epoch,
+            at: at(7),
+            step,
+        }
+    }
+
+    #[test]
+    fn a_described_change_is_fenced_checked_and_applied_once() {
+        let op = OperationId::parse("op").expect("id");
+        let mut data = operation("init", &["b"]);
+        let open = described("b", 2, FrameStep::Open(Box::new(frame("b", "b1", true))));
+        apply(&mut data, &op, &open).expect("admitted");
+        assert_eq!(data.participants[&pid("b")].last_heartbeat, at(7));
+        apply(&mut data, &op, &open).expect("a retried open");
+        assert_eq!(data.call_frames.len(), 1, "written once");
+        let stale = described("b", 1, FrameStep::Close(call("b1")));
+        let before = data.clone();
+        assert!(matches!(
+            apply(&mut data, &op, &stale),
+            Err(Error::Fenced { epoch: 1, .. })
+        ));
+        assert_eq!(data, before);
+        let theirs = described("b", 2, FrameStep::Open(Box::new(frame("init", "i1", true))));
+        assert!(matches!(
+            apply(&mut data, &op, &theirs),
+            Err(Error::Invalid { .. })
+        ));
+        assert_eq!(data, before);
+        apply(
+            &mut data,
+            &op,
+            &described("b", 2, FrameStep::Close(call("b1"))),
+        )
+        .expect("close");
+        assert!(data.call_frames.is_empty());
+        data.operation_state = OperationState::Cleanup;
+        assert!(matches!(
+            apply(&mut data, &op, &open),
+            Err(Error::OperationFailed { .. })
+        ));
+    }
+
     #[test]
     fn a_beat_refreshes_only_the_owners_frames() {
         let mut data = operation("init", &["b"]);
