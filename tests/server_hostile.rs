@@ -8,7 +8,7 @@ mod cli_common;
 mod server_common;
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use cli_common::{Env, snapshot};
 use server_common::{Auth, Server, addr, answer, exchange, seeded, unharmed};
@@ -119,6 +119,72 @@ async fn bad_requests_get_one_line_errors_and_change_nothing() {
         lines_case("lines without the operation", "{\"lines\":[\"x\"]}", 400),
         lines_case("lines for an unknown log", &fine_lines, 400).header("x-with-lines", "debug"),
         lines_case("lines of a refused write", &fine_lines, 412).header("if-match", &stale),
+    ];
+    // A frame change the server applies (`POST .../frames`): malformed, out of bounds or
+    // someone else's frame, it writes nothing.
+    let epoch = serde_json::from_str::<Value>(&stored).unwrap()["participants"]["orig"]["epoch"]
+        .as_u64()
+        .expect("orig's epoch");
+    let frame_change = |writer: &str, owner: &str, epoch: u64, lines: usize| {
+        json!({
+            "change": {
+                "participant": writer,
+                "epoch": epoch,
+                "at": "2026-11-27T18:00:00Z",
+                "step": {"open": {
+                    "participantId": owner,
+                    "callId": "call_none_2_0000",
+                    "pid": 1,
+                    "startTime": "2026-11-27T18:00:00Z"
+                }}
+            },
+            "lines": vec!["a line"; lines]
+        })
+    };
+    let frames_path = format!("/v1/operations/{op}/frames");
+    let frame_case =
+        |what, body: &str, status| case(what, Method::POST, &frames_path, Some(body), status);
+    let mut unknown_field = frame_change("orig", "orig", epoch, 0);
+    unknown_field["log"] = json!("debug");
+    let mut unknown_step = frame_change("orig", "orig", epoch, 0);
+    unknown_step["change"]["step"] = json!({"launch": {}});
+    let fine_change = frame_change("orig", "orig", epoch, 1).to_string();
+    let frame_cases = vec![
+        frame_case("frame change truncated", "{\"change\":", 400),
+        frame_case(
+            "another participant's frame",
+            &frame_change("orig", "holder", epoch, 0).to_string(),
+            400,
+        ),
+        frame_case(
+            "101 lines with a frame change",
+            &frame_change("orig", "orig", epoch, 101).to_string(),
+            400,
+        ),
+        frame_case(
+            "frame change with an unknown field",
+            &unknown_field.to_string(),
+            400,
+        ),
+        frame_case(
+            "frame change of an unknown step",
+            &unknown_step.to_string(),
+            400,
+        ),
+        case(
+            "frame change to an unknown operation",
+            Method::POST,
+            "/v1/operations/nope/frames",
+            Some(&fine_change),
+            404,
+        ),
+        case(
+            "frame change to a traversal",
+            Method::POST,
+            "/v1/operations/..%2Fx/frames",
+            Some(&fine_change),
+            400,
+        ),
     ];
 
     let cases = vec![
@@ -404,12 +470,29 @@ async fn bad_requests_get_one_line_errors_and_change_nothing() {
             428,
         ),
     ];
-    for c in cases.iter().chain(&lines_cases) {
+    for c in cases.iter().chain(&lines_cases).chain(&frame_cases) {
         let (status, body) = send(&server, c, true).await;
         assert_eq!(status.as_u16(), c.status, "{}: {body}", c.what);
         assert_error_line(c.what, &body);
         unharmed(&server, &env.ledger, &before, c.what).await;
     }
+    // A frame change the operation refuses (a stale epoch): 409 with what refused it
+    // and the operation as it is; nothing written.
+    let fenced = frame_case(
+        "frame change of a stale epoch",
+        &frame_change("orig", "orig", epoch + 7, 1).to_string(),
+        409,
+    );
+    let (status, body) = send(&server, &fenced, true).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["refusal"]["kind"], "fenced", "{body}");
+    assert_eq!(body["refusal"]["epoch"], epoch + 7, "{body}");
+    assert_eq!(body["current"]["operationId"], op.as_str(), "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.contains('\n')),
+        "{body}"
+    );
+    unharmed(&server, &env.ledger, &before, fenced.what).await;
     // Huge bodies: refused on their length, without the server reading them (the
     // client's write may then fail; the answer arrives first).
     let huge = format!(

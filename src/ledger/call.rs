@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::ids::CallId;
-use crate::model::{CallFrame, FrameState, LogLevel};
+use crate::model::{CallFrame, FrameState, FrameStep, LogLevel};
 
 use super::callbacks::CallCallback;
-use super::core;
 use super::group_commit::{Flush, LogLine, Queued, ThenLog};
 use super::operation::Operation;
 use super::shared::{ActiveCall, OpShared};
@@ -339,11 +338,7 @@ pub(crate) fn queue_frame(
     flush: Flush,
     then_log: ThenLog,
 ) -> Queued {
-    shared.queue_change(
-        Box::new(move |data, _| core::frames::start(data, frame.clone())),
-        flush,
-        then_log,
-    )
+    shared.queue_frame_step(FrameStep::Open(Box::new(frame)), flush, then_log)
 }
 
 /// Remove the call's frame and forget the call locally; written with whatever else of
@@ -356,16 +351,8 @@ pub(crate) async fn remove_frame(
     then_log: ThenLog,
 ) -> Result<bool> {
     shared.local().calls.remove(id);
-    let ended = id.clone();
     let result = shared
-        .modify_queued(
-            Box::new(move |data, _| {
-                core::frames::end(data, &ended);
-                Ok(())
-            }),
-            flush,
-            then_log,
-        )
+        .modify_queued_frame(FrameStep::Close(id.clone()), flush, then_log)
         .await;
     match result {
         Ok(()) => Ok(true),

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::future::BoxFuture;
-use crate::model::{LedgerData, LogLevel};
+use crate::model::{FrameStep, LedgerData, LogLevel};
 
 use super::shared::OpShared;
 
@@ -87,6 +87,9 @@ pub(crate) type ThenLog = Option<LogLine>;
 
 struct Entry {
     change: QueuedChange,
+    /// The change as data when it is a frame step (`change` is that step): a write of
+    /// this change alone may send the step to the store instead.
+    frame: Option<FrameStep>,
     then_log: ThenLog,
     reply: oneshot::Sender<Result<()>>,
 }
@@ -140,6 +143,7 @@ impl Commits {
     fn push(
         &self,
         change: QueuedChange,
+        frame: Option<FrameStep>,
         then_log: ThenLog,
         flush: Flush,
     ) -> (oneshot::Receiver<Result<()>>, bool) {
@@ -149,6 +153,7 @@ impl Commits {
         queue.urgent |= flush == Flush::Inline;
         queue.entries.push(Entry {
             change,
+            frame,
             then_log,
             reply,
         });
@@ -238,28 +243,44 @@ impl Drop for Queued {
 }
 
 impl OpShared {
-    /// Change the operation as this participant, in the next group write (see the module
-    /// notes), with `then_log` appended to the operation log (see [`LogLine`]): returns
-    /// once both are done. (Not with the data as written: a
-    /// batch would copy the whole operation once per change.)
-    pub async fn modify_queued(
+    /// A frame step of this participant in the next group write, described as data too
+    /// (see [`queue_change`](Self::queue_change)).
+    pub async fn modify_queued_frame(
         self: &Arc<Self>,
-        change: QueuedChange,
+        step: FrameStep,
         flush: Flush,
         then_log: ThenLog,
     ) -> Result<()> {
-        self.queue_change(change, flush, then_log).await
+        self.queue_frame_step(step, flush, then_log).await
     }
 
-    /// [`modify_queued`](Self::modify_queued), queued now: the change takes its place in
-    /// the queue at once and the future returned waits for its answer.
-    pub(crate) fn queue_change(
+    /// [`modify_queued_frame`](Self::modify_queued_frame), queued now: the step takes
+    /// its place in the queue at once and the future returned waits for its answer.
+    pub(crate) fn queue_frame_step(
         self: &Arc<Self>,
-        change: QueuedChange,
+        step: FrameStep,
         flush: Flush,
         then_log: ThenLog,
     ) -> Queued {
-        let (answer, start) = self.commits.push(change, then_log, flush);
+        let applied = step.clone();
+        let change: QueuedChange =
+            Box::new(move |data, _| super::core::frames::step(data, &applied));
+        self.queue_change(change, Some(step), flush, then_log)
+    }
+
+    /// Change the operation as this participant in the next group write (see the module
+    /// notes), with `then_log` appended to the operation log (see [`LogLine`]): the
+    /// change takes its place in the queue at once, and the future returned resolves
+    /// once both are done (not with the data as written: a batch would copy the whole
+    /// operation once per change). `frame`: the change as data, when it is a frame step.
+    pub(crate) fn queue_change(
+        self: &Arc<Self>,
+        change: QueuedChange,
+        frame: Option<FrameStep>,
+        flush: Flush,
+        then_log: ThenLog,
+    ) -> Queued {
+        let (answer, start) = self.commits.push(change, frame, then_log, flush);
         let mut inline: Option<BoxFuture<'static, ()>> = None;
         if start {
             let shared = self.clone();
@@ -320,7 +341,7 @@ impl OpShared {
             })
             .collect();
         let result = self
-            .write_now_logged_to_view(&mut entry.change, &lines)
+            .write_now_logged_to_view(&mut entry.change, entry.frame.as_ref(), &lines)
             .await;
         let written = result.is_ok();
         entry.answer(self, result, written).await;
@@ -358,6 +379,7 @@ impl OpShared {
                     }
                     Ok(())
                 },
+                None,
                 &lines,
             )
             .await
@@ -399,19 +421,19 @@ mod tests {
     fn workers_frames_gather_until_the_oldest_is_old_enough_or_one_is_urgent() {
         let commits = Commits::default();
         assert_eq!(commits.gather_left(), None, "nothing queued");
-        let (_a, start) = commits.push(noop(), None, Flush::Background);
+        let (_a, start) = commits.push(noop(), None, None, Flush::Background);
         assert!(start, "the first change starts a flush");
         let left = commits.gather_left().expect("a background frame gathers");
         assert!(left <= GATHER);
-        let (_b, start) = commits.push(noop(), None, Flush::Background);
+        let (_b, start) = commits.push(noop(), None, None, Flush::Background);
         assert!(!start, "one flush at a time");
         std::thread::sleep(GATHER);
         assert_eq!(commits.gather_left(), None, "the oldest waited long enough");
         assert_eq!(commits.take(true).map(|b| b.len()), Some(2));
 
-        let (_c, _) = commits.push(noop(), None, Flush::Background);
+        let (_c, _) = commits.push(noop(), None, None, Flush::Background);
         assert!(commits.gather_left().is_some());
-        let (_d, _) = commits.push(noop(), None, Flush::Inline);
+        let (_d, _) = commits.push(noop(), None, None, Flush::Inline);
         assert_eq!(
             commits.gather_left(),
             None,

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::ids::{CallId, OperationId};
-use crate::model::{LedgerData, LogLevel, ParticipantState};
+use crate::model::{FrameChange, FrameStep, LedgerData, LogLevel, ParticipantState};
 use crate::presence::{PresenceEvents, Registration, Roster};
 use crate::revision::Revision;
 
@@ -35,6 +35,9 @@ use super::watcher::OwnWrites;
 enum WriteNow<'a> {
     HeartbeatOnly,
     Change(&'a [String]),
+    /// A change of this participant's frames, also described as data (see
+    /// [`Store::modify_frame`](crate::store::Store::modify_frame)), with its lines.
+    Frame(&'a FrameStep, &'a [String]),
 }
 
 pub(crate) struct ActiveCall {
@@ -216,15 +219,22 @@ impl OpShared {
     /// written (a line that could not be appended is only traced: log lines are best
     /// effort once the state is written). For the group commit, which needs nothing
     /// back: the data as written becomes this participant's view without a copy (a copy
-    /// of a large operation per write, on the writer's thread).
+    /// of a large operation per write, on the writer's thread). With `frame`, `change`
+    /// is that frame step (built from it by the caller) and the store may be sent the
+    /// step instead.
     pub(super) async fn write_now_logged_to_view(
         self: &Arc<Self>,
         change: impl FnMut(&mut LedgerData, Timestamp) -> Result<()> + Send,
+        frame: Option<&FrameStep>,
         lines: &[String],
     ) -> Result<()> {
+        let kind = match frame {
+            Some(step) => WriteNow::Frame(step, lines),
+            None => WriteNow::Change(lines),
+        };
         // Until its result is in the view, the watcher knows a write is landing.
         let _in_flight = self.own_writes.begin();
-        let (data, logged) = self.write_now_as(change, WriteNow::Change(lines)).await?;
+        let (data, logged) = self.write_now_as(change, kind).await?;
         self.observe_owned(data);
         self.report_lines(lines, logged);
         Ok(())
@@ -256,6 +266,7 @@ impl OpShared {
             change(data, now)
         };
         let store = &self.ledger.store;
+        let framed = matches!(kind, WriteNow::Frame(..));
         let result = match kind {
             WriteNow::HeartbeatOnly => store
                 .refresh(&self.id, &mut apply)
@@ -266,7 +277,26 @@ impl OpShared {
                 .await
                 .map(|data| (data, Ok(()))),
             WriteNow::Change(lines) => store.modify_logged(&self.id, &mut apply, lines).await,
+            WriteNow::Frame(step, lines) => {
+                let frame = FrameChange {
+                    participant: me.clone(),
+                    epoch,
+                    at: now,
+                    step: step.clone(),
+                };
+                store
+                    .modify_frame(&self.id, &frame, &mut apply, lines)
+                    .await
+            }
         };
+        if framed
+            && matches!(result, Err(Error::Fenced { .. }))
+            && let Some(seen) = store.latest_seen(&self.id)
+        {
+            // Applied by the backend: whether this participant was still registered is
+            // judged on the operation the refusal brought.
+            unregistered = !seen.data.participants.contains_key(&me);
+        }
         match &result {
             Ok(_) => {}
             // A late write of a participant that left (and was dropped from the

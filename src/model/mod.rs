@@ -5,10 +5,12 @@
 //! accepts the original's quirks: local timestamps without offset, the legacy `stack`
 //! key, and missing fields with the original's defaults.
 
+mod frame_change;
 pub mod participants;
 mod temp_resource;
 pub mod time;
 
+pub use frame_change::{FrameChange, FrameStep};
 pub use participants::{LEFT_HISTORY, LeftParticipant};
 
 use std::collections::BTreeMap;

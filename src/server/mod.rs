@@ -24,6 +24,7 @@ pub mod compat;
 pub mod discovery;
 pub mod errors;
 pub mod events;
+pub mod frames;
 pub mod hub;
 pub mod line_order;
 pub mod listen;
@@ -31,6 +32,7 @@ pub mod native;
 pub mod page;
 pub mod router;
 pub mod state;
+pub mod write_hold;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -139,6 +141,8 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> Result<Runni
         beats: beats.clone(),
         hubs: Arc::new(hub::Hubs::default()),
         line_order: Arc::new(line_order::LineOrder::default()),
+        frame_queues: Arc::new(frames::FrameQueues::default()),
+        write_holds: Arc::new(write_hold::WriteHolds::default()),
     };
     let app = router::app(state, options.auth.clone(), options.limits);
     let url = format!("http://{addr}");

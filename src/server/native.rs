@@ -8,6 +8,7 @@
 //! | `POST /v1/operations` (a `LedgerData`) | `create` (201, 409 if taken) |
 //! | `GET /v1/operations/{op}` | `read_versioned` (`ETag`) |
 //! | `PUT /v1/operations/{op}[?kind=refresh]` (`If-Match`) | `compare_and_swap` (412 on conflict; with `x-on-conflict: current`, the 412 carries the operation as it is); with `x-with-lines: main` the body is `{"data", "lines"}` and the lines are appended to the main log after the write, before the answer (`modify_logged`) |
+//! | `POST /v1/operations/{op}/frames` (a `FrameBody`) | `modify_frame`: the server applies the change (`frames.rs`); 409 with what refused it |
 //! | `POST /v1/operations/{op}/archive` | `archive` |
 //! | `POST /v1/operations/{op}/beat` | a heartbeat kept beside the document (`beats.rs`); 410 if fenced |
 //! | `GET/POST /v1/operations/{op}/log/{main,debug}` | `read_log` (`?from=`) / `append_log` |
@@ -64,14 +65,14 @@ pub fn operation(raw: &str) -> ApiResult<OperationId> {
 }
 
 /// A JSON body; bad JSON or a wrong shape is a 400 naming what was wrong.
-fn json_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+pub(super) fn json_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid json body: {e}")))
 }
 
 /// The data with its revision as `ETag` and its participants' heartbeat ages by the
 /// server's clock.
-fn versioned(state: &AppState, status: StatusCode, v: Versioned) -> Response {
+pub(super) fn versioned(state: &AppState, status: StatusCode, v: Versioned) -> Response {
     let ages =
         serde_json::to_string(&state.beats.ages(&v.data, state.clock.now())).unwrap_or_default();
     let mut response = (status, Json(v.data)).into_response();
@@ -125,7 +126,7 @@ async fn read_archived(
     Ok(Json(state.store.read_archived(&op).await?))
 }
 
-async fn swap(
+pub(super) async fn swap(
     State(state): State<AppState>,
     Path(op): Path<String>,
     Query(query): Query<HashMap<String, String>>,
@@ -169,6 +170,7 @@ async fn swap(
         .await
     {
         Ok(written) => {
+            state.write_holds.release(&op);
             let failed = append_lines(&state, &op, lines.as_deref().unwrap_or_default()).await;
             drop(turn);
             // The operation's event streams hear of it now, without a read.
@@ -183,6 +185,8 @@ async fn swap(
         }
         Err(e @ Error::Conflict { .. }) if wants_current => {
             drop(turn);
+            // Its retry comes with the operation read now: frame writes wait for it.
+            state.write_holds.hold(&op);
             let current = state.hubs.current(&state, &op).await?;
             Ok(conflict_with_current(e, current))
         }
@@ -210,7 +214,11 @@ fn written_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<(LedgerData, Opt
 
 /// Append a written change's lines to the main log, in order; the first failure (the
 /// write stands, later lines are still tried).
-async fn append_lines(state: &AppState, op: &OperationId, lines: &[String]) -> Option<Error> {
+pub(super) async fn append_lines(
+    state: &AppState,
+    op: &OperationId,
+    lines: &[String],
+) -> Option<Error> {
     let mut failed = None;
     for line in lines {
         if let Err(e) = state.store.append_log(op, LogKind::Main, line).await {

@@ -16,7 +16,7 @@ use tower_http::timeout::TimeoutLayer;
 use super::auth::{Auth, require_token};
 use super::errors::{errors_as_json, method_not_allowed, not_found};
 use super::state::AppState;
-use super::{compat, discovery, native, page};
+use super::{compat, discovery, frames, native, page};
 
 /// Limits of every request.
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(discovery::routes())
         .merge(native::routes())
+        .merge(frames::routes())
         .merge(compat::routes())
         .merge(page::routes())
 }

@@ -10,8 +10,10 @@ use crate::clock::SharedClock;
 use crate::store::Store;
 
 use super::beats::Beats;
+use super::frames::FrameQueues;
 use super::hub::Hubs;
 use super::line_order::LineOrder;
+use super::write_hold::WriteHolds;
 
 /// The state handed to every route.
 #[derive(Clone, Debug)]
@@ -35,4 +37,8 @@ pub struct AppState {
     pub hubs: Arc<Hubs>,
     /// Writes with log lines take turns per operation, so their lines keep their order.
     pub line_order: Arc<LineOrder>,
+    /// Frame changes waiting for their operation's next write (`frames.rs`).
+    pub frame_queues: Arc<FrameQueues>,
+    /// Frame writes wait for a refused whole-document writer (`write_hold.rs`).
+    pub write_holds: Arc<WriteHolds>,
 }

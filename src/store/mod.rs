@@ -47,7 +47,7 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::ids::OperationId;
-use crate::model::LedgerData;
+use crate::model::{FrameChange, LedgerData};
 
 pub use crate::revision::Revision;
 pub(crate) use changes::Subscribers;
@@ -182,6 +182,23 @@ pub trait Store: Send + Sync + Debug + 'static {
             }
         }
         Ok((written, logged))
+    }
+
+    /// A participant's change of its own call frames with its log lines:
+    /// [`modify_logged`](Self::modify_logged) of `change`, which is `frame` applied (the
+    /// ledger builds both from one description, so they cannot differ). A backend that
+    /// can apply the description itself under its own lock (a ledger server) sends
+    /// `frame` instead of a whole document, so that writers of one operation never
+    /// refuse each other; its answer and errors are the ones `change` gives.
+    async fn modify_frame(
+        &self,
+        op: &OperationId,
+        frame: &FrameChange,
+        change: Change<'_>,
+        lines: &[String],
+    ) -> Result<(LedgerData, Result<()>)> {
+        let _ = frame;
+        self.modify_logged(op, change, lines).await
     }
 
     /// A change that only refreshes heartbeats: the same as [`modify`](Self::modify), but

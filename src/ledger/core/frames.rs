@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::ids::{CallId, ParticipantId};
-use crate::model::{CallFrame, FrameState, LedgerData, OperationState};
+use crate::ids::{CallId, OperationId, ParticipantId};
+use crate::model::{CallFrame, FrameChange, FrameState, FrameStep, LedgerData, OperationState};
 
 /// Write a call's frame; refused unless the operation is running.
 pub(crate) fn start(data: &mut LedgerData, frame: CallFrame) -> Result<()> {
@@ -23,6 +23,53 @@ pub(crate) fn start(data: &mut LedgerData, frame: CallFrame) -> Result<()> {
     }
     data.call_frames.push(frame);
     Ok(())
+}
+
+/// A frame change described as data, as its writer runs it: the writer is admitted
+/// (fenced otherwise, see [`super::registry::admit_writer`]) and its step applied. A
+/// frame of another participant is refused. Fails before it changes anything but the
+/// writer's heartbeat; the caller drops the change then (the write fails as a whole).
+pub(crate) fn apply(data: &mut LedgerData, op: &OperationId, change: &FrameChange) -> Result<()> {
+    check_own(change)?;
+    super::registry::admit_writer(data, op, &change.participant, change.epoch, change.at)?;
+    step(data, &change.step)
+}
+
+/// A participant writes only its own frames.
+pub(crate) fn check_own(change: &FrameChange) -> Result<()> {
+    match &change.step {
+        FrameStep::Open(frame) if frame.participant_id != change.participant => {
+            Err(Error::invalid(
+                format!(
+                    "frame of `{}` written by `{}`",
+                    frame.participant_id, change.participant
+                ),
+                "a participant writes only its own frames",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A frame step of a writer already admitted. A frame that is there already is not
+/// written twice (a retried request that had gone through).
+pub(crate) fn step(data: &mut LedgerData, step: &FrameStep) -> Result<()> {
+    match step {
+        FrameStep::Open(frame) => {
+            let there = data
+                .call_frames
+                .iter()
+                .any(|f| f.call_id == frame.call_id && f.participant_id == frame.participant_id);
+            if there && data.operation_state == OperationState::Running {
+                return Ok(());
+            }
+            start(data, (**frame).clone())
+        }
+        FrameStep::Close(call) => {
+            end(data, call);
+            Ok(())
+        }
+    }
 }
 
 /// Remove a call's frame (the last one with its id); ended, failed or cancelled alike.
@@ -95,6 +142,51 @@ mod tests {
             assert!(matches!(r, Err(Error::OperationFailed { .. })), "{state}");
             assert_eq!(d.call_frames.len(), 1);
         }
+    }
+
+    fn described(who: &str, epoch: u64, step: FrameStep) -> FrameChange {
+        FrameChange {
+            participant: pid(who),
+            epoch,
+            at: at(7),
+            step,
+        }
+    }
+
+    #[test]
+    fn a_described_change_is_fenced_checked_and_applied_once() {
+        let op = OperationId::parse("op").expect("id");
+        let mut data = operation("init", &["b"]);
+        let open = described("b", 2, FrameStep::Open(Box::new(frame("b", "b1", true))));
+        apply(&mut data, &op, &open).expect("admitted");
+        assert_eq!(data.participants[&pid("b")].last_heartbeat, at(7));
+        apply(&mut data, &op, &open).expect("a retried open");
+        assert_eq!(data.call_frames.len(), 1, "written once");
+        let stale = described("b", 1, FrameStep::Close(call("b1")));
+        let before = data.clone();
+        assert!(matches!(
+            apply(&mut data, &op, &stale),
+            Err(Error::Fenced { epoch: 1, .. })
+        ));
+        assert_eq!(data, before);
+        let theirs = described("b", 2, FrameStep::Open(Box::new(frame("init", "i1", true))));
+        assert!(matches!(
+            apply(&mut data, &op, &theirs),
+            Err(Error::Invalid { .. })
+        ));
+        assert_eq!(data, before);
+        apply(
+            &mut data,
+            &op,
+            &described("b", 2, FrameStep::Close(call("b1"))),
+        )
+        .expect("close");
+        assert!(data.call_frames.is_empty());
+        data.operation_state = OperationState::Cleanup;
+        assert!(matches!(
+            apply(&mut data, &op, &open),
+            Err(Error::OperationFailed { .. })
+        ));
     }
 
     #[test]

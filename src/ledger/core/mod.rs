@@ -30,7 +30,7 @@ pub(crate) mod registry;
 pub(crate) mod temps;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 use std::collections::BTreeSet;
 

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::error::{Error, Result};
 use crate::ids::{OperationId, ParticipantId};
-use crate::model::LedgerData;
+use crate::model::{FrameChange, LedgerData};
 use crate::revision::Revision;
 
 use super::super::read_change_write::back_off;
@@ -167,7 +167,7 @@ impl RemoteStore {
     }
 
     /// An error answer about `op` as this crate's error.
-    fn op_error(&self, op: &OperationId, status: StatusCode, message: String) -> Error {
+    pub(super) fn op_error(&self, op: &OperationId, status: StatusCode, message: String) -> Error {
         match status {
             StatusCode::NOT_FOUND => Error::OperationNotFound(op.clone()),
             StatusCode::CONFLICT => Error::OperationExists(op.clone()),
@@ -196,7 +196,7 @@ impl RemoteStore {
         }
     }
 
-    async fn versioned(&self, response: reqwest::Response) -> Result<Versioned> {
+    pub(super) async fn versioned(&self, response: reqwest::Response) -> Result<Versioned> {
         if let Some(ages) = response
             .headers()
             .get(AGES_HEADER)
@@ -468,6 +468,17 @@ impl Store for RemoteStore {
             }
         }
         Ok((written, appended))
+    }
+
+    /// Sent as data: the server applies it (`frames.rs`).
+    async fn modify_frame(
+        &self,
+        op: &OperationId,
+        frame: &FrameChange,
+        _change: Change<'_>,
+        lines: &[String],
+    ) -> Result<(LedgerData, Result<()>)> {
+        self.send_frame(op, frame, lines).await
     }
 
     async fn refresh(&self, op: &OperationId, change: Change<'_>) -> Result<LedgerData> {

@@ -4,12 +4,14 @@
 //! - [`wire`]: the native API's shapes, shared with the server.
 //! - [`RemoteStore`] (`client.rs`): the trait's calls as requests (`http.rs`: token,
 //!   deadline, retries with backoff); `feed.rs`: each watched operation's event stream;
-//!   `known.rs`: the newest version seen of each operation, where changes start from.
+//!   `known.rs`: the newest version seen of each operation, where changes start from;
+//!   `frames.rs`: a participant's frame changes, sent as data for the server to apply.
 //! - [`server_file`]: `server.json`, which discovery reads.
 
 mod ages;
 mod client;
 mod feed;
+mod frames;
 mod http;
 mod known;
 mod probe;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::ids::{OperationId, ParticipantId};
-use crate::model::{LedgerData, OperationState};
+use crate::model::{FrameChange, LedgerData, OperationState};
 use crate::revision::Revision;
 
 use super::super::{ListEntry, LogKind, OperationSummary};
@@ -239,6 +239,78 @@ pub fn check_lines_for_write(lines: &[String]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `POST /v1/operations/{op}/frames`: a participant's frame change, applied by the server
+/// to the operation as it is (under its own lock: writers of one operation never refuse
+/// each other), and the lines for the main log once it is written (bounded as a
+/// [`LoggedWriteBody`]'s).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameBody {
+    pub change: FrameChange,
+    #[serde(default)]
+    pub lines: Vec<String>,
+}
+
+/// The 409 answer to a frame change the operation refuses: the error line, what refused
+/// it (so the client returns the same error a change run on its side gives) and the
+/// operation as it is (its revision is the answer's `ETag`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FrameRefusedBody {
+    pub error: String,
+    pub refusal: FrameRefusal,
+    pub current: LedgerData,
+}
+
+/// Why the operation refused a frame change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
+pub enum FrameRefusal {
+    /// The writer is not an active participant at its epoch.
+    Fenced {
+        participant: ParticipantId,
+        epoch: u64,
+    },
+    /// The operation has ended.
+    Ended { state: String },
+    /// The operation is failing: no call starts.
+    Failed { reason: String },
+}
+
+impl FrameRefusal {
+    /// The refusal an error of a frame change is, if it is one.
+    pub fn of(e: &Error) -> Option<Self> {
+        match e {
+            Error::Fenced {
+                participant, epoch, ..
+            } => Some(Self::Fenced {
+                participant: participant.clone(),
+                epoch: *epoch,
+            }),
+            Error::OperationEnded { state, .. } => Some(Self::Ended {
+                state: state.clone(),
+            }),
+            Error::OperationFailed { reason, .. } => Some(Self::Failed {
+                reason: reason.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The error of `op` this refusal stands for.
+    pub fn into_error(self, op: &OperationId) -> Error {
+        let operation = op.clone();
+        match self {
+            Self::Fenced { participant, epoch } => Error::Fenced {
+                operation,
+                participant,
+                epoch,
+            },
+            Self::Ended { state } => Error::OperationEnded { operation, state },
+            Self::Failed { reason } => Error::OperationFailed { operation, reason },
+        }
+    }
 }
 
 /// `POST /v1/operations/{op}/archive`.
