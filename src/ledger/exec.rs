@@ -28,7 +28,6 @@ use crate::store::StoreLocation;
 
 use super::call::CallOptions;
 use super::callbacks::BoxFuture;
-use super::group_commit::Queued;
 use super::operation::Operation;
 use super::spawned::{FrameWrite, SpawnMode, SpawnedCall};
 
@@ -247,15 +246,15 @@ impl Operation {
                 cmd = cmd.env(k, v);
             }
             drop((location, operation));
-            // The frame is queued for writing once the process runs, with its identity in
-            // it (from the spawn's callback, so the future that waits for the answer holds
-            // only that). If that write is refused (the operation failed, this participant
-            // was fenced), the worker is stopped at once.
-            let (queued_tx, queued_rx) = tokio::sync::oneshot::channel::<Option<Queued>>();
+            // The frame is written once the process runs, with its identity in it: queued
+            // for the group commit when this call's task next runs after the spawn (a
+            // burst of starts is written together once it is over); the future that waits
+            // holds only the answer. If that write is refused (the operation failed, this
+            // participant was fenced), the worker is stopped at once.
+            let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel::<ProcessRecord>();
             let killer_ctx = ctx.killer_handle();
             let spawned = Arc::new(std::sync::Mutex::new(None::<WorkerInfo>));
             let seen = spawned.clone();
-            let spawn_ctx = ctx.clone();
             let run = run
                 .cancel(ctx.token.clone())
                 .on_spawn(move |info: &WorkerInfo| {
@@ -264,30 +263,30 @@ impl Operation {
                         signal_group(pgid, Some(sig)).unwrap_or(false)
                     }));
                     *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.clone());
-                    let _ = queued_tx.send(spawn_ctx.queue_frame(Some(process_record(info))));
+                    let _ = spawned_tx.send(process_record(info));
                 });
             let running = Arc::new(std::sync::Mutex::new(on_running));
-            let (frame_call, frame_token) = (ctx.call_id.clone(), ctx.token.clone());
+            let frame_ctx = ctx.clone();
             let (frame_running, frame_seen) = (running.clone(), spawned.clone());
             let mut frame_written: FrameWrite = Box::pin(async move {
-                match queued_rx.await {
-                    Ok(Some(queued)) => {
-                        let written = queued.await;
-                        match &written {
-                            Ok(()) => {
-                                let info =
-                                    frame_seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                                if let Some(info) = info {
-                                    call_running(&frame_running, &frame_call, &info);
-                                }
-                            }
-                            Err(_) => frame_token.cancel(),
+                // Never spawned: the runner reports why.
+                let Ok(process) = spawned_rx.await else {
+                    return Ok(());
+                };
+                let Some(queued) = frame_ctx.queue_frame(Some(process)) else {
+                    return Ok(());
+                };
+                let written = queued.await;
+                match &written {
+                    Ok(()) => {
+                        let info = frame_seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        if let Some(info) = info {
+                            call_running(&frame_running, &frame_ctx.call_id, &info);
                         }
-                        written
                     }
-                    // No frame to write, or never spawned (the runner reports why).
-                    Ok(None) | Err(_) => Ok(()),
+                    Err(_) => frame_ctx.token.cancel(),
                 }
+                written
             });
             // Built directly (not in an async block that would keep its own copies of the
             // command and options) and boxed: the run's future is the largest part of a

@@ -23,7 +23,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -125,10 +125,19 @@ struct Queue {
     urgent: bool,
 }
 
+/// How long a background writer waits for more changes once it has written what was
+/// queued, before its thread goes back to the pool. Changes come in bursts (workers
+/// starting and ending); a flush started while the last one's thread is still on its way
+/// back would get a second thread, and with it a second glibc arena holding the writes'
+/// memory.
+const WRITER_LINGER: Duration = Duration::from_millis(20);
+
 /// The write queue of one participant in one operation.
 #[derive(Default)]
 pub(crate) struct Commits {
     queue: Mutex<Queue>,
+    /// Signalled on every change queued (for a background writer that waits for more).
+    queued: Condvar,
     /// Held by whoever writes for this participant (a flush, or a direct write after it
     /// has written what was queued before it).
     pub turn: tokio::sync::Mutex<()>,
@@ -158,7 +167,29 @@ impl Commits {
             reply,
         });
         let start = !std::mem::replace(&mut queue.flushing, true);
+        drop(queue);
+        self.queued.notify_one();
         (rx, start)
+    }
+
+    /// For a background writer that has written everything queued: wait up to `linger`
+    /// for more. True when some came (the writer goes on); false when none did (the
+    /// flush ends: the next change starts one).
+    fn linger(&self, linger: Duration) -> bool {
+        let deadline = Instant::now() + linger;
+        let mut queue = self.queue();
+        while queue.entries.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                queue.flushing = false;
+                return false;
+            }
+            queue = match self.queued.wait_timeout(queue, left) {
+                Ok((queue, _)) => queue,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        true
     }
 
     /// Everything queued now; `None` (and no flush any more) when nothing is.
@@ -287,15 +318,19 @@ impl OpShared {
             // Boxed: inline, the flush's state would make every queued change's future
             // (one per running worker) as large as a whole write.
             match flush {
+                // One thread writes while changes keep coming (see `WRITER_LINGER`).
                 Flush::Background if on_current_thread_runtime() => {
                     let runtime = tokio::runtime::Handle::current();
                     tokio::task::spawn_blocking(move || {
-                        runtime.block_on(shared.flush_queued(true))
+                        loop {
+                            runtime.block_on(shared.write_all_queued());
+                            if !shared.commits.linger(WRITER_LINGER) {
+                                break;
+                            }
+                        }
                     });
                 }
-                Flush::Inline | Flush::Background => {
-                    inline = Some(Box::pin(shared.flush_queued(false)))
-                }
+                Flush::Inline | Flush::Background => inline = Some(Box::pin(shared.flush_queued())),
             }
         }
         Queued {
@@ -305,18 +340,25 @@ impl OpShared {
         }
     }
 
-    /// Write what is queued, batch after batch, until nothing is. On the writer thread
-    /// (`gather`), a batch of workers' frames first gathers (see the module notes).
-    async fn flush_queued(self: Arc<Self>, gather: bool) {
+    /// Write what is queued, batch after batch, until nothing is.
+    async fn flush_queued(self: Arc<Self>) {
+        let _turn = self.commits.turn.lock().await;
+        while let Some(batch) = self.commits.take(true) {
+            self.write_batch(batch).await;
+        }
+    }
+
+    /// On the background writer's thread: write what is queued, batch after batch, until
+    /// nothing is, each batch of workers' frames first gathering (see the module notes);
+    /// the flush goes on (the writer then waits for more, see [`Commits::linger`]).
+    async fn write_all_queued(self: &Arc<Self>) {
         let _turn = self.commits.turn.lock().await;
         loop {
-            if gather {
-                // The writer thread's own sleep: nothing else runs on it.
-                while let Some(left) = self.commits.gather_left() {
-                    std::thread::sleep(left.min(GATHER_STEP));
-                }
+            // The writer thread's own sleep: nothing else runs on it.
+            while let Some(left) = self.commits.gather_left() {
+                std::thread::sleep(left.min(GATHER_STEP));
             }
-            let Some(batch) = self.commits.take(true) else {
+            let Some(batch) = self.commits.take(false) else {
                 break;
             };
             self.write_batch(batch).await;
@@ -445,5 +487,40 @@ mod tests {
             None,
             "a taken batch leaves nothing to wait for"
         );
+    }
+
+    fn change() -> QueuedChange {
+        Box::new(|_, _| Ok(()))
+    }
+
+    /// A writer that waits for more ends the flush when nothing comes: the next change
+    /// starts a new one.
+    #[test]
+    fn a_writer_with_nothing_more_to_write_ends_the_flush() {
+        let commits = Commits::default();
+        let (_answer, start) = commits.push(change(), None, None, Flush::Background);
+        assert!(start);
+        assert!(commits.take(false).is_some());
+        assert!(!commits.linger(Duration::from_millis(1)));
+        let (_answer, start) = commits.push(change(), None, None, Flush::Background);
+        assert!(start, "a new flush starts");
+    }
+
+    /// A change queued while a writer waits for more is taken by that writer: no second
+    /// flush (and no second thread) is started.
+    #[test]
+    fn a_change_queued_while_the_writer_waits_goes_to_that_writer() {
+        let commits = Arc::new(Commits::default());
+        let (_first, start) = commits.push(change(), None, None, Flush::Background);
+        assert!(start);
+        assert!(commits.take(false).is_some());
+        let waiting = {
+            let commits = commits.clone();
+            std::thread::spawn(move || commits.linger(Duration::from_secs(60)))
+        };
+        let (_second, start) = commits.push(change(), None, None, Flush::Background);
+        assert!(!start, "the waiting writer takes it");
+        assert!(waiting.join().expect("linger"), "the writer goes on");
+        assert_eq!(commits.take(false).map(|b| b.len()), Some(1));
     }
 }

@@ -324,17 +324,18 @@ impl LedgerData {
 
     /// Pretty JSON (2-space indent), as the original wrote it.
     pub fn to_json(&self) -> Vec<u8> {
-        self.to_json_sized(0)
+        let mut out = Vec::new();
+        self.write_json(&mut out)
+            .expect("ledger data always serialises");
+        out
     }
 
-    /// [`to_json`](Self::to_json) into a buffer of `expected` bytes to start with (the
-    /// size of the version it replaces, say): a large operation is then written without
-    /// the buffer growing, and copying itself, on the way.
-    pub fn to_json_sized(&self, expected: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(expected);
-        serde_json::to_writer_pretty(&mut out, self).expect("ledger data always serialises");
-        out.push(b'\n');
-        out
+    /// [`to_json`](Self::to_json) streamed into `out` (a large operation written straight
+    /// into its file, never held whole in memory).
+    pub fn write_json(&self, mut out: impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut out, self)?;
+        out.write_all(b"\n")?;
+        out.flush()
     }
 
     /// True when no call frames and no temp resources are left.

@@ -134,9 +134,9 @@ impl CallContext {
     }
 
     /// [`open_frame`](Self::open_frame), queued now: the frame takes its place in the
-    /// group commit's queue at once (from the spawn's callback, right after the spawn)
-    /// and the future returned only waits for the answer. `None` when there is no frame
-    /// to write.
+    /// group commit's queue at once and the future returned only waits for the answer
+    /// (a worker's pending frame write holds nothing else). `None` when there is no
+    /// frame to write.
     pub(crate) fn queue_frame(&self, process: Option<ProcessRecord>) -> Option<Queued> {
         let mut frame = lock(&self.pending_frame).take()?;
         // A worker's frame is written off this thread (group commit): the thread that

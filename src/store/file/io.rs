@@ -53,10 +53,22 @@ pub fn open_private(options: &mut OpenOptions, path: &Path, action: &'static str
     Ok(file)
 }
 
+/// What a file is written with: the content streamed into a writer (a large operation
+/// is serialised straight into its file, never held whole in memory).
+pub type Content<'a> = &'a dyn Fn(&mut dyn Write) -> std::io::Result<()>;
+
+/// Bytes written per system call when content is streamed.
+const WRITE_BUFFER: usize = 64 * 1024;
+
 /// Create `path` as a new private file holding `bytes` (synced with `durable`). A file
 /// already there was left by a writer that died: it is removed, never written through,
 /// since it may share its inode with a live file (a hard link made by that writer).
 pub fn write_private(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    write_private_with(path, &|out| out.write_all(bytes), durable)
+}
+
+/// [`write_private`] with the content streamed in.
+pub fn write_private_with(path: &Path, content: Content<'_>, durable: bool) -> Result<()> {
     let create = || {
         open_private(
             OpenOptions::new().write(true).create_new(true),
@@ -64,19 +76,29 @@ pub fn write_private(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
             "create",
         )
     };
-    let mut file = match create() {
+    let file = match create() {
         Err(Error::Io { source, .. }) if source.kind() == ErrorKind::AlreadyExists => {
             fs::remove_file(path).map_err(|e| Error::io("remove leftover", path, e))?;
             create()?
         }
         other => other?,
     };
-    file.write_all(bytes)
-        .map_err(|e| Error::io("write", path, e))?;
+    stream_into(&file, content).map_err(|e| Error::io("write", path, e))?;
     if durable {
         file.sync_all().map_err(|e| Error::io("sync", path, e))?;
     }
     Ok(())
+}
+
+/// Write `content` from the file's current position on, buffered; returns where it ends.
+fn stream_into(file: &File, content: Content<'_>) -> std::io::Result<u64> {
+    use std::io::Seek;
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+    content(&mut out)?;
+    out.flush()?;
+    drop(out);
+    let mut file = file;
+    file.stream_position()
 }
 
 /// Swap the files at `a` and `b` in one step (`renameat2` with `RENAME_EXCHANGE`): whoever
@@ -201,15 +223,20 @@ fn read_up_to(mut file: &File, size: usize, limit: Option<usize>) -> std::io::Re
 /// How often a reader opens the path again when it caught an inode being recycled.
 const RECYCLED_RETRIES: usize = 1000;
 
-/// Turn the old file at `old` into the staging file `staging` holding `bytes`, without
+/// Turn the old file at `old` into the staging file `staging` holding `content`, without
 /// creating an inode (which costs more than the rest of a write on some disks). Only when
 /// no reader holds it (an exclusive `flock` taken without waiting) and it has one name
 /// (so it is not also the current operation file, nor linked to it); `Ok(false)` when
 /// it cannot be recycled. Never
 /// through a symlink, and only a regular file of this user: an entry replaced by anything
 /// else is left to pruning, which unlinks the name and never touches a target.
-pub fn recycle_into(old: &Path, staging: &Path, bytes: &[u8], durable: bool) -> Result<bool> {
-    use std::os::unix::fs::{FileExt, MetadataExt};
+pub fn recycle_into(
+    old: &Path,
+    staging: &Path,
+    content: Content<'_>,
+    durable: bool,
+) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
     let Ok((file, meta)) = open_entry(
         OpenOptions::new().write(true),
         old,
@@ -243,8 +270,9 @@ pub fn recycle_into(old: &Path, staging: &Path, bytes: &[u8], durable: bool) -> 
             found: "no longer the file that was opened".to_string(),
         });
     }
-    file.write_all_at(bytes, 0)
-        .and_then(|()| file.set_len(bytes.len() as u64))
+    // Opened just now: written from its start, then cut where the new content ends.
+    stream_into(&file, content)
+        .and_then(|len| file.set_len(len))
         .map_err(|e| Error::io("write", staging, e))?;
     if durable {
         file.sync_all().map_err(|e| Error::io("sync", staging, e))?;

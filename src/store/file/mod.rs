@@ -253,12 +253,12 @@ impl FileStore {
         let plan = trail::plan(&self.paths, op, &lock, seq, old_len, record, bounds);
         // The oldest entry that goes becomes this write's staging file.
         let recycle = plan.entry.and(plan.doomed.first().copied());
-        // Sized for the version it replaces and a little more (one more frame, say).
-        let expected = usize::try_from(old_len).unwrap_or(0).saturating_add(4096);
+        // Serialised straight into the staging file: the text of a large operation is
+        // never held whole (it was the largest part of a write on the writer's thread).
         let recycled = replace::swap_in(
             &self.paths,
             op,
-            &data.to_json_sized(expected),
+            &|out| data.write_json(out),
             plan.entry,
             recycle,
             self.options.durable,

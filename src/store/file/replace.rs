@@ -19,7 +19,10 @@
 use std::fs;
 use std::path::Path;
 
-use super::io::{exchange, exchange_unsupported, recycle_into, sync_dir, write_private};
+use super::io::{
+    Content, exchange, exchange_unsupported, recycle_into, sync_dir, write_private,
+    write_private_with,
+};
 use super::paths::Paths;
 use super::trust;
 use crate::error::{Error, Result};
@@ -37,13 +40,13 @@ pub fn create(paths: &Paths, op: &OperationId, bytes: &[u8], durable: bool) -> R
     Ok(())
 }
 
-/// Replace the operation file by `bytes`; with `trail_seq`, the replaced file becomes that
+/// Replace the operation file by `content` (streamed in); with `trail_seq`, the replaced file becomes that
 /// trail entry. With `recycle`, the trail entry of that `seq` (about to be pruned) is
 /// reused as the staging file when no reader holds it, instead of creating a new inode.
 pub fn swap_in(
     paths: &Paths,
     op: &OperationId,
-    bytes: &[u8],
+    content: Content<'_>,
     trail_seq: Option<u64>,
     recycle: Option<u64>,
     durable: bool,
@@ -56,19 +59,19 @@ pub fn swap_in(
             trust::ensure_private_dir(&paths.trail_dir(op), "trail directory")?;
             let entry = paths.trail_entry(op, seq);
             let recycled = match recycle {
-                Some(old) => recycle_into(&paths.trail_entry(op, old), &entry, bytes, durable)?,
+                Some(old) => recycle_into(&paths.trail_entry(op, old), &entry, content, durable)?,
                 None => false,
             };
             moved = recycled;
             if !recycled {
                 // An entry already there was staged by a writer that died before its
                 // swap: it is replaced.
-                write_private(&entry, bytes, durable)?;
+                write_private_with(&entry, content, durable)?;
             }
             entry
         }
         None => {
-            write_private(&paths.temp(op), bytes, durable)?;
+            write_private_with(&paths.temp(op), content, durable)?;
             paths.temp(op)
         }
     };
@@ -133,7 +136,15 @@ mod tests {
         create(&paths, &op, b"live", false).unwrap();
         fs::create_dir(paths.trail_dir(&op)).unwrap();
         fs::hard_link(paths.operation(&op), paths.trail_entry(&op, 1)).unwrap();
-        swap_in(&paths, &op, b"next", Some(1), None, false).unwrap();
+        swap_in(
+            &paths,
+            &op,
+            &|out| out.write_all(b"next"),
+            Some(1),
+            None,
+            false,
+        )
+        .unwrap();
         assert_eq!(fs::read(paths.operation(&op)).unwrap(), b"next");
         assert_eq!(fs::read(paths.trail_entry(&op, 1)).unwrap(), b"live");
     }
@@ -144,7 +155,7 @@ mod tests {
         let paths = Paths::new(dir.path().to_path_buf());
         let op = OperationId::parse("op_no_trail").unwrap();
         create(&paths, &op, b"old", false).unwrap();
-        swap_in(&paths, &op, b"new", None, None, true).unwrap();
+        swap_in(&paths, &op, &|out| out.write_all(b"new"), None, None, true).unwrap();
         assert_eq!(fs::read(paths.operation(&op)).unwrap(), b"new");
         assert!(!paths.temp(&op).exists());
         assert!(!paths.trail_dir(&op).exists());
