@@ -70,6 +70,7 @@ mod procfs;
 mod recorded;
 mod registry;
 mod run;
+mod run_options;
 mod signal;
 mod spawn;
 mod stop;
@@ -85,9 +86,9 @@ pub use recorded::{
     PlannedProcess, RecordedGroup, RecordedStop, StopPlan, Verdict, plan_recorded, stop_recorded,
 };
 pub use registry::{Registry, registry};
-pub use run::{
-    DEFAULT_MAX_STDOUT, DEFAULT_STDERR_TAIL, ExitCallback, LineCallback, RunOptions, RunOutput,
-    SpawnCallback, run_file_result, run_stdio, run_to_exit,
+pub use run::{RunOutput, run_file_result, run_stdio, run_to_exit};
+pub use run_options::{
+    DEFAULT_MAX_STDOUT, DEFAULT_STDERR_TAIL, ExitCallback, LineCallback, RunOptions, SpawnCallback,
 };
 pub use signal::{Signal, StopReason, signal_group, signal_pid};
 pub use spawn::{EscapeProof, SpawnMethod, StdioMode, WORKER_TAG_VAR, WorkerCommand};
