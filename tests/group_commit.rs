@@ -13,7 +13,7 @@ use tom_dist_ledger::ledger::{
     CallOptions, Connect, ExecWorker, Ledger, OperationOptions, WorkerResult,
 };
 use tom_dist_ledger::process::WorkerCommand;
-use tom_dist_ledger::store::FileStore;
+use tom_dist_ledger::store::{FileStore, FileStoreOptions};
 
 const HANG: &str = env!("CARGO_BIN_EXE_worker-hang");
 const EXIT: &str = env!("CARGO_BIN_EXE_worker-exit");
@@ -26,26 +26,10 @@ const BOUND: Duration = Duration::from_secs(30);
 async fn frames_queued_behind_a_waiting_write_go_into_one_write() {
     let scope = TestScope::new();
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::connect(
-        Connect::local(dir.path())
-            .participant(ParticipantId::parse("cli").unwrap())
-            .heartbeat_interval(Duration::from_secs(3600)),
-    )
-    .await
-    .unwrap();
-    let op = ledger
-        .create_operation(OperationOptions::new())
-        .await
-        .unwrap();
+    let (ledger, op, lock) =
+        ledger_with_lock(dir.path(), FileStoreOptions::default().lock_timeout).await;
     let id = op.operation_id().clone();
     let before = ledger.read_live(&id).await.unwrap().seq;
-
-    let paths = FileStore::open_existing(dir.path(), Default::default()).unwrap();
-    let lock = File::options()
-        .read(true)
-        .write(true)
-        .open(paths.lock_path(&id))
-        .unwrap();
     lock.lock().unwrap();
 
     let n = 12;

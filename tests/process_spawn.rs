@@ -131,10 +131,18 @@ fn worker_survives_the_end_of_the_spawning_thread() {
 }
 
 /// A worker's recorded start time is the one `/proc/PID/stat` gives, however it was
-/// found (the spawn brackets it with the boot-time clock, or reads it).
+/// found (the spawn brackets it with the boot-time clock, or reads it); stopping each
+/// worker through its record reaches nothing else (a process of the test's own, started
+/// beside them, must survive).
 #[tokio::test]
 async fn the_recorded_start_time_is_the_one_proc_gives() {
     let scope = TestScope::new();
+    let sentinel_scope = TestScope::new();
+    let mut sentinel = std::process::Command::new(HANG)
+        .args(["--marker", &sentinel_scope.marker])
+        .spawn()
+        .expect("sentinel");
+    let sentinel_pid = sentinel.id() as i32;
     for _ in 0..40 {
         let mut worker = WorkerCommand::new(HANG)
             .args(["--marker", &scope.marker])
@@ -149,6 +157,11 @@ async fn the_recorded_start_time_is_the_one_proc_gives() {
         );
         assert_eq!(recorded, read);
         worker.kill().await;
+        assert!(alive(sentinel_pid), "the sentinel was hit");
     }
     scope.assert_clean();
+    // Ours: spawned here and not reaped yet.
+    sentinel.kill().expect("stop the sentinel");
+    sentinel.wait().expect("reap the sentinel");
+    sentinel_scope.assert_clean();
 }

@@ -352,7 +352,7 @@ pub(crate) async fn remove_frame(
 ) -> Result<bool> {
     shared.local().calls.remove(id);
     let result = shared
-        .modify_queued_frame(FrameStep::Close(id.clone()), flush, then_log)
+        .queue_frame_step(FrameStep::Close(id.clone()), flush, then_log)
         .await;
     match result {
         Ok(()) => Ok(true),

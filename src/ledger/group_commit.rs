@@ -111,8 +111,6 @@ impl Entry {
 
 /// How long the writer thread lets workers' frame writes gather (see the module notes).
 const GATHER: Duration = Duration::from_millis(2);
-/// The writer's sleeps while it gathers: an urgent change waits at most this much.
-const GATHER_STEP: Duration = Duration::from_micros(250);
 
 #[derive(Default)]
 struct Queue {
@@ -207,13 +205,29 @@ impl Commits {
     }
 
     /// How much longer what is queued may gather before it is written.
+    #[cfg(test)]
     fn gather_left(&self) -> Option<Duration> {
-        let queue = self.queue();
+        Self::left_to_gather(&self.queue())
+    }
+
+    fn left_to_gather(queue: &Queue) -> Option<Duration> {
         if queue.urgent {
             return None;
         }
         let left = GATHER.saturating_sub(queue.oldest?.elapsed());
         Some(left).filter(|left| !left.is_zero())
+    }
+
+    /// For the background writer: wait while what is queued may still gather. A change
+    /// queued meanwhile wakes it, so an urgent one ends the wait at once.
+    fn gather(&self) {
+        let mut queue = self.queue();
+        while let Some(left) = Self::left_to_gather(&queue) {
+            queue = match self.queued.wait_timeout(queue, left) {
+                Ok((queue, _)) => queue,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
     }
 }
 
@@ -275,18 +289,8 @@ impl Drop for Queued {
 
 impl OpShared {
     /// A frame step of this participant in the next group write, described as data too
-    /// (see [`queue_change`](Self::queue_change)).
-    pub async fn modify_queued_frame(
-        self: &Arc<Self>,
-        step: FrameStep,
-        flush: Flush,
-        then_log: ThenLog,
-    ) -> Result<()> {
-        self.queue_frame_step(step, flush, then_log).await
-    }
-
-    /// [`modify_queued_frame`](Self::modify_queued_frame), queued now: the step takes
-    /// its place in the queue at once and the future returned waits for its answer.
+    /// (see [`queue_change`](Self::queue_change)): the step takes its place in the queue
+    /// at once and the future returned waits for its answer.
     pub(crate) fn queue_frame_step(
         self: &Arc<Self>,
         step: FrameStep,
@@ -354,10 +358,8 @@ impl OpShared {
     async fn write_all_queued(self: &Arc<Self>) {
         let _turn = self.commits.turn.lock().await;
         loop {
-            // The writer thread's own sleep: nothing else runs on it.
-            while let Some(left) = self.commits.gather_left() {
-                std::thread::sleep(left.min(GATHER_STEP));
-            }
+            // The writer thread's own wait: nothing else runs on it.
+            self.commits.gather();
             let Some(batch) = self.commits.take(false) else {
                 break;
             };

@@ -175,13 +175,7 @@ pub trait Store: Send + Sync + Debug + 'static {
         lines: &[String],
     ) -> Result<(LedgerData, Result<()>)> {
         let written = self.modify(op, change).await?;
-        let mut logged = Ok(());
-        for line in lines {
-            if let Err(e) = self.append_log(op, LogKind::Main, line).await {
-                logged = Err(e);
-            }
-        }
-        Ok((written, logged))
+        Ok((written, append_each(self, op, lines).await))
     }
 
     /// A participant's change of its own call frames with its log lines:
@@ -267,4 +261,20 @@ pub trait Store: Send + Sync + Debug + 'static {
         let _ = dry_run;
         Ok(Vec::new())
     }
+}
+
+/// Append `lines` to the operation's main log one by one, after the change they report
+/// was written: every line is tried, and the last failure is what is returned.
+pub(crate) async fn append_each<S: Store + ?Sized>(
+    store: &S,
+    op: &OperationId,
+    lines: &[String],
+) -> Result<()> {
+    let mut logged = Ok(());
+    for line in lines {
+        if let Err(e) = store.append_log(op, LogKind::Main, line).await {
+            logged = Err(e);
+        }
+    }
+    logged
 }

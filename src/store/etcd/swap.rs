@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::ids::OperationId;
 use crate::model::LedgerData;
 use crate::store::read_change_write::{MAX_ATTEMPTS, back_off};
-use crate::store::{Change, LogKind, Revision, Store};
+use crate::store::{Change, LogKind, Revision};
 
 /// Most log lines written in the transaction of the change they report (etcd allows 128
 /// operations in one); more are appended after it.
@@ -65,10 +65,8 @@ impl EtcdStore {
         let (with, after) = lines.split_at(lines.len().min(LINES_WITH_CHANGE));
         let written = self.swap_in(op, change, with).await?;
         let mut logged = self.trim_if_due(op, LogKind::Main, with.len()).await;
-        for line in after {
-            if let Err(e) = self.append_log(op, LogKind::Main, line).await {
-                logged = Err(e);
-            }
+        if let Err(e) = crate::store::append_each(self, op, after).await {
+            logged = Err(e);
         }
         Ok((written, logged))
     }

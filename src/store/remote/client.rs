@@ -26,9 +26,9 @@ use super::http::{Answer, Http, RequestTiming};
 use super::known::Known;
 use super::wire::{
     AGES_HEADER, AppendBody, ArchivedBody, BeatBody, CURRENT_ON_CONFLICT, ConflictBody,
-    HeartbeatAge, IdsBody, KIND_REFRESH, LINES_FAILED_HEADER, LogBody, LoggedWriteBody,
-    ON_CONFLICT_HEADER, SummariesBody, WITH_LINES_HEADER, WITH_LINES_MAIN, etag, lines_for_write,
-    log_segment, parse_etag,
+    HeartbeatAge, IdsBody, KIND_REFRESH, LogBody, LoggedWriteBody, ON_CONFLICT_HEADER,
+    SummariesBody, WITH_LINES_HEADER, WITH_LINES_MAIN, etag, lines_for_write, log_segment,
+    parse_etag,
 };
 
 /// The operations of a ledger server.
@@ -261,16 +261,7 @@ impl RemoteStore {
             .await?;
         match answer {
             Answer::Ok(response) => {
-                let appended = match response.headers().get(LINES_FAILED_HEADER) {
-                    Some(reason) => Err(Error::Unavailable {
-                        location: self.http.base.clone(),
-                        reason: format!(
-                            "log lines not appended: {}",
-                            String::from_utf8_lossy(reason.as_bytes())
-                        ),
-                    }),
-                    None => Ok(()),
-                };
+                let appended = self.lines_appended(&response);
                 Ok(Swap::Written(self.versioned(response).await?, appended))
             }
             Answer::Refused {
@@ -462,10 +453,8 @@ impl Store for RemoteStore {
         let (written, mut appended) = self
             .change_write(op, change, WriteKind::Change, with)
             .await?;
-        for line in after {
-            if let Err(e) = self.append_log(op, LogKind::Main, line).await {
-                appended = Err(e);
-            }
+        if let Err(e) = crate::store::append_each(self, op, after).await {
+            appended = Err(e);
         }
         Ok((written, appended))
     }

@@ -9,12 +9,27 @@ use crate::error::{Error, Result};
 use crate::ids::OperationId;
 use crate::model::{FrameChange, LedgerData};
 
-use super::super::{LogKind, Store, Versioned};
+use super::super::Versioned;
 use super::client::RemoteStore;
 use super::http::Answer;
 use super::wire::{FrameBody, FrameRefusedBody, LINES_FAILED_HEADER, lines_for_write, parse_etag};
 
 impl RemoteStore {
+    /// Whether the server appended the lines written with a change: it says so in a
+    /// header when it could not.
+    pub(super) fn lines_appended(&self, response: &reqwest::Response) -> Result<()> {
+        match response.headers().get(LINES_FAILED_HEADER) {
+            Some(reason) => Err(Error::Unavailable {
+                location: self.http.base.clone(),
+                reason: format!(
+                    "log lines not appended: {}",
+                    String::from_utf8_lossy(reason.as_bytes())
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The change and its lines in one request (lines beyond the bounds of one write,
     /// and all after them, are appended on their own after it). A refusal is the error
     /// the change gives on the operation as it is; the operation it brings is kept as
@@ -44,16 +59,7 @@ impl RemoteStore {
             .await?;
         let (written, mut appended) = match answer {
             Answer::Ok(response) => {
-                let appended = match response.headers().get(LINES_FAILED_HEADER) {
-                    Some(reason) => Err(Error::Unavailable {
-                        location: self.http.base.clone(),
-                        reason: format!(
-                            "log lines not appended: {}",
-                            String::from_utf8_lossy(reason.as_bytes())
-                        ),
-                    }),
-                    None => Ok(()),
-                };
+                let appended = self.lines_appended(&response);
                 (self.versioned(response).await?, appended)
             }
             Answer::Refused {
@@ -79,10 +85,8 @@ impl RemoteStore {
                 status, message, ..
             } => return Err(self.op_error(op, status, message)),
         };
-        for line in after {
-            if let Err(e) = self.append_log(op, LogKind::Main, line).await {
-                appended = Err(e);
-            }
+        if let Err(e) = crate::store::append_each(self, op, after).await {
+            appended = Err(e);
         }
         Ok((written.data, appended))
     }
